@@ -1,0 +1,708 @@
+"""Activation functions: the module a model uses, the float64 formula a reader learns from.
+
+Every activation is an ``nn.Module`` chosen by name in recipes (``"leaky_relu(0.1)"``) through
+``make_activation``. The forward pass calls PyTorch's own kernel for the same formula, so a
+trainlab activation costs what the native one costs; what trainlab adds sits around it:
+
+* ``f(x)`` and ``df(x)``: the formula and its derivative written with numpy in float64, used for
+  figures, for the initialization gains in ``trainlab.init`` and as the tests' oracle;
+* properties a diagnosis needs: output range, zero-centred or not, where it saturates, whether a
+  unit can die, and a rule that says whether a unit is saturated (``ActivationInfo.saturated``).
+
+A unit is *saturated* where its derivative has fallen below ``eps`` (default 0.02) times the
+function's peak slope, so almost no gradient passes through it: for tanh that is ``|y| > 0.99``.
+Only functions whose derivative tends to zero somewhere saturate; leaky ReLU, PReLU and the
+identity never do.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trainlab.registry import Registry
+
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "ActivationInfo",
+    "Sigmoid",
+    "Tanh",
+    "ReLU",
+    "LeakyReLU",
+    "PReLU",
+    "ELU",
+    "SELU",
+    "GELU",
+    "SiLU",
+    "Identity",
+    "make_activation",
+    "activation_info",
+    "plot_activations",
+    "SELU_ALPHA",
+    "SELU_SCALE",
+]
+
+ACTIVATIONS: Registry[Activation] = Registry("activation")
+
+# Klambauer et al. 2017, "Self-Normalizing Neural Networks", eq. 14: the constants that make
+# mean 0 / variance 1 a stable fixed point of a SELU layer with LeCun-normal weights.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_TANH_C = 0.044715
+_GRID = np.linspace(-12.0, 12.0, 24001)  # where peak slopes and output minima are read off
+
+_erf = np.vectorize(math.erf, otypes=[float])  # numpy has no erf; math.erf is exact to 1 ulp
+
+
+def _np_sigmoid(x: np.ndarray) -> np.ndarray:
+    # 0.5 * (1 + tanh(x / 2)) is sigmoid without overflow in exp for large |x|.
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _np_phi(x: np.ndarray) -> np.ndarray:
+    """Standard normal density."""
+    return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def _np_Phi(x: np.ndarray) -> np.ndarray:
+    """Standard normal distribution function."""
+    return 0.5 * (1.0 + _erf(x / math.sqrt(2.0)))
+
+
+def _f64(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def _fmt(value: Any) -> str:
+    return repr(value) if not isinstance(value, float) else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class ActivationInfo:
+    """What a diagnosis or a figure needs to know about one activation.
+
+    ``f``/``df`` are float64 numpy formulas; ``grad`` is the same derivative in torch (for
+    tensors on any device); ``grad_from_output`` gives the derivative from the output alone
+    where the output determines it (monotone functions), else ``None``.
+    """
+
+    name: str
+    spec: str
+    formula: str
+    paper: str
+    f: Callable[[np.ndarray], np.ndarray]
+    df: Callable[[np.ndarray], np.ndarray]
+    grad: Callable[[Tensor], Tensor]
+    grad_from_output: Callable[[Tensor], Tensor] | None
+    output_range: tuple[float, float]
+    zero_centred: bool
+    saturates: str | None
+    can_die: bool
+    peak_slope: float
+
+    def saturated(self, pre_activation: Tensor, eps: float = 0.02) -> Tensor:
+        """Boolean mask: True where ``|f'(x)| < eps * peak_slope`` (x is the pre-activation)."""
+        if self.saturates is None:
+            return torch.zeros_like(pre_activation, dtype=torch.bool)
+        return self.grad(pre_activation).abs() < eps * self.peak_slope
+
+    def saturated_from_output(self, output: Tensor, eps: float = 0.02) -> Tensor:
+        """The same mask decided from the output ``y = f(x)``: ``|tanh| > 0.99`` at eps=0.02.
+
+        Works for the monotone activations. GELU and SiLU dip below zero and come back, so one
+        output value has two inputs with different slopes; pass the pre-activation to
+        ``saturated`` for those.
+        """
+        if self.saturates is None:
+            return torch.zeros_like(output, dtype=torch.bool)
+        if self.grad_from_output is None:
+            raise ValueError(
+                f"activation {self.spec!r} is not monotone, so its output does not decide "
+                "saturation; call saturated(pre_activation) instead"
+            )
+        return self.grad_from_output(output).abs() < eps * self.peak_slope
+
+
+class Activation(nn.Module):
+    """Base of trainlab's activations: forward via PyTorch's kernel plus the reference math.
+
+    Subclasses set the class attributes and implement ``forward``, ``f``, ``df``, ``grad`` and,
+    when the function is monotone, ``grad_from_output``.
+    """
+
+    name: ClassVar[str]
+    formula: ClassVar[str]
+    paper: ClassVar[str]
+    zero_centred: ClassVar[bool]
+    saturates: ClassVar[str | None] = None
+    can_die: ClassVar[bool] = False
+    monotone: ClassVar[bool] = True  # False: one output value has inputs with different slopes
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        if not isinstance(inplace, bool):
+            raise ValueError(f"inplace must be True or False, got {inplace!r}")
+        self.inplace = inplace
+
+    # -- reference math (float64 numpy) -------------------------------------------------------
+    def f(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def df(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    # -- derivative in torch, for diagnostics on any device --------------------------------------
+    def grad(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def grad_from_output(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def output_range(self) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def spec_args(self) -> list[tuple[str, Any, Any]]:
+        """(argument, value, default) in constructor order; the spec shows the non-defaults."""
+        return []
+
+    @property
+    def spec(self) -> str:
+        """The recipe string that rebuilds this module, e.g. ``"leaky_relu(0.1)"``."""
+        args = self.spec_args()
+        last = max((i for i, (_, v, d) in enumerate(args) if v != d), default=-1)
+        if last < 0:
+            return self.name
+        return f"{self.name}({', '.join(_fmt(v) for _, v, _ in args[: last + 1])})"
+
+    def extra_repr(self) -> str:
+        return f"spec={self.spec!r}" + (", inplace=True" if self.inplace else "")
+
+    def peak_slope(self) -> float:
+        """max |f'(x)|, read off a fine grid on [-12, 12]."""
+        return float(np.max(np.abs(self.df(_GRID))))
+
+    def info(self) -> ActivationInfo:
+        """A frozen snapshot of this activation's math and properties (PReLU: current slope)."""
+        return ActivationInfo(
+            name=self.name,
+            spec=self.spec,
+            formula=self.formula,
+            paper=self.paper,
+            f=self.f,
+            df=self.df,
+            grad=self.grad,
+            grad_from_output=self.grad_from_output if self.monotone else None,
+            output_range=self.output_range(),
+            zero_centred=self.zero_centred,
+            saturates=self.saturates,
+            can_die=self.can_die,
+            peak_slope=self.peak_slope(),
+        )
+
+
+@ACTIVATIONS.register("sigmoid", "logistic")
+class Sigmoid(Activation):
+    """Logistic sigmoid ``f(x) = 1 / (1 + e^-x)``, ``f' = f (1 - f)`` (peak 1/4 at 0).
+
+    The classic squashing unit (Rumelhart, Hinton & Williams 1986). Not zero-centred and
+    saturating both sides, which is why LeCun et al. 1998 (Efficient BackProp) advise tanh.
+    """
+
+    name = "sigmoid"
+    formula = "f(x) = 1 / (1 + exp(-x)); f'(x) = f(x) (1 - f(x))"
+    paper = "Rumelhart, Hinton & Williams 1986; LeCun et al. 1998 (Efficient BackProp)"
+    zero_centred = False
+    saturates = "|x| > ~5 both sides"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.sigmoid_() if self.inplace else torch.sigmoid(x)
+
+    def f(self, x):
+        return _np_sigmoid(_f64(x))
+
+    def df(self, x):
+        s = _np_sigmoid(_f64(x))
+        return s * (1.0 - s)
+
+    def grad(self, x):
+        s = torch.sigmoid(x)
+        return s * (1 - s)
+
+    def grad_from_output(self, y):
+        return y * (1 - y)
+
+    def output_range(self):
+        return (0.0, 1.0)
+
+
+@ACTIVATIONS.register("tanh")
+class Tanh(Activation):
+    """Hyperbolic tangent ``f(x) = tanh x``, ``f' = 1 - f^2`` (peak 1 at 0).
+
+    Zero-centred sigmoid recommended over the logistic by LeCun et al. 1998 (Efficient
+    BackProp); saturates both sides.
+    """
+
+    name = "tanh"
+    formula = "f(x) = tanh(x); f'(x) = 1 - tanh(x)^2"
+    paper = "LeCun et al. 1998 (Efficient BackProp)"
+    zero_centred = True
+    saturates = "|x| > ~2.6 both sides"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.tanh_() if self.inplace else torch.tanh(x)
+
+    def f(self, x):
+        return np.tanh(_f64(x))
+
+    def df(self, x):
+        return 1.0 - np.tanh(_f64(x)) ** 2
+
+    def grad(self, x):
+        return 1 - torch.tanh(x) ** 2
+
+    def grad_from_output(self, y):
+        return 1 - y * y
+
+    def output_range(self):
+        return (-1.0, 1.0)
+
+
+@ACTIVATIONS.register("relu")
+class ReLU(Activation):
+    """Rectified linear unit ``f(x) = max(0, x)``, ``f' = [x > 0]``.
+
+    Nair & Hinton 2010; Glorot, Bordes & Bengio 2011 (deep sparse rectifier networks); used by
+    Krizhevsky et al. 2012. A unit whose input stays negative gets no gradient and can die.
+    """
+
+    name = "relu"
+    formula = "f(x) = max(0, x); f'(x) = 1 if x > 0 else 0"
+    paper = "Nair & Hinton 2010; Glorot, Bordes & Bengio 2011"
+    zero_centred = False
+    saturates = "x < 0 (zero gradient)"
+    can_die = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu_(x) if self.inplace else torch.relu(x)
+
+    def f(self, x):
+        return np.maximum(_f64(x), 0.0)
+
+    def df(self, x):
+        return (_f64(x) > 0).astype(np.float64)
+
+    def grad(self, x):
+        return (x > 0).to(x.dtype)
+
+    def grad_from_output(self, y):
+        return (y > 0).to(y.dtype)
+
+    def output_range(self):
+        return (0.0, math.inf)
+
+
+@ACTIVATIONS.register("leaky_relu")
+class LeakyReLU(Activation):
+    """Leaky ReLU ``f(x) = x if x > 0 else a x``, ``f' = 1 or a`` (Maas, Hannun & Ng 2013).
+
+    The small slope ``a`` on the negative side keeps a gradient flowing, so units cannot die.
+    """
+
+    name = "leaky_relu"
+    formula = "f(x) = x if x > 0 else a x; f'(x) = 1 if x > 0 else a"
+    paper = "Maas, Hannun & Ng 2013"
+    zero_centred = False
+
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
+        super().__init__(inplace)
+        if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
+            raise ValueError(f"negative_slope must be a number, got {negative_slope!r}")
+        if not 0.0 <= negative_slope < 1.0:
+            raise ValueError(f"negative_slope must be in [0, 1), got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(x, self.negative_slope, self.inplace)
+
+    def spec_args(self):
+        return [("negative_slope", self.negative_slope, 0.01)]
+
+    def f(self, x):
+        x = _f64(x)
+        return np.where(x > 0, x, self.negative_slope * x)
+
+    def df(self, x):
+        return np.where(_f64(x) > 0, 1.0, self.negative_slope)
+
+    def grad(self, x):
+        return torch.where(x > 0, 1.0, self.negative_slope).to(x.dtype)
+
+    def grad_from_output(self, y):
+        return torch.where(y > 0, 1.0, self.negative_slope).to(y.dtype)
+
+    def output_range(self):
+        return (-math.inf if self.negative_slope > 0 else 0.0, math.inf)
+
+
+@ACTIVATIONS.register("prelu")
+class PReLU(Activation):
+    """Parametric ReLU: a leaky ReLU whose slope ``a`` is learned by backprop (He et al. 2015).
+
+    ``f(x) = x if x > 0 else a_c x``; ``num_parameters=1`` shares one slope, ``num_parameters=C``
+    learns one per channel (dimension 1 of the input); slopes start at ``init`` (0.25 in the
+    paper). The reference formulas use the current slopes.
+    """
+
+    name = "prelu"
+    formula = "f(x) = x if x > 0 else a_c x; f'(x) = 1 if x > 0 else a_c (a learned)"
+    paper = "He et al. 2015 (Delving Deep into Rectifiers)"
+    zero_centred = False
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, inplace: bool = False):
+        super().__init__(inplace)  # F.prelu has no in-place form; the flag is accepted and ignored
+        if isinstance(num_parameters, bool) or not isinstance(num_parameters, int):
+            raise ValueError(f"num_parameters must be a positive integer, got {num_parameters!r}")
+        if num_parameters < 1:
+            raise ValueError(f"num_parameters must be a positive integer, got {num_parameters!r}")
+        if isinstance(init, bool) or not isinstance(init, (int, float)):
+            raise ValueError(f"init must be a number, got {init!r}")
+        self.num_parameters = num_parameters
+        self.init = float(init)
+        self.weight = nn.Parameter(torch.full((num_parameters,), self.init))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.prelu(x, self.weight)
+
+    def spec_args(self):
+        return [("num_parameters", self.num_parameters, 1), ("init", self.init, 0.25)]
+
+    def _slope_np(self, x: np.ndarray) -> np.ndarray:
+        a = self.weight.detach().double().cpu().numpy()
+        if a.size == 1:
+            return a.reshape(())
+        if x.ndim < 2:  # same rule as F.prelu: channels live on dimension 1
+            raise ValueError(f"per-channel prelu needs inputs with a channel dim, got {x.shape}")
+        return a.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+    def _slope(self, x: Tensor) -> Tensor:
+        a = self.weight.detach().to(x.dtype)
+        if a.numel() == 1:
+            return a.reshape(())
+        return a.reshape((1, -1) + (1,) * (x.dim() - 2))
+
+    def peak_slope(self) -> float:
+        return max(1.0, float(self.weight.detach().abs().max()))
+
+    def f(self, x):
+        x = _f64(x)
+        return np.where(x > 0, x, self._slope_np(x) * x)
+
+    def df(self, x):
+        x = _f64(x)
+        return np.where(x > 0, 1.0, self._slope_np(x) * np.ones_like(x))
+
+    def grad(self, x):
+        return torch.where(x > 0, torch.ones_like(x), self._slope(x).expand_as(x))
+
+    def grad_from_output(self, y):
+        # With a positive slope the sign of y is the sign of x.
+        return torch.where(y > 0, torch.ones_like(y), self._slope(y).expand_as(y))
+
+    @property
+    def monotone(self) -> bool:  # type: ignore[override]
+        return bool((self.weight.detach() >= 0).all())
+
+    def output_range(self):
+        return (-math.inf, math.inf)
+
+
+@ACTIVATIONS.register("elu")
+class ELU(Activation):
+    """Exponential linear unit (Clevert, Unterthiner & Hochreiter 2016).
+
+    ``f(x) = x if x > 0 else alpha (e^x - 1)``; ``f' = 1 or f(x) + alpha``. Negative outputs
+    pull the mean activation toward zero; saturates smoothly to ``-alpha`` for ``x << 0``.
+    """
+
+    name = "elu"
+    formula = "f(x) = x if x > 0 else alpha (exp(x) - 1); f'(x) = 1 if x > 0 else alpha exp(x)"
+    paper = "Clevert, Unterthiner & Hochreiter 2016"
+    zero_centred = False
+    saturates = "x << 0 (to -alpha)"
+
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
+        super().__init__(inplace)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+            raise ValueError(f"alpha must be a positive number, got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.elu(x, self.alpha, self.inplace)
+
+    def spec_args(self):
+        return [("alpha", self.alpha, 1.0)]
+
+    def f(self, x):
+        x = _f64(x)
+        return np.where(x > 0, x, self.alpha * np.expm1(np.minimum(x, 0.0)))
+
+    def df(self, x):
+        x = _f64(x)
+        return np.where(x > 0, 1.0, self.alpha * np.exp(np.minimum(x, 0.0)))
+
+    def grad(self, x):
+        return torch.where(x > 0, torch.ones_like(x), self.alpha * torch.exp(x.clamp(max=0)))
+
+    def grad_from_output(self, y):
+        return torch.where(y > 0, torch.ones_like(y), y + self.alpha)
+
+    def output_range(self):
+        return (-self.alpha, math.inf)
+
+
+@ACTIVATIONS.register("selu")
+class SELU(Activation):
+    """Scaled ELU (Klambauer et al. 2017, "Self-Normalizing Neural Networks").
+
+    ``f(x) = lambda * (x if x > 0 else alpha (e^x - 1))`` with alpha ~ 1.6733, lambda ~ 1.0507,
+    chosen so that with LeCun-normal weights (std 1/sqrt(fan_in)) mean 0, variance 1 is an
+    attracting fixed point: E[f(z)] = 0 and E[f(z)^2] = 1 for z ~ N(0, 1).
+    """
+
+    name = "selu"
+    formula = "f(x) = lambda x if x > 0 else lambda alpha (exp(x) - 1)"
+    paper = "Klambauer et al. 2017 (Self-Normalizing Neural Networks)"
+    zero_centred = True
+    saturates = "x << 0 (to -lambda alpha)"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.selu(x, self.inplace)
+
+    def f(self, x):
+        x = _f64(x)
+        return SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
+
+    def df(self, x):
+        x = _f64(x)
+        return SELU_SCALE * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0.0)))
+
+    def grad(self, x):
+        neg = SELU_SCALE * SELU_ALPHA * torch.exp(x.clamp(max=0))
+        return torch.where(x > 0, torch.full_like(x, SELU_SCALE), neg)
+
+    def grad_from_output(self, y):
+        return torch.where(y > 0, torch.full_like(y, SELU_SCALE), y + SELU_SCALE * SELU_ALPHA)
+
+    def output_range(self):
+        return (-SELU_SCALE * SELU_ALPHA, math.inf)
+
+
+@ACTIVATIONS.register("gelu")
+class GELU(Activation):
+    """Gaussian error linear unit ``f(x) = x Phi(x)`` (Hendrycks & Gimpel 2016).
+
+    ``f'(x) = Phi(x) + x phi(x)``. ``approximate='tanh'`` uses the paper's
+    ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``. Dips to about -0.17 near x = -0.75,
+    then returns to 0: not monotone.
+    """
+
+    name = "gelu"
+    formula = "f(x) = x Phi(x); f'(x) = Phi(x) + x phi(x)"
+    paper = "Hendrycks & Gimpel 2016 (Gaussian Error Linear Units)"
+    zero_centred = False
+    saturates = "x << 0 (to 0)"
+    monotone = False
+
+    def __init__(self, approximate: str = "none", inplace: bool = False):
+        super().__init__(inplace)  # F.gelu has no in-place form; the flag is accepted and ignored
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(x, approximate=self.approximate)
+
+    def spec_args(self):
+        return [("approximate", self.approximate, "none")]
+
+    def f(self, x):
+        x = _f64(x)
+        if self.approximate == "tanh":
+            return 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + _GELU_TANH_C * x**3)))
+        return x * _np_Phi(x)
+
+    def df(self, x):
+        x = _f64(x)
+        if self.approximate == "tanh":
+            t = np.tanh(_SQRT_2_OVER_PI * (x + _GELU_TANH_C * x**3))
+            dinner = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_C * x * x)
+            return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner
+        return _np_Phi(x) + x * _np_phi(x)
+
+    def grad(self, x):
+        if self.approximate == "tanh":
+            t = torch.tanh(_SQRT_2_OVER_PI * (x + _GELU_TANH_C * x**3))
+            dinner = _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_C * x * x)
+            return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner
+        cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2.0)))
+        pdf = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        return cdf + x * pdf
+
+    def output_range(self):
+        return (float(self.f(_GRID).min()), math.inf)
+
+
+@ACTIVATIONS.register("silu", "swish")
+class SiLU(Activation):
+    """Sigmoid-weighted linear unit ``f(x) = x sigmoid(x)``, a.k.a. swish.
+
+    Elfwing, Uchibe & Doya 2018; Ramachandran, Zoph & Le 2017. ``f' = s (1 + x (1 - s))`` with
+    ``s = sigmoid(x)``. Dips to about -0.28 near x = -1.28: not monotone.
+    """
+
+    name = "silu"
+    formula = "f(x) = x sigmoid(x); f'(x) = s (1 + x (1 - s)), s = sigmoid(x)"
+    paper = "Elfwing, Uchibe & Doya 2018; Ramachandran, Zoph & Le 2017"
+    zero_centred = False
+    saturates = "x << 0 (to 0)"
+    monotone = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.silu(x, self.inplace)
+
+    def f(self, x):
+        x = _f64(x)
+        return x * _np_sigmoid(x)
+
+    def df(self, x):
+        x = _f64(x)
+        s = _np_sigmoid(x)
+        return s * (1.0 + x * (1.0 - s))
+
+    def grad(self, x):
+        s = torch.sigmoid(x)
+        return s * (1 + x * (1 - s))
+
+    def output_range(self):
+        return (float(self.f(_GRID).min()), math.inf)
+
+
+@ACTIVATIONS.register("identity", "linear", "none")
+class Identity(Activation):
+    """No non-linearity: ``f(x) = x``, ``f' = 1``. Stacked linear layers stay one linear map."""
+
+    name = "identity"
+    formula = "f(x) = x; f'(x) = 1"
+    paper = "-"
+    zero_centred = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def f(self, x):
+        return _f64(x).copy()
+
+    def df(self, x):
+        return np.ones_like(_f64(x))
+
+    def grad(self, x):
+        return torch.ones_like(x)
+
+    def grad_from_output(self, y):
+        return torch.ones_like(y)
+
+    def output_range(self):
+        return (-math.inf, math.inf)
+
+
+def make_activation(spec: str, inplace: bool = False) -> Activation:
+    """Build the activation a recipe names: ``make_activation("leaky_relu(0.1)")``.
+
+    ``inplace=True`` overwrites the input where PyTorch has an in-place kernel (sigmoid, tanh,
+    relu, leaky_relu, elu, selu, silu) and is ignored elsewhere. Unknown names raise
+    ``RegistryError`` listing the valid ones.
+    """
+    return ACTIVATIONS.create(spec, **({"inplace": True} if inplace else {}))
+
+
+@lru_cache(maxsize=64)
+def _info_cached(spec: str) -> ActivationInfo:
+    return make_activation(spec).info()
+
+
+def activation_info(spec: str | Activation) -> ActivationInfo:
+    """Properties and reference math of an activation, by spec or from a module."""
+    if isinstance(spec, Activation):
+        return spec.info()
+    return _info_cached(spec)
+
+
+PLOT_SPECS = (
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu(0.1)",
+    "prelu",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "identity",
+)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Start and end index of each run of True in a 1-D mask."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
+    return list(zip(edges[::2], edges[1::2] - 1, strict=True))
+
+
+def plot_activations(
+    path: str | os.PathLike[str], specs: tuple[str, ...] = PLOT_SPECS, eps: float = 0.02
+) -> None:
+    """Draw every activation and its derivative on [-6, 6], shading where it saturates.
+
+    The figure is written atomically; its format follows the file suffix (png, pdf, svg).
+    """
+    from matplotlib.figure import Figure  # Agg canvas, no pyplot global state
+
+    x = np.linspace(-6.0, 6.0, 1201)
+    cols = 5
+    rows = math.ceil(len(specs) / cols)
+    fig = Figure(figsize=(3.2 * cols, 2.8 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, spec in zip(axes, specs, strict=False):
+        info = activation_info(spec)
+        y, dy = info.f(x), info.df(x)
+        if info.saturates is not None:
+            for lo, hi in _runs(np.abs(dy) < eps * info.peak_slope):
+                ax.axvspan(x[lo], x[hi], color="0.88", lw=0)
+        ax.axhline(0.0, color="0.6", lw=0.6)
+        ax.axvline(0.0, color="0.6", lw=0.6)
+        ax.plot(x, y, color="C0", lw=1.6, label="f(x)")
+        ax.plot(x, dy, color="C3", lw=1.2, ls="--", label="f'(x)")
+        ax.set_title(info.spec, fontsize=10)
+        ax.set_xlim(-6, 6)
+        ax.set_ylim(-2.0, 3.0)
+    for ax in axes[len(specs) :]:
+        ax.set_visible(False)
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"Activations and derivatives (grey: |f'| < {eps:g} x peak slope)")
+    suffix = os.fspath(path).rsplit(".", 1)[-1].lower() if "." in os.fspath(path) else "png"
+
+    from trainlab.fileio import write_with
+
+    write_with(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=110))
