@@ -1,0 +1,144 @@
+"""CIFAR-10 and CIFAR-100 in their official "python version" layout (Krizhevsky 2009).
+
+The official release is a set of Python 2 pickles of dicts (``b"data"``: N x 3072 uint8 rows,
+1024 red then 1024 green then 1024 blue values of a 32x32 image; ``b"labels"`` or
+``b"fine_labels"``: N ints). Unpickling runs whatever globals a file names, so the files are
+read through :class:`RestrictedUnpickler`, which admits only what a numpy array needs to be
+rebuilt and refuses everything else before it is called.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainlab.errors import DataError
+
+try:  # numpy >= 2 keeps the implementation in numpy._core
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.multiarray import _reconstruct
+
+# The only globals a pickled ndarray refers to; both module paths resolve to the same objects
+# (numpy 1 writes numpy.core, numpy 2 writes numpy._core).
+ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+CIFAR10_DIR = "cifar-10-batches-py"
+CIFAR100_DIR = "cifar-100-python"
+CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+IMAGE_BYTES = 3 * 32 * 32
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler whose ``find_class`` returns only :data:`ALLOWED_GLOBALS`.
+
+    Dicts, lists, strings, bytes and numbers are built by opcodes, not globals, so the
+    official files load; a file naming any other global (``os.system``, ``builtins.eval``)
+    raises before that global is looked up, let alone called.
+    """
+
+    def __init__(self, file: Any, path: Path):
+        # Python 2 pickles: keep str values as bytes (numpy array payloads are raw bytes).
+        super().__init__(file, encoding="bytes")
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise DataError(
+                f"refusing to unpickle {self.path}: it names the global {module}.{name}, "
+                "which is not needed to rebuild numpy arrays (possibly a hostile file)"
+            ) from None
+
+
+def read_cifar_pickle(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read one CIFAR pickle (a batch or a meta file) safely; byte-string keys become str."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            obj = RestrictedUnpickler(handle, path).load()
+    except OSError as exc:
+        raise DataError(f"cannot read CIFAR file {path}: {exc.strerror or exc}") from exc
+    except DataError:
+        raise
+    except Exception as exc:  # malformed pickle streams raise many types
+        raise DataError(f"corrupt CIFAR pickle {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise DataError(f"CIFAR file {path} holds a {type(obj).__name__}: expected a dict")
+    return {_text(k): v for k, v in obj.items()}
+
+
+def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """A batch file's images as (N, 3, 32, 32) uint8 and labels as (N,) int64, shapes checked."""
+    batch = read_cifar_pickle(path)
+    for key in ("data", label_key):
+        if key not in batch:
+            raise DataError(f"CIFAR file {path} has no {key!r} entry; keys: {sorted(batch)}")
+    data = batch["data"]
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2):
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(
+            f"CIFAR file {path}: 'data' must be an N x {IMAGE_BYTES} uint8 array, got {got}"
+        )
+    if data.shape[1] != IMAGE_BYTES:
+        raise DataError(
+            f"CIFAR file {path}: 'data' rows have {data.shape[1]} values, expected {IMAGE_BYTES}"
+        )
+    labels = np.asarray(batch[label_key])
+    if labels.ndim != 1 or len(labels) != len(data) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(
+            f"CIFAR file {path}: {label_key!r} must be {len(data)} integers, "
+            f"got {labels.dtype} {labels.shape}"
+        )
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def read_cifar10_folder(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """``cifar-10-batches-py``: data_batch_1..5 (train), test_batch, batches.meta."""
+    folder = Path(folder)
+    train = [read_cifar_batch(folder / name, "labels") for name in CIFAR10_TRAIN]
+    test_x, test_y = read_cifar_batch(folder / "test_batch", "labels")
+    classes = _names(folder / "batches.meta", "label_names")
+    return _assemble(train, test_x, test_y, classes, folder)
+
+
+def read_cifar100_folder(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """``cifar-100-python``: train, test, meta; the 100 fine labels."""
+    folder = Path(folder)
+    train = [read_cifar_batch(folder / "train", "fine_labels")]
+    test_x, test_y = read_cifar_batch(folder / "test", "fine_labels")
+    classes = _names(folder / "meta", "fine_label_names")
+    return _assemble(train, test_x, test_y, classes, folder)
+
+
+def _assemble(train, test_x, test_y, classes, folder: Path) -> dict[str, Any]:
+    train_x = np.concatenate([x for x, _ in train])
+    train_y = np.concatenate([y for _, y in train])
+    for split, labels in (("train", train_y), ("test", test_y)):
+        if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
+            raise DataError(
+                f"CIFAR folder {folder}: {split} labels span {labels.min()}..{labels.max()} "
+                f"but there are {len(classes)} class names"
+            )
+    return {"train": (train_x, train_y), "test": (test_x, test_y), "classes": classes}
+
+
+def _names(path: Path, key: str) -> list[str]:
+    meta = read_cifar_pickle(path)
+    if key not in meta:
+        raise DataError(f"CIFAR meta file {path} has no {key!r} entry; keys: {sorted(meta)}")
+    return [_text(name) for name in meta[key]]
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8") if isinstance(value, bytes) else value

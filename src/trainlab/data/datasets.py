@@ -1,0 +1,332 @@
+"""Data sets by name: ``load_dataset("fashion-mnist")`` -> :class:`ImageDataset`.
+
+Names (see :func:`dataset_names`): ``fashion-mnist`` (the default), ``mnist``, ``cifar10``,
+``cifar100``, ``synthetic`` or ``synthetic(n=..., classes=..., channels=..., size=...,
+seed=...)``, and ``imagefolder:PATH``. Files are looked for in ``data_dir``, then
+``$TRAINLAB_DATA``, then system places; a missing data set raises a
+:class:`~trainlab.errors.DataError` listing every place looked and how to get it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainlab.data.cifar import CIFAR10_DIR, CIFAR100_DIR, read_cifar10_folder, read_cifar100_folder
+from trainlab.data.idx import read_idx
+from trainlab.data.imagefolder import read_image_folder
+from trainlab.data.loader import make_generator, split_validation
+from trainlab.errors import DataError
+from trainlab.registry import Registry
+
+DATASETS: Registry[ImageDataset] = Registry("dataset")
+
+DEFAULT_DATASET = "fashion-mnist"
+PRIMARY_NAMES = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+MNIST_CLASSES = [str(d) for d in range(10)]
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+CIFAR10_ARCHIVE = "cifar10-jpeg.tar.gz"
+SHARED_CIFAR10 = Path("/work/shared/data") / CIFAR10_ARCHIVE
+REPO_ROOT = Path(__file__).resolve().parents[3]  # src/trainlab/data/datasets.py -> checkout
+IMAGEFOLDER_TEST_FRACTION = 0.1
+
+
+@dataclass
+class ImageDataset:
+    """A data set in memory: uint8 (N, C, H, W) images and int64 labels, on the CPU."""
+
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: list[str]
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_images.shape[1:])
+
+
+def load_dataset(
+    name: str = DEFAULT_DATASET, data_dir: str | os.PathLike[str] | None = None
+) -> ImageDataset:
+    """Load a data set by name (see the module docstring), searching ``data_dir`` first."""
+    if not isinstance(name, str) or not name.strip():
+        raise DataError(f"expected a data set name such as {DEFAULT_DATASET!r}, got {name!r}")
+    name = name.strip()
+    if name.startswith("imagefolder:"):
+        return _imagefolder(name.removeprefix("imagefolder:"))
+    if "(" not in name:  # plain names may hold '-', which the spec parser reads as minus
+        return DATASETS.get(name)(data_dir=data_dir)
+    return DATASETS.create(name, data_dir=data_dir)
+
+
+def dataset_names() -> list[str]:
+    """The data set names, without aliases (``imagefolder`` is used as ``imagefolder:PATH``)."""
+    return sorted(PRIMARY_NAMES)
+
+
+def search_dirs(name: str, data_dir: str | os.PathLike[str] | None) -> list[Path]:
+    """Folders looked in, in order: data_dir, data_dir/name, $TRAINLAB_DATA, $TRAINLAB_DATA/name."""
+    bases = [Path(data_dir)] if data_dir is not None else []
+    if os.environ.get("TRAINLAB_DATA"):
+        bases.append(Path(os.environ["TRAINLAB_DATA"]))
+    return [d for base in bases for d in (base, base / name)]
+
+
+def _missing(name: str, looked: Sequence[str], how: str) -> DataError:
+    places = "\n  ".join(looked) if looked else "(nowhere: no data_dir and no $TRAINLAB_DATA)"
+    return DataError(f"data set {name!r} not found; looked in:\n  {places}\n{how}")
+
+
+def _tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- IDX (MNIST family)
+
+
+def _find_idx_folder(folders: Sequence[Path]) -> Path | None:
+    for folder in folders:
+        if all(_idx_file(folder, stem) for stem in IDX_FILES.values()):
+            return folder
+    return None
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _load_idx_dataset(name: str, folders: list[Path], classes: list[str], how: str) -> ImageDataset:
+    folder = _find_idx_folder(folders)
+    if folder is None:
+        raise _missing(
+            name, [f"{f} ({', '.join(IDX_FILES.values())}, optionally .gz)" for f in folders], how
+        )
+    arrays = {key: read_idx(_idx_file(folder, stem)) for key, stem in IDX_FILES.items()}
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise DataError(
+                f"{name} {split} images in {folder}: expected N x H x W uint8, "
+                f"got {images.dtype} {images.shape}"
+            )
+        if labels.shape != (len(images),):
+            raise DataError(
+                f"{name} {split} labels in {folder}: expected {len(images)} labels, "
+                f"got shape {labels.shape}"
+            )
+        if labels.min() < 0 or labels.max() >= len(classes):
+            raise DataError(
+                f"{name} {split} labels in {folder} span {labels.min()}..{labels.max()}: "
+                f"expected 0..{len(classes) - 1}"
+            )
+    train_x, train_y = _tensors(arrays["train_images"][:, None], arrays["train_labels"])
+    test_x, test_y = _tensors(arrays["test_images"][:, None], arrays["test_labels"])
+    return ImageDataset(name, train_x, train_y, test_x, test_y, list(classes), str(folder))
+
+
+@DATASETS.register("fashion-mnist", "fashion_mnist")
+def fashion_mnist(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
+    """Fashion-MNIST (Xiao, Rasul & Vollgraf 2017): 60k/10k 28x28 gray images, 10 classes."""
+    folders = [*search_dirs("fashion-mnist", data_dir), Path("/usr/share/datasets/fashion-mnist")]
+    how = (
+        "Get it with 'apt-get install dataset-fashion-mnist' (Debian), or download the four IDX "
+        "files from https://github.com/zalandoresearch/fashion-mnist and pass --data-dir or "
+        "set TRAINLAB_DATA."
+    )
+    return _load_idx_dataset("fashion-mnist", folders, FASHION_MNIST_CLASSES, how)
+
+
+@DATASETS.register("mnist")
+def mnist(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
+    """MNIST (LeCun et al. 1998): 60k/10k 28x28 gray digits, 10 classes."""
+    how = "Download the four IDX files of MNIST and pass --data-dir or set TRAINLAB_DATA."
+    return _load_idx_dataset("mnist", search_dirs("mnist", data_dir), MNIST_CLASSES, how)
+
+
+# ----------------------------------------------------------------------------- CIFAR
+
+
+def _cifar10_candidates(data_dir) -> list[Path]:
+    candidates = []
+    for folder in search_dirs("cifar10", data_dir):
+        candidates += [
+            folder / CIFAR10_DIR,
+            folder,
+            folder / "cifar10-jpeg",
+            folder / CIFAR10_ARCHIVE,
+        ]
+    candidates += [
+        SHARED_CIFAR10,
+        Path.cwd() / ".." / "shared" / "data" / CIFAR10_ARCHIVE,
+        REPO_ROOT / ".." / "shared" / "data" / CIFAR10_ARCHIVE,
+    ]
+    return list(dict.fromkeys(c.absolute() for c in candidates))
+
+
+def _is_cifar_pickle_folder(folder: Path, first_file: str) -> bool:
+    return folder.is_dir() and (folder / first_file).is_file()
+
+
+@DATASETS.register("cifar10", "cifar-10")
+def cifar10(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
+    """CIFAR-10 (Krizhevsky 2009): 50k/10k 32x32 RGB images, 10 classes.
+
+    Read from the official python-pickle folder, or from the JPEG class folders / archive.
+    """
+    candidates = _cifar10_candidates(data_dir)
+    for path in candidates:
+        if _is_cifar_pickle_folder(path, "data_batch_1"):
+            return _from_cifar_pickles("cifar10", read_cifar10_folder(path), path)
+        if path.is_file() or (
+            path.is_dir() and ((path / "train").is_dir() or path.name == "cifar10-jpeg")
+        ):
+            return _from_image_folder("cifar10", path, require_test=True)
+    how = (
+        "Get the official 'CIFAR-10 python version' (cifar-10-python.tar.gz from "
+        "https://www.cs.toronto.edu/~kriz/cifar.html) and extract it under --data-dir or\n"
+        "TRAINLAB_DATA."
+    )
+    raise _missing("cifar10", [str(c) for c in candidates], how)
+
+
+@DATASETS.register("cifar100", "cifar-100")
+def cifar100(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
+    """CIFAR-100 (Krizhevsky 2009): 50k/10k 32x32 RGB images, 100 fine classes."""
+    folders = search_dirs("cifar100", data_dir)
+    candidates = [c for f in folders for c in (f / CIFAR100_DIR, f)]
+    for path in candidates:
+        if _is_cifar_pickle_folder(path, "meta") and (path / "train").is_file():
+            return _from_cifar_pickles("cifar100", read_cifar100_folder(path), path)
+    how = (
+        "Get the official 'CIFAR-100 python version' (cifar-100-python.tar.gz from "
+        "https://www.cs.toronto.edu/~kriz/cifar.html) and extract it under --data-dir or\n"
+        "TRAINLAB_DATA."
+    )
+    raise _missing("cifar100", [str(c) for c in candidates], how)
+
+
+def _from_cifar_pickles(name: str, data: dict, folder: Path) -> ImageDataset:
+    train_x, train_y = _tensors(*data["train"])
+    test_x, test_y = _tensors(*data["test"])
+    return ImageDataset(name, train_x, train_y, test_x, test_y, data["classes"], str(folder))
+
+
+# ----------------------------------------------------------------------------- image folders
+
+
+def _from_image_folder(name: str, path: Path, require_test: bool = False) -> ImageDataset:
+    folder = read_image_folder(path)
+    train = folder.splits.get("train")
+    if train is None:
+        raise DataError(f"image folder {path} has no 'train' split: found {sorted(folder.splits)}")
+    train_x, train_y = _tensors(*train)
+    source = folder.source
+    if "test" in folder.splits:
+        test_x, test_y = _tensors(*folder.splits["test"])
+    elif require_test:
+        raise DataError(f"image folder {path} has no 'test' split: found {sorted(folder.splits)}")
+    else:
+        # No test folder: hold out a fixed, seeded tenth so evaluation still has data.
+        train_x, train_y, test_x, test_y = split_validation(
+            train_x, train_y, IMAGEFOLDER_TEST_FRACTION, seed=0
+        )
+        source += f" (no test/ folder: test = {IMAGEFOLDER_TEST_FRACTION:.0%} held out, seed 0)"
+    return ImageDataset(name, train_x, train_y, test_x, test_y, folder.classes, source)
+
+
+def _imagefolder(path: str) -> ImageDataset:
+    if not path:
+        raise DataError("imagefolder:PATH needs a path, e.g. 'imagefolder:/data/flowers'")
+    target = Path(path).expanduser()
+    if not target.exists():
+        raise DataError(f"image folder {target.absolute()} does not exist")
+    return _from_image_folder(f"imagefolder:{target}", target)
+
+
+@DATASETS.register("imagefolder")
+def imagefolder(path: str, data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
+    """A class-per-folder image set from a folder or tar archive (``imagefolder:PATH``)."""
+    return _imagefolder(path)
+
+
+# ----------------------------------------------------------------------------- synthetic
+
+
+@DATASETS.register("synthetic")
+def synthetic(
+    n: int = 2048,
+    classes: int = 4,
+    channels: int = 1,
+    size: int = 16,
+    seed: int = 0,
+    test_n: int | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> ImageDataset:
+    """Oriented bars: class k is a blurred line at angle pi*k/classes, plus noise.
+
+    Each image draws its own angle jitter (within a quarter of the spacing between classes),
+    offset from the centre, brightness per channel and Gaussian pixel noise (sigma 0.1), all
+    from a generator seeded by ``seed``, so the task is deterministic, learnable by a small
+    CNN in seconds, and not solvable by one pixel.
+    """
+    _positive("n", n)
+    _positive("size", size)
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
+        raise ValueError(f"synthetic: classes must be an int >= 2, got {classes!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"synthetic: channels must be 1 or 3, got {channels!r}")
+    test_n = max(1, n // 4) if test_n is None else test_n
+    _positive("test_n", test_n)
+    train = _bars(n, classes, channels, size, make_generator(seed, "synthetic", "train"))
+    test = _bars(test_n, classes, channels, size, make_generator(seed, "synthetic", "test"))
+    names = [f"bar {180 * k / classes:g} deg" for k in range(classes)]
+    spec = f"synthetic(n={n}, classes={classes}, channels={channels}, size={size}, seed={seed})"
+    return ImageDataset("synthetic", *train, *test, names, spec)
+
+
+def _bars(n: int, classes: int, channels: int, size: int, gen: torch.Generator):
+    labels = torch.randint(classes, (n,), generator=gen)
+    spacing = math.pi / classes
+    angle = labels * spacing + (torch.rand(n, generator=gen) - 0.5) * spacing / 2
+    offset = (torch.rand(n, generator=gen) - 0.5) * 0.8
+    brightness = 0.5 + 0.5 * torch.rand(n, channels, 1, 1, generator=gen)
+    coords = torch.linspace(-1.0, 1.0, size)
+    y, x = torch.meshgrid(coords, coords, indexing="ij")
+    # distance of each pixel from the line {p : p . normal = offset}, normal = (-sin, cos)
+    distance = (
+        -x * angle.sin()[:, None, None] + y * angle.cos()[:, None, None] - offset[:, None, None]
+    )
+    bar = torch.exp(-(distance**2) / (2 * 0.15**2))[:, None]
+    noise = 0.1 * torch.randn(n, channels, size, size, generator=gen)
+    images = ((bar * brightness + noise).clamp(0, 1) * 255).round().to(torch.uint8)
+    return images, labels.to(torch.int64)
+
+
+def _positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"synthetic: {name} must be a positive int, got {value!r}")

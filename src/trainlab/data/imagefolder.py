@@ -1,0 +1,380 @@
+"""Image folders: one sub-folder per class, JPEG or PNG files, from a folder or a tar archive.
+
+Layouts read::
+
+    ROOT/<class>/<image>                 one split, "train"
+    ROOT/train/<class>/<image>           split folders (train, val, test)
+    ROOT/test/<class>/<image>
+
+``ROOT`` may sit below one wrapping folder (``cifar10-jpeg/train/...``) and may be a
+``.tar``, ``.tar.gz`` or ``.tgz`` archive. Archive members are read into memory, never
+extracted to paths they name; links and devices are skipped, absolute and ``..`` paths are
+refused. Images are decoded once, on a thread pool (Pillow releases the GIL while decoding),
+into uint8 (N, C, H, W) arrays that are cached in :func:`trainlab.fileio.cache_dir`, keyed by
+the source's absolute path, sizes and modification times, so a changed source is decoded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import warnings
+import zlib
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from trainlab import fileio
+from trainlab.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+SPLIT_NAMES = ("train", "val", "test")
+GRAY_MODES = ("1", "L", "LA")
+CACHE_FORMAT = 1
+CHUNK = 512  # images per pool task: large enough to amortise the task overhead
+
+Parts = tuple[str, ...]
+Source = bytes | Path  # in-memory archive member, or a file on disk
+
+
+@dataclass
+class ImageFolder:
+    """Decoded splits: ``splits[name] = (images uint8 (N, C, H, W), labels int64 (N,))``."""
+
+    classes: list[str]
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+    source: str
+    from_cache: bool = False
+
+
+@dataclass
+class _Entry:
+    split: str
+    label: int
+    name: str  # shown in error messages: archive member or file path
+    data: Source
+
+
+def read_image_folder(
+    path: str | os.PathLike[str],
+    *,
+    size: int | tuple[int, int] | None = None,
+    classes: Sequence[str] | None = None,
+    cache: bool = True,
+    workers: int | None = None,
+) -> ImageFolder:
+    """Read a class-per-folder image set from a folder or tar archive, decoding it at most once.
+
+    ``size`` (H, W) or an int resizes every image (bilinear) instead of requiring equal sizes;
+    ``classes`` fixes the class list (and its label order) instead of the sorted folder names
+    of the training split. All images become RGB, or L (one channel) if every image is gray.
+    """
+    path = Path(path).absolute()
+    target = _parse_size(size)
+    fingerprint = _fingerprint(path)
+    key = _cache_key(path, fingerprint, target, classes)
+    cache_file = fileio.cache_dir() / "imagefolder" / f"{path.name}-{key[:24]}.npz"
+    if cache:
+        cached = _load_cache(cache_file, key, str(path))
+        if cached is not None:
+            return cached
+    files, folders = _list_archive(path) if path.is_file() else _list_folder(path)
+    class_names, entries = _assign_labels(path, files, folders, classes)
+    result = ImageFolder(class_names, _decode_all(entries, target, workers), str(path))
+    if cache:
+        _save_cache(cache_file, key, result)
+    return result
+
+
+# ----------------------------------------------------------------------------- listing
+
+
+def _list_folder(root: Path) -> tuple[dict[Parts, Source], set[Parts]]:
+    """Image files (relative parts -> path) and every folder under ``root``."""
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist")
+    files: dict[Parts, Source] = {}
+    folders: set[Parts] = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root).parts
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        folders.update(rel + (d,) for d in dirnames)
+        for name in filenames:
+            if not _hidden(name) and name.lower().endswith(IMAGE_SUFFIXES):
+                files[rel + (name,)] = Path(dirpath) / name
+    return files, folders
+
+
+def _list_archive(path: Path) -> tuple[dict[Parts, Source], set[Parts]]:
+    """Image members (relative parts -> bytes) and every folder of a tar archive."""
+    files: dict[Parts, Source] = {}
+    folders: set[Parts] = set()
+    try:
+        with tarfile.open(path, mode="r:*") as tar:
+            for member in tar:
+                parts = _safe_parts(member.name, path)
+                if any(_hidden(p) for p in parts) or not parts:
+                    continue
+                folders.update(parts[:i] for i in range(1, len(parts)))
+                if member.isdir():
+                    folders.add(parts)
+                elif member.isfile() and parts[-1].lower().endswith(IMAGE_SUFFIXES):
+                    handle = tar.extractfile(member)
+                    files[parts] = handle.read() if handle is not None else b""
+                # links, devices and fifos are skipped: never followed, never created
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise DataError(f"cannot read archive {path}: {exc}") from exc
+    return files, folders
+
+
+def _safe_parts(name: str, archive: Path) -> Parts:
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts or ":" in (pure.parts[0] if pure.parts else ""):
+        raise DataError(f"refusing archive {archive}: member {name!r} has an absolute or '..' path")
+    return tuple(p for p in pure.parts if p != ".")
+
+
+def _hidden(name: str) -> bool:
+    # macOS archives carry "._x.jpg" resource forks and __MACOSX folders that are not images.
+    return name.startswith(".") or name == "__MACOSX"
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def _assign_labels(
+    root: Path, files: dict[Parts, Source], folders: set[Parts], classes: Sequence[str] | None
+) -> tuple[list[str], list[_Entry]]:
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {root}")
+    prefix = _wrapping_prefix(list(files))
+    by_split = _split_roots(root, prefix, list(files))
+    found = {
+        split: _class_folders(root, split_root, files, folders)
+        for split, split_root in by_split.items()
+    }
+    class_names = list(classes) if classes is not None else _reference_classes(found)
+    entries: list[_Entry] = []
+    for split, class_files in found.items():
+        for class_name in sorted(class_files):
+            if class_name not in class_names:
+                raise DataError(
+                    f"unknown class folder {class_name!r} in split {split!r} of {root}: "
+                    f"expected one of {class_names}"
+                )
+            label = class_names.index(class_name)
+            for parts in sorted(class_files[class_name]):
+                entries.append(_Entry(split, label, _show(root, parts, files[parts]), files[parts]))
+    return class_names, entries
+
+
+def _wrapping_prefix(paths: list[Parts]) -> Parts:
+    """Folders every image sits under that are neither split nor class folders."""
+    prefix: Parts = ()
+    while True:
+        depth = len(prefix)
+        heads = {p[depth] for p in paths if len(p) > depth + 1}
+        deep_enough = all(len(p) >= depth + 3 for p in paths)
+        if len(heads) != 1 or not deep_enough or next(iter(heads)) in SPLIT_NAMES:
+            return prefix
+        prefix += (heads.pop(),)
+
+
+def _split_roots(root: Path, prefix: Parts, paths: list[Parts]) -> dict[str, Parts]:
+    top = {p[len(prefix)] for p in paths}
+    splits = [s for s in SPLIT_NAMES if s in top]
+    if not splits:
+        return {"train": prefix}
+    others = sorted(top - set(SPLIT_NAMES))
+    if others:
+        raise DataError(
+            f"{root} mixes split folders {splits} with other entries {others}: expected only "
+            f"split folders ({', '.join(SPLIT_NAMES)}) or only class folders"
+        )
+    return {s: prefix + (s,) for s in splits}
+
+
+def _class_folders(
+    root: Path, split_root: Parts, files: dict[Parts, Source], folders: set[Parts]
+) -> dict[str, list[Parts]]:
+    depth = len(split_root)
+    class_files: dict[str, list[Parts]] = {}
+    for parts in files:
+        if parts[:depth] != split_root:
+            continue
+        if len(parts) == depth + 1:
+            raise DataError(
+                f"image {'/'.join(parts)} in {root} is not inside a class folder: expected "
+                f"{'/'.join(split_root + ('<class>', parts[-1]))}"
+            )
+        class_files.setdefault(parts[depth], []).append(parts)
+    for folder in sorted(folders):
+        if (
+            len(folder) == depth + 1
+            and folder[:depth] == split_root
+            and folder[-1] not in class_files
+        ):
+            raise DataError(f"empty class folder {'/'.join(folder)} in {root}: it holds no images")
+    return class_files
+
+
+def _reference_classes(found: dict[str, dict[str, list[Parts]]]) -> list[str]:
+    reference = "train" if "train" in found else next(iter(found))
+    return sorted(found[reference])
+
+
+def _show(root: Path, parts: Parts, data: Source) -> str:
+    return str(data) if isinstance(data, Path) else f"{root}:{'/'.join(parts)}"
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _decode_image(data: Source, name: str, size: tuple[int, int] | None) -> np.ndarray:
+    """Decode one image to (H, W) uint8 if gray, (H, W, 3) otherwise; resize to ``size``."""
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+            image = image.convert("L" if image.mode in GRAY_MODES else "RGB")
+            if size is not None and image.size != (size[1], size[0]):
+                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(image)
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
+        raise DataError(f"cannot decode image {name}: {exc}") from exc
+
+
+def _decode_chunk(chunk: list[_Entry], size: tuple[int, int] | None) -> list[np.ndarray]:
+    return [_decode_image(e.data, e.name, size) for e in chunk]
+
+
+def _decode_all(
+    entries: list[_Entry], size: tuple[int, int] | None, workers: int | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    chunks = [entries[i : i + CHUNK] for i in range(0, len(entries), CHUNK)]
+    workers = workers or min(16, (os.cpu_count() or 1) + 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        arrays = [
+            a for decoded in pool.map(_decode_chunk, chunks, [size] * len(chunks)) for a in decoded
+        ]
+    _check_sizes(entries, arrays)
+    gray = all(a.ndim == 2 for a in arrays)
+    splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for split in dict.fromkeys(e.split for e in entries):
+        index = [i for i, e in enumerate(entries) if e.split == split]
+        images = np.stack([_to_chw(arrays[i], gray) for i in index])
+        labels = np.array([entries[i].label for i in index], dtype=np.int64)
+        splits[split] = (images, labels)
+    return splits
+
+
+def _check_sizes(entries: list[_Entry], arrays: list[np.ndarray]) -> None:
+    expected = arrays[0].shape[:2]
+    for entry, array in zip(entries, arrays, strict=True):
+        if array.shape[:2] != expected:
+            raise DataError(
+                f"image {entry.name} is {_hw(array.shape)} but {entries[0].name} is "
+                f"{_hw(expected)}: images must share one size, or pass size= to resize them"
+            )
+
+
+def _hw(shape: Iterable[int]) -> str:
+    h, w = tuple(shape)[:2]
+    return f"{h}x{w} (HxW)"
+
+
+def _to_chw(array: np.ndarray, gray: bool) -> np.ndarray:
+    if gray:
+        return array[None]
+    if array.ndim == 2:  # a gray image among colour ones: R = G = B
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    return array.transpose(2, 0, 1)
+
+
+def _parse_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    pair = (size, size) if isinstance(size, int) else tuple(size)
+    if len(pair) != 2 or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in pair
+    ):
+        raise ValueError(f"read_image_folder: size must be a positive int or (H, W), got {size!r}")
+    return pair
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def _fingerprint(path: Path) -> list:
+    """What invalidates the cache: size and mtime of the archive, or of every file in the folder."""
+    if path.is_file():
+        stat = path.stat()
+        return [stat.st_size, stat.st_mtime_ns]
+    if not path.is_dir():
+        raise DataError(f"image folder or archive {path} does not exist")
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        for name in sorted(filenames):
+            stat = os.stat(os.path.join(dirpath, name))
+            entries.append(
+                [os.path.relpath(os.path.join(dirpath, name), path), stat.st_size, stat.st_mtime_ns]
+            )
+    return entries
+
+
+def _cache_key(path: Path, fingerprint: list, size, classes) -> str:
+    record = [
+        CACHE_FORMAT,
+        str(path),
+        fingerprint,
+        size,
+        list(classes) if classes is not None else None,
+    ]
+    return hashlib.sha256(json.dumps(record).encode()).hexdigest()
+
+
+def _load_cache(cache_file: Path, key: str, source: str) -> ImageFolder | None:
+    if not cache_file.is_file():
+        return None
+    try:
+        with np.load(cache_file, allow_pickle=False) as npz:
+            if str(npz["key"]) != key:
+                return None
+            split_names = [str(s) for s in npz["splits"]]
+            splits = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in split_names}
+            classes = [str(c) for c in npz["classes"]]
+    except (OSError, ValueError, KeyError, zlib.error) as exc:
+        warnings.warn(f"ignoring unreadable cache file {cache_file}: {exc}", stacklevel=3)
+        return None
+    return ImageFolder(classes, splits, source, from_cache=True)
+
+
+def _save_cache(cache_file: Path, key: str, result: ImageFolder) -> None:
+    arrays = {
+        "key": np.array(key),
+        "classes": np.array(result.classes),
+        "splits": np.array(list(result.splits)),
+    }
+    for split, (images, labels) in result.splits.items():
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a handle, so np.savez does not append ".npz" to tmp
+            np.savez(handle, **arrays)
+
+    try:
+        fileio.write_with(cache_file, write)
+    except OSError as exc:
+        warnings.warn(f"could not cache decoded images at {cache_file}: {exc}", stacklevel=3)
