@@ -93,9 +93,10 @@ def _fmt(value: Any) -> str:
 class ActivationInfo:
     """What a diagnosis or a figure needs to know about one activation.
 
-    ``f``/``df`` are float64 numpy formulas; ``grad`` is the same derivative in torch (for
-    tensors on any device); ``grad_from_output`` gives the derivative from the output alone
-    where the output determines it (monotone functions), else ``None``.
+    ``f``/``df`` are float64 numpy formulas; ``forward`` is the module's own; ``grad`` is the
+    same derivative in torch (for tensors on any device); ``grad_from_output`` gives the
+    derivative from the output alone where the output determines it (monotone functions),
+    else ``None``.
     """
 
     name: str
@@ -104,6 +105,7 @@ class ActivationInfo:
     paper: str
     f: Callable[[np.ndarray], np.ndarray]
     df: Callable[[np.ndarray], np.ndarray]
+    forward: Callable[[Tensor], Tensor]
     grad: Callable[[Tensor], Tensor]
     grad_from_output: Callable[[Tensor], Tensor] | None
     output_range: tuple[float, float]
@@ -113,10 +115,26 @@ class ActivationInfo:
     peak_slope: float
 
     def saturated(self, pre_activation: Tensor, eps: float = 0.02) -> Tensor:
-        """Boolean mask: True where ``|f'(x)| < eps * peak_slope`` (x is the pre-activation)."""
+        """Boolean mask: True where ``|f'(x)| < eps * peak_slope`` (x is the pre-activation).
+
+        For GELU and SiLU the output must also be within ``eps * peak_slope`` of zero, so the
+        stationary point at the bottom of their dip does not count: saturation is the tail.
+        """
         if self.saturates is None:
             return torch.zeros_like(pre_activation, dtype=torch.bool)
-        return self.grad(pre_activation).abs() < eps * self.peak_slope
+        flat = self.grad(pre_activation).abs() < eps * self.peak_slope
+        if self.grad_from_output is None:
+            flat &= self.forward(pre_activation).abs() < eps * self.peak_slope
+        return flat
+
+    def saturated_np(self, x: np.ndarray, eps: float = 0.02) -> np.ndarray:
+        """The rule of ``saturated`` on the float64 reference formulas (used for figures)."""
+        if self.saturates is None:
+            return np.zeros(np.shape(x), dtype=bool)
+        flat = np.abs(self.df(x)) < eps * self.peak_slope
+        if self.grad_from_output is None:
+            flat &= np.abs(self.f(x)) < eps * self.peak_slope
+        return flat
 
     def saturated_from_output(self, output: Tensor, eps: float = 0.02) -> Tensor:
         """The same mask decided from the output ``y = f(x)``: ``|tanh| > 0.99`` at eps=0.02.
@@ -202,6 +220,7 @@ class Activation(nn.Module):
             paper=self.paper,
             f=self.f,
             df=self.df,
+            forward=self.forward,
             grad=self.grad,
             grad_from_output=self.grad_from_output if self.monotone else None,
             output_range=self.output_range(),
@@ -687,9 +706,8 @@ def plot_activations(
     for ax, spec in zip(axes, specs, strict=False):
         info = activation_info(spec)
         y, dy = info.f(x), info.df(x)
-        if info.saturates is not None:
-            for lo, hi in _runs(np.abs(dy) < eps * info.peak_slope):
-                ax.axvspan(x[lo], x[hi], color="0.88", lw=0)
+        for lo, hi in _runs(info.saturated_np(x, eps)):
+            ax.axvspan(x[lo], x[hi], color="0.88", lw=0)
         ax.axhline(0.0, color="0.6", lw=0.6)
         ax.axvline(0.0, color="0.6", lw=0.6)
         ax.plot(x, y, color="C0", lw=1.6, label="f(x)")
