@@ -42,6 +42,7 @@ IDX_FILES = {
 }
 CIFAR10_ARCHIVE = "cifar10-jpeg.tar.gz"
 SHARED_CIFAR10 = Path("/work/shared/data") / CIFAR10_ARCHIVE
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian dataset-fashion-mnist
 REPO_ROOT = Path(__file__).resolve().parents[3]  # src/trainlab/data/datasets.py -> checkout
 IMAGEFOLDER_TEST_FRACTION = 0.1
 
@@ -152,7 +153,7 @@ def _load_idx_dataset(name: str, folders: list[Path], classes: list[str], how: s
 @DATASETS.register("fashion-mnist", "fashion_mnist")
 def fashion_mnist(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
     """Fashion-MNIST (Xiao, Rasul & Vollgraf 2017): 60k/10k 28x28 gray images, 10 classes."""
-    folders = [*search_dirs("fashion-mnist", data_dir), Path("/usr/share/datasets/fashion-mnist")]
+    folders = [*search_dirs("fashion-mnist", data_dir), SYSTEM_FASHION_MNIST]
     how = (
         "Get it with 'apt-get install dataset-fashion-mnist' (Debian), or download the four IDX "
         "files from https://github.com/zalandoresearch/fashion-mnist and pass --data-dir or "
@@ -285,35 +286,43 @@ def synthetic(
     size: int = 16,
     seed: int = 0,
     test_n: int | None = None,
+    noise: float = 0.3,
     data_dir: str | os.PathLike[str] | None = None,
 ) -> ImageDataset:
-    """Oriented bars: class k is a blurred line at angle pi*k/classes, plus noise.
+    """Oriented bars: class k is a thin blurred line at angle pi*k/classes, plus noise.
 
-    Each image draws its own angle jitter (within a quarter of the spacing between classes),
-    offset from the centre, brightness per channel and Gaussian pixel noise (sigma 0.1), all
-    from a generator seeded by ``seed``, so the task is deterministic, learnable by a small
-    CNN in seconds, and not solvable by one pixel.
+    Each image draws its own angle jitter (+-40% of the spacing between classes), offset from
+    the centre (+-0.6 of the half-width), brightness per channel and Gaussian pixel noise
+    (sigma ``noise``, on the [0, 1] scale), all from a generator seeded by ``seed``: the task
+    is deterministic and learnable but not trivial (at the defaults a nearest-class-mean
+    classifier scores about 79%, a least-squares linear one 77%, a small MLP about 89%), so
+    techniques have room to differ. ``test_n`` defaults to n // 4.
     """
     _positive("n", n)
     _positive("size", size)
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
         raise ValueError(f"synthetic: classes must be an int >= 2, got {classes!r}")
+    if isinstance(noise, bool) or not isinstance(noise, int | float) or noise < 0:
+        raise ValueError(f"synthetic: noise must be a number >= 0, got {noise!r}")
     if channels not in (1, 3):
         raise ValueError(f"synthetic: channels must be 1 or 3, got {channels!r}")
     test_n = max(1, n // 4) if test_n is None else test_n
     _positive("test_n", test_n)
-    train = _bars(n, classes, channels, size, make_generator(seed, "synthetic", "train"))
-    test = _bars(test_n, classes, channels, size, make_generator(seed, "synthetic", "test"))
+    train = _bars(n, classes, channels, size, noise, make_generator(seed, "synthetic", "train"))
+    test = _bars(test_n, classes, channels, size, noise, make_generator(seed, "synthetic", "test"))
     names = [f"bar {180 * k / classes:g} deg" for k in range(classes)]
-    spec = f"synthetic(n={n}, classes={classes}, channels={channels}, size={size}, seed={seed})"
+    spec = (
+        f"synthetic(n={n}, classes={classes}, channels={channels}, size={size}, seed={seed}, "
+        f"test_n={test_n}, noise={noise})"
+    )
     return ImageDataset("synthetic", *train, *test, names, spec)
 
 
-def _bars(n: int, classes: int, channels: int, size: int, gen: torch.Generator):
+def _bars(n: int, classes: int, channels: int, size: int, noise: float, gen: torch.Generator):
     labels = torch.randint(classes, (n,), generator=gen)
     spacing = math.pi / classes
-    angle = labels * spacing + (torch.rand(n, generator=gen) - 0.5) * spacing / 2
-    offset = (torch.rand(n, generator=gen) - 0.5) * 0.8
+    angle = labels * spacing + (torch.rand(n, generator=gen) - 0.5) * spacing * 0.8
+    offset = (torch.rand(n, generator=gen) - 0.5) * 1.2
     brightness = 0.5 + 0.5 * torch.rand(n, channels, 1, 1, generator=gen)
     coords = torch.linspace(-1.0, 1.0, size)
     y, x = torch.meshgrid(coords, coords, indexing="ij")
@@ -321,9 +330,9 @@ def _bars(n: int, classes: int, channels: int, size: int, gen: torch.Generator):
     distance = (
         -x * angle.sin()[:, None, None] + y * angle.cos()[:, None, None] - offset[:, None, None]
     )
-    bar = torch.exp(-(distance**2) / (2 * 0.15**2))[:, None]
-    noise = 0.1 * torch.randn(n, channels, size, size, generator=gen)
-    images = ((bar * brightness + noise).clamp(0, 1) * 255).round().to(torch.uint8)
+    bar = torch.exp(-(distance**2) / (2 * 0.08**2))[:, None]
+    pixel_noise = noise * torch.randn(n, channels, size, size, generator=gen)
+    images = ((bar * brightness + pixel_noise).clamp(0, 1) * 255).round().to(torch.uint8)
     return images, labels.to(torch.int64)
 
 
