@@ -243,7 +243,7 @@ class Sigmoid(Activation):
     formula = "f(x) = 1 / (1 + exp(-x)); f'(x) = f(x) (1 - f(x))"
     paper = "Rumelhart, Hinton & Williams 1986; LeCun et al. 1998 (Efficient BackProp)"
     zero_centred = False
-    saturates = "|x| > ~5 both sides"
+    saturates = "|x| > ~5.3 both sides"
 
     def forward(self, x: Tensor) -> Tensor:
         return x.sigmoid_() if self.inplace else torch.sigmoid(x)
@@ -367,10 +367,10 @@ class LeakyReLU(Activation):
         return np.where(_f64(x) > 0, 1.0, self.negative_slope)
 
     def grad(self, x):
-        return torch.where(x > 0, 1.0, self.negative_slope).to(x.dtype)
+        return torch.where(x > 0, torch.ones_like(x), torch.full_like(x, self.negative_slope))
 
     def grad_from_output(self, y):
-        return torch.where(y > 0, 1.0, self.negative_slope).to(y.dtype)
+        return torch.where(y > 0, torch.ones_like(y), torch.full_like(y, self.negative_slope))
 
     def output_range(self):
         return (-math.inf if self.negative_slope > 0 else 0.0, math.inf)
@@ -460,7 +460,7 @@ class ELU(Activation):
     formula = "f(x) = x if x > 0 else alpha (exp(x) - 1); f'(x) = 1 if x > 0 else alpha exp(x)"
     paper = "Clevert, Unterthiner & Hochreiter 2016"
     zero_centred = False
-    saturates = "x << 0 (to -alpha)"
+    saturates = "x < ~-4 (to -alpha)"
 
     def __init__(self, alpha: float = 1.0, inplace: bool = False):
         super().__init__(inplace)
@@ -505,7 +505,7 @@ class SELU(Activation):
     formula = "f(x) = lambda x if x > 0 else lambda alpha (exp(x) - 1)"
     paper = "Klambauer et al. 2017 (Self-Normalizing Neural Networks)"
     zero_centred = True
-    saturates = "x << 0 (to -lambda alpha)"
+    saturates = "x < ~-4 (to -lambda alpha)"
 
     def forward(self, x: Tensor) -> Tensor:
         return F.selu(x, self.inplace)
@@ -542,7 +542,7 @@ class GELU(Activation):
     formula = "f(x) = x Phi(x); f'(x) = Phi(x) + x phi(x)"
     paper = "Hendrycks & Gimpel 2016 (Gaussian Error Linear Units)"
     zero_centred = False
-    saturates = "x << 0 (to 0)"
+    saturates = "x < ~-2.8 (to 0)"
     monotone = False
 
     def __init__(self, approximate: str = "none", inplace: bool = False):
@@ -596,7 +596,7 @@ class SiLU(Activation):
     formula = "f(x) = x sigmoid(x); f'(x) = s (1 + x (1 - s)), s = sigmoid(x)"
     paper = "Elfwing, Uchibe & Doya 2018; Ramachandran, Zoph & Le 2017"
     zero_centred = False
-    saturates = "x << 0 (to 0)"
+    saturates = "x < ~-5.5 (to 0)"
     monotone = False
 
     def forward(self, x: Tensor) -> Tensor:
