@@ -1,0 +1,899 @@
+"""Data set statistics, computed in one streaming pass, and the normalizers built from them.
+
+Statistics are taken on the [0, 1] scale (``uint8`` images are read as ``x / 255``; float images
+are taken to be in [0, 1] already) and use the *population* (biased) variance,
+``var = sum((x - mean)^2) / n``, because they describe a fixed training set rather than estimate
+a larger population; for CIFAR-10 the two differ by one part in 5e7.
+
+One pass over batches accumulates float64 moments that merge exactly with the parallel
+algorithm of Chan, Golub & LeVeque (1979), the pairwise form of Welford (1962): for two parts
+with counts ``n_a, n_b``, means ``m_a, m_b`` and centred second moments ``M_a, M_b``,
+
+    n = n_a + n_b,   d = m_b - m_a,   m = m_a + d n_b / n,   M = M_a + M_b + d d^T n_a n_b / n.
+
+Each batch's own moments are exact for ``uint8`` data (integer sums, then one rounding) and
+two-pass float64 for float data, so the streamed result matches a one-shot float64 computation
+to about 1e-14 whatever the batch split.
+
+The statistics behind each classic preprocessing:
+
+- mean image, subtracted per pixel (AlexNet: Krizhevsky, Sutskever & Hinton, 2012);
+- per-channel mean, subtracted (VGG: Simonyan & Zisserman, 2014);
+- per-channel mean and std, standardized (ResNet: He, Zhang, Ren & Sun, 2016);
+- per-channel (RGB) covariance and its eigen decomposition, for PCA lighting (AlexNet);
+- covariance of the flattened image, for PCA and ZCA whitening (LeCun, Bottou, Orr & Mueller,
+  "Efficient BackProp", 1998; Bell & Sejnowski, 1997; Krizhevsky, 2009, appendix A).
+
+The model's first module is a normalizer: it turns ``uint8`` into ``float32`` and applies the
+training set's statistics, which it holds as buffers so they travel in the checkpoint and test
+time uses the training statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from trainlab.errors import DataError
+from trainlab.fileio import cache_dir, write_json, write_with
+from trainlab.registry import Registry, parse_spec
+
+__all__ = [
+    "StatsAccumulator",
+    "DatasetStats",
+    "compute_stats",
+    "dataset_stats",
+    "FlatStatsAccumulator",
+    "FlatStats",
+    "compute_flat_stats",
+    "dataset_flat_stats",
+    "NORMALIZERS",
+    "make_normalizer",
+    "fit_normalizer",
+    "format_stats",
+]
+
+STATS_FORMAT = "trainlab.stats/1"
+FLAT_STATS_FORMAT = "trainlab.flat_stats/1"
+CHUNK_ELEMENTS = 1 << 20  # per-chunk working set (~4 MB as int32) stays in cache; see bench_stats
+EXACT_PIXELS = 11_000_000  # n^2 * 255^2 < 2^63: exact int64 centring of n pixel values
+MAX_FLAT_DIM = 4096  # a (D, D) float64 covariance of 4096 inputs is 128 MiB
+
+
+# ============================================================================ statistics
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetStats:
+    """Statistics of a set of images (N, C, H, W) on the [0, 1] scale; float64 CPU tensors.
+
+    Variances are population (biased) variances: ``sum((x - mean)^2) / n``.
+
+    Attributes:
+        count: number of images N.
+        mean, std: over every value of every image (0-d tensors).
+        mean_image: (C, H, W) mean over images, per pixel (AlexNet's mean image).
+        pixel_std: (C, H, W) std over images, per pixel (for the record).
+        channel_mean, channel_std: (C,) over images and positions (VGG, ResNet).
+        channel_cov: (C, C) covariance of a pixel's channel vector over images and positions.
+        eigenvalues: (C,) of ``channel_cov``, descending.
+        eigenvectors: (C, C), column ``k`` belongs to ``eigenvalues[k]``; each column's largest
+            entry is made positive so the decomposition is unique. AlexNet's PCA lighting adds
+            ``eigenvectors @ (alpha * eigenvalues)``, ``alpha ~ N(0, 0.1^2)``, to every pixel.
+    """
+
+    count: int
+    mean: Tensor
+    std: Tensor
+    mean_image: Tensor
+    pixel_std: Tensor
+    channel_mean: Tensor
+    channel_std: Tensor
+    channel_cov: Tensor
+    eigenvalues: Tensor
+    eigenvectors: Tensor
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.mean_image.shape)
+
+    _TENSORS = (
+        "mean",
+        "std",
+        "mean_image",
+        "pixel_std",
+        "channel_mean",
+        "channel_std",
+        "channel_cov",
+        "eigenvalues",
+        "eigenvectors",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; floats are written in full so :meth:`from_dict` round-trips exactly."""
+        out: dict[str, Any] = {"format": STATS_FORMAT, "count": self.count, "shape": self.shape}
+        out.update({name: getattr(self, name).tolist() for name in self._TENSORS})
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str = "statistics") -> DatasetStats:
+        """Rebuild from :meth:`to_dict`'s output, checking the format and every shape."""
+        if not isinstance(data, dict) or data.get("format") != STATS_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise DataError(f"{where}: expected format {STATS_FORMAT!r}, got {found!r}")
+        try:
+            c, h, w = (int(v) for v in data["shape"])
+            values = {n: torch.tensor(data[n], dtype=torch.float64) for n in cls._TENSORS}
+            count = int(data["count"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{where}: malformed statistics ({exc})") from None
+        expected = {
+            "mean": (),
+            "std": (),
+            "mean_image": (c, h, w),
+            "pixel_std": (c, h, w),
+            "channel_mean": (c,),
+            "channel_std": (c,),
+            "channel_cov": (c, c),
+            "eigenvalues": (c,),
+            "eigenvectors": (c, c),
+        }
+        for name, shape in expected.items():
+            if tuple(values[name].shape) != shape:
+                raise DataError(
+                    f"{where}: field {name!r} has shape {tuple(values[name].shape)}, "
+                    f"expected {shape}"
+                )
+        return cls(count=count, **values)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write as JSON, atomically."""
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> DatasetStats:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read statistics file {str(path)!r}: {exc}") from None
+        return cls.from_dict(data, where=str(path))
+
+
+@dataclass(frozen=True)
+class _Moments:
+    """Centred moments of a part of the data: everything Chan's merge needs.
+
+    ``n`` images; per pixel (C, P) mean and sum of squared deviations; per channel (C,) mean and
+    (C, C) co-moment ``sum (x - m)(x - m)^T`` over the ``n * P`` pixel vectors.
+    """
+
+    n: int
+    pixel_mean: Tensor
+    pixel_m2: Tensor
+    channel_mean: Tensor
+    channel_m2: Tensor
+
+
+def _chan_merge(a: _Moments, b: _Moments, positions: int) -> _Moments:
+    """Chan, Golub & LeVeque (1979): ``M = M_a + M_b + d d^T n_a n_b / n``, ``d = m_b - m_a``."""
+    if a.n == 0:
+        return b
+    if b.n == 0:
+        return a
+    n = a.n + b.n
+    d = b.pixel_mean - a.pixel_mean
+    pixel_mean = a.pixel_mean + d * (b.n / n)
+    pixel_m2 = a.pixel_m2 + b.pixel_m2 + d * d * (a.n * b.n / n)
+    na, nb = a.n * positions, b.n * positions  # channel statistics count every position
+    dc = b.channel_mean - a.channel_mean
+    channel_mean = a.channel_mean + dc * (nb / (na + nb))
+    channel_m2 = a.channel_m2 + b.channel_m2 + torch.outer(dc, dc) * (na * nb / (na + nb))
+    return _Moments(n, pixel_mean, pixel_m2, channel_mean, channel_m2)
+
+
+def _uint8_moments(x: Tensor) -> _Moments:
+    """Exact moments of a uint8 chunk (b, C, P) on the [0, 1] scale.
+
+    Sums ``S`` and sums of products ``Q`` are integers, so they are exact in int64; the centred
+    moment ``M = (n Q - S S^T) / n`` is formed exactly in int64 too (``n^2 255^2 < 2^63``) and
+    rounded once, which keeps full relative accuracy even when the variance is tiny beside the
+    squared mean.
+    """
+    b, c, p = x.shape
+    xi = x.to(torch.int32)  # 255^2 fits; int32 products are ~2x cheaper than float64 ones
+    s = xi.sum(0, dtype=torch.int64)
+    q = (xi * xi).sum(0, dtype=torch.int64)
+    cross = torch.empty(c, c, dtype=torch.int64, device=x.device)
+    for i in range(c):  # C is 1 or 3 in practice: a few products beat a float64 matmul here
+        cross[i, i] = q[i].sum()
+        for j in range(i + 1, c):
+            cross[i, j] = cross[j, i] = (xi[:, i] * xi[:, j]).sum(dtype=torch.int64)
+    sc = s.sum(1)
+    n_pix = b * p
+    scale = 255.0
+    pixel_num = b * q - s * s
+    if n_pix < EXACT_PIXELS:
+        channel_num = (n_pix * cross - torch.outer(sc, sc)).to(torch.float64)
+    else:  # one image of > 1.2e7 pixels: int64 would overflow, float64 is still ~1e-16 close
+        sd = sc.to(torch.float64)
+        channel_num = n_pix * cross.to(torch.float64) - torch.outer(sd, sd)
+    return _Moments(
+        n=b,
+        pixel_mean=s.to(torch.float64) / (b * scale),
+        pixel_m2=pixel_num.to(torch.float64) / (b * scale * scale),
+        channel_mean=sc.to(torch.float64) / (n_pix * scale),
+        channel_m2=channel_num / (n_pix * scale * scale),
+    )
+
+
+def _float_moments(x: Tensor) -> _Moments:
+    """Two-pass float64 moments of a float chunk (b, C, P): centre first, then sum squares."""
+    b, c, p = x.shape
+    xd = x.to(torch.float64)
+    pixel_mean = xd.mean(0)
+    dev = xd - pixel_mean
+    pixel_m2 = (dev * dev).sum(0)
+    channel_mean = pixel_mean.mean(1)  # every pixel has b values, so this is the channel mean
+    dev = (xd - channel_mean[:, None]).transpose(0, 1).reshape(c, b * p)
+    return _Moments(b, pixel_mean, pixel_m2, channel_mean, dev @ dev.T)
+
+
+def _as_tensor(batch: Any) -> Tensor:
+    if isinstance(batch, np.ndarray):
+        batch = torch.from_numpy(np.ascontiguousarray(batch))
+    if not isinstance(batch, Tensor):
+        raise TypeError(f"expected a tensor of images (B, C, H, W), got {type(batch).__name__}")
+    return batch
+
+
+def _float64_device(device: torch.device) -> torch.device:
+    return torch.device("cpu") if device.type == "mps" else device  # MPS has no float64
+
+
+class StatsAccumulator:
+    """Streaming statistics of images (B, C, H, W): ``update`` batches, ``merge`` partial results.
+
+    ``uint8`` batches are read as ``x / 255``; float batches are taken on the [0, 1] scale as
+    they are. Accumulators are float64 on the first batch's device (CPU for MPS); results are on
+    the CPU. Merging is Chan, Golub & LeVeque's (1979) parallel update, so any split of the data
+    into batches, and any merge order, gives the one-shot result up to float64 rounding.
+
+    >>> acc = StatsAccumulator()
+    >>> for batch in batches:       # doctest: +SKIP
+    ...     acc.update(batch)
+    >>> stats = acc.result()        # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self._moments: _Moments | None = None
+        self._shape: tuple[int, int, int] | None = None
+
+    @property
+    def count(self) -> int:
+        return 0 if self._moments is None else self._moments.n
+
+    @property
+    def shape(self) -> tuple[int, int, int] | None:
+        return self._shape
+
+    def update(self, batch: Tensor | np.ndarray) -> StatsAccumulator:
+        """Add a batch (B, C, H, W), uint8 or float; returns ``self``."""
+        x = _as_tensor(batch)
+        if x.dim() != 4:
+            raise ValueError(f"batch: expected images (B, C, H, W), got shape {tuple(x.shape)}")
+        if not (x.dtype == torch.uint8 or x.dtype.is_floating_point):
+            raise TypeError(f"batch: expected uint8 or float images, got {x.dtype}")
+        self._check_shape(tuple(x.shape[1:]))
+        if x.shape[0] == 0:
+            return self
+        x = x.to(_float64_device(x.device))
+        c, h, w = self._shape
+        flat = x.reshape(x.shape[0], c, h * w)
+        moments_of = _uint8_moments if x.dtype == torch.uint8 else _float_moments
+        step = max(1, CHUNK_ELEMENTS // (c * h * w))
+        for start in range(0, flat.shape[0], step):
+            self._add(moments_of(flat[start : start + step]))
+        return self
+
+    def merge(self, other: StatsAccumulator) -> StatsAccumulator:
+        """Fold ``other``'s data into this accumulator (Chan's merge); returns ``self``."""
+        if not isinstance(other, StatsAccumulator):
+            raise TypeError(f"other: expected a StatsAccumulator, got {type(other).__name__}")
+        if other._moments is None:
+            return self
+        self._check_shape(other._shape)
+        device = self._moments.pixel_mean.device if self._moments is not None else None
+        moments = other._moments
+        if device is not None:
+            moments = _Moments(moments.n, *(getattr(moments, f).to(device) for f in _FIELDS))
+        self._add(moments)
+        return self
+
+    def result(self) -> DatasetStats:
+        """The statistics so far, as float64 CPU tensors."""
+        if self._moments is None:
+            raise ValueError("no images seen yet: call update() with at least one image")
+        m = _Moments(self._moments.n, *(getattr(self._moments, f).cpu() for f in _FIELDS))
+        c, h, w = self._shape
+        positions = m.n * h * w
+        pixel_var = m.pixel_m2 / m.n
+        channel_cov = m.channel_m2 / positions
+        channel_var = channel_cov.diagonal().clone()
+        # All channels count the same number of values, so the global mean is the mean of the
+        # channel means and the law of total variance gives the global variance.
+        mean = m.channel_mean.mean()
+        var = (channel_var + (m.channel_mean - mean) ** 2).mean()
+        eigenvalues, eigenvectors = _sorted_eigh(channel_cov)
+        return DatasetStats(
+            count=m.n,
+            mean=mean,
+            std=var.clamp_min(0).sqrt(),
+            mean_image=m.pixel_mean.reshape(c, h, w),
+            pixel_std=pixel_var.clamp_min(0).sqrt().reshape(c, h, w),
+            channel_mean=m.channel_mean,
+            channel_std=channel_var.clamp_min(0).sqrt(),
+            channel_cov=channel_cov,
+            eigenvalues=eigenvalues,
+            eigenvectors=eigenvectors,
+        )
+
+    def _check_shape(self, shape: tuple[int, ...]) -> None:
+        if self._shape is None:
+            if len(shape) != 3 or min(shape) < 1:
+                raise ValueError(f"batch: expected images of shape (C, H, W), got {shape}")
+            self._shape = tuple(int(s) for s in shape)
+        elif tuple(shape) != self._shape:
+            raise ValueError(f"batch: image shape {tuple(shape)} differs from {self._shape} seen")
+
+    def _add(self, moments: _Moments) -> None:
+        positions = self._shape[1] * self._shape[2]
+        if self._moments is None:
+            self._moments = moments
+        else:
+            self._moments = _chan_merge(self._moments, moments, positions)
+
+
+_FIELDS = ("pixel_mean", "pixel_m2", "channel_mean", "channel_m2")
+
+
+def _sorted_eigh(cov: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigen decomposition of a symmetric matrix, descending, with a fixed sign per vector."""
+    values, vectors = torch.linalg.eigh(cov)
+    values, vectors = values.flip(0), vectors.flip(1)
+    pivot = vectors.abs().argmax(0)
+    signs = torch.sign(vectors[pivot, torch.arange(vectors.shape[1])])
+    signs[signs == 0] = 1
+    return values.clamp_min(0), vectors * signs
+
+
+def compute_stats(images: Tensor | np.ndarray, batch_size: int = 10_000) -> DatasetStats:
+    """Statistics of a whole image tensor (N, C, H, W), streamed in batches of ``batch_size``."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    images = _as_tensor(images)
+    acc = StatsAccumulator()
+    for start in range(0, images.shape[0], batch_size):
+        acc.update(images[start : start + batch_size])
+    return acc.result()
+
+
+# ============================================================================ flat covariance
+
+
+@dataclass(frozen=True, eq=False)
+class FlatStats:
+    """Mean (D,) and population covariance (D, D) of flattened images; float64 CPU tensors."""
+
+    count: int
+    shape: tuple[int, int, int]
+    mean: Tensor
+    cov: Tensor
+
+    def to_tensors(self) -> dict[str, Tensor]:
+        """Plain tensors for ``torch.save`` (loadable with ``weights_only=True``)."""
+        return {
+            "count": torch.tensor(self.count),
+            "shape": torch.tensor(self.shape),
+            "mean": self.mean,
+            "cov": self.cov,
+        }
+
+    @classmethod
+    def from_tensors(cls, data: dict[str, Tensor], *, where: str = "statistics") -> FlatStats:
+        try:
+            shape = tuple(int(v) for v in data["shape"].tolist())
+            d = math.prod(shape)
+            mean, cov = data["mean"].to(torch.float64), data["cov"].to(torch.float64)
+            count = int(data["count"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataError(f"{where}: malformed flat statistics ({exc})") from None
+        if tuple(mean.shape) != (d,) or tuple(cov.shape) != (d, d):
+            raise DataError(f"{where}: mean/cov shapes do not match image shape {shape}")
+        return cls(count, shape, mean, cov)
+
+
+class FlatStatsAccumulator:
+    """Streaming mean and (D, D) covariance of flattened images, D = C*H*W, merged by Chan's rule.
+
+    Needed for PCA/ZCA whitening of whole images (for MLPs). Only feasible for small D (Fashion-
+    MNIST's 784, CIFAR's 3072): memory grows as D^2 and time as N D^2, so D above ``max_dim``
+    is refused.
+    """
+
+    def __init__(self, max_dim: int = MAX_FLAT_DIM) -> None:
+        if not isinstance(max_dim, int) or max_dim < 1:
+            raise ValueError(f"max_dim: expected a positive integer, got {max_dim!r}")
+        self.max_dim = max_dim
+        self._shape: tuple[int, int, int] | None = None
+        self._n = 0
+        self._mean: Tensor | None = None
+        self._m2: Tensor | None = None
+
+    @property
+    def count(self) -> int:
+        return self._n
+
+    def update(self, batch: Tensor | np.ndarray) -> FlatStatsAccumulator:
+        """Add a batch (B, C, H, W): two-pass float64 moments of the batch, then Chan's merge."""
+        x = _as_tensor(batch)
+        if x.dim() != 4:
+            raise ValueError(f"batch: expected images (B, C, H, W), got shape {tuple(x.shape)}")
+        if not (x.dtype == torch.uint8 or x.dtype.is_floating_point):
+            raise TypeError(f"batch: expected uint8 or float images, got {x.dtype}")
+        self._check_shape(tuple(x.shape[1:]))
+        if x.shape[0] == 0:
+            return self
+        xd = x.to(_float64_device(x.device)).reshape(x.shape[0], -1).to(torch.float64)
+        if x.dtype == torch.uint8:
+            xd = xd / 255.0
+        mean = xd.mean(0)
+        dev = xd - mean
+        self._add(x.shape[0], mean, dev.T @ dev)
+        return self
+
+    def merge(self, other: FlatStatsAccumulator) -> FlatStatsAccumulator:
+        if not isinstance(other, FlatStatsAccumulator):
+            raise TypeError(f"other: expected a FlatStatsAccumulator, got {type(other).__name__}")
+        if other._n == 0:
+            return self
+        self._check_shape(other._shape)
+        device = self._mean.device if self._mean is not None else other._mean.device
+        self._add(other._n, other._mean.to(device), other._m2.to(device))
+        return self
+
+    def result(self) -> FlatStats:
+        if self._n == 0:
+            raise ValueError("no images seen yet: call update() with at least one image")
+        return FlatStats(self._n, self._shape, self._mean.cpu(), (self._m2 / self._n).cpu())
+
+    def _check_shape(self, shape: tuple[int, ...]) -> None:
+        if self._shape is None:
+            if len(shape) != 3 or min(shape) < 1:
+                raise ValueError(f"batch: expected images of shape (C, H, W), got {shape}")
+            d = math.prod(shape)
+            if d > self.max_dim:
+                raise ValueError(
+                    f"flattened images have D = {d} values ({shape}); a (D, D) covariance is "
+                    f"only computed for D <= max_dim = {self.max_dim} (memory grows as D^2); "
+                    "use a per-channel normalizer such as 'standardize' instead"
+                )
+            self._shape = tuple(int(s) for s in shape)
+        elif tuple(shape) != self._shape:
+            raise ValueError(f"batch: image shape {tuple(shape)} differs from {self._shape} seen")
+
+    def _add(self, n: int, mean: Tensor, m2: Tensor) -> None:
+        if self._n == 0:
+            self._n, self._mean, self._m2 = n, mean, m2
+            return
+        total = self._n + n
+        d = mean - self._mean
+        self._mean = self._mean + d * (n / total)
+        self._m2 = self._m2 + m2 + torch.outer(d, d) * (self._n * n / total)
+        self._n = total
+
+
+def compute_flat_stats(
+    images: Tensor | np.ndarray, batch_size: int = 4096, max_dim: int = MAX_FLAT_DIM
+) -> FlatStats:
+    """Mean and covariance of flattened images (N, C, H, W), streamed in batches."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    images = _as_tensor(images)
+    acc = FlatStatsAccumulator(max_dim)
+    for start in range(0, images.shape[0], batch_size):
+        acc.update(images[start : start + batch_size])
+    return acc.result()
+
+
+# ============================================================================ caching
+
+
+def _fingerprint(images: Tensor) -> str:
+    """A cheap content hash: shape, dtype, the sum of all values and ~1 MB of strided bytes."""
+    flat = images.reshape(-1)
+    step = max(1, flat.numel() // (1 << 20))
+    sample = flat[::step].cpu().to(torch.float64).numpy()
+    total = (
+        flat.to(torch.float64).sum() if flat.is_floating_point() else flat.sum(dtype=torch.int64)
+    )
+    digest = hashlib.sha256(f"{tuple(images.shape)}|{images.dtype}|{total.item()!r}|".encode())
+    digest.update(sample.tobytes())
+    return digest.hexdigest()
+
+
+def _cache_path(dataset: Any, kind: str, suffix: str) -> Path:
+    images = dataset.train_images
+    parts = [kind, str(dataset.name), str(dataset.source), _fingerprint(images)]
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(dataset.name))[:60]
+    return cache_dir() / "stats" / f"{safe}-{kind}-{key}{suffix}"
+
+
+def dataset_stats(dataset: Any, cache: bool = True) -> DatasetStats:
+    """Statistics of a data set's training split (``dataset.train_images``, uint8 N x C x H x W).
+
+    Cached as JSON in ``cache_dir()/stats/``, keyed by the data set's name, source, shape and a
+    content fingerprint, so changed data is recomputed and unchanged data never is.
+    """
+    images = _train_images(dataset)
+    if not cache:
+        return compute_stats(images)
+    path = _cache_path(dataset, "stats", ".json")
+    if path.is_file():
+        try:
+            return DatasetStats.load(path)
+        except DataError:
+            pass  # a stale or damaged cache entry is recomputed and overwritten
+    stats = compute_stats(images)
+    stats.save(path)
+    return stats
+
+
+def dataset_flat_stats(dataset: Any, cache: bool = True, max_dim: int = MAX_FLAT_DIM) -> FlatStats:
+    """Flattened-image mean and covariance of a training split, cached like :func:`dataset_stats`
+    (as tensors: a (D, D) matrix is too large for JSON)."""
+    images = _train_images(dataset)
+    if not cache:
+        return compute_flat_stats(images, max_dim=max_dim)
+    path = _cache_path(dataset, "flat", ".pt")
+    if path.is_file():
+        try:
+            return FlatStats.from_tensors(torch.load(path, weights_only=True), where=str(path))
+        except (DataError, OSError, RuntimeError, ValueError, TypeError):
+            pass  # recomputed and overwritten below
+    stats = compute_flat_stats(images, max_dim=max_dim)
+    write_with(path, lambda tmp: torch.save(stats.to_tensors(), tmp))
+    return stats
+
+
+def _train_images(dataset: Any) -> Tensor:
+    images = getattr(dataset, "train_images", None)
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        raise TypeError(
+            "dataset: expected an ImageDataset-like object whose train_images is an "
+            f"(N, C, H, W) tensor, got {type(dataset).__name__}"
+        )
+    return images
+
+
+# ============================================================================ normalizers
+
+
+def _to_unit(x: Tensor) -> Tensor:
+    """uint8 -> float32 on [0, 1]; float inputs are already on that scale and kept as they are."""
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32).div_(255.0)
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"normalizer input: expected uint8 or float images, got {x.dtype}")
+    return x
+
+
+def _affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """``x01 * scale + shift`` in one pass over the float copy; the 1/255 of uint8 input is
+    folded into ``scale`` so the conversion costs nothing extra."""
+    if x.dtype == torch.uint8:
+        return torch.addcmul(shift, x.to(torch.float32), scale / 255.0)
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"normalizer input: expected uint8 or float images, got {x.dtype}")
+    return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
+
+
+class Normalizer(nn.Module):
+    """Base: the first module of a model; ``uint8`` in, float out. ``needs`` says which
+    statistics it is fitted from: ``None``, ``"stats"`` (:class:`DatasetStats`) or ``"flat"``
+    (:class:`FlatStats`)."""
+
+    needs: str | None = None
+
+    def __init__(self, shape: tuple[int, int, int] | None = None) -> None:
+        super().__init__()
+        self.shape = None if shape is None else tuple(int(s) for s in shape)
+
+    def _check_input(self, x: Tensor) -> None:
+        if self.shape is not None and tuple(x.shape[-3:]) != self.shape:
+            raise ValueError(
+                f"{type(self).__name__}: expected images (..., {', '.join(map(str, self.shape))})"
+                f", got shape {tuple(x.shape)}"
+            )
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
+class Scale(Normalizer):
+    """``x / 255``: uint8 to float on [0, 1], no statistics."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _to_unit(x)
+
+
+class Raw(Normalizer):
+    """No preprocessing: the raw values 0..255 as float (float input on [0, 1] is multiplied
+    by 255, so a uint8 image and its float version give the same output)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.uint8:
+            return x.to(torch.float32)
+        return _to_unit(x) * 255.0
+
+
+class MeanImage(Normalizer):
+    """``x - mean_image``, the mean over training images of each pixel (AlexNet, 2012)."""
+
+    needs = "stats"
+
+    def __init__(self, shape: tuple[int, int, int], mean_image: Tensor | None = None) -> None:
+        super().__init__(shape)
+        mean = torch.zeros(self.shape) if mean_image is None else mean_image
+        self.register_buffer("mean_image", mean.to(torch.float32).reshape(self.shape).clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        return _affine(x, torch.ones((), device=x.device), -self.mean_image)
+
+
+class ChannelAffine(Normalizer):
+    """``(x - mean_c) / std_c`` per channel, computed as ``x * (1/std_c) + (-mean_c/std_c)``.
+
+    With ``std = 1`` this is the per-channel mean subtraction of VGG (Simonyan & Zisserman,
+    2014); with the training std it is the standardization of ResNet (He et al., 2016).
+    """
+
+    needs = "stats"
+
+    def __init__(
+        self,
+        channels: int,
+        mean: Tensor | None = None,
+        std: Tensor | None = None,
+        shape: tuple[int, int, int] | None = None,
+    ) -> None:
+        super().__init__(shape)
+        self.channels = channels
+        mean = torch.zeros(channels) if mean is None else mean
+        std = torch.ones(channels) if std is None else std
+        self.register_buffer("mean", mean.to(torch.float32).reshape(channels, 1, 1).clone())
+        self.register_buffer("std", std.to(torch.float32).reshape(channels, 1, 1).clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 3 or x.shape[-3] != self.channels:
+            raise ValueError(
+                f"{type(self).__name__}: expected images (..., {self.channels}, H, W), "
+                f"got shape {tuple(x.shape)}"
+            )
+        inv = 1.0 / self.std
+        return _affine(x, inv, -self.mean * inv)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}"
+
+
+class Whiten(Normalizer):
+    """``W (x - mean)`` on the flattened image (D = C*H*W), output reshaped to (..., C, H, W).
+
+    With ``cov = U diag(lambda) U^T`` (eigen decomposition of the training covariance):
+
+    - PCA whitening: ``W = diag(1 / sqrt(lambda + eps)) U^T``; output "pixels" are the
+      principal components, largest first (meaningful to an MLP only);
+    - ZCA whitening: ``W = U diag(1 / sqrt(lambda + eps)) U^T``, the whitening closest to the
+      input (Bell & Sejnowski, 1997; Krizhevsky, 2009), so outputs still look like images.
+
+    Whitened training data has covariance ``diag(lambda / (lambda + eps))`` (in the PCA basis),
+    which is the identity where ``lambda >> eps``; ``eps`` damps directions of near-zero variance
+    instead of amplifying their noise (LeCun et al., 1998, "Efficient BackProp", sec. 4.3).
+    """
+
+    needs = "flat"
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        kind: str,
+        eps: float,
+        stats: FlatStats | None = None,
+    ) -> None:
+        super().__init__(shape)
+        if kind not in ("pca", "zca"):
+            raise ValueError(f"kind: expected 'pca' or 'zca', got {kind!r}")
+        if not isinstance(eps, int | float) or not eps > 0 or not math.isfinite(eps):
+            raise ValueError(f"eps: expected a positive number, got {eps!r}")
+        self.kind, self.eps = kind, float(eps)
+        d = math.prod(self.shape)
+        if d > MAX_FLAT_DIM:
+            raise ValueError(
+                f"{kind}_whiten: images of shape {self.shape} have D = {d} values; whitening "
+                f"needs a (D, D) matrix and is limited to D <= {MAX_FLAT_DIM}"
+            )
+        mean, matrix = torch.zeros(d), torch.eye(d)
+        if stats is not None:
+            mean, matrix = stats.mean, _whitening_matrix(stats.cov, kind, self.eps)
+        self.register_buffer("mean", mean.to(torch.float32).clone())
+        self.register_buffer("matrix", matrix.to(torch.float32).clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        lead = x.shape[:-3]
+        flat = x.reshape(-1, self.mean.numel())
+        weight = self.matrix.T
+        if flat.dtype == torch.uint8:
+            flat, weight = flat.to(torch.float32), weight / 255.0
+        elif not flat.dtype.is_floating_point:
+            raise TypeError(f"normalizer input: expected uint8 or float images, got {x.dtype}")
+        else:
+            weight = weight.to(flat.dtype)
+        shift = -(self.matrix @ self.mean).to(flat.dtype)
+        return torch.addmm(shift, flat, weight).reshape(*lead, *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, kind={self.kind!r}, eps={self.eps}"
+
+
+def _whitening_matrix(cov: Tensor, kind: str, eps: float) -> Tensor:
+    """PCA: ``diag(1/sqrt(lambda+eps)) U^T``; ZCA: ``U diag(1/sqrt(lambda+eps)) U^T`` (float64)."""
+    values, vectors = _sorted_eigh(cov.to(torch.float64))
+    pca = vectors.T / torch.sqrt(values + eps)[:, None]
+    return pca if kind == "pca" else vectors @ pca
+
+
+NORMALIZERS: Registry[Normalizer] = Registry("normalizer")
+
+
+def _shape_of(stats: Any, shape: Any, spec: str) -> tuple[int, int, int]:
+    if stats is not None:
+        shape = stats.shape
+    if shape is None:
+        raise ValueError(f"{spec}: give statistics to fit it, or shape=(C, H, W) for an empty one")
+    shape = tuple(shape)
+    if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise ValueError(f"shape: expected (C, H, W) of positive integers, got {shape!r}")
+    return shape
+
+
+def _need(stats: Any, cls: type, spec: str) -> None:
+    if stats is not None and not isinstance(stats, cls):
+        helper = "compute_stats" if cls is DatasetStats else "compute_flat_stats"
+        raise TypeError(
+            f"{spec}: expected {cls.__name__} (from {helper}), got {type(stats).__name__}"
+        )
+
+
+@NORMALIZERS.register("scale")
+def _scale(*, stats: Any = None, shape: Any = None) -> Normalizer:
+    return Scale(None if shape is None else tuple(shape))
+
+
+@NORMALIZERS.register("none")
+def _none(*, stats: Any = None, shape: Any = None) -> Normalizer:
+    return Raw(None if shape is None else tuple(shape))
+
+
+@NORMALIZERS.register("mean_image")
+def _mean_image(*, stats: DatasetStats | None = None, shape: Any = None) -> Normalizer:
+    _need(stats, DatasetStats, "mean_image")
+    shape = _shape_of(stats, shape, "mean_image")
+    return MeanImage(shape, None if stats is None else stats.mean_image)
+
+
+@NORMALIZERS.register("channel_mean")
+def _channel_mean(*, stats: DatasetStats | None = None, shape: Any = None) -> Normalizer:
+    _need(stats, DatasetStats, "channel_mean")
+    shape = _shape_of(stats, shape, "channel_mean")
+    return ChannelAffine(shape[0], None if stats is None else stats.channel_mean, shape=shape)
+
+
+@NORMALIZERS.register("standardize")
+def _standardize(*, stats: DatasetStats | None = None, shape: Any = None) -> Normalizer:
+    _need(stats, DatasetStats, "standardize")
+    shape = _shape_of(stats, shape, "standardize")
+    if stats is None:
+        return ChannelAffine(shape[0], shape=shape)
+    zero = (stats.channel_std <= 0).nonzero().flatten().tolist()
+    if zero:
+        raise ValueError(f"standardize: channel(s) {zero} are constant (std 0) in the statistics")
+    return ChannelAffine(shape[0], stats.channel_mean, stats.channel_std, shape=shape)
+
+
+@NORMALIZERS.register("pca_whiten")
+def _pca_whiten(eps: float = 1e-3, *, stats: FlatStats | None = None, shape: Any = None):
+    _need(stats, FlatStats, "pca_whiten")
+    return Whiten(_shape_of(stats, shape, "pca_whiten"), "pca", eps, stats)
+
+
+@NORMALIZERS.register("zca_whiten")
+def _zca_whiten(eps: float = 1e-3, *, stats: FlatStats | None = None, shape: Any = None):
+    _need(stats, FlatStats, "zca_whiten")
+    return Whiten(_shape_of(stats, shape, "zca_whiten"), "zca", eps, stats)
+
+
+def make_normalizer(
+    spec: str,
+    stats: DatasetStats | FlatStats | None = None,
+    shape: tuple[int, int, int] | None = None,
+) -> Normalizer:
+    """Build a normalizer by name (see ``NORMALIZERS.names()``) from training statistics.
+
+    ``"scale"`` (x/255), ``"none"`` (raw 0..255), ``"mean_image"``, ``"channel_mean"``,
+    ``"standardize"`` take :class:`DatasetStats`; ``"pca_whiten(eps)"`` and
+    ``"zca_whiten(eps)"`` take :class:`FlatStats`. With ``stats=None`` and ``shape=(C, H, W)``
+    the normalizer is built empty, with buffers of the right shapes, ready for
+    ``load_state_dict`` from a checkpoint.
+    """
+    return NORMALIZERS.create(spec, stats=stats, shape=shape)
+
+
+def fit_normalizer(spec: str, dataset: Any, cache: bool = True) -> Normalizer:
+    """Build a normalizer fitted to a data set's training split, computing (or loading from the
+    cache) whichever statistics it needs."""
+    name, _, _ = parse_spec(spec)
+    needs = NORMALIZERS.get(name)  # unknown names fail here, before any statistics are computed
+    del needs
+    shape = tuple(_train_images(dataset).shape[1:])
+    if name in ("pca_whiten", "zca_whiten"):
+        return make_normalizer(spec, dataset_flat_stats(dataset, cache=cache))
+    if name in ("scale", "none"):
+        return make_normalizer(spec, shape=shape)
+    return make_normalizer(spec, dataset_stats(dataset, cache=cache))
+
+
+# ============================================================================ report
+
+
+def format_stats(stats: DatasetStats) -> str:
+    """A readable table: per-channel mean/std, global values, covariance and its eigen pairs."""
+    c, h, w = stats.shape
+    names = ["R", "G", "B"] if c == 3 else [str(i) for i in range(c)]
+    lines = [
+        f"{stats.count} images of {c}x{h}x{w}; values on the [0, 1] scale, "
+        "population (biased) variance",
+        "",
+        f"{'channel':>8} {'mean':>10} {'std':>10}",
+    ]
+    for i in range(c):
+        lines.append(f"{names[i]:>8} {stats.channel_mean[i]:>10.6f} {stats.channel_std[i]:>10.6f}")
+    lines.append(f"{'all':>8} {float(stats.mean):>10.6f} {float(stats.std):>10.6f}")
+    lines += ["", "channel covariance:"]
+    for i in range(c):
+        row = " ".join(f"{float(v):>11.3e}" for v in stats.channel_cov[i])
+        lines.append(f"{names[i]:>8} {row}")
+    lines += ["", "eigen decomposition (PCA lighting, AlexNet): value, vector"]
+    for k in range(c):
+        vec = ", ".join(f"{float(v):+.4f}" for v in stats.eigenvectors[:, k])
+        lines.append(f"{k + 1:>8} {float(stats.eigenvalues[k]):>11.3e}  [{vec}]")
+    lines += [
+        "",
+        f"mean image: min {float(stats.mean_image.min()):.4f}, "
+        f"max {float(stats.mean_image.max()):.4f}",
+        f"per-pixel std: min {float(stats.pixel_std.min()):.4f}, "
+        f"max {float(stats.pixel_std.max()):.4f}",
+    ]
+    return "\n".join(lines)
