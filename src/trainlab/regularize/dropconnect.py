@@ -1,0 +1,406 @@
+"""DropConnect for Linear and Conv2d layers (Wan et al. 2013, "Regularization of Neural Networks
+using DropConnect").
+
+Dropout zeroes activations; DropConnect zeroes **weights**: in training each weight is kept with
+probability ``1 - p``, ``u = (W * M / (1 - p)) x + b``, ``M_ij ~ Bernoulli(1 - p)`` (the inverted
+scaling, so ``E[u] = W x + b``; the bias is never dropped).
+
+Two mask granularities:
+
+* ``mode='batch'``: one mask per forward pass, shared by the batch (cheap: one Bernoulli draw
+  of the weight's size).
+* ``mode='sample'`` (the paper's): every sample has its own mask, ``u_b = (W * M_b) x_b``.
+  Masks are drawn for a chunk of samples at a time (at most ``chunk_elements`` mask entries),
+  and the backward pass **re-draws** the same masks from the saved generator state instead of
+  keeping them, so memory is bounded by the chunk size, not by ``B * out * in`` (a naive
+  implementation stores all B masks and all B masked weights for autograd).
+
+Test time (``eval()``, deterministic):
+
+* ``inference='mean'``: the mean weights, ``u = W x + b`` (the paper's ``(1 - p) W`` under its
+  unscaled training masks). The eval output equals the expected train output **before** any
+  activation.
+* ``inference='gaussian'``: the paper's moment matching. Each unit's input is approximately
+  Gaussian, ``u ~ N(W x + b, p/(1 - p) * (W o W)(x o x))`` (the paper's
+  ``N((1-p) W x, p(1-p) (W o W)(x o x))`` divided by ``1 - p`` for the inverted scaling);
+  ``mc_samples`` draws of ``u`` pass through ``activation`` and are averaged, which
+  approximates ``E[activation(u)]`` under DropConnect better than ``activation(E[u])``. This
+  needs the activation, so the layer then applies it in every mode. The draws come from a
+  generator re-seeded from ``seed`` on every call, so eval stays deterministic.
+
+Random in ``train()``, deterministic in ``eval()``; ``E[train pre-activation] = eval
+pre-activation`` (exactly for ``'mean'``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainlab.errors import RegistryError
+from trainlab.registry import Registry
+from trainlab.regularize.dropout import RandomModule, Seed, check_probability, derive_seed
+
+Activation = nn.Module | Callable[[torch.Tensor], torch.Tensor]
+_MODES = ("batch", "sample")
+_INFERENCES = ("mean", "gaussian")
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RegistryError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _draw_masks(
+    shape: tuple[int, ...], p: float, generator: torch.Generator, like: torch.Tensor
+) -> torch.Tensor:
+    """Inverted-scale keep masks: 1/(1-p) with probability 1-p, else 0 (one float buffer)."""
+    mask = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+    return mask.ge_(p).mul_(1.0 / (1.0 - p))
+
+
+def _sample_chunks(
+    x: torch.Tensor, weight: torch.Tensor, p: float, generator: torch.Generator, chunk: int
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """(rows, masks) for consecutive chunks of samples; the draw order is the replay order."""
+    for start in range(0, x.shape[0], chunk):
+        rows = slice(start, min(start + chunk, x.shape[0]))
+        count = rows.stop - rows.start
+        yield rows, _draw_masks((count, *weight.shape), p, generator, weight)
+
+
+class _PerSampleMasked(torch.autograd.Function):
+    """``y_b = op(x_b, W * M_b)`` with masks re-drawn in backward from the saved RNG state."""
+
+    @staticmethod
+    def forward(ctx, x, weight, op, p, generator, chunk):
+        state = generator.get_state()
+        with torch.no_grad():
+            out = torch.cat(
+                [
+                    op(x[rows], weight * masks)
+                    for rows, masks in _sample_chunks(x, weight, p, generator, chunk)
+                ]
+            )
+        ctx.save_for_backward(x, weight)
+        ctx.op, ctx.p, ctx.chunk, ctx.state = op, p, chunk, state
+        ctx.device = generator.device
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        replay = torch.Generator(device=ctx.device)
+        replay.set_state(ctx.state)
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        for rows, masks in _sample_chunks(x, weight, ctx.p, replay, ctx.chunk):
+            with torch.enable_grad():
+                xc = x[rows].detach().requires_grad_(need_x)
+                w = weight.detach().requires_grad_(need_w)
+                out = ctx.op(xc, w * masks)
+                inputs = [t for t, need in ((xc, need_x), (w, need_w)) if need]
+                grads = iter(torch.autograd.grad(out, inputs, grad_out[rows]))
+            if need_x:
+                grad_x[rows] = next(grads)
+            if need_w:
+                grad_w += next(grads)
+        return grad_x, grad_w, None, None, None, None
+
+
+class _DropConnect(RandomModule):
+    """What DropConnectLinear and DropConnectConv2d share; subclasses supply the operation."""
+
+    monte_carlo: ClassVar[bool] = True
+
+    def _configure(
+        self,
+        p: float,
+        mode: str,
+        inference: str,
+        mc_samples: int,
+        activation: Activation | None,
+        chunk_elements: int,
+    ) -> None:
+        self.p = check_probability("p", p)
+        if mode not in _MODES:
+            raise RegistryError(f"mode must be one of {_MODES}, got {mode!r}")
+        if inference not in _INFERENCES:
+            raise RegistryError(f"inference must be one of {_INFERENCES}, got {inference!r}")
+        if inference == "gaussian" and activation is None:
+            raise RegistryError(
+                "inference='gaussian' needs activation= (a module or callable): the moment-"
+                "matched samples are averaged after the nonlinearity"
+            )
+        if activation is not None and not callable(activation):
+            raise RegistryError(f"activation must be an nn.Module or callable, got {activation!r}")
+        self.mode, self.inference = mode, inference
+        self.mc_samples = _positive_int("mc_samples", mc_samples)
+        self.chunk_elements = _positive_int("chunk_elements", chunk_elements)
+        self.activation = activation
+
+    # -- supplied by subclasses: the layer's operation without bias, per batch and per sample
+    def _op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _op_per_sample(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _add_bias(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _train_pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        generator = self.generator_for(x.device)
+        if self.mode == "batch":
+            mask = _draw_masks(tuple(self.weight.shape), self.p, generator, self.weight)
+            return self._add_bias(self._op(x, self.weight * mask))
+        chunk = max(1, self.chunk_elements // self.weight.numel())
+        y = _PerSampleMasked.apply(x, self.weight, self._op_per_sample, self.p, generator, chunk)
+        return self._add_bias(y)
+
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of each pre-activation unit under the training masks."""
+        mean = self._add_bias(self._op(x, self.weight))
+        var = self._op(x.square(), self.weight.square()) * (self.p / (1.0 - self.p))
+        return mean, var
+
+    def _gaussian_inference(self, x: torch.Tensor) -> torch.Tensor:
+        mean, var = self.moments(x)
+        generator = torch.Generator(device=x.device).manual_seed(derive_seed(self.seed, "eval"))
+        noise = torch.randn(
+            (self.mc_samples, *mean.shape), generator=generator, device=x.device, dtype=x.dtype
+        )
+        return self.activation(mean + var.sqrt() * noise).mean(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.p > 0:
+            y = self._train_pre_activation(x)
+        elif self.inference == "gaussian" and self.p > 0:
+            return self._gaussian_inference(x)
+        else:
+            y = self._add_bias(self._op(x, self.weight))
+        return y if self.activation is None else self.activation(y)
+
+
+class DropConnectLinear(_DropConnect, nn.Linear):
+    """``nn.Linear`` with DropConnect (Wan et al. 2013): ``u = (W * M / (1-p)) x + b``.
+
+    ``p``: drop probability in [0, 1). ``mode``: ``'batch'`` (one mask per forward) or
+    ``'sample'`` (one mask per sample, the paper's). ``inference``: ``'mean'`` or
+    ``'gaussian'`` (moment matching, needs ``activation``; ``mc_samples`` draws).
+    ``activation``: applied after the layer in every mode when given.
+    ``chunk_elements``: per-sample mode's memory bound, in mask entries per chunk.
+    A subclass of ``nn.Linear``: init schemes and penalties treat it as one.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        p: float = 0.5,
+        mode: str = "batch",
+        inference: str = "mean",
+        mc_samples: int = 64,
+        activation: Activation | None = None,
+        bias: bool = True,
+        *,
+        chunk_elements: int = 1 << 22,
+        seed: Seed = 0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            in_features,
+            out_features,
+            bias=bias,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+            generator=generator,
+        )
+        self._configure(p, mode, inference, mc_samples, activation, chunk_elements)
+
+    @classmethod
+    def from_linear(cls, layer: nn.Linear, p: float = 0.5, **kwargs) -> DropConnectLinear:
+        """Wrap an existing layer's parameters (shared, not copied)."""
+        new = cls(
+            layer.in_features,
+            layer.out_features,
+            p,
+            bias=layer.bias is not None,
+            device=layer.weight.device,
+            dtype=layer.weight.dtype,
+            **kwargs,
+        )
+        new.weight, new.bias = layer.weight, layer.bias
+        return new
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, p={self.p}, mode={self.mode!r}, inference={self.inference!r}"
+        )
+
+    def _op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, weight)
+
+    def _op_per_sample(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        # x: (c, *, in), weights: (c, out, in) -> (c, *, out)
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])
+        y = torch.bmm(flat, weights.transpose(1, 2))
+        return y.reshape(*x.shape[:-1], weights.shape[1])
+
+    def _add_bias(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.bias is None else y + self.bias
+
+
+class DropConnectConv2d(_DropConnect, nn.Conv2d):
+    """``nn.Conv2d`` with DropConnect on its kernel: ``u = conv(x, W * M / (1-p)) + b``.
+
+    Same options as :class:`DropConnectLinear`. In ``'sample'`` mode each sample's masked
+    kernel is applied through one grouped convolution per chunk (the samples become groups).
+    The mask is on the kernel, so it is shared by all spatial positions of a sample.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        p: float = 0.5,
+        mode: str = "batch",
+        inference: str = "mean",
+        mc_samples: int = 64,
+        activation: Activation | None = None,
+        *,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        chunk_elements: int = 1 << 22,
+        seed: Seed = 0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            padding_mode=padding_mode,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+            generator=generator,
+        )
+        self._configure(p, mode, inference, mc_samples, activation, chunk_elements)
+
+    @classmethod
+    def from_conv(cls, layer: nn.Conv2d, p: float = 0.5, **kwargs) -> DropConnectConv2d:
+        """Wrap an existing layer's parameters (shared, not copied)."""
+        new = cls(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            p,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            bias=layer.bias is not None,
+            padding_mode=layer.padding_mode,
+            device=layer.weight.device,
+            dtype=layer.weight.dtype,
+            **kwargs,
+        )
+        new.weight, new.bias = layer.weight, layer.bias
+        return new
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, p={self.p}, mode={self.mode!r}, inference={self.inference!r}"
+        )
+
+    def _padded(self, x: torch.Tensor) -> tuple[torch.Tensor, int | tuple[int, ...] | str]:
+        if self.padding_mode == "zeros":
+            return x, self.padding
+        return F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
+
+    def _op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        x, padding = self._padded(x)
+        return F.conv2d(x, weight, None, self.stride, padding, self.dilation, self.groups)
+
+    def _op_per_sample(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        # samples become groups: (c, C, H, W) -> (1, c*C, H, W), kernels (c*O, C/g, kh, kw)
+        x, padding = self._padded(x)
+        count = x.shape[0]
+        y = F.conv2d(
+            x.reshape(1, -1, *x.shape[2:]),
+            weights.reshape(-1, *weights.shape[2:]),
+            None,
+            self.stride,
+            padding,
+            self.dilation,
+            self.groups * count,
+        )
+        return y.reshape(count, -1, *y.shape[2:])
+
+    def _add_bias(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+
+def dropconnect_layer(layer: nn.Module, p: float = 0.5, **kwargs) -> _DropConnect:
+    """The DropConnect version of an ``nn.Linear`` or ``nn.Conv2d``, sharing its parameters."""
+    if isinstance(layer, nn.Linear):
+        return DropConnectLinear.from_linear(layer, p, **kwargs)
+    if isinstance(layer, nn.Conv2d):
+        return DropConnectConv2d.from_conv(layer, p, **kwargs)
+    raise RegistryError(
+        f"DropConnect applies to nn.Linear or nn.Conv2d, got {type(layer).__name__}"
+    )
+
+
+DROPCONNECT: Registry[nn.Module] = Registry("dropconnect")
+
+
+@DROPCONNECT.register("dropconnect")
+def dropconnect(
+    p: float = 0.5,
+    mode: str = "batch",
+    inference: str = "mean",
+    mc_samples: int = 64,
+    seed: Seed = 0,
+    *,
+    layer: nn.Module | None = None,
+    activation: Activation | None = None,
+) -> nn.Module:
+    """``"dropconnect(0.5)"``: build with ``DROPCONNECT.create(spec, layer=nn.Linear(...))``.
+
+    The layer to convert comes from the model builder (a recipe names only the technique).
+    """
+    if layer is None:
+        raise RegistryError(
+            "dropconnect needs the layer it replaces: DROPCONNECT.create(spec, layer=...)"
+        )
+    return dropconnect_layer(
+        layer,
+        p,
+        mode=mode,
+        inference=inference,
+        mc_samples=mc_samples,
+        activation=activation,
+        seed=seed,
+    )
