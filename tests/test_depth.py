@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from trainlab.errors import RegistryError
-from trainlab.regularize.depth import StochasticDepth, drop_path, linear_decay, survival_probs
+from trainlab.regularize.depth import (
+    DropPath,
+    StochasticDepth,
+    drop_path,
+    linear_decay,
+    survival_probs,
+)
 from trainlab.regularize.dropout import reseed_all
 
 
@@ -200,3 +206,34 @@ def test_drop_path_functional(scale_by_keep):
     with pytest.raises(RegistryError, match="generator"):
         drop_path(f, p, None, training=True)
     assert drop_path(f, 1.0, None, training=True) is f
+
+
+@pytest.mark.parametrize("mode", ["sample", "batch"])
+@pytest.mark.parametrize("scale_by_keep", [False, True])
+@torch.no_grad()
+def test_drop_path_module_with_projection_skip(mode, scale_by_keep):
+    """shortcut(x) + DropPath(branch(x)): eval equals the Monte-Carlo mean of training (5 SE)."""
+    p = 0.6
+    shortcut, branch = nn.Linear(6, 4), nn.Linear(6, 4)
+    drop = DropPath(p, mode=mode, scale_by_keep=scale_by_keep, seed=12)
+    x = _x()
+    f, s = branch(x), (1 / p if scale_by_keep else 1.0)
+    drop.eval()
+    y_eval = shortcut(x) + drop(f)
+    torch.testing.assert_close(y_eval, shortcut(x) + (f if scale_by_keep else p * f))
+    drop.train()
+    n = 3000
+    mean = sum((shortcut(x) + drop(f)).double() for _ in range(n)) / n
+    se = math.sqrt(p * (1 - p)) * s * f.double().abs() / math.sqrt(n)
+    assert ((mean - y_eval.double()).abs() <= 5 * se + 1e-6).all()
+    gated = drop(f)
+    kept = (gated != 0).flatten(1).any(1)
+    if mode == "batch":
+        assert kept.all() or not kept.any()
+
+
+def test_drop_path_module_bad_arguments():
+    with pytest.raises(RegistryError, match="survival"):
+        DropPath(0.0)
+    with pytest.raises(RegistryError, match="mode"):
+        DropPath(0.5, mode="row")

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from trainlab.errors import RegistryError
 from trainlab.regularize.dropout import RandomModule, Seed
 
-__all__ = ["StochasticDepth", "drop_path", "linear_decay", "survival_probs"]
+__all__ = ["DropPath", "StochasticDepth", "drop_path", "linear_decay", "survival_probs"]
 
 _MODES = ("sample", "batch")
 
@@ -151,3 +151,47 @@ class StochasticDepth(RandomModule):
             return x  # dropped for this batch: skip the branch's compute entirely
         out = self.branch(x)
         return x + (out / p if self.scale_by_keep else out)
+
+
+class DropPath(RandomModule):
+    """Module form of :func:`drop_path`: gates a branch's *output*, ``b * f(x)`` in training.
+
+    For blocks that add the branch to their own skip path, typically a projection:
+    ``y = shortcut(x) + drop(branch(x))``. Eval: ``p * f(x)`` (``f(x)`` with ``scale_by_keep``),
+    the expected training output. ``mode='batch'`` shares one gate across the batch, but unlike
+    :class:`StochasticDepth` cannot skip computing a branch it only sees the output of.
+    """
+
+    def __init__(
+        self,
+        survival_prob: float,
+        mode: str = "sample",
+        scale_by_keep: bool = False,
+        *,
+        seed: Seed = 0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(seed=seed, generator=generator)
+        if mode not in _MODES:
+            raise RegistryError(f"mode must be 'sample' or 'batch', got {mode!r}")
+        self.survival_prob = _check_survival("survival_prob", survival_prob)
+        self.mode = mode
+        self.scale_by_keep = bool(scale_by_keep)
+
+    def extra_repr(self) -> str:
+        return (
+            f"survival_prob={self.survival_prob}, mode={self.mode!r}, "
+            f"scale_by_keep={self.scale_by_keep}"
+        )
+
+    def forward(self, x_branch: Tensor) -> Tensor:
+        use_rng = self.training and self.survival_prob < 1.0
+        generator = self.generator_for(x_branch.device) if use_rng else None
+        return drop_path(
+            x_branch,
+            self.survival_prob,
+            generator,
+            self.training,
+            self.scale_by_keep,
+            per_sample=self.mode == "sample",
+        )
