@@ -1,0 +1,64 @@
+"""Batched, per-image random augmentations on (B, C, H, W) tensors, and test-time averaging.
+
+Every augmentation works on uint8 or float images, on any device, draws each image's own
+parameters as whole tensors from the caller's ``torch.Generator`` (no Python loop over images),
+can return the parameters it drew (``return_params=True``, or ``sample_params`` / ``apply``),
+and reproduces its output when they are replayed.
+
+- geometric: :class:`PadCrop`, :class:`HFlip`, :class:`VFlip`, :class:`RandomResizedCrop`,
+  :class:`ScaleAug`, :class:`CenterCrop`, :func:`five_crop`, :func:`ten_crop`
+- colour: :class:`ColorJitter`, :class:`RandomGrayscale`, :class:`PCALighting`
+- pipelines: :data:`AUGMENTATIONS`, :class:`Pipeline`, :func:`make_pipeline`
+- test time: :class:`TTA`; figures: :func:`plot_augment`
+"""
+
+from trainlab.augment._base import Augmentation, Params
+from trainlab.augment.color import (
+    ColorJitter,
+    PCALighting,
+    RandomGrayscale,
+    eigen_from_stats,
+    hue_shift,
+)
+from trainlab.augment.geometric import (
+    CenterCrop,
+    HFlip,
+    PadCrop,
+    RandomResizedCrop,
+    ScaleAug,
+    VFlip,
+    center_crop,
+    five_crop,
+    gather_maps,
+    resample_boxes,
+    ten_crop,
+)
+from trainlab.augment.pipeline import AUGMENTATIONS, Pipeline, make_pipeline
+from trainlab.augment.plot import plot_augment
+from trainlab.augment.tta import TTA
+
+__all__ = [
+    "AUGMENTATIONS",
+    "Augmentation",
+    "CenterCrop",
+    "ColorJitter",
+    "HFlip",
+    "PCALighting",
+    "PadCrop",
+    "Params",
+    "Pipeline",
+    "RandomGrayscale",
+    "RandomResizedCrop",
+    "ScaleAug",
+    "TTA",
+    "VFlip",
+    "center_crop",
+    "eigen_from_stats",
+    "five_crop",
+    "gather_maps",
+    "hue_shift",
+    "make_pipeline",
+    "plot_augment",
+    "resample_boxes",
+    "ten_crop",
+]
