@@ -646,7 +646,9 @@ def initialize(
     if isinstance(init, LSUV):
         report.lsuv_variance = lsuv(model, batch, tol=init.tol, max_iter=init.max_iter)
         # LSUV's scale is measured, not set by a formula: report the std it left.
-        weights = {n: m.weight.detach() for n, m in model.named_modules() if _watched_w(m)}
+        weights = {
+            n: m.weight.detach() for n, m in model.named_modules() if isinstance(m, _WEIGHTED)
+        }
         report.rows = [
             replace(r, std=float(weights[r.name].std())) if r.name in weights else r
             for r in report.rows
@@ -654,10 +656,6 @@ def initialize(
     if zero_residual:
         report.zeroed_residual = zero_init_residual(model)
     return report
-
-
-def _watched_w(module: nn.Module) -> bool:
-    return isinstance(module, _WEIGHTED)
 
 
 def _init_module(
