@@ -267,6 +267,15 @@ def box_masks(boxes: Tensor, height: int, width: int) -> Tensor:
     return in_rows[..., :, None] & in_cols[..., None, :]
 
 
+def _union(masks: Tensor) -> Tensor:
+    """(B, count, H, W) -> (B, H, W). A loop over the few boxes per image, not over samples:
+    ``Tensor.any(dim=1)`` takes a slow reduction path on bool and costs ~20x more."""
+    union = masks[:, 0]
+    for k in range(1, masks.shape[1]):
+        union = union | masks[:, k]
+    return union
+
+
 def _box_areas(boxes: Tensor) -> Tensor:
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
@@ -396,7 +405,7 @@ def cutout(
     if p < 1.0:
         keep = torch.rand(batch, generator=generator, device=generator.device) < p
         boxes = boxes * keep.to(x.device)[:, None, None]  # skipped images get empty boxes
-    inside = box_masks(boxes, height, width).any(dim=1)[:, None]  # (B, 1, H, W)
+    inside = _union(box_masks(boxes, height, width))[:, None]  # (B, 1, H, W)
     filled = torch.where(inside, _fill_values(x, fill, mean, generator), x)
     lam = torch.ones(batch, dtype=torch.float32, device=x.device)
     return filled, MixParams(lam=lam, boxes=boxes)
