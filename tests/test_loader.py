@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainlab.data import DeviceLoader, derive_seed, make_generator, random_hflip, split_validation
-from trainlab.data.loader import _splitmix64
+from trainlab.data.loader import _splitmix64, select_samples
 
 
 def indexed(n: int, shape=(1, 2, 3)):
@@ -230,3 +230,22 @@ def test_split_validation_rejects_bad_fractions():
             split_validation(images, labels, fraction, seed=0)
     with pytest.raises(ValueError, match="both must be at least 1"):
         split_validation(images, labels, 0.01, seed=0)
+
+
+@pytest.mark.parametrize(
+    "dtype, shape",
+    [(torch.uint8, (6, 1, 4, 4)), (torch.uint8, (6, 1, 3, 3)), (torch.float32, (6, 3, 2, 5)),
+     (torch.int16, (6, 2, 2, 2)), (torch.bool, (6, 8))],
+)  # fmt: skip
+def test_select_samples_equals_torch_where(dtype, shape):
+    gen = torch.Generator().manual_seed(0)
+    a = (torch.rand(shape, generator=gen) * 200).to(dtype)
+    b = (torch.rand(shape, generator=gen) * 200).to(dtype)
+    mask = torch.tensor([True, False, False, True, True, False])
+    expected = torch.where(mask.view(-1, *[1] * (len(shape) - 1)), a, b)
+    assert torch.equal(select_samples(mask, a, b), expected)
+    # views at odd offsets and non-contiguous inputs take the element-wise path
+    big = torch.cat([a.reshape(-1)[:1], a.reshape(-1)]).to(dtype)
+    shifted = big[1:].view(shape)
+    assert torch.equal(select_samples(mask, shifted, b), expected)
+    assert torch.equal(select_samples(mask, a.transpose(0, -1).transpose(0, -1), b), expected)
