@@ -179,7 +179,7 @@ def main() -> int:
         "split across OpenMP threads; on a machine whose load average exceeds its core count, "
         "every such kernel waits at a barrier for a descheduled thread, and the multi-thread "
         "row collapses while the one-thread row does not. The per-sample DataLoader's tiny ops "
-        "run on one thread either way. On an idle machine the rows agree."
+        "run on one thread either way."
     )
     lines.append("")
     lines.append("### CIFAR-10 JPEG archive: first load vs cached load")

@@ -240,8 +240,11 @@ def _show(root: Path, parts: Parts, data: Source) -> str:
 def _decode_image(data: Source, name: str, size: tuple[int, int] | None) -> np.ndarray:
     """Decode one image to (H, W) uint8 if gray, (H, W, 3) otherwise; resize to ``size``."""
     try:
-        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
-            image = image.convert("L" if image.mode in GRAY_MODES else "RGB")
+        source = io.BytesIO(data) if isinstance(data, bytes) else data
+        with Image.open(source, formats=("JPEG", "PNG")) as image:
+            mode = "L" if image.mode in GRAY_MODES else "RGB"
+            if image.mode != mode:  # most files need no conversion; skip the copy
+                image = image.convert(mode)
             if size is not None and image.size != (size[1], size[0]):
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             return np.asarray(image)
