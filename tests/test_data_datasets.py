@@ -275,3 +275,15 @@ def test_real_cifar10_archive_decodes_then_caches():
     assert torch.equal(again.train_images, ds.train_images) and torch.equal(
         again.test_labels, ds.test_labels
     )
+
+
+def test_cifar10_image_folder_must_look_like_cifar10(tmp_path, monkeypatch):
+    no_system_data(monkeypatch, tmp_path)
+    _png_tree(tmp_path / "d" / "cifar10-jpeg", {"train/a": 1, "train/b": 1, "test/a": 1})
+    with pytest.raises(DataError, match="does not look like CIFAR-10: 2 classes of 3x4x4"):
+        load_dataset("cifar10", data_dir=tmp_path / "d")
+
+
+def test_plain_imagefolder_name_asks_for_a_path():
+    with pytest.raises(DataError, match="imagefolder:/path"):
+        load_dataset("imagefolder")

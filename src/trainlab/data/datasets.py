@@ -77,6 +77,8 @@ def load_dataset(
     name = name.strip()
     if name.startswith("imagefolder:"):
         return _imagefolder(name.removeprefix("imagefolder:"))
+    if name == "imagefolder":
+        raise DataError("the imagefolder data set needs a path: 'imagefolder:/path/to/folder'")
     if "(" not in name:  # plain names may hold '-', which the spec parser reads as minus
         return DATASETS.get(name)(data_dir=data_dir)
     return DATASETS.create(name, data_dir=data_dir)
@@ -206,11 +208,12 @@ def cifar10(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
         if path.is_file() or (
             path.is_dir() and ((path / "train").is_dir() or path.name == "cifar10-jpeg")
         ):
-            return _from_image_folder("cifar10", path, require_test=True)
+            return _check_cifar10_shape(_from_image_folder("cifar10", path, require_test=True))
     how = (
         "Get the official 'CIFAR-10 python version' (cifar-10-python.tar.gz from "
         "https://www.cs.toronto.edu/~kriz/cifar.html) and extract it under --data-dir or\n"
-        "TRAINLAB_DATA."
+        f"TRAINLAB_DATA, or put the JPEG archive {CIFAR10_ARCHIVE} (class folders under train/ "
+        "and test/) there."
     )
     raise _missing("cifar10", [str(c) for c in candidates], how)
 
@@ -229,6 +232,15 @@ def cifar100(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
         "TRAINLAB_DATA."
     )
     raise _missing("cifar100", [str(c) for c in candidates], how)
+
+
+def _check_cifar10_shape(ds: ImageDataset) -> ImageDataset:
+    if ds.image_shape != (3, 32, 32) or ds.num_classes != 10:
+        raise DataError(
+            f"{ds.source} does not look like CIFAR-10: {ds.num_classes} classes of "
+            f"{'x'.join(map(str, ds.image_shape))} images, expected 10 classes of 3x32x32"
+        )
+    return ds
 
 
 def _from_cifar_pickles(name: str, data: dict, folder: Path) -> ImageDataset:
