@@ -327,7 +327,7 @@ def cutmix(
     boxes = boxes_from_centres(cy, cx, box_h, box_w, height, width).expand(batch, 4)
     perm = _permutation(batch, generator, x.device)
     if correct_lambda:
-        lam = 1.0 - _box_areas(boxes).to(torch.float64) / (height * width)
+        lam = 1.0 - _box_areas(boxes).to(torch.float32) / (height * width)
     lam = lam.to(torch.float32).expand(batch)
     inside = box_masks(boxes, height, width)[:, None]  # (B, 1, H, W)
     mixed = torch.where(inside, x[perm], x)
