@@ -287,3 +287,14 @@ def test_cifar10_image_folder_must_look_like_cifar10(tmp_path, monkeypatch):
 def test_plain_imagefolder_name_asks_for_a_path():
     with pytest.raises(DataError, match="imagefolder:/path"):
         load_dataset("imagefolder")
+
+
+def test_image_dataset_checks_its_contract():
+    images, labels = torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64)
+    ImageDataset("ok", images, labels, images, labels, ["a"], "here")
+    with pytest.raises(
+        DataError, match=r"train images must be uint8 \(N, C, H, W\), got torch.float32"
+    ):
+        ImageDataset("bad", images.float(), labels, images, labels, ["a"], "here")
+    with pytest.raises(DataError, match=r"test labels must be int64 \(3,\)"):
+        ImageDataset("bad", images, labels, images, labels[:2], ["a"], "here")

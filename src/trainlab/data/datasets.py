@@ -59,6 +59,20 @@ class ImageDataset:
     classes: list[str]
     source: str
 
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+            if images.dtype != torch.uint8 or images.dim() != 4:
+                raise DataError(
+                    f"data set {self.name!r}: {split} images must be uint8 (N, C, H, W), "
+                    f"got {images.dtype} {tuple(images.shape)}"
+                )
+            if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
+                raise DataError(
+                    f"data set {self.name!r}: {split} labels must be int64 ({len(images)},), "
+                    f"got {labels.dtype} {tuple(labels.shape)}"
+                )
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
