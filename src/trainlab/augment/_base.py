@@ -47,8 +47,11 @@ def value_scale(x: Tensor) -> float:
 
 
 def to_work(x: Tensor) -> Tensor:
-    """Float working copy on the input's own scale (uint8 stays on [0, 255], no division)."""
-    return x.float() if x.dtype == torch.uint8 else x
+    """Float working tensor on the input's own scale (uint8 stays on [0, 255], no division).
+
+    uint8 and half precision become float32; float32 and float64 are used as they are.
+    """
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def from_work(y: Tensor, like: Tensor, *, half_added: bool = False) -> Tensor:
@@ -63,6 +66,29 @@ def from_work(y: Tensor, like: Tensor, *, half_added: bool = False) -> Tensor:
             y = y.add_(0.5)
         return y.clamp_(0.0, 255.0).to(torch.uint8)
     return y.clamp(0.0, 1.0).to(like.dtype)
+
+
+# Images per block when a CPU pass is split so that its float intermediates stay in cache and
+# are recycled by the allocator (fresh multi-megabyte buffers page-fault on every batch).
+CPU_BLOCK = 64
+
+
+def blocks(x: Tensor, block: int | None = CPU_BLOCK) -> list[slice]:
+    """Slices of the batch dimension: blocks of ``block`` images on the CPU, one piece elsewhere."""
+    n = x.shape[0]
+    if block is None or x.device.type != "cpu" or n <= block:
+        return [slice(0, n)]
+    return [slice(s, min(s + block, n)) for s in range(0, n, block)]
+
+
+def channel_means(x: Tensor) -> Tensor:
+    """Per-image channel means (B, C) in float32 on the input's own scale, without a float copy."""
+    b, c = x.shape[:2]
+    if x.dtype == torch.uint8:
+        # exact integer sums: at most 255 * H * W, far below 2^31 for any image that fits
+        sums = x.reshape(b, c, -1).sum(dim=2, dtype=torch.int32)
+        return sums.float() / (x.shape[2] * x.shape[3])
+    return x.float().mean(dim=(2, 3))
 
 
 def grey_weights(channels: int, device: torch.device | None = None) -> Tensor:

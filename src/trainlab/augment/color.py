@@ -32,6 +32,8 @@ from trainlab.augment._base import (
     Augmentation,
     Params,
     bernoulli,
+    blocks,
+    channel_means,
     check_probability,
     from_work,
     grey_weights,
@@ -112,15 +114,24 @@ class AffineColor(Augmentation):
         raise NotImplementedError
 
     def apply(self, x: Tensor, params: Params) -> Tensor:
-        work = to_work(x)
-        means = work.mean(dim=(2, 3)).float()
-        return finish_affine(work, self.affine(params, means, value_scale(x)), x)
+        return finish_affine(x, self.affine(params, channel_means(x), value_scale(x)), x)
 
 
-def finish_affine(work: Tensor, affine: Affine, like: Tensor) -> Tensor:
-    """Apply the map, clamp and return in ``like``'s dtype (uint8 rounding folded into t)."""
-    half = 0.5 if like.dtype == torch.uint8 else 0.0
-    return from_work(apply_affine(work, affine, half), like, half_added=bool(half))
+def finish_affine(x: Tensor, affine: Affine, like: Tensor) -> Tensor:
+    """``clamp(A x + t)`` in ``like``'s dtype; ``x`` may be uint8 (converted block by block).
+
+    One float pass per block of images; uint8 rounding is folded into the offset (+0.5, then
+    truncation), and the result is written straight into the output.
+    """
+    a, t = affine
+    white = value_scale(like)
+    if like.dtype == torch.uint8:
+        t = t + 0.5
+    out = torch.empty(x.shape, dtype=like.dtype, device=x.device)
+    for part in blocks(x):
+        y = apply_affine(to_work(x[part]), (a[part], t[part]))
+        out[part].copy_(y.clamp_(0.0, white))  # float -> uint8 copy truncates
+    return out
 
 
 class ColorJitter(AffineColor):
@@ -244,10 +255,10 @@ class ColorJitter(AffineColor):
             raise ValueError(f"colour jitter needs 1 or 3 channels, got C={x.shape[1]}")
         if not self.fused:
             return self._apply_sequential(x, params)
-        work, white = to_work(x), value_scale(x)
-        means = work.mean(dim=(2, 3)).float()
+        white, means = value_scale(x), channel_means(x)
         if not self.has_hue or x.shape[1] == 1:
-            return finish_affine(work, self.affine(params, means, white), x)
+            return finish_affine(x, self.affine(params, means, white), x)
+        work = to_work(x).float()
         order = params["order"].to(x.device)
         hue_at = (order == HUE).to(torch.uint8).argmax(dim=1, keepdim=True)
         position = torch.arange(4, device=x.device)[None]

@@ -22,6 +22,7 @@ from trainlab.augment._base import (
     Augmentation,
     Params,
     bernoulli,
+    blocks,
     check_probability,
     check_size,
     from_work,
@@ -56,20 +57,25 @@ def compose_maps(first: Maps, second: Maps) -> Maps:
 def gather_maps(x: Tensor, maps: Maps, zero_fill: bool = True) -> Tensor:
     """Read ``out[b, c, i, j] = x[b, c, rows[b, i], cols[b, j]]`` (0 where an index is -1).
 
-    One ``torch.gather`` over the flattened image, in the input's dtype (uint8 stays uint8).
-    ``zero_fill=False`` skips the masking pass when no map can hold -1.
+    ``torch.gather`` over the flattened image, in the input's dtype (uint8 stays uint8), block by
+    block on the CPU so the int64 index stays in cache. ``zero_fill=False`` skips the masking
+    pass when no map can hold -1.
     """
     rows, cols = maps
     b, c, h, w = x.shape
     ho, wo = rows.shape[1], cols.shape[1]
-    flat = rows.clamp(min=0)[:, :, None] * w + cols.clamp(min=0)[:, None, :]
-    index = flat.reshape(b, 1, ho * wo).expand(b, c, ho * wo)
-    out = x.reshape(b, c, h * w).gather(2, index).reshape(b, c, ho, wo)
-    if zero_fill:
-        # multiplying by a 0/1 mask is cheaper than masked_fill with a broadcast mask
-        inside = (rows >= 0)[:, :, None] & (cols >= 0)[:, None, :]
-        out = out.mul_(inside.to(out.dtype)[:, None])
-    return out
+    out = torch.empty((b, c, ho * wo), dtype=x.dtype, device=x.device)
+    src = x.reshape(b, c, h * w)
+    for part in blocks(x):
+        r, q = rows[part], cols[part]
+        flat = r.clamp(min=0)[:, :, None] * w + q.clamp(min=0)[:, None, :]
+        index = flat.reshape(-1, 1, ho * wo).expand(-1, c, ho * wo)
+        torch.gather(src[part], 2, index, out=out[part])
+        if zero_fill:
+            # multiplying by a 0/1 mask is cheaper than masked_fill with a broadcast mask
+            inside = (r >= 0)[:, :, None] & (q >= 0)[:, None, :]
+            out[part].mul_(inside.reshape(-1, 1, ho * wo).to(out.dtype))
+    return out.reshape(b, c, ho, wo)
 
 
 def _pad_index(src: Tensor, size: int, mode: str) -> Tensor:

@@ -21,9 +21,9 @@ from trainlab.augment._base import (
     Augmentation,
     Params,
     bernoulli,
+    channel_means,
     check_images,
     check_probability,
-    to_work,
     value_scale,
 )
 from trainlab.augment.color import (
@@ -146,6 +146,9 @@ class Pipeline:
             raise ValueError(
                 f"got parameters for {len(params)} operations, pipeline has {len(self.ops)}"
             )
+        return self._apply_whole(x, params)
+
+    def _apply_whole(self, x: Tensor, params: Sequence[Params]) -> Tensor:
         i = 0
         while i < len(self.ops):
             j = i + 1
@@ -174,14 +177,13 @@ class Pipeline:
         return gather_maps(x, maps, zero_fill)
 
     def _affine_run(self, x: Tensor, run: range, params: Sequence[Params]) -> Tensor:
-        work, white = to_work(x), value_scale(x)
-        means0 = work.mean(dim=(2, 3)).float()
+        white, means0 = value_scale(x), channel_means(x)
         affine = self.ops[run[0]].affine(params[run[0]], means0, white)
         for k in run[1:]:
             # channel means after the maps so far are affine in the input's means
             means = (affine[0] @ means0[..., None]).squeeze(-1) + affine[1]
             affine = compose_affine(affine, self.ops[k].affine(params[k], means, white))
-        return finish_affine(work, affine, x)
+        return finish_affine(x, affine, x)
 
     def __call__(
         self, x: Tensor, generator: torch.Generator, *, return_params: bool = False
