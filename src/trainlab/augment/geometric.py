@@ -22,7 +22,6 @@ from trainlab.augment._base import (
     Augmentation,
     Params,
     bernoulli,
-    blocks,
     check_probability,
     check_size,
     from_work,
@@ -57,24 +56,20 @@ def compose_maps(first: Maps, second: Maps) -> Maps:
 def gather_maps(x: Tensor, maps: Maps, zero_fill: bool = True) -> Tensor:
     """Read ``out[b, c, i, j] = x[b, c, rows[b, i], cols[b, j]]`` (0 where an index is -1).
 
-    ``torch.gather`` over the flattened image, in the input's dtype (uint8 stays uint8), block by
-    block on the CPU so the int64 index stays in cache. ``zero_fill=False`` skips the masking
-    pass when no map can hold -1.
+    Separable, so two cheap steps in the input's dtype (uint8 stays uint8): ``index_select`` of
+    whole image rows, then a ``gather`` of columns whose index is shared by every row. With
+    ``zero_fill`` a one-pixel zero border is added first and -1 points into it; without, no
+    index may be -1.
     """
     rows, cols = maps
-    b, c, h, w = x.shape
+    b, c = x.shape[:2]
     ho, wo = rows.shape[1], cols.shape[1]
-    out = torch.empty((b, c, ho * wo), dtype=x.dtype, device=x.device)
-    src = x.reshape(b, c, h * w)
-    for part in blocks(x):
-        r, q = rows[part], cols[part]
-        flat = r.clamp(min=0)[:, :, None] * w + q.clamp(min=0)[:, None, :]
-        index = flat.reshape(-1, 1, ho * wo).expand(-1, c, ho * wo)
-        torch.gather(src[part], 2, index, out=out[part])
-        if zero_fill:
-            # multiplying by a 0/1 mask is cheaper than masked_fill with a broadcast mask
-            inside = (r >= 0)[:, :, None] & (q >= 0)[:, None, :]
-            out[part].mul_(inside.reshape(-1, 1, ho * wo).to(out.dtype))
+    if zero_fill:
+        x, rows, cols = F.pad(x, (1, 1, 1, 1)), rows + 1, cols + 1
+    h, w = x.shape[-2:]
+    planes = torch.arange(b * c, device=x.device).reshape(b, c, 1) * h
+    picked = x.reshape(b * c * h, w).index_select(0, (planes + rows[:, None, :]).reshape(-1))
+    out = picked.reshape(b, c * ho, w).gather(2, cols[:, None, :].expand(b, c * ho, wo))
     return out.reshape(b, c, ho, wo)
 
 
