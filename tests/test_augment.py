@@ -389,6 +389,15 @@ def test_pca_lighting_reads_eigen_from_stats_objects():
         make_pipeline(["pca_lighting(0.1)"])
 
 
+def test_pca_lighting_from_trainlab_preprocess_stats():
+    from trainlab.preprocess import StatsAccumulator
+
+    stats = StatsAccumulator().update(smooth_images(20)).result()
+    op = make_pipeline(["pca_lighting(0.1)"], stats=stats).ops[0]
+    torch.testing.assert_close(op.eigvals, stats.eigenvalues.float())
+    torch.testing.assert_close(op.eigvecs, stats.eigenvectors.float())
+
+
 # ----------------------------------------------------------------------------- pipelines
 
 FULL = [
@@ -413,6 +422,12 @@ def test_pipeline_is_reproducible_and_replayable():
     assert torch.equal(pipe.replay(x, params), y1)
     assert not torch.equal(pipe(x, gen(31)), y1)
     assert y1.shape == (10, 3, 12, 12) and y1.dtype == torch.uint8
+
+
+def test_pipeline_never_touches_the_global_rng():
+    state = torch.get_rng_state()
+    make_pipeline(FULL, stats=STATS)(images(4, h=16, w=16), gen(0))
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_pipeline_works_on_float_like_on_uint8():
