@@ -269,7 +269,7 @@ class ColorJitter(AffineColor):
 
     def _apply_sequential(self, x: Tensor, params: Params) -> Tensor:
         """The definition: one operation at a time, clamping to [0, white] after each."""
-        y, white = to_work(x).float(), value_scale(x)
+        y, white = to_work(x), value_scale(x)
         factors, order = params["factors"].to(x.device), params["order"].to(x.device)
         for k in range(4):
             op = order[:, k]

@@ -146,9 +146,6 @@ class Pipeline:
             raise ValueError(
                 f"got parameters for {len(params)} operations, pipeline has {len(self.ops)}"
             )
-        return self._apply_whole(x, params)
-
-    def _apply_whole(self, x: Tensor, params: Sequence[Params]) -> Tensor:
         i = 0
         while i < len(self.ops):
             j = i + 1
