@@ -35,6 +35,8 @@ import hashlib
 import json
 import math
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +66,8 @@ __all__ = [
 
 STATS_FORMAT = "trainlab.stats/1"
 FLAT_STATS_FORMAT = "trainlab.flat_stats/1"
-CHUNK_ELEMENTS = 1 << 20  # per-chunk working set (~4 MB as int32) stays in cache; see bench_stats
+CHUNK_ELEMENTS = 1 << 20  # per-chunk working set (~4 MB as float32) stays in cache
+EXACT_F32_IMAGES = 256  # per-pixel sums of 256 products of uint8 values stay below 2^24
 EXACT_PIXELS = 11_000_000  # n^2 * 255^2 < 2^63: exact int64 centring of n pixel values
 MAX_FLAT_DIM = 4096  # a (D, D) float64 covariance of 4096 inputs is 128 MiB
 
@@ -201,30 +204,48 @@ def _chan_merge(a: _Moments, b: _Moments, positions: int) -> _Moments:
     return _Moments(n, pixel_mean, pixel_m2, channel_mean, channel_m2)
 
 
-def _uint8_moments(x: Tensor) -> _Moments:
-    """Exact moments of a uint8 chunk (b, C, P) on the [0, 1] scale.
+def _scratch(work: dict, key: str, shape: tuple[int, ...], like: Tensor, dtype) -> Tensor:
+    """A reusable buffer of at least ``shape[0]`` rows, sliced to ``shape``.
 
-    Sums ``S`` and sums of products ``Q`` are integers, so they are exact in int64; the centred
-    moment ``M = (n Q - S S^T) / n`` is formed exactly in int64 too (``n^2 255^2 < 2^63``) and
+    Chunk-sized buffers (a few MB) are above glibc's mmap threshold, so allocating one per chunk
+    maps fresh pages and faults them in every time; on the benchmark VM that cost more than the
+    arithmetic. Each worker keeps its buffers for the whole pass instead.
+    """
+    buf = work.get(key)
+    if buf is None or buf.shape[0] < shape[0] or buf.shape[1:] != shape[1:]:
+        buf = work[key] = torch.empty(shape, dtype=dtype, device=like.device)
+    return buf[: shape[0]]
+
+
+def _uint8_moments(x: Tensor, work: dict) -> _Moments:
+    """Exact moments of a uint8 chunk (b, C, P), b <= 256, on the [0, 1] scale.
+
+    Per pixel, sums of values and of products over at most 256 images are integers below
+    ``256 * 255^2 < 2^24``, so float32 holds them exactly (and float32 kernels run several times
+    faster than int64 reductions). Those exact sums are then added in int64, and the centred
+    moment ``M = (n Q - S S^T) / n`` is formed exactly in integers (``n^2 255^2 < 2^63``) and
     rounded once, which keeps full relative accuracy even when the variance is tiny beside the
     squared mean.
     """
     b, c, p = x.shape
-    xi = x.to(torch.int32)  # 255^2 fits; int32 products are ~2x cheaper than float64 ones
-    s = xi.sum(0, dtype=torch.int64)
-    q = (xi * xi).sum(0, dtype=torch.int64)
-    cross = torch.empty(c, c, dtype=torch.int64, device=x.device)
-    for i in range(c):  # C is 1 or 3 in practice: a few products beat a float64 matmul here
-        cross[i, i] = q[i].sum()
+    if b > EXACT_F32_IMAGES:
+        raise ValueError(f"uint8 chunk of {b} images: at most {EXACT_F32_IMAGES} are exact")
+    xf = _scratch(work, "xf", (b, c, p), x, torch.float32).copy_(x)
+    prod = _scratch(work, "prod", (b, c, p), x, torch.float32)
+    s = xf.sum(0).to(torch.int64)
+    q = torch.mul(xf, xf, out=prod).sum(0).to(torch.int64)
+    cross = torch.diag(q.sum(1))
+    for i in range(c):  # C is 1 or 3 in practice
         for j in range(i + 1, c):
-            cross[i, j] = cross[j, i] = (xi[:, i] * xi[:, j]).sum(dtype=torch.int64)
+            pair = torch.mul(xf[:, i], xf[:, j], out=prod[:, 0])
+            cross[i, j] = cross[j, i] = pair.sum(0).to(torch.int64).sum()
     sc = s.sum(1)
     n_pix = b * p
     scale = 255.0
     pixel_num = b * q - s * s
     if n_pix < EXACT_PIXELS:
         channel_num = (n_pix * cross - torch.outer(sc, sc)).to(torch.float64)
-    else:  # one image of > 1.2e7 pixels: int64 would overflow, float64 is still ~1e-16 close
+    else:  # images of > 1.1e7 pixels: int64 would overflow, float64 is still ~1e-16 close
         sd = sc.to(torch.float64)
         channel_num = n_pix * cross.to(torch.float64) - torch.outer(sd, sd)
     return _Moments(
@@ -236,16 +257,18 @@ def _uint8_moments(x: Tensor) -> _Moments:
     )
 
 
-def _float_moments(x: Tensor) -> _Moments:
+def _float_moments(x: Tensor, work: dict) -> _Moments:
     """Two-pass float64 moments of a float chunk (b, C, P): centre first, then sum squares."""
     b, c, p = x.shape
-    xd = x.to(torch.float64)
+    xd = _scratch(work, "xd", (b, c, p), x, torch.float64).copy_(x)
+    dev = _scratch(work, "dev", (b, c, p), x, torch.float64)
     pixel_mean = xd.mean(0)
-    dev = xd - pixel_mean
-    pixel_m2 = (dev * dev).sum(0)
+    torch.sub(xd, pixel_mean, out=dev)
+    pixel_m2 = dev.mul_(dev).sum(0)
     channel_mean = pixel_mean.mean(1)  # every pixel has b values, so this is the channel mean
-    dev = (xd - channel_mean[:, None]).transpose(0, 1).reshape(c, b * p)
-    return _Moments(b, pixel_mean, pixel_m2, channel_mean, dev @ dev.T)
+    torch.sub(xd, channel_mean[:, None], out=dev)
+    channel_m2 = torch.bmm(dev, dev.transpose(1, 2)).sum(0)  # per image (C, P) @ (P, C)
+    return _Moments(b, pixel_mean, pixel_m2, channel_mean, channel_m2)
 
 
 def _as_tensor(batch: Any) -> Tensor:
@@ -265,8 +288,10 @@ class StatsAccumulator:
 
     ``uint8`` batches are read as ``x / 255``; float batches are taken on the [0, 1] scale as
     they are. Accumulators are float64 on the first batch's device (CPU for MPS); results are on
-    the CPU. Merging is Chan, Golub & LeVeque's (1979) parallel update, so any split of the data
-    into batches, and any merge order, gives the one-shot result up to float64 rounding.
+    the CPU. Merging is Chan, Golub & LeVeque's (1979) parallel update, so any split of the
+    data into batches, and any merge order, gives the one-shot result up to float64 rounding.
+    On the CPU a batch's chunks are spread over ``workers`` threads (default: the usable cores)
+    and merged in a fixed order, so results do not depend on thread timing.
 
     >>> acc = StatsAccumulator()
     >>> for batch in batches:       # doctest: +SKIP
@@ -274,7 +299,12 @@ class StatsAccumulator:
     >>> stats = acc.result()        # doctest: +SKIP
     """
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int | None = None) -> None:
+        if workers is None:
+            workers = _default_workers()
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers: expected a positive integer or None, got {workers!r}")
+        self.workers = workers
         self._moments: _Moments | None = None
         self._shape: tuple[int, int, int] | None = None
 
@@ -301,8 +331,16 @@ class StatsAccumulator:
         flat = x.reshape(x.shape[0], c, h * w)
         moments_of = _uint8_moments if x.dtype == torch.uint8 else _float_moments
         step = max(1, CHUNK_ELEMENTS // (c * h * w))
-        for start in range(0, flat.shape[0], step):
-            self._add(moments_of(flat[start : start + step]))
+        if x.dtype == torch.uint8:
+            step = min(step, EXACT_F32_IMAGES)
+        chunks = [flat[start : start + step] for start in range(0, flat.shape[0], step)]
+        if x.device.type != "cpu":
+            work: dict = {}
+            for chunk in chunks:
+                self._add(moments_of(chunk, work))
+            return self
+        for moments in _cpu_moments(chunks, moments_of, self.workers):
+            self._add(moments)
         return self
 
     def merge(self, other: StatsAccumulator) -> StatsAccumulator:
@@ -364,6 +402,45 @@ class StatsAccumulator:
 
 
 _FIELDS = ("pixel_mean", "pixel_m2", "channel_mean", "channel_m2")
+_THREADS_LOCK = threading.Lock()
+
+
+def _default_workers() -> int:
+    try:
+        return max(1, min(len(os.sched_getaffinity(0)), 8))
+    except AttributeError:  # not on Linux
+        return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _cpu_moments(chunks: list[Tensor], moments_of, workers: int) -> list[_Moments]:
+    """Moments of CPU chunks, one merged result per worker, in chunk order.
+
+    Each chunk's kernels are small (~1 M values), and an intra-op thread team pays a barrier
+    per kernel; on a busy machine a descheduled team member stalls every barrier, which made the
+    CIFAR-10 pass 10-40x slower. So kernels run single-threaded and the parallelism is across
+    chunks, on Python threads (kernels release the GIL); Chan's merge makes this exact.
+    """
+    workers = min(workers, len(chunks))
+    groups = [chunks[i::workers] for i in range(workers)]  # strided: equal work per worker
+
+    def fold(group: list[Tensor]) -> _Moments:
+        work: dict = {}
+        total = moments_of(group[0], work)
+        positions = group[0].shape[2]
+        for chunk in group[1:]:
+            total = _chan_merge(total, moments_of(chunk, work), positions)
+        return total
+
+    with _THREADS_LOCK:  # the intra-op thread count is process-wide: one section at a time
+        saved = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            if workers == 1:
+                return [fold(groups[0])]
+            with ThreadPoolExecutor(workers, thread_name_prefix="trainlab-stats") as pool:
+                return list(pool.map(fold, groups))
+        finally:
+            torch.set_num_threads(saved)
 
 
 def _sorted_eigh(cov: Tensor) -> tuple[Tensor, Tensor]:
@@ -376,12 +453,15 @@ def _sorted_eigh(cov: Tensor) -> tuple[Tensor, Tensor]:
     return values.clamp_min(0), vectors * signs
 
 
-def compute_stats(images: Tensor | np.ndarray, batch_size: int = 10_000) -> DatasetStats:
-    """Statistics of a whole image tensor (N, C, H, W), streamed in batches of ``batch_size``."""
+def compute_stats(
+    images: Tensor | np.ndarray, batch_size: int = 65_536, workers: int | None = None
+) -> DatasetStats:
+    """Statistics of a whole image tensor (N, C, H, W), streamed in batches of ``batch_size``
+    (views, no copies) on ``workers`` threads."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
     images = _as_tensor(images)
-    acc = StatsAccumulator()
+    acc = StatsAccumulator(workers)
     for start in range(0, images.shape[0], batch_size):
         acc.update(images[start : start + batch_size])
     return acc.result()
