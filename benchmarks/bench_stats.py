@@ -1,0 +1,220 @@
+"""Data set statistics speed and accuracy: streaming StatsAccumulator vs one-shot numpy float64.
+
+Full CIFAR-10 training set (50,000 x 3x32x32 uint8, already decoded in memory; random uint8 of
+that shape if the data set is absent, and the report says so). The streaming pass computes
+everything ``DatasetStats`` holds: mean image, per-pixel std, per-channel mean/std, RGB
+covariance and its eigen decomposition, global mean/std. The baseline converts the whole set to
+float64 on the [0, 1] scale and computes the same quantities with numpy in one shot. Same data,
+same process; streaming figures are the best of a few runs after a warm-up.
+
+Then: the streamed result for several batch sizes (any split must give the same answer), and
+Fashion-MNIST's statistics and flattened (784 x 784) covariance for whitening, if present.
+
+Run:  PYTHONPATH=src .venv/bin/python benchmarks/bench_stats.py
+Writes docs/benchmarks/stats.md.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainlab import fileio
+from trainlab.errors import DataError
+from trainlab.preprocess import (
+    EXACT_F32_IMAGES,
+    DatasetStats,
+    StatsAccumulator,
+    _uint8_moments,
+    compute_flat_stats,
+    compute_stats,
+    format_stats,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMAND = "PYTHONPATH=src .venv/bin/python benchmarks/bench_stats.py"
+REPEATS = 3
+TARGET_S = 2.0
+NAIVE_IMAGES = 5000
+FIELDS = ("mean", "std", "mean_image", "pixel_std", "channel_mean", "channel_std", "channel_cov")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load_images(name: str, shape: tuple[int, ...]) -> tuple[torch.Tensor, str]:
+    """The training images of a data set, or seeded random uint8 of its shape if it is absent."""
+    try:
+        from trainlab.data import load_dataset
+
+        ds = load_dataset(name)
+        return ds.train_images, f"{name} training set from `{ds.source}`"
+    except (ImportError, DataError) as exc:
+        g = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+        return images, f"**random uint8 of {name}'s shape** ({name} not available: {exc})"
+
+
+def numpy_reference(images: torch.Tensor) -> dict[str, np.ndarray]:
+    """One-shot float64: the whole set as float64 in memory, then numpy's reductions."""
+    a = images.numpy().astype(np.float64) / 255.0
+    c = a.shape[1]
+    pixels = a.transpose(1, 0, 2, 3).reshape(c, -1)
+    cov = np.atleast_2d(np.cov(pixels, bias=True))
+    np.linalg.eigh(cov)
+    return {
+        "mean": np.asarray(a.mean()),
+        "std": np.asarray(a.std()),
+        "mean_image": a.mean(0),
+        "pixel_std": a.std(0),
+        "channel_mean": pixels.mean(1),
+        "channel_std": pixels.std(1),
+        "channel_cov": cov,
+    }
+
+
+def max_rel_diff(stats: DatasetStats, ref: dict[str, np.ndarray]) -> float:
+    """Largest |stream - ref| / max|ref| over every field (scaled per field)."""
+    worst = 0.0
+    for name in FIELDS:
+        got = getattr(stats, name).numpy()
+        worst = max(worst, float(np.max(np.abs(got - ref[name])) / np.max(np.abs(ref[name]))))
+    return worst
+
+
+def naive_stream(images: torch.Tensor) -> None:
+    """The same chunk kernels run the obvious way: a fresh buffer per chunk and PyTorch's
+    default intra-op threads (what the implementation avoids; see ``_cpu_moments``)."""
+    flat = images.reshape(images.shape[0], images.shape[1], -1)
+    for start in range(0, flat.shape[0], EXACT_F32_IMAGES):
+        _uint8_moments(flat[start : start + EXACT_F32_IMAGES], {})
+
+
+def best_time(fn, repeats: int = REPEATS) -> tuple[float, object]:
+    result, times = None, []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def main() -> None:
+    lines: list[str] = []
+    threads = torch.get_num_threads()
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load_before = os.getloadavg()[0]
+
+    images, source = load_images("cifar10", (50_000, 3, 32, 32))
+    workers = StatsAccumulator().workers
+    compute_stats(images[:2000])  # warm-up: first-call allocations and library loading
+    stream_s, stats = best_time(lambda: compute_stats(images))
+    single_s, _ = best_time(lambda: compute_stats(images, workers=1))
+    few = images[:NAIVE_IMAGES]
+    naive_s, _ = best_time(lambda: naive_stream(few), repeats=1)
+    start = time.perf_counter()
+    ref = numpy_reference(images)
+    numpy_s = time.perf_counter() - start
+    diff = max_rel_diff(stats, ref)
+    load_after = os.getloadavg()[0]
+
+    splits = {}
+    for batch in (1, 97, 1000, 50_000):
+        subset = images if batch > 1 else images[:5000]
+        sub_ref = ref if batch > 1 else numpy_reference(subset)
+        splits[batch] = max_rel_diff(compute_stats(subset, batch_size=batch), sub_ref)
+
+    met = "met" if stream_s < TARGET_S else "**NOT met**"
+    lines += [
+        "## Data set statistics: streaming vs one-shot numpy float64",
+        "",
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({threads} threads), CPU only. Date: {now}. Command: `{COMMAND}`. "
+        f"Load average (1 min) before/after the timed part: {load_before:.1f}/{load_after:.1f} "
+        "(the machine is shared; a load above the core count slows multi-threaded ops most).",
+        "",
+        f"Data: {source}, {tuple(images.shape)} uint8, in memory before timing. Everything "
+        "`DatasetStats` holds: mean image, per-pixel std, per-channel mean/std, RGB covariance "
+        "and eigen decomposition, global mean/std; population variance, [0, 1] scale. Streaming "
+        f"times are the best of {REPEATS} after a warm-up; numpy runs once.",
+        "",
+        "| method | seconds | max relative difference vs numpy |",
+        "|---|---:|---:|",
+        f"| `compute_stats` ({workers} worker threads, the default) | {stream_s:.3f} | "
+        f"{diff:.1e} |",
+        f"| `compute_stats(workers=1)` | {single_s:.3f} | (same kernels) |",
+        f"| same kernels, fresh buffers, PyTorch's {threads} intra-op threads "
+        f"(measured on {NAIVE_IMAGES:,} images, scaled x{len(images) / NAIVE_IMAGES:.0f}) | "
+        f"{naive_s * len(images) / NAIVE_IMAGES:.3f} | - |",
+        f"| numpy one-shot float64 | {numpy_s:.3f} | reference |",
+        "",
+        f"Target < {TARGET_S:.0f} s for the full training set: {met} ({stream_s:.3f} s; "
+        f"{numpy_s / stream_s:.0f}x faster than numpy one-shot).",
+        "",
+        "Why it is fast and exact: per pixel, sums of values and of products over a chunk of "
+        "256 uint8 images stay below 2^24, so float32 kernels compute them exactly; they are "
+        "added in int64, the centred moments `(n Q - S S^T) / n` are formed exactly in "
+        "integers and rounded once, and chunks merge with Chan et al.'s (1979) parallel update "
+        "in float64. No float64 copy of the data set is made (numpy's one-shot needs 1.2 GB). "
+        "Two things cost more than the arithmetic on this VM and are avoided: a fresh "
+        "chunk-sized buffer per chunk (above glibc's mmap threshold, so its pages fault in "
+        "every time), and intra-op thread barriers between small kernels on a busy machine; "
+        "chunks run single-threaded on worker threads instead and merge in a fixed order "
+        "(bitwise reproducible).",
+        "",
+        "Any batch split gives the one-shot answer (max relative difference vs numpy):",
+        "",
+        "| batch_size | max relative difference |",
+        "|---:|---:|",
+    ]
+    for batch, d in splits.items():
+        note = " (first 5,000 images)" if batch == 1 else ""
+        lines.append(f"| {batch}{note} | {d:.1e} |")
+
+    lines += [
+        "",
+        "The statistics (`format_stats`); the widely quoted CIFAR-10 channel means are 0.4914, "
+        "0.4822, 0.4465 and stds 0.2470, 0.2435, 0.2616 (from the original PNG-exact data; "
+        "a JPEG copy differs slightly):",
+        "",
+        "```",
+        format_stats(stats),
+        "```",
+    ]
+
+    fashion, fsource = load_images("fashion-mnist", (60_000, 1, 28, 28))
+    compute_stats(fashion[:2000])
+    f_stream, f_stats = best_time(lambda: compute_stats(fashion))
+    f_flat_s, _ = best_time(lambda: compute_flat_stats(fashion), repeats=1)
+    lines += [
+        "",
+        f"### Fashion-MNIST ({fsource}, {tuple(fashion.shape)})",
+        "",
+        "| statistics | seconds |",
+        "|---|---:|",
+        f"| `compute_stats` (per-pixel and per-channel) | {f_stream:.3f} |",
+        f"| `compute_flat_stats` (784 x 784 covariance, for PCA/ZCA whitening) | {f_flat_s:.3f} |",
+        "",
+        f"Channel mean {float(f_stats.channel_mean[0]):.4f}, std "
+        f"{float(f_stats.channel_std[0]):.4f}.",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    fileio.write_text(ROOT / "docs" / "benchmarks" / "stats.md", text)
+
+
+if __name__ == "__main__":
+    main()
