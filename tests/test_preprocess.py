@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from trainlab import preprocess
 from trainlab.errors import DataError, RegistryError
 from trainlab.preprocess import (
+    EXACT_F32_IMAGES,
     NORMALIZERS,
     DatasetStats,
     FlatStatsAccumulator,
@@ -145,10 +146,25 @@ def test_numpy_input_and_empty_batch():
     _assert_matches_reference(acc.result(), images.numpy())
 
 
-def test_many_chunks_inside_one_update(monkeypatch):
+@pytest.mark.parametrize("workers", [1, 3])
+@pytest.mark.parametrize("use_float", [False, True])
+def test_many_chunks_inside_one_update(monkeypatch, workers, use_float):
     images = _uint8(50, shape=(3, 4, 4))
+    data = images.to(torch.float32) / 255.0 if use_float else images
     monkeypatch.setattr(preprocess, "CHUNK_ELEMENTS", 100)  # 2 images per chunk
-    _assert_matches_reference(StatsAccumulator().update(images).result(), images.numpy())
+    threads = torch.get_num_threads()
+    stats = StatsAccumulator(workers=workers).update(data).result()
+    assert torch.get_num_threads() == threads  # the single-threaded section restores it
+    _assert_matches_reference(stats, data.numpy())
+    again = StatsAccumulator(workers=workers).update(data).result()
+    assert all(torch.equal(a, b) for a, b in zip(_tensors(stats), _tensors(again), strict=True))
+
+
+def test_uint8_chunks_never_exceed_the_exact_float32_size():
+    images = _uint8(EXACT_F32_IMAGES + 1, shape=(1, 1, 1), low=255)  # worst case: all 255
+    _assert_matches_reference(compute_stats(images), images.numpy())
+    with pytest.raises(ValueError, match="at most"):
+        preprocess._uint8_moments(images.reshape(-1, 1, 1), {})
 
 
 def test_huge_image_float_fallback_is_still_accurate(monkeypatch):
@@ -203,6 +219,8 @@ def test_shape_mismatch_and_empty_result_raise():
         StatsAccumulator().result()
     with pytest.raises(ValueError, match="batch_size"):
         compute_stats(_uint8(2), batch_size=0)
+    with pytest.raises(ValueError, match="workers"):
+        StatsAccumulator(workers=0)
 
 
 def test_dict_and_file_round_trip_is_exact(tmp_path):
