@@ -11,6 +11,8 @@ from trainlab.regularize.dropconnect import (
     DropConnectConv2d,
     DropConnectLinear,
     dropconnect_layer,
+    keep_mask,
+    realised_keep,
 )
 
 
@@ -81,6 +83,22 @@ def test_variance_formula_matches_empirical_variance():
     torch.testing.assert_close(draws.var(0), var.double(), rtol=0.2, atol=1e-6)
 
 
+@pytest.mark.parametrize("p", [0.5, 0.1, 0.37])
+def test_keep_mask_frequency_and_realised_probability(p):
+    assert abs(realised_keep(p) - (1 - p)) <= 2**-17
+    if p == 0.5:
+        assert realised_keep(p) == 0.5
+    n = 200_000
+    kept = keep_mask((n,), p, torch.Generator().manual_seed(1), torch.device("cpu"))
+    q = realised_keep(p)
+    assert abs(kept.double().mean().item() - q) < 5 * math.sqrt(q * (1 - q) / n)
+    # chunked draws continue one stream (what the backward replay relies on)
+    g = torch.Generator().manual_seed(2)
+    parts = [keep_mask((8, 3), p, g, torch.device("cpu")) for _ in range(2)]
+    whole = keep_mask((16, 3), p, torch.Generator().manual_seed(2), torch.device("cpu"))
+    assert torch.equal(torch.cat(parts), whole)
+
+
 def test_per_sample_gives_identical_samples_different_masks():
     x = randn(1, 16, seed=6).expand(4, 16).contiguous()
     y = linear(0.5, "sample")(x)
@@ -91,18 +109,22 @@ def test_per_sample_gives_identical_samples_different_masks():
     assert not torch.equal(yc[0], yc[1])
 
 
-def naive_per_sample_linear(layer, x, seed):
-    """Reference: every mask materialised at once, drawn from the same stream."""
+def naive_masks(layer, batch, seed):
+    """Every sample's mask drawn at once from the layer's stream. The layer draws per chunk;
+    the streams agree because each chunk's mask count is a multiple of 4 (lanes per word)."""
     g = torch.Generator().manual_seed(seed)
-    masks = (torch.rand((x.shape[0], *layer.weight.shape), generator=g) >= layer.p).float()
-    weights = layer.weight * masks / (1 - layer.p)
+    keep = keep_mask((batch, *layer.weight.shape), layer.p, g, torch.device("cpu"))
+    return keep.float() / realised_keep(layer.p)
+
+
+def naive_per_sample_linear(layer, x, seed):
+    """Reference: every mask materialised at once, then an einsum."""
+    weights = layer.weight * naive_masks(layer, x.shape[0], seed)
     return torch.einsum("boi,bi->bo", weights, x) + layer.bias
 
 
 def naive_per_sample_conv(layer, x, seed):
-    g = torch.Generator().manual_seed(seed)
-    masks = (torch.rand((x.shape[0], *layer.weight.shape), generator=g) >= layer.p).float()
-    weights = layer.weight * masks / (1 - layer.p)
+    weights = layer.weight * naive_masks(layer, x.shape[0], seed)
     outs = [F.conv2d(x[b : b + 1], weights[b], layer.bias, padding=1) for b in range(len(x))]
     return torch.cat(outs)
 
