@@ -165,31 +165,30 @@ class BasicBlock(nn.Module):
                 nn.Conv2d(c_in, c_out, 1, stride=stride, bias=cfg.norm == "none"),
                 _norm2d(cfg.norm, c_out),
             )
-        self.drop = None
+        self.drop: nn.Module = nn.Identity()
         if survival_prob < 1.0:
-            from trainlab.regularize.depth import StochasticDepth
+            from trainlab.regularize.depth import DropPath
 
-            self.drop = StochasticDepth(self.branch, survival_prob)
+            self.drop = DropPath(survival_prob)
         self.act = make_activation(cfg.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = self.drop(x) if self.drop is not None else self.branch(x)
-        return self.act(self.shortcut(x) + residual)
+        return self.act(self.shortcut(x) + self.drop(self.branch(x)))
 
 
 def build_resnet(cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, nn.Module]:
     """ResNet-style: a 3x3 stem, stages of basic blocks (stride 2 between stages), global average
     pooling, dropout, linear classifier. Survival probabilities decay linearly with block index
     to ``survival_prob`` at the last block (Huang et al. 2016)."""
-    n_blocks = len(cfg.widths) * cfg.depth
+    from trainlab.regularize.depth import survival_probs
+
+    probs = iter(survival_probs(len(cfg.widths) * cfg.depth, cfg.survival_prob))
     layers: list[nn.Module] = _conv_unit(in_shape[0], cfg.widths[0], cfg)
-    c_in, index = cfg.widths[0], 0
+    c_in = cfg.widths[0]
     for stage, width in enumerate(cfg.widths):
         for block in range(cfg.depth):
-            index += 1
-            p_l = 1.0 - index / n_blocks * (1.0 - cfg.survival_prob)
             stride = 2 if stage > 0 and block == 0 else 1
-            layers.append(BasicBlock(c_in, width, stride, cfg, p_l))
+            layers.append(BasicBlock(c_in, width, stride, cfg, next(probs)))
             c_in = width
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), DROPOUTS.create(cfg.dropout)]
     return nn.Sequential(*layers), LINEARS.create(cfg.linear)(c_in, num_classes)

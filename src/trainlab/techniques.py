@@ -31,6 +31,11 @@ def validate_technique(kind: str, spec: str) -> None:
     """Raise `RegistryError` (listing the valid names) unless ``spec`` names a known technique
     with arguments its factory accepts; factories that build nothing heavy are built, so that
     out-of-range values are caught too."""
+    if kind == "augment":  # pipeline specs may carry a per-op probability, p=...
+        from trainlab.augment import make_pipeline
+
+        make_pipeline([spec])
+        return
     registry = registry_for(kind)
     if kind in ("dropout", "pool", "linear", "penalty", "mix"):
         registry.create(spec)

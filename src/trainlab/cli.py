@@ -1,0 +1,191 @@
+"""The command line: ``trainlab train | eval | stats | plot | diagnose``.
+
+A user mistake (a bad recipe, a missing data set, a corrupt checkpoint) is one line on stderr
+and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from trainlab import __version__
+from trainlab.errors import TrainlabError
+
+
+def _add_recipe_args(p: argparse.ArgumentParser, optional: bool = True) -> None:
+    p.add_argument("recipe", nargs="?" if optional else None, default=None,
+                   help="TOML recipe (default: the built-in default recipe)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a recipe field, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--data-dir", help="folder to look for the data set in first")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trainlab",
+        description="Train image classifiers with the techniques of 'Training Neural Networks', "
+        "and measure why each one matters.",
+    )
+    parser.add_argument("--version", action="version", version=f"trainlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a recipe and write metrics, checkpoint and report",
+                       description="Train a recipe; writes OUT/metrics.jsonl, OUT/checkpoint.pt, "
+                       "OUT/report.html and OUT/report.md.")
+    _add_recipe_args(p)
+    p.add_argument("--out", help="run folder (default: runs/<recipe>-<time>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on its data set's test split")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_DIR")
+    p.add_argument("--data-dir", help="folder to look for the data set in first")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("stats", help="print a data set's training-set statistics")
+    p.add_argument("dataset", help="fashion-mnist, mnist, cifar10, cifar100, imagefolder:PATH, ...")
+    p.add_argument("--data-dir", help="folder to look for the data set in first")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("plot", help="draw figures: activations, augment DATASET")
+    plots = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    q = plots.add_parser("activations", help="every activation and its derivative")
+    q.add_argument("--out", default="activations.png", help="PNG file to write")
+    q.set_defaults(func=cmd_plot_activations)
+    q = plots.add_parser("augment", help="real images, each with several augmented versions")
+    q.add_argument("dataset")
+    q.add_argument("--ops", nargs="+", default=None, metavar="SPEC",
+                   help="augmentation specs (default: the default recipe's)")
+    q.add_argument("--data-dir")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", default="augment.png", help="PNG file to write")
+    q.set_defaults(func=cmd_plot_augment)
+
+    p = sub.add_parser("diagnose", help="check a recipe's model: signal propagation at init")
+    _add_recipe_args(p)
+    p.add_argument("--init", action="store_true", required=True,
+                   help="one forward and backward pass at initialization: per-layer activation "
+                   "and gradient std, collapsing or exploding layers")
+    p.add_argument("--batch", type=int, default=256, help="images in the probe batch")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_diagnose)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except TrainlabError as exc:
+        print(f"trainlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("trainlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def _recipe(args: argparse.Namespace):
+    from trainlab.recipe import load_recipe
+
+    overrides = list(args.overrides)
+    if getattr(args, "data_dir", None):
+        overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
+    return load_recipe(args.recipe, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from trainlab.train import fit
+
+    if args.resume:
+        if args.recipe or args.overrides:
+            from trainlab.errors import RecipeError
+
+            raise RecipeError("--resume continues a run with its own recipe: give no RECIPE or --set")
+        result = fit(None, args.resume, resume=True, progress=not args.no_progress)
+    else:
+        recipe = _recipe(args)
+        stem = Path(args.recipe).stem if args.recipe else "default"
+        out = args.out or f"runs/{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        result = fit(recipe, out, progress=not args.no_progress)
+    final = result.final
+    print(f"done: test accuracy {100 * final.get('test_acc', 0):.2f}% after {final.get('epoch')} "
+          f"epochs; report: {result.out / 'report.html'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from trainlab.data import load_dataset
+    from trainlab.train import evaluate, model_from_checkpoint
+
+    model, recipe, state = model_from_checkpoint(args.checkpoint)
+    ds = load_dataset(recipe.data.name, args.data_dir or recipe.data.data_dir or None)
+    x, y = ds.test_images, ds.test_labels
+    if recipe.data.test_subset:
+        x, y = x[: recipe.data.test_subset], y[: recipe.data.test_subset]
+    result = evaluate(model, x, y, state["num_classes"], recipe.train.eval_batch_size)
+    report = {"checkpoint": str(args.checkpoint), "dataset": recipe.data.name, "epoch": state["epoch"],
+              "test_images": len(x), "test_loss": result.loss, "test_acc": result.accuracy}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{recipe.data.name}: test accuracy {100 * result.accuracy:.2f}%, loss "
+              f"{result.loss:.4f} on {len(x)} images (epoch {state['epoch']})")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from trainlab.data import load_dataset
+    from trainlab.preprocess import dataset_stats, format_stats
+
+    stats = dataset_stats(load_dataset(args.dataset, args.data_dir))
+    print(json.dumps(stats.to_dict(), indent=2) if args.json else format_stats(stats))
+    return 0
+
+
+def cmd_plot_activations(args: argparse.Namespace) -> int:
+    from trainlab.activations import plot_activations
+
+    plot_activations(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_plot_augment(args: argparse.Namespace) -> int:
+    import torch
+
+    from trainlab.augment import make_pipeline, plot_augment
+    from trainlab.data import load_dataset
+    from trainlab.recipe import AugmentConfig
+
+    ds = load_dataset(args.dataset, args.data_dir)
+    pipeline = make_pipeline(args.ops or AugmentConfig().train)
+    generator = torch.Generator().manual_seed(args.seed)
+    plot_augment(ds.train_images[:64], args.out, pipeline, generator)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    import torch
+
+    from trainlab.data import derive_seed
+    from trainlab.init import signal_check
+    from trainlab.train import build_training_model, prepare_splits
+
+    recipe = _recipe(args)
+    splits = prepare_splits(recipe)
+    model = build_training_model(recipe, splits)
+    x, y = splits.train
+    g = torch.Generator().manual_seed(derive_seed(recipe.train.seed, 99))
+    pick = torch.randperm(len(x), generator=g)[: args.batch]
+    report = signal_check(model, x[pick], y[pick])
+    print(json.dumps(report.to_dict(), indent=2) if args.json else str(report))
+    return 0

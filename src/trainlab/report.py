@@ -1,0 +1,153 @@
+"""Run reports: ``report.html`` (self-contained, figures embedded) and ``report.md``.
+
+Both say the same things: final accuracies, time and throughput, loss and accuracy curves, the
+confusion matrix and the full recipe. The Markdown version links its figures from
+``figures/``; the HTML version embeds them as base64 PNG so that it travels as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainlab.fileio import write_text, write_with
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curves_figure(metrics: Sequence[dict[str, Any]]):
+    plt = _pyplot()
+    epochs = [m["epoch"] for m in metrics]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for split, style in (("train", "-o"), ("val", "-^"), ("test", "-s")):
+        if metrics and f"{split}_loss" in metrics[0]:
+            ax_loss.plot(epochs, [m[f"{split}_loss"] for m in metrics], style, ms=3, label=split)
+            ax_acc.plot(epochs, [100 * m[f"{split}_acc"] for m in metrics], style, ms=3, label=split)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(confusion: torch.Tensor, classes: Sequence[str]):
+    plt = _pyplot()
+    k = len(classes)
+    counts = confusion.double()
+    rates = counts / counts.sum(1, keepdim=True).clamp_min(1)
+    size = max(4.0, 0.45 * k + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if k <= 20:
+        ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (test)")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.tight_layout()
+    return fig
+
+
+def _png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def write_report(out: Path, recipe: Any, metrics: Sequence[dict[str, Any]],
+                 confusion: torch.Tensor | None, classes: Sequence[str],
+                 summary: dict[str, Any]) -> None:
+    """Write ``out/report.html``, ``out/report.md`` and ``out/figures/*.png``."""
+    figures: dict[str, bytes] = {}
+    if metrics:
+        figures["curves"] = _png_bytes(curves_figure(metrics))
+    if confusion is not None:
+        figures["confusion"] = _png_bytes(confusion_figure(confusion, classes))
+    for name, data in figures.items():
+        write_with(out / "figures" / f"{name}.png", lambda tmp, data=data: tmp.write_bytes(data))
+
+    final = summary.get("final", {})
+    facts = [
+        ("data set", f"{recipe.data.name} ({summary.get('train_images')} train, "
+                     f"{summary.get('test_images')} test images)"),
+        ("model", f"{recipe.model.kind}, {summary.get('parameters', 0):,} parameters"),
+        ("epochs", str(final.get("epoch", 0))),
+        ("final test accuracy", f"{100 * final.get('test_acc', float('nan')):.2f}%"),
+        ("final test loss", f"{final.get('test_loss', float('nan')):.4f}"),
+        ("final train accuracy", f"{100 * final.get('train_acc', float('nan')):.2f}%"),
+        ("best test accuracy", f"{100 * max((m['test_acc'] for m in metrics), default=float('nan')):.2f}%"),
+        ("device", str(summary.get("device"))),
+        ("total time", f"{summary.get('total_seconds', 0):.1f} s "
+                       f"(data loading {summary.get('data_seconds', 0):.1f} s)"),
+        ("throughput", f"{_mean(m['images_per_s'] for m in metrics):,.0f} training images/s"),
+    ]
+    if "val_acc" in final:
+        facts.insert(4, ("final validation accuracy", f"{100 * final['val_acc']:.2f}%"))
+    recipe_text = recipe.to_toml()
+    header = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"]
+
+    md = [f"# trainlab run: {recipe.data.name}", "", "| | |", "|---|---|"]
+    md += [f"| {k} | {v} |" for k, v in facts]
+    md += [""] + [f"![{name}](figures/{name}.png)" for name in figures] + [""]
+    md += ["## Per epoch", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(_cell(m.get(h)) for h in header) + " |" for m in metrics]
+    md += ["", "## Recipe", "", "```toml", recipe_text.rstrip(), "```", ""]
+    write_text(out / "report.md", "\n".join(md))
+
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
+    imgs = "".join(
+        f'<figure><img alt="{name}" src="data:image/png;base64,'
+        f'{base64.b64encode(data).decode()}"></figure>' for name, data in figures.items()
+    )
+    epoch_rows = "".join(
+        "<tr>" + "".join(f"<td>{_cell(m.get(h))}</td>" for h in header) + "</tr>" for m in metrics
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>trainlab run: {html.escape(recipe.data.name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 10px; text-align: left; }}
+figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
+pre {{ background: #f5f5f5; padding: 1em; overflow-x: auto; }}
+</style></head><body>
+<h1>trainlab run: {html.escape(recipe.data.name)}</h1>
+<table>{rows}</table>
+{imgs}
+<h2>Per epoch</h2>
+<table><tr>{"".join(f"<th>{h}</th>" for h in header)}</tr>{epoch_rows}</table>
+<h2>Recipe</h2>
+<pre>{html.escape(recipe_text)}</pre>
+</body></html>
+"""
+    write_text(out / "report.html", page)
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)

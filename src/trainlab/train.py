@@ -1,0 +1,447 @@
+"""The fit loop: one function a reader can follow from data to report.
+
+    data (uint8, on the device) -> augment (uint8, batched) -> mix (float) -> model
+        -> loss (+ penalty) -> backward -> optimizer step (lr from the schedule)
+
+Per epoch: evaluate on the test split (and the validation split, if any), append a line to
+``metrics.jsonl``, write the checkpoint atomically. Every random stream (shuffling, augmentation,
+mixing, dropout masks) is derived from ``(seed, epoch)``, so ``--resume`` continues an
+interrupted run exactly as an uninterrupted one would have gone on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainlab.data import DeviceLoader, ImageDataset, derive_seed, load_dataset, split_validation
+from trainlab.errors import CheckpointError, RecipeError, TrainingDiverged
+from trainlab.fileio import write_json, write_text, write_with
+from trainlab.recipe import Recipe, load_recipe
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "trainlab-checkpoint/1"
+
+# Named random streams, each derived from (seed, epoch, stream) so they never overlap.
+_STREAM_SUBSET, _STREAM_INIT, _STREAM_MIX, _STREAM_MODULES, _STREAM_GLOBAL = range(1, 6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up: device, data, model, optimizer, schedule.
+
+
+def select_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise RecipeError(f"train.device = {spec!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RecipeError(f"train.device = {spec!r}: no CUDA device is available here")
+    return device
+
+
+@dataclass
+class Splits:
+    """The three splits as uint8 (N, C, H, W) tensors on the CPU, labels int64."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor] | None
+    classes: list[str]
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train[0].shape[1:])  # type: ignore[return-value]
+
+
+def prepare_splits(recipe: Recipe, dataset: ImageDataset | None = None) -> Splits:
+    cfg, seed = recipe.data, recipe.train.seed
+    ds = dataset or load_dataset(cfg.name, cfg.data_dir or None)
+    x, y = ds.train_images, ds.train_labels
+    if cfg.subset:
+        if cfg.subset > len(x):
+            raise RecipeError(f"data.subset = {cfg.subset}: the training set has only {len(x)} images")
+        g = torch.Generator().manual_seed(derive_seed(seed, _STREAM_SUBSET))
+        keep = torch.randperm(len(x), generator=g)[: cfg.subset].sort().values
+        x, y = x[keep], y[keep]
+    val = None
+    if cfg.val_fraction > 0:
+        (x, y), val = split_validation(x, y, cfg.val_fraction, seed)
+    tx, ty = ds.test_images, ds.test_labels
+    if cfg.test_subset:
+        tx, ty = tx[: cfg.test_subset], ty[: cfg.test_subset]
+    return Splits((x, y), (tx, ty), val, list(ds.classes))
+
+
+def build_training_model(recipe: Recipe, splits: Splits) -> nn.Module:
+    """Normalizer from the training split's statistics, model from its spec, then initialization;
+    the weights depend on the seed alone."""
+    from trainlab.init import initialize, zero_init_residual
+    from trainlab.models import build_model
+    from trainlab.preprocess import make_normalizer
+
+    x = splits.train[0]
+    normalize = make_normalizer(recipe.data.normalize, _stats_for(recipe.data.normalize, x),
+                                shape=splits.in_shape)
+    seed = derive_seed(recipe.train.seed, _STREAM_INIT)
+    generator = torch.Generator().manual_seed(seed)
+    probe = x[torch.randperm(len(x), generator=generator)[:256]]  # data-driven schemes (LSUV)
+    with torch.random.fork_rng(devices=[]):  # PyTorch's default init draws from the global RNG
+        torch.manual_seed(seed)
+        model = build_model(recipe.model, splits.in_shape, len(splits.classes), normalize)
+    if recipe.init.scheme != "default":
+        initialize(model, recipe.init.scheme, activation=recipe.model.activation,
+                   generator=generator, batch=probe)
+    if recipe.model.kind == "resnet" and recipe.init.zero_init_residual:
+        zero_init_residual(model)
+    return model
+
+
+def _stats_for(spec: str, images: torch.Tensor) -> Any:
+    """The statistics a normalizer needs, computed from the training split alone."""
+    from trainlab.preprocess import compute_flat_stats, compute_stats
+    from trainlab.registry import parse_spec
+
+    name = parse_spec(spec)[0]
+    if name in ("scale", "none"):
+        return None
+    if name in ("pca_whiten", "zca_whiten"):
+        return compute_flat_stats(images)
+    return compute_stats(images)
+
+
+def empty_model(recipe: Recipe, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """The model's shape with placeholder statistics, ready for a checkpoint's state_dict."""
+    from trainlab.models import build_model
+    from trainlab.preprocess import make_normalizer
+
+    normalize = make_normalizer(recipe.data.normalize, None, shape=in_shape)
+    return build_model(recipe.model, in_shape, num_classes, normalize)
+
+
+def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    from trainlab.regularize.penalties import decay_param_groups
+
+    cfg = recipe.optim
+    groups = decay_param_groups(model, cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, cfg.beta2))
+
+
+def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
+    """The schedule as a pure function of the step: nothing to save, exact on resume."""
+    cfg = recipe.schedule
+    total = recipe.train.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if cfg.name == "constant":
+        return 1.0
+    if cfg.name == "step":
+        return cfg.gamma ** (step // (cfg.step_epochs * steps_per_epoch))
+    if cfg.name == "cosine":
+        return cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0 - (1.0 - cfg.final_lr) * progress  # linear
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation.
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    confusion: torch.Tensor  # (K, K): rows are true classes, columns predictions
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
+             batch_size: int = 1024, device: torch.device | None = None,
+             autocast: Callable[[], Any] = contextlib.nullcontext) -> Evaluation:
+    """Loss (plain cross-entropy, no smoothing) and accuracy over a whole split, in eval mode."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device, non_blocking=True)
+        y = labels[start : start + batch_size].to(device, non_blocking=True)
+        with autocast():
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+        confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
+    model.train(was_training)
+    confusion = confusion.view(num_classes, num_classes).cpu()
+    n = max(1, len(images))
+    return Evaluation(loss_sum.item() / n, confusion.diag().sum().item() / n, confusion)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: tensors and plain values only, loaded with weights_only=True.
+
+
+def save_checkpoint(path: Path, **state: Any) -> None:
+    write_with(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint here (expected a run folder or {CHECKPOINT})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated file, a foreign pickle: all unreadable to us
+        raise CheckpointError(f"{path}: not a readable trainlab checkpoint ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a trainlab checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, Recipe, dict[str, Any]]:
+    """Rebuild the trained model (with its normalizer) from a checkpoint or run folder."""
+    state = load_checkpoint(path)
+    from trainlab.recipe import recipe_from_dict
+    import tomllib
+
+    recipe = recipe_from_dict(tomllib.loads(state["recipe"]), where=f"{path} (recipe)")
+    model = empty_model(recipe, tuple(state["in_shape"]), state["num_classes"])
+    model.load_state_dict(state["model"])
+    return model, recipe, state
+
+
+# ---------------------------------------------------------------------------------------------
+# The run.
+
+
+@dataclass
+class RunResult:
+    out: Path
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    confusion: torch.Tensor | None = None
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.metrics[-1] if self.metrics else {}
+
+
+def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def fit(recipe: Recipe | None, out: str | Path, *, resume: bool = False, progress: bool = True,
+        dataset: ImageDataset | None = None, report: bool = True) -> RunResult:
+    """Train the recipe, writing metrics, checkpoints and the report to ``out``.
+
+    With ``resume=True`` the recipe is read back from ``out/recipe.toml`` and training continues
+    after the last completed epoch of ``out/checkpoint.pt``.
+    """
+    out = Path(out)
+    state = None
+    if resume:
+        state = load_checkpoint(out)
+        recipe = load_recipe(out / "recipe.toml")
+    if recipe is None:
+        raise RecipeError("fit() needs a recipe, or resume=True with a run folder")
+    with torch.random.fork_rng(devices=[]):  # the caller's global RNG is left as it was
+        return _fit(recipe, out, state, progress, dataset, report)
+
+
+def _fit(recipe: Recipe, out: Path, state: dict[str, Any] | None, progress: bool,
+         dataset: ImageDataset | None, report: bool) -> RunResult:
+    from trainlab.augment import make_pipeline
+    from trainlab.regularize.dropout import reseed_all
+    from trainlab.regularize.mix import MIXES
+    from trainlab.regularize.penalties import PENALTIES
+
+    t_start = time.perf_counter()
+    cfg, seed = recipe.train, recipe.train.seed
+    device = select_device(cfg.device)
+    splits = prepare_splits(recipe, dataset)
+    num_classes = len(splits.classes)
+    data_seconds = time.perf_counter() - t_start
+
+    model = build_training_model(recipe, splits).to(device)
+    use_cuda = device.type == "cuda"
+    if use_cuda and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.autocast)
+
+    def autocast() -> Any:
+        if use_cuda and amp_dtype is not None:
+            return torch.autocast("cuda", dtype=amp_dtype)
+        return contextlib.nullcontext()
+
+    optimizer = build_optimizer(recipe, model)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]  # before a resumed state overwrites them
+    penalty = None if recipe.regularize.penalty == "none" else PENALTIES.create(recipe.regularize.penalty)
+    mix = MIXES.create(recipe.regularize.mix)
+    mixing = recipe.regularize.mix != "none"
+    smoothing = recipe.regularize.label_smoothing
+    augment = make_pipeline(recipe.augment.train) if recipe.augment.train else None
+    loader = DeviceLoader(*splits.train, cfg.batch_size, shuffle=True, drop_last=False, seed=seed,
+                          device=device, transform=augment)
+    eval_model: nn.Module = model
+    if recipe.augment.tta == "flip":
+        from trainlab.augment import TTA
+
+        eval_model = TTA(model, flips=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    metrics: list[dict[str, Any]] = []
+    start_epoch, step = 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step = state["epoch"], state["step"]
+        metrics = list(state["metrics"])  # the checkpoint's own record: metrics.jsonl may lag it
+    else:
+        write_text(out / "recipe.toml", recipe.to_toml())
+        write_text(out / "metrics.jsonl", "")
+
+    steps_per_epoch = len(loader)
+    confusion = None
+    for epoch in range(start_epoch, cfg.epochs):
+        t_epoch = time.perf_counter()
+        torch.manual_seed(derive_seed(seed, epoch, _STREAM_GLOBAL))  # PyTorch's own dropout etc.
+        reseed_all(model, derive_seed(seed, epoch, _STREAM_MODULES))
+        mix_gen = torch.Generator(device).manual_seed(derive_seed(seed, epoch, _STREAM_MIX))
+        loader.set_epoch(epoch)
+        model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+        seen = 0
+        bar = _progress(progress, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
+        for i, (x, y) in enumerate(loader):
+            factor = lr_factor(recipe, step, steps_per_epoch)
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * factor
+            if use_cuda and cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if mixing:
+                x, target, _ = mix(x.float().div_(255) if x.dtype == torch.uint8 else x, y,
+                                   num_classes, mix_gen)
+                if smoothing:
+                    target = target * (1 - smoothing) + smoothing / num_classes
+            with autocast():
+                logits = model(x)
+            if mixing:
+                loss = _soft_cross_entropy(logits.float(), target)
+            else:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+            total = loss + penalty(model) if penalty is not None else loss
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+
+            # Book-keeping stays on the device; the host looks only every log_every steps.
+            detached = loss.detach()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached),
+                                    torch.tensor(step, device=device), first_bad)
+            loss_sum += detached.double() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            step += 1
+            if (i + 1) % cfg.log_every == 0 or i + 1 == steps_per_epoch:
+                bad = int(first_bad.item())
+                if bad >= 0:
+                    bar.close()
+                    raise TrainingDiverged(
+                        f"the loss became non-finite at step {bad} (epoch {epoch + 1}); "
+                        f"the last good checkpoint is kept in {out / CHECKPOINT}"
+                        if (out / CHECKPOINT).exists() else
+                        f"the loss became non-finite at step {bad} (epoch {epoch + 1}), "
+                        "before the first checkpoint; try a lower optim.lr"
+                    )
+                rate = seen / max(1e-9, time.perf_counter() - t_epoch)
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
+                                acc=f"{correct.item() / seen:.3f}", img_s=f"{rate:,.0f}")
+            bar.update(1)
+        bar.close()
+        train_seconds = time.perf_counter() - t_epoch
+
+        test = evaluate(eval_model, *splits.test, num_classes, cfg.eval_batch_size, device, autocast)
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum.item() / max(1, seen),
+            "train_acc": correct.item() / max(1, seen),
+            "test_loss": test.loss,
+            "test_acc": test.accuracy,
+        }
+        if splits.val is not None:
+            val = evaluate(eval_model, *splits.val, num_classes, cfg.eval_batch_size, device, autocast)
+            row.update(val_loss=val.loss, val_acc=val.accuracy)
+        row.update(
+            lr=optimizer.param_groups[0]["lr"],
+            seconds=time.perf_counter() - t_epoch,
+            train_seconds=train_seconds,
+            images_per_s=seen / max(1e-9, train_seconds),
+        )
+        metrics.append(row)
+        confusion = test.confusion
+        save_checkpoint(
+            out / CHECKPOINT, model=model.state_dict(), optimizer=optimizer.state_dict(),
+            epoch=epoch + 1, step=step, recipe=recipe.to_toml(), classes=splits.classes,
+            in_shape=list(splits.in_shape), num_classes=num_classes, confusion=confusion,
+            metrics=metrics,
+        )
+        write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+        if progress:
+            extra = f"  val_acc {row['val_acc']:.4f}" if "val_acc" in row else ""
+            print(f"epoch {epoch + 1}: train_loss {row['train_loss']:.4f}  train_acc "
+                  f"{row['train_acc']:.4f}  test_loss {row['test_loss']:.4f}  test_acc "
+                  f"{row['test_acc']:.4f}{extra}  ({row['seconds']:.1f}s)", flush=True)
+
+    if confusion is None and state is not None:  # resumed a run that had already finished
+        confusion = state["confusion"]
+    result = RunResult(out, metrics, confusion, splits.classes)
+    summary = {
+        "final": result.final,
+        "data_seconds": data_seconds,
+        "total_seconds": time.perf_counter() - t_start,
+        "device": str(device),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_images": len(splits.train[0]),
+        "test_images": len(splits.test[0]),
+    }
+    write_json(out / "summary.json", summary)
+    if report:
+        from trainlab.report import write_report
+
+        write_report(out, recipe, metrics, confusion, splits.classes, summary)
+    return result
+
+
+class _NoBar:
+    def set_postfix(self, **_: Any) -> None: ...
+    def update(self, _: int) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(enabled: bool, total: int, desc: str) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+

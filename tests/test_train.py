@@ -1,0 +1,151 @@
+"""The training engine end to end, on tiny data: metrics, checkpoint, report, resume, faults."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import trainlab.train as train_mod
+from trainlab.errors import CheckpointError, TrainingDiverged
+from trainlab.recipe import load_recipe
+from trainlab.train import fit, load_checkpoint, lr_factor, model_from_checkpoint
+
+
+TINY = [
+    "data.name=synthetic(n=384, classes=4, size=16)",
+    "train.batch_size=64",
+    "train.epochs=2",
+    "model.widths=[8,16]",
+]
+
+
+def tiny(*extra):
+    return load_recipe(None, [*TINY, *extra])
+
+
+def test_one_epoch_on_real_data_writes_everything_and_learns(tmp_path, fashion_mnist):
+    recipe = load_recipe(None, ["data.subset=600", "data.test_subset=500", "train.epochs=1",
+                                "train.batch_size=50"])
+    result = fit(recipe, tmp_path, progress=False)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    row = json.loads(lines[0])
+    for key in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"):
+        assert key in row
+    assert row["epoch"] == 1 and row == result.final
+    assert row["test_acc"] > 0.3, "ten classes: chance is 0.1"
+    # the reported test numbers are the checkpoint's numbers, recomputed independently
+    model, _, state = model_from_checkpoint(tmp_path)
+    ds_x, ds_y = result_test_split(recipe)
+    with torch.no_grad():
+        logits = model.eval()(ds_x)
+    assert (logits.argmax(1) == ds_y).float().mean().item() == pytest.approx(row["test_acc"])
+    assert torch.nn.functional.cross_entropy(logits, ds_y).item() == pytest.approx(
+        row["test_loss"], rel=1e-4)
+    assert state["epoch"] == 1 and state["confusion"].sum().item() == 500
+    html = (tmp_path / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 2 and "[train]" in html
+    md = (tmp_path / "report.md").read_text()
+    assert "figures/curves.png" in md and (tmp_path / "figures" / "confusion.png").is_file()
+    assert f"{100 * row['test_acc']:.2f}%" in md
+
+
+def result_test_split(recipe):
+    from trainlab.data import load_dataset
+
+    ds = load_dataset(recipe.data.name)
+    return ds.test_images[: recipe.data.test_subset], ds.test_labels[: recipe.data.test_subset]
+
+
+def test_same_seed_same_weights_and_other_seed_differs(tmp_path):
+    a = fit(tiny(), tmp_path / "a", progress=False, report=False)
+    b = fit(tiny(), tmp_path / "b", progress=False, report=False)
+    c = fit(tiny("train.seed=1"), tmp_path / "c", progress=False, report=False)
+    wa, wb, wc = (load_checkpoint(r.out)["model"] for r in (a, b, c))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        assert [m[key] for m in a.metrics] == [m[key] for m in b.metrics]
+
+
+@pytest.mark.parametrize("extra", [
+    [],
+    ["regularize.mix=mixup(0.4)", "model.dropout=dropout(0.3)", "regularize.penalty=l2(1e-4)",
+     "augment.train=['pad_crop(2)', 'hflip']", "model.kind=resnet", "model.survival_prob=0.7"],
+])
+def test_resume_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, extra):
+    recipe = tiny("train.epochs=3", *extra)
+    whole = fit(recipe, tmp_path / "whole", progress=False, report=False)
+
+    saves = {"n": 0}
+    real_save = train_mod.save_checkpoint
+
+    def save_then_die(path, **state):
+        real_save(path, **state)
+        saves["n"] += 1
+        if saves["n"] == 1:
+            raise KeyboardInterrupt  # the process is killed right after the first checkpoint
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fit(recipe, tmp_path / "cut", progress=False, report=False)
+    assert load_checkpoint(tmp_path / "cut")["epoch"] == 1
+    resumed = fit(None, tmp_path / "cut", resume=True, progress=False, report=False)
+
+    w1, w2 = load_checkpoint(whole.out)["model"], load_checkpoint(resumed.out)["model"]
+    for key in w1:
+        assert torch.equal(w1[key], w2[key]), key
+    assert [m["epoch"] for m in resumed.metrics] == [1, 2, 3]
+    assert [m["test_acc"] for m in resumed.metrics] == [m["test_acc"] for m in whole.metrics]
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path, monkeypatch):
+    recipe = tiny("train.epochs=3", "train.log_every=1")
+    steps_per_epoch = 384 // 64
+    real = train_mod.lr_factor
+    monkeypatch.setattr(train_mod, "lr_factor",
+                        lambda r, step, spe: 1e30 if step >= steps_per_epoch + 2 else real(r, step, spe))
+    with pytest.raises(TrainingDiverged) as info:
+        fit(recipe, tmp_path, progress=False, report=False)
+    message = str(info.value)
+    assert "non-finite" in message and "epoch 2" in message
+    bad_step = int(message.split("at step ")[1].split()[0])
+    assert bad_step >= steps_per_epoch + 2
+    state = load_checkpoint(tmp_path)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("name", ["constant", "step", "cosine", "linear"])
+def test_schedules_against_their_formulas(name):
+    r = load_recipe(None, [f"schedule.name={name}", "schedule.warmup_epochs=1", "train.epochs=4",
+                           "schedule.step_epochs=2", "schedule.gamma=0.5", "schedule.final_lr=0.1"])
+    spe = 10
+    assert lr_factor(r, 0, spe) == pytest.approx(0.1)  # warm-up: (step + 1) / 10
+    assert lr_factor(r, 9, spe) == pytest.approx(1.0)
+    t = (25 - 10) / 30  # progress after warm-up at step 25
+    expected = {"constant": 1.0, "step": 0.5 ** (25 // 20),
+                "cosine": 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)), "linear": 1 - 0.9 * t}
+    assert lr_factor(r, 25, spe) == pytest.approx(expected[name])
+
+
+def test_bad_checkpoints_are_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable trainlab checkpoint"):
+        load_checkpoint(tmp_path)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="not a trainlab checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+def test_checkpoint_refuses_to_unpickle_objects(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    torch.save({"format": train_mod.CHECKPOINT_FORMAT, "x": Evil()}, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path)
