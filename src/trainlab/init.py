@@ -58,6 +58,7 @@ __all__ = [
     "initialize",
     "lsuv",
     "make_init",
+    "normal_expectation",
     "signal_check",
     "zero_init_residual",
 ]
@@ -234,13 +235,18 @@ def _draw(weight: Tensor, generator: torch.Generator | None, sampler: str, scale
         raise TrainlabError(
             "this init scheme draws random numbers: pass generator=torch.Generator().manual_seed(s)"
         )
-    buf = torch.empty(weight.shape, dtype=torch.float32, device=generator.device)
+    buf = torch.empty(weight.shape, dtype=_draw_dtype(weight), device=generator.device)
     if sampler == "normal":
         nn.init.normal_(buf, 0.0, scale, generator=generator)
     else:
         nn.init.uniform_(buf, -scale, scale, generator=generator)
     with torch.no_grad():
         weight.copy_(buf)
+
+
+def _draw_dtype(weight: Tensor) -> torch.dtype:
+    """float64 weights get float64 draws; everything else is drawn in float32 and cast."""
+    return torch.float64 if weight.dtype == torch.float64 else torch.float32
 
 
 class InitScheme:
@@ -508,7 +514,7 @@ class Orthogonal(InitScheme):
     def apply(self, weight, fan_in, fan_out, activation, generator):
         if generator is None:
             _draw(weight, generator, "normal", 1.0)  # raises the missing-generator error
-        buf = torch.empty(weight.shape, dtype=torch.float32, device=generator.device)
+        buf = torch.empty(weight.shape, dtype=_draw_dtype(weight), device=generator.device)
         nn.init.orthogonal_(buf, self.gain, generator=generator)
         with torch.no_grad():
             weight.copy_(buf)
