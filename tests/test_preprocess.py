@@ -384,6 +384,7 @@ def test_whitening_eps_damps_small_directions():
         ("zca_whiten", {"shape": (3, 64, 64)}, "D <= "),
         ("standardize", {}, "shape"),
         ("standardize", {"shape": (3, 2)}, "shape"),
+        ("mean_image", {"shape": (1, 5, 4), "stats": compute_stats(_uint8(2))}, "differs"),
     ],
 )
 def test_bad_specs_raise_registry_errors(spec, kwargs, match):

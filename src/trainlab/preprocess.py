@@ -849,6 +849,8 @@ NORMALIZERS: Registry[Normalizer] = Registry("normalizer")
 
 def _shape_of(stats: Any, shape: Any, spec: str) -> tuple[int, int, int]:
     if stats is not None:
+        if shape is not None and tuple(shape) != tuple(stats.shape):
+            raise ValueError(f"shape: {tuple(shape)} differs from the statistics' {stats.shape}")
         shape = stats.shape
     if shape is None:
         raise ValueError(f"{spec}: give statistics to fit it, or shape=(C, H, W) for an empty one")
