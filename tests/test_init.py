@@ -421,3 +421,8 @@ def test_signal_check_flags_explosion(batch):
     initialize(model, "normal(0.2)", generator=gen())
     report = signal_check(model, batch)
     assert {r.flag for r in report.flagged} == {"explode"}
+
+
+def test_signal_check_rejects_targets_in_place_of_loss_fn(batch):
+    with pytest.raises(TypeError, match=r"signal_check\(model, \(x, y\), loss_fn\)"):
+        signal_check(nn.Linear(256, 3), batch, torch.zeros(512))

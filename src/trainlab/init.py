@@ -831,6 +831,11 @@ def signal_check(
     a unit-variance random gradient (from ``generator``, else a fixed seed 0), which tests the
     backward path independently of the output's scale. Parameter gradients are cleared after.
     """
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(
+            f"signal_check: loss_fn must be callable, got {type(loss_fn).__name__}; "
+            "pass targets inside the batch: signal_check(model, (x, y), loss_fn)"
+        )
     x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
     names = [(n, m) for n, m in model.named_modules() if _watched(m)]
     stats: dict[str, list[float]] = {n: [math.nan, math.nan] for n, _ in names}
