@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import importlib
 
-from trainlab.registry import Registry
+from typing import Any
+
+from trainlab.registry import Registry, parse_spec
 
 _REGISTRIES: dict[str, tuple[str, str]] = {
     "activation": ("trainlab.activations", "ACTIVATIONS"),
@@ -32,12 +34,29 @@ def validate_technique(kind: str, spec: str) -> None:
     with arguments its factory accepts; factories that build nothing heavy are built, so that
     out-of-range values are caught too."""
     if kind == "augment":  # pipeline specs may carry a per-op probability, p=...
+        import torch
+
         from trainlab.augment import make_pipeline
 
-        make_pipeline([spec])
+        # PCA lighting needs the data's eigen pairs; a placeholder checks everything else.
+        make_pipeline([spec], stats=(torch.ones(3), torch.eye(3)))
+        return
+    if kind == "mix":
+        make_mix(spec, channel_mean=(0.0,))
         return
     registry = registry_for(kind)
     if kind in ("dropout", "pool", "linear", "penalty", "mix"):
         registry.create(spec)
     else:
         registry.validate(spec)
+
+
+def make_mix(spec: str, channel_mean: tuple[float, ...] | None = None) -> Any:
+    """The configured mix; cutout's ``fill='mean'`` gets the training set's channel mean
+    (on the [0, 1] scale) unless the recipe gives one."""
+    from trainlab.regularize.mix import MIXES
+
+    name, _, kwargs = parse_spec(spec)
+    if name == "cutout" and kwargs.get("fill") == "mean" and "mean" not in kwargs:
+        return MIXES.create(spec, mean=channel_mean)
+    return MIXES.create(spec)

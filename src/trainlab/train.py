@@ -85,7 +85,7 @@ def prepare_splits(recipe: Recipe, dataset: ImageDataset | None = None) -> Split
     return Splits((x, y), (tx, ty), val, list(ds.classes))
 
 
-def build_training_model(recipe: Recipe, splits: Splits) -> nn.Module:
+def build_training_model(recipe: Recipe, splits: Splits, stats: Any = None) -> nn.Module:
     """Normalizer from the training split's statistics, model from its spec, then initialization;
     the weights depend on the seed alone."""
     from trainlab.init import initialize, zero_init_residual
@@ -93,7 +93,7 @@ def build_training_model(recipe: Recipe, splits: Splits) -> nn.Module:
     from trainlab.preprocess import make_normalizer
 
     x = splits.train[0]
-    normalize = make_normalizer(recipe.data.normalize, _stats_for(recipe.data.normalize, x),
+    normalize = make_normalizer(recipe.data.normalize, _stats_for(recipe.data.normalize, x, stats),
                                 shape=splits.in_shape)
     seed = derive_seed(recipe.train.seed, _STREAM_INIT)
     generator = torch.Generator().manual_seed(seed)
@@ -109,7 +109,7 @@ def build_training_model(recipe: Recipe, splits: Splits) -> nn.Module:
     return model
 
 
-def _stats_for(spec: str, images: torch.Tensor) -> Any:
+def _stats_for(spec: str, images: torch.Tensor, stats: Any = None) -> Any:
     """The statistics a normalizer needs, computed from the training split alone."""
     from trainlab.preprocess import compute_flat_stats, compute_stats
     from trainlab.registry import parse_spec
@@ -119,7 +119,7 @@ def _stats_for(spec: str, images: torch.Tensor) -> Any:
         return None
     if name in ("pca_whiten", "zca_whiten"):
         return compute_flat_stats(images)
-    return compute_stats(images)
+    return stats if stats is not None else compute_stats(images)
 
 
 def empty_model(recipe: Recipe, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -270,7 +270,8 @@ def _fit(recipe: Recipe, out: Path, state: dict[str, Any] | None, progress: bool
          dataset: ImageDataset | None, report: bool) -> RunResult:
     from trainlab.augment import make_pipeline
     from trainlab.regularize.dropout import reseed_all
-    from trainlab.regularize.mix import MIXES
+    from trainlab.preprocess import compute_stats
+    from trainlab.techniques import make_mix
     from trainlab.regularize.penalties import PENALTIES
 
     t_start = time.perf_counter()
@@ -280,7 +281,8 @@ def _fit(recipe: Recipe, out: Path, state: dict[str, Any] | None, progress: bool
     num_classes = len(splits.classes)
     data_seconds = time.perf_counter() - t_start
 
-    model = build_training_model(recipe, splits).to(device)
+    stats = compute_stats(splits.train[0])  # the training split's, never the test split's
+    model = build_training_model(recipe, splits, stats).to(device)
     use_cuda = device.type == "cuda"
     if use_cuda and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -294,10 +296,10 @@ def _fit(recipe: Recipe, out: Path, state: dict[str, Any] | None, progress: bool
     optimizer = build_optimizer(recipe, model)
     base_lrs = [g["lr"] for g in optimizer.param_groups]  # before a resumed state overwrites them
     penalty = None if recipe.regularize.penalty == "none" else PENALTIES.create(recipe.regularize.penalty)
-    mix = MIXES.create(recipe.regularize.mix)
+    mix = make_mix(recipe.regularize.mix, tuple(stats.channel_mean.tolist()))
     mixing = recipe.regularize.mix != "none"
     smoothing = recipe.regularize.label_smoothing
-    augment = make_pipeline(recipe.augment.train) if recipe.augment.train else None
+    augment = make_pipeline(recipe.augment.train, stats=stats) if recipe.augment.train else None
     loader = DeviceLoader(*splits.train, cfg.batch_size, shuffle=True, drop_last=False, seed=seed,
                           device=device, transform=augment)
     eval_model: nn.Module = model
