@@ -79,3 +79,10 @@ def test_override_values_are_validated_too():
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(RecipeError, match="recipe file not found"):
         load_recipe(tmp_path / "nope.toml")
+
+
+def test_shipped_default_recipe_equals_the_built_in_defaults():
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "recipes" / "default.toml"
+    assert load_recipe(shipped) == Recipe()
