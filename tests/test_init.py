@@ -426,3 +426,31 @@ def test_signal_check_flags_explosion(batch):
 def test_signal_check_rejects_targets_in_place_of_loss_fn(batch):
     with pytest.raises(TypeError, match=r"signal_check\(model, \(x, y\), loss_fn\)"):
         signal_check(nn.Linear(256, 3), batch, torch.zeros(512))
+
+
+def test_signal_check_compares_like_with_like_in_a_batchnorm_net(batch):
+    """BatchNorm undoes a small init's scale; Linear outputs before it are not a collapse."""
+    layers = [m for _ in range(10) for m in (nn.Linear(256, 256), nn.BatchNorm1d(256), nn.ReLU())]
+    model = nn.Sequential(*layers)
+    initialize(model, "normal(0.001)", generator=gen())  # ReLU outputs ~36x the first Linear's
+    report = signal_check(model, batch)
+    assert report.ok, str(report)
+
+
+class PlainBlock(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(width, width), nn.Linear(width, width)
+        self.residual_last = self.fc2
+
+    def forward(self, x):
+        return torch.relu(x + self.fc2(torch.relu(self.fc1(x))))
+
+
+def test_signal_check_does_not_flag_zeroed_residual_branches(batch):
+    model = nn.Sequential(nn.Linear(256, 256), *[PlainBlock(256) for _ in range(4)])
+    initialize(model, "kaiming", generator=gen(), zero_residual=True)
+    report = signal_check(model, batch)
+    assert report.ok, str(report)
+    zeroed = [r for r in report.rows if r.name.endswith("fc2")]
+    assert len(zeroed) == 4 and all(r.act_std == 0 for r in zeroed)

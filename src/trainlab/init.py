@@ -761,6 +761,8 @@ def zero_init_residual(model: nn.Module) -> list[str]:
 class SignalRow:
     name: str
     type: str
+    kind: str  # "layer" (Linear/Conv) or "activation"
+    size: int  # output elements per sample: gradient stds compare only at equal sizes
     act_std: float
     grad_std: float
     flag: str  # "", "collapse" or "explode"
@@ -782,15 +784,15 @@ class SignalReport:
 
     @property
     def ok(self) -> bool:
-        return not self.flagged
+        return not self.findings
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"ok": self.ok}
 
     def __str__(self) -> str:
-        header = ("layer", "type", "act std", "grad std", "flag")
+        header = ("layer", "type", "size", "act std", "grad std", "flag")
         body = [
-            (r.name, r.type, f"{r.act_std:.3g}", f"{r.grad_std:.3g}", r.flag or "")
+            (r.name, r.type, str(r.size), f"{r.act_std:.3g}", f"{r.grad_std:.3g}", r.flag)
             for r in self.rows
         ]
         lines = ["signal check (one forward + backward pass)", *_table(header, body)]
@@ -824,12 +826,15 @@ def signal_check(
     """One forward and backward pass on a real batch, watching every layer's signal.
 
     Records, for each Linear / Conv / activation module, the std of its output and of the
-    gradient of the loss w.r.t. that output. A layer whose activation std is below
-    ``1/factor`` of the first layer's *collapses*; above ``factor`` times it *explodes*
-    (the failure modes of Glorot & Bengio 2010, Fig. 3-7). ``batch`` is ``x`` or ``(x, y)``;
-    ``loss_fn(output[, y])`` gives the loss; without one, the output is back-propagated with
-    a unit-variance random gradient (from ``generator``, else a fixed seed 0), which tests the
-    backward path independently of the output's scale. Parameter gradients are cleared after.
+    gradient of the loss w.r.t. that output. A layer whose output std is below ``1/factor`` of
+    the first layer of its kind (Linear/Conv or activation) *collapses*; above ``factor`` times
+    it *explodes* (the failure modes of Glorot & Bengio 2010, Fig. 3-7). Gradients are
+    compared between the first layer and the deepest of the same kind and size.
+
+    ``batch`` is ``x`` or ``(x, y)``; ``loss_fn(output[, y])`` gives the loss; without one, the
+    output is back-propagated with a unit-variance random gradient (from ``generator``, else a
+    fixed seed 0), which tests the backward path independently of the output's scale.
+    Parameter gradients are cleared afterwards.
     """
     if loss_fn is not None and not callable(loss_fn):
         raise TypeError(
@@ -838,7 +843,7 @@ def signal_check(
         )
     x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
     names = [(n, m) for n, m in model.named_modules() if _watched(m)]
-    stats: dict[str, list[float]] = {n: [math.nan, math.nan] for n, _ in names}
+    stats: dict[str, list[float]] = {n: [math.nan, math.nan, 0] for n, _ in names}
     handles = [m.register_forward_hook(_signal_hook(stats[n])) for n, m in names]
     try:
         with torch.enable_grad():
@@ -854,7 +859,8 @@ def signal_check(
         for h in handles:
             h.remove()
         model.zero_grad(set_to_none=True)
-    rows = _flag_rows(names, stats, factor)
+    residual_last = {id(getattr(m, "residual_last", None)) for m in model.modules()}
+    rows = _flag_rows(names, stats, factor, skip=residual_last)
     act = _activation_spec(model)
     findings, advice = _findings(rows, act, factor)
     return SignalReport(rows=rows, activation=act, findings=findings, advice=advice, factor=factor)
@@ -865,24 +871,36 @@ def _signal_hook(slot: list[float]) -> Callable[..., None]:
         if not isinstance(out, Tensor):
             return
         slot[0] = float(out.detach().float().std())
+        slot[2] = out[0].numel() if out.dim() > 1 else 1
         if out.requires_grad:
             out.register_hook(lambda g: slot.__setitem__(1, float(g.detach().float().std())))
 
     return hook
 
 
-def _flag_rows(names, stats, factor: float) -> list[SignalRow]:
-    ref = next((stats[n][0] for n, m in names if isinstance(m, _WEIGHTED)), None)
+def _kind(module: nn.Module) -> str:
+    return "layer" if isinstance(module, _WEIGHTED) else "activation"
+
+
+def _flag_rows(names, stats, factor: float, skip: set[int]) -> list[SignalRow]:
+    """Compare each layer with the first of its kind (Linear/Conv outputs with the first
+    Linear/Conv, activation outputs with the first activation): a norm layer in between rescales
+    by design, so only like with like is a fair comparison. Modules in ``skip`` (the zeroed
+    ``residual_last`` of residual blocks, silent by design) are never flagged."""
+    refs: dict[str, float] = {}
+    for n, m in names:
+        refs.setdefault(_kind(m), stats[n][0])
     rows = []
     for n, m in names:
-        a, g = stats[n]
+        a, g, size = stats[n]
+        ref = refs[_kind(m)]
         flag = ""
-        if ref is not None and ref > 0 and not math.isnan(a):
+        if ref > 0 and math.isfinite(a) and id(m) not in skip:
             if a < ref / factor:
                 flag = "collapse"
             elif a > ref * factor:
                 flag = "explode"
-        rows.append(SignalRow(n, type(m).__name__, a, g, flag))
+        rows.append(SignalRow(n, type(m).__name__, _kind(m), int(size), a, g, flag))
     return rows
 
 
@@ -906,22 +924,29 @@ def _findings(rows: list[SignalRow], act: str | None, factor: float) -> tuple[li
     explode = [r.name for r in rows if r.flag == "explode"]
     if collapse:
         findings.append(
-            f"activations collapse: {len(collapse)} layer(s) below 1/{factor:g} of the first "
-            f"layer's std, from {collapse[0]!r}; weights are too small for the depth"
+            f"activations collapse: {len(collapse)} layer(s) below 1/{factor:g} of the std of "
+            f"the first of their kind, from {collapse[0]!r}; the weights are too small"
         )
     if explode:
         findings.append(
-            f"activations explode: {len(explode)} layer(s) above {factor:g}x the first layer's "
-            f"std, from {explode[0]!r}; weights are too large for the depth"
+            f"activations explode: {len(explode)} layer(s) above {factor:g}x the std of the "
+            f"first of their kind, from {explode[0]!r}; the weights are too large"
         )
-    grads = [r.grad_std for r in rows if math.isfinite(r.grad_std)]
-    if len(grads) >= 2 and grads[-1] > 0:
-        ratio = grads[0] / grads[-1]
+    # Pooling, resolution changes and norm layers rescale per-element gradients by design, so
+    # the first layer is compared with the deepest of the same kind and size per sample.
+    first = rows[0] if rows else None
+    same = [
+        r
+        for r in rows
+        if first and (r.kind, r.size) == (first.kind, first.size) and math.isfinite(r.grad_std)
+    ]
+    if len(same) >= 2 and same[-1].grad_std > 0:
+        ratio = same[0].grad_std / same[-1].grad_std
         if ratio < 1.0 / factor or ratio > factor:
             trend = "vanish" if ratio < 1.0 else "explode"
             findings.append(
-                f"gradients {trend} toward the input: first layer's gradient std is "
-                f"{ratio:.3g}x the last layer's"
+                f"gradients {trend} toward the input: {same[0].name!r}'s gradient std is "
+                f"{ratio:.3g}x that of {same[-1].name!r} (same kind and size, deeper)"
             )
     if findings:
         advice.append(_recommendation(act))
