@@ -238,8 +238,9 @@ def test_same_seed_same_weights_and_missing_generator_is_an_error():
     initialize(a, "kaiming", generator=gen(7))
     initialize(b, "kaiming", generator=gen(7))
     assert torch.equal(a.weight, b.weight)
-    with pytest.raises(TrainlabError, match="generator"):
-        initialize(a, "xavier")
+    for spec in ("xavier", "orthogonal", "kaiming(distribution='uniform')"):
+        with pytest.raises(TrainlabError, match="generator"):
+            initialize(a, spec)
 
 
 def test_scheme_names_and_errors():

@@ -229,12 +229,17 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _draw(weight: Tensor, generator: torch.Generator | None, sampler: str, scale: float) -> None:
-    """Fill ``weight`` with N(0, scale^2) or U(-scale, scale), drawn from ``generator``."""
+def _require(generator: torch.Generator | None) -> torch.Generator:
     if generator is None:
         raise TrainlabError(
             "this init scheme draws random numbers: pass generator=torch.Generator().manual_seed(s)"
         )
+    return generator
+
+
+def _draw(weight: Tensor, generator: torch.Generator | None, sampler: str, scale: float) -> None:
+    """Fill ``weight`` with N(0, scale^2) or U(-scale, scale), drawn from ``generator``."""
+    generator = _require(generator)
     buf = torch.empty(weight.shape, dtype=_draw_dtype(weight), device=generator.device)
     if sampler == "normal":
         nn.init.normal_(buf, 0.0, scale, generator=generator)
@@ -512,8 +517,7 @@ class Orthogonal(InitScheme):
         return [(self.gain, 1.0)]
 
     def apply(self, weight, fan_in, fan_out, activation, generator):
-        if generator is None:
-            _draw(weight, generator, "normal", 1.0)  # raises the missing-generator error
+        generator = _require(generator)
         buf = torch.empty(weight.shape, dtype=_draw_dtype(weight), device=generator.device)
         nn.init.orthogonal_(buf, self.gain, generator=generator)
         with torch.no_grad():
