@@ -68,15 +68,10 @@ def realised_keep(p: float) -> float:
     return round((1.0 - p) * _LEVELS) / _LEVELS
 
 
-def keep_mask(
-    shape: tuple[int, ...], p: float, generator: torch.Generator, device: torch.device
+def _uniform16(
+    shape: tuple[int, ...], generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
-    """Boolean keep mask, True with probability ``realised_keep(p)``.
-
-    Each entry compares a 16-bit uniform lane of a random 64-bit word with a threshold: four
-    entries per draw instead of one float per entry, which makes the mask about 5x cheaper
-    than ``torch.rand(shape) >= p`` (the CPU generator's cost per call dominates).
-    """
+    """int16 uniform on [-2^15, 2^15): the four 16-bit lanes of each random 64-bit word."""
     n = math.prod(shape)
     words = torch.randint(
         -(1 << 63),
@@ -86,17 +81,34 @@ def keep_mask(
         device=device,
         dtype=torch.int64,
     )
-    lanes = words.view(torch.int16)[:n].view(shape)  # uniform on [-2^15, 2^15)
-    threshold = _LEVELS // 2 - round(realised_keep(p) * _LEVELS)
-    return lanes >= threshold
+    return words.view(torch.int16)[:n].view(shape)
+
+
+def _threshold(p: float) -> int:
+    """A lane is kept iff it is >= this; P(keep) = realised_keep(p)."""
+    return _LEVELS // 2 - round(realised_keep(p) * _LEVELS)
+
+
+def keep_mask(
+    shape: tuple[int, ...], p: float, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """Boolean keep mask, True with probability ``realised_keep(p)``.
+
+    Each entry compares a 16-bit uniform lane of a random 64-bit word with a threshold: four
+    entries per draw instead of one float per entry, which makes the mask about 5x cheaper
+    than ``torch.rand(shape) >= p`` (the CPU generator's cost per call dominates).
+    """
+    return _uniform16(shape, generator, device) >= _threshold(p)
 
 
 def _keep_float(
     shape: tuple[int, ...], p: float, generator: torch.Generator, like: torch.Tensor
 ) -> torch.Tensor:
-    """0/1 keep mask in ``like``'s dtype; the 1/keep scale is applied by the caller, on
-    whichever of weight and output is smaller."""
-    return keep_mask(shape, p, generator, like.device).to(like.dtype)
+    """``keep_mask`` as 0/1 in ``like``'s dtype, written by the compare itself (a bool mask
+    would be cast again by every multiply, forward and backward). The 1/keep scale is applied
+    by the caller, on whichever of kernel and output is smaller."""
+    out = torch.empty(shape, dtype=like.dtype, device=like.device)
+    return torch.ge(_uniform16(shape, generator, like.device), _threshold(p), out=out)
 
 
 def _sample_chunks(
@@ -216,10 +228,12 @@ class _DropConnect(RandomModule):
         generator = self.generator_for(x.device)
         scale = 1.0 / realised_keep(self.p)
         if self.mode == "batch":
-            mask = _keep_float(tuple(self.weight.shape), self.p, generator, self.weight)
+            masked = self.weight * _keep_float(
+                tuple(self.weight.shape), self.p, generator, self.weight
+            )
             if self._scale_output:
-                return self._add_bias(self._op(x, self.weight * mask) * scale)
-            return self._add_bias(self._op(x, self.weight * mask.mul_(scale)))
+                return self._add_bias(self._op(x, masked) * scale)
+            return self._add_bias(self._op(x, masked * scale))
         chunk = max(1, self.chunk_elements // self.weight.numel())
         y = _PerSampleMasked.apply(x, self.weight, self, self.p, generator, chunk)
         return self._add_bias(y * scale)
