@@ -69,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default="augment.png", help="PNG file to write")
     q.set_defaults(func=cmd_plot_augment)
 
+    p = sub.add_parser("lab", help="reproduce a claim of the lecture as a measured experiment",
+                       description="Run one experiment (or all, with a gallery); each writes "
+                       "DIR/result.json with the claim, the measured numbers and a verdict.")
+    p.add_argument("name", help="an experiment's name, 'all', or 'list'")
+    p.add_argument("--quick", action="store_true", help="small sizes: under a minute each")
+    p.add_argument("--out", default=None, help="output folder (default: lab/<name>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_lab)
+
     p = sub.add_parser("diagnose", help="check a recipe's model: signal propagation at init")
     _add_recipe_args(p)
     p.add_argument("--init", action="store_true", required=True,
@@ -186,6 +195,34 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     x, y = splits.train
     g = torch.Generator().manual_seed(derive_seed(recipe.train.seed, 99))
     pick = torch.randperm(len(x), generator=g)[: args.batch]
-    report = signal_check(model, x[pick], y[pick])
+    report = signal_check(model, (x[pick], y[pick]), torch.nn.functional.cross_entropy)
     print(json.dumps(report.to_dict(), indent=2) if args.json else str(report))
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from trainlab.lab import experiment_names, get_experiment
+
+    if args.name == "list":
+        for name in experiment_names():
+            print(f"{name:20s} {get_experiment(name).claim}")
+        return 0
+    from trainlab.lab.gallery import run_lab, write_gallery
+
+    names = experiment_names() if args.name == "all" else [args.name]
+    for name in names:
+        get_experiment(name)  # an unknown name fails now, listing the valid ones
+    out = Path(args.out or f"lab/{args.name}")
+    if args.name == "all":
+        results = run_lab(names, out, quick=args.quick, seed=args.seed)
+        write_gallery(out, results)
+        for r in results:
+            print(f"{r['name']:20s} {r['verdict']:13s} ({r['seconds']:.0f} s)")
+        print(f"gallery: {out / 'gallery.html'}")
+    else:
+        from trainlab.lab import run_experiment
+
+        result = run_experiment(args.name, out, quick=args.quick, seed=args.seed)
+        print(f"{result['name']}: {result['verdict']} ({result['seconds']:.0f} s); "
+              f"{out / 'result.json'}")
     return 0
