@@ -30,8 +30,8 @@ from trainlab.regularize.dropconnect import DropConnectLinear
 
 BATCH, IN, OUT, P = 128, 1024, 1024, 0.5
 ROOT = Path(__file__).resolve().parents[1]
-COMMAND = "PYTHONPATH=src .venv/bin/python benchmarks/bench_dropconnect.py " + " ".join(
-    sys.argv[1:]
+COMMAND = " ".join(
+    ["PYTHONPATH=src .venv/bin/python benchmarks/bench_dropconnect.py", *sys.argv[1:]]
 )
 
 
@@ -161,7 +161,8 @@ intra-op threads on its two cores the timings swing with their load, so compare 
 
 - **Per-batch masks**: {ratio:.2f}x a plain `nn.Linear` ({counts[0]} thread; target: at most
   1.5x). The extra work is one random draw per four weights (16-bit lanes of 64-bit
-  words), a compare, a cast, a multiply each way, and the 1/keep scale on the output.
+  words), a compare that writes 0/1 floats, a multiply each way, and the 1/keep scale on the
+  output.
 - **Per-sample masks** (the paper's): every sample gets its own independent mask, so each
   step draws {BATCH} x {IN} x {OUT} mask entries, once in forward and again in backward, where
   they are re-drawn from the saved generator state instead of being stored. Chunks of {chunk}
