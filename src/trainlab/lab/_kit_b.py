@@ -1,0 +1,149 @@
+"""Shared pieces of lab experiments 8-13: run sizes, seeded generators, data, short fits.
+
+Three sizes: ``full`` (the default), ``quick`` (``--quick``: under a minute on two cores) and
+``smoke`` (``TRAINLAB_LAB_SMOKE=1``: seconds, for the test-suite; it checks that the code runs
+and writes well-formed results, not that the claim holds). The same variable drives
+experiments 1-7.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trainlab.data import ImageDataset, load_dataset
+from trainlab.data.loader import make_generator
+
+SMOKE_ENV = "TRAINLAB_LAB_SMOKE"
+T = TypeVar("T")
+
+
+def size_of(quick: bool) -> str:
+    """``"smoke"`` when the test-suite asks for it, else ``"quick"`` or ``"full"``."""
+    if os.environ.get(SMOKE_ENV, "") not in ("", "0"):
+        return "smoke"
+    return "quick" if quick else "full"
+
+
+def pick(size: str, **options: T) -> T:
+    """The value for this size: ``pick(size, smoke=1, quick=10, full=100)``."""
+    return options[size]
+
+
+def generator(seed: int, *keys: int | str) -> torch.Generator:
+    """A CPU generator for one purpose of one experiment, independent of every other."""
+    return make_generator(seed, "lab-b", *keys)
+
+
+def quietly_built(make: Callable[[], T]) -> T:
+    """Build modules without a trace on the global RNG: PyTorch's default init draws from it,
+    and the lab re-initializes from its own generators anyway."""
+    with torch.random.fork_rng(devices=[]):
+        return make()
+
+
+@functools.cache
+def dataset(name: str) -> ImageDataset:
+    """A data set by name, loaded once per process (CIFAR-10 decodes from a cache)."""
+    return load_dataset(name)
+
+
+def subset(images: Tensor, labels: Tensor, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``n`` examples drawn without replacement by ``gen``, in their original order."""
+    keep = torch.randperm(len(images), generator=gen)[:n].sort().values
+    return images[keep], labels[keep]
+
+
+def test_split(data: ImageDataset, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``n`` test examples drawn at random. Not the first ``n``: CIFAR-10 read from its JPEG
+    class folders is sorted by class, so a prefix would hold a single class."""
+    return subset(data.test_images, data.test_labels, n, gen)
+
+
+def with_test_subset(data: ImageDataset, n: int, gen: torch.Generator) -> ImageDataset:
+    """The data set with its test split replaced by ``n`` random test examples, for
+    :func:`fit_recipe` (the recipe's ``data.test_subset`` takes a prefix; see
+    :func:`test_split`)."""
+    from dataclasses import replace
+
+    tx, ty = test_split(data, n, gen)
+    return replace(data, test_images=tx, test_labels=ty)
+
+
+def batches(n: int, batch: int, steps: int, gen: torch.Generator) -> list[Tensor]:
+    """Index batches for ``steps`` SGD steps: consecutive slices of fresh permutations."""
+    out: list[Tensor] = []
+    while len(out) < steps:
+        perm = torch.randperm(n, generator=gen)
+        out += [perm[i : i + batch] for i in range(0, n - batch + 1, batch)]
+    return out[:steps]
+
+
+def train_steps(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    steps: int,
+    lr: float,
+    batch: int,
+    gen: torch.Generator,
+    momentum: float = 0.9,
+) -> list[float]:
+    """Plain SGD with (Nesterov) momentum on cross-entropy; the loss of every step.
+
+    A non-finite loss stops the run: the remaining steps are reported as ``inf``.
+    """
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0)
+    model.train()
+    losses: list[float] = []
+    for idx in batches(len(x), batch, steps, gen):
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        if not torch.isfinite(loss):
+            return losses + [math.inf] * (steps - len(losses))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def tail_mean(values: Sequence[float], fraction: float = 0.1) -> float:
+    """Mean of the last ``fraction`` of a loss curve (at least one value): the end of training
+    without the noise of a single batch."""
+    k = max(1, int(len(values) * fraction))
+    return float(sum(values[-k:]) / k)
+
+
+def fit_recipe(overrides: list[str], data: ImageDataset) -> dict[str, Any]:
+    """Train ``load_recipe(None, overrides)`` with trainlab's engine in a throw-away folder;
+    returns the last epoch's metrics."""
+    from trainlab.recipe import load_recipe
+    from trainlab.train import fit
+
+    recipe = load_recipe(None, overrides)
+    with tempfile.TemporaryDirectory(prefix="trainlab-lab-") as tmp:
+        result = fit(recipe, tmp, progress=False, report=False, dataset=data)
+    return dict(result.final)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def finite(x: float) -> float | None:
+    """JSON has no infinity: a diverged number is written as ``null``."""
+    return float(x) if math.isfinite(x) else None

@@ -1,0 +1,178 @@
+"""Experiment 9: a deep SELU network normalizes itself (Klambauer et al. 2017).
+
+``selu(x) = lambda * x`` for ``x > 0`` and ``lambda * alpha * (exp(x) - 1)`` otherwise, with
+``alpha ~ 1.6733`` and ``lambda ~ 1.0507`` chosen so that, with LeCun-normal weights
+(``std = 1 / sqrt(fan_in)``), the map from one layer's (mean, variance) to the next has the
+attracting fixed point (0, 1): activations stay near zero mean and unit variance through many
+layers without batch norm. ReLU with Kaiming weights (He et al. 2015) keeps the second moment
+but not the mean: every ReLU output is positive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from trainlab.init import initialize
+from trainlab.lab._kit_b import (
+    dataset,
+    finite,
+    generator,
+    pick,
+    quietly_built,
+    size_of,
+    subset,
+    tail_mean,
+    train_steps,
+)
+from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.models import build_model
+from trainlab.preprocess import compute_stats, make_normalizer
+from trainlab.recipe import ModelConfig
+
+MEAN_TOL = 0.1  # "near zero mean": |mean| <= 0.1 at every layer
+STD_RANGE = (0.8, 1.2)  # "near unit variance": std within this range at every layer
+TRAINS = 0.5  # "trains": final loss below half the chance-level loss ln(10)
+NETS = {"selu": ("selu", "lecun_normal"), "relu": ("relu", "kaiming")}
+
+
+def _mlp(activation: str, scheme: str, depth: int, width: int, seed: int, normalize: nn.Module):
+    cfg = ModelConfig(kind="mlp", widths=[width] * depth, activation=activation, norm="none")
+    model = quietly_built(lambda: build_model(cfg, (1, 28, 28), 10, normalize))
+    initialize(model, scheme, activation=activation, generator=generator(seed, "exp09", "init"))
+    return model
+
+
+def _activations(model: nn.Module) -> list[nn.Module]:
+    """The non-linearities of the MLP: every module of ``features`` that is not a Linear, a
+    placeholder (Identity) or the Flatten."""
+    return [m for m in model.features if not isinstance(m, nn.Linear | nn.Identity | nn.Flatten)]
+
+
+@torch.no_grad()
+def layer_stats(model: nn.Module, x: Tensor) -> tuple[list[float], list[float]]:
+    """Mean and std (over samples and units) of each hidden activation on the batch ``x``."""
+    means: list[float] = []
+    stds: list[float] = []
+
+    def hook(_m, _i, out):
+        means.append(float(out.double().mean()))
+        stds.append(float(out.double().std()))
+
+    hooks = [m.register_forward_hook(hook) for m in _activations(model)]
+    try:
+        model.eval()
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return means, stds
+
+
+@experiment(
+    "selu",
+    claim=(
+        "A deep fully-connected network with SELU activations and LeCun-normal weights keeps its "
+        "activations near zero mean and unit variance through every layer and trains without "
+        "batch norm, better than the same ReLU network with Kaiming weights."
+    ),
+    source="Klambauer et al. 2017, 'Self-Normalizing Neural Networks'",
+    rule=(
+        "Fashion-MNIST, standardized per channel, an MLP of 32 equal hidden layers without any "
+        f"normalization: (1) SELU: every hidden layer's |mean| <= {MEAN_TOL} and std in "
+        f"[{STD_RANGE[0]}, {STD_RANGE[1]}] at initialization; (2) SELU trains: mean training loss "
+        f"over the last 10% of steps < {TRAINS} x ln(10); (3) that loss is <= ReLU's after the "
+        "same SGD steps. Held if all pass, partly if some do."
+    ),
+)
+def run(out: Path, quick: bool, seed: int) -> Outcome:
+    size = size_of(quick)
+    depth = pick(size, smoke=4, quick=32, full=32)
+    width = pick(size, smoke=16, quick=128, full=256)
+    steps = pick(size, smoke=5, quick=200, full=1000)
+    n_train = pick(size, smoke=256, quick=5000, full=20000)
+    lr, batch = 0.01, 128
+
+    data = dataset("fashion-mnist")
+    x, y = subset(data.train_images, data.train_labels, n_train, generator(seed, "exp09", "data"))
+    normalize = make_normalizer("standardize", compute_stats(x))
+    probe = x[:512]
+
+    stats: dict[str, tuple[list[float], list[float]]] = {}
+    curves: dict[str, list[float]] = {}
+    for name, (activation, scheme) in NETS.items():
+        model = _mlp(activation, scheme, depth, width, seed, normalize)
+        stats[name] = layer_stats(model, probe)
+        curves[name] = train_steps(
+            model, x, y, steps=steps, lr=lr, batch=batch, gen=generator(seed, "exp09", "batches")
+        )
+
+    selu_means, selu_stds = stats["selu"]
+    final = {k: tail_mean(v) for k, v in curves.items()}
+    chance = float(torch.log(torch.tensor(10.0)))
+    checks = {
+        "selu: every layer near zero mean": max(abs(m) for m in selu_means) <= MEAN_TOL,
+        "selu: every layer near unit std": all(
+            STD_RANGE[0] <= s <= STD_RANGE[1] for s in selu_stds
+        ),
+        "selu: trains without batch norm": final["selu"] < TRAINS * chance,
+        "selu: trains at least as well as relu": final["selu"] <= final["relu"],
+    }
+    measured = {
+        "depth": depth,
+        "width": width,
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch,
+        "train_images": n_train,
+        "max_abs_mean": {k: max(abs(m) for m in v[0]) for k, v in stats.items()},
+        "std_range": {k: [min(v[1]), max(v[1])] for k, v in stats.items()},
+        "last_layer_mean": {k: v[0][-1] for k, v in stats.items()},
+        "last_layer_std": {k: v[1][-1] for k, v in stats.items()},
+        "initial_train_loss": {k: finite(v[0]) for k, v in curves.items()},
+        "final_train_loss": {k: finite(v) for k, v in final.items()},
+        "checks": checks,
+    }
+    figures = [_plot_stats(out, stats), _plot_curves(out, curves)]
+    notes = (
+        f"{depth} hidden layers of {width} units, no batch norm, no dropout; statistics at "
+        f"initialization on 512 training images; SGD lr {lr}, Nesterov momentum 0.9, batch "
+        f"{batch}, {steps} steps on {n_train} images. ReLU's mean is positive by construction "
+        "(its std is preserved by Kaiming's gain)."
+    )
+    if size != "full":
+        notes += f" Size '{size}': narrower layers and fewer steps than the full run."
+    return Outcome(verdict_from(checks), measured, figures, notes)
+
+
+def _plot_stats(out: Path, stats: dict[str, tuple[list[float], list[float]]]) -> str:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for name, (means, stds) in stats.items():
+        layers = range(1, len(means) + 1)
+        axes[0].plot(layers, means, marker="o", ms=3, label=name)
+        axes[1].plot(layers, stds, marker="o", ms=3, label=name)
+    axes[0].axhline(0, color="gray", lw=0.5)
+    axes[1].axhline(1, color="gray", lw=0.5)
+    axes[0].set_title("activation mean per layer")
+    axes[1].set_title("activation std per layer")
+    for ax in axes:
+        ax.set_xlabel("hidden layer")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, out, "layer_stats.png")
+
+
+def _plot_curves(out: Path, curves: dict[str, list[float]]) -> str:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, losses in curves.items():
+        ax.plot(range(1, len(losses) + 1), losses, lw=1, label=name)
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel("training loss (batch)")
+    ax.set_title("Deep MLP without batch norm: SELU vs ReLU")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, out, "training_curves.png")
