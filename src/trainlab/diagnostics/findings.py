@@ -148,19 +148,20 @@ def _last(a: np.ndarray) -> float:
 
 # -- rules ---------------------------------------------------------------------------------------
 def _non_finite(report: DiagnosticsReport) -> list[Finding]:
+    # Within a step the forward pass (activations, in layer order) precedes the backward.
     events = [
-        (s.first_nonfinite_step, s.index, s.name, "activations")
+        (s.first_nonfinite_step, 0, s.index, s.name, "activations")
         for s in report.layers
         if s.first_nonfinite_step is not None
     ]
     events += [
-        (w.first_nonfinite_grad_step, w.index, w.name, "gradients")
+        (w.first_nonfinite_grad_step, 1, w.index, w.name, "gradients")
         for w in report.weights
         if w.first_nonfinite_grad_step is not None
     ]
     if not events:
         return []
-    step, _, name, what = min(events)
+    step, _, _, name, what = min(events)
     return [
         Finding(
             "non_finite",
@@ -311,7 +312,8 @@ def _depth(report: DiagnosticsReport) -> list[Finding]:
         if len(idx) == 0:
             continue
         w = int(idx[0])
-        factor = 1 / ratio[w] if code == "collapse" else ratio[w]
+        with np.errstate(divide="ignore"):
+            factor = 1 / ratio[w] if code == "collapse" else ratio[w]
         fac = (
             f"{factor:.3g}x"
             if math.isfinite(factor)

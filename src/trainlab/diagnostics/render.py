@@ -159,9 +159,10 @@ def fig_gradients(report: DiagnosticsReport) -> Any:
     axes[0].set_title("gradient norm ||dL/dW|| per layer", fontsize=9)
     axes[1].set_title("update / weight ||dW|| / ||W|| per step", fontsize=9)
     axes[1].axhline(1e-3, color="grey", ls="--", lw=0.8)
-    for ax in axes:
+    for ax, attr in zip(axes, ("grad_norm", "update_ratio"), strict=True):
         ax.set_xlabel("step")
-        if report.weights and np.isfinite([w.grad_norm for w in report.weights]).any():
+        values = np.array([getattr(w, attr) for w in report.weights], dtype=float)
+        if (np.isfinite(values) & (values > 0)).any():
             ax.set_yscale("log")
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
