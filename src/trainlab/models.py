@@ -20,28 +20,15 @@ from trainlab.activations import make_activation
 from trainlab.recipe import ModelConfig
 from trainlab.registry import Registry
 
-DROPOUTS: Registry[nn.Module] = Registry("dropout")
 POOLS: Registry[Callable[[], nn.Module]] = Registry("pool")
 LINEARS: Registry[Callable[[int, int], nn.Module]] = Registry("linear layer")
 
 
-@DROPOUTS.register("none")
-def _no_dropout() -> nn.Module:
-    return nn.Identity()
+def make_dropout(spec: str) -> nn.Module:
+    """``"none"`` or any name of `trainlab.regularize.dropout.DROPOUT`."""
+    from trainlab.regularize.dropout import DROPOUT
 
-
-@DROPOUTS.register("dropout")
-def _dropout(p: float = 0.5, mode: str = "inverted", channelwise: bool = False) -> nn.Module:
-    from trainlab.regularize.dropout import Dropout
-
-    return Dropout(p, mode=mode, channelwise=channelwise)
-
-
-@DROPOUTS.register("dropout2d")
-def _dropout2d(p: float = 0.1, mode: str = "inverted") -> nn.Module:
-    from trainlab.regularize.dropout import Dropout
-
-    return Dropout(p, mode=mode, channelwise=True)
+    return nn.Identity() if spec == "none" else DROPOUT.create(spec)
 
 
 @POOLS.register("max")
@@ -117,7 +104,7 @@ def build_mlp(cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int) -> 
             make_linear(n_in, width),
             _norm1d(cfg.norm, width),
             make_activation(cfg.activation),
-            DROPOUTS.create(cfg.dropout),
+            make_dropout(cfg.dropout),
         ]
         n_in = width
     return nn.Sequential(*layers), make_linear(n_in, num_classes)
@@ -135,7 +122,7 @@ def build_cnn(cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int) -> 
         for _ in range(cfg.depth):
             layers += _conv_unit(c_in, width, cfg)
             c_in = width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), DROPOUTS.create(cfg.dropout)]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), make_dropout(cfg.dropout)]
     return nn.Sequential(*layers), LINEARS.create(cfg.linear)(c_in, num_classes)
 
 
@@ -190,7 +177,7 @@ def build_resnet(cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int) 
             stride = 2 if stage > 0 and block == 0 else 1
             layers.append(BasicBlock(c_in, width, stride, cfg, next(probs)))
             c_in = width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), DROPOUTS.create(cfg.dropout)]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), make_dropout(cfg.dropout)]
     return nn.Sequential(*layers), LINEARS.create(cfg.linear)(c_in, num_classes)
 
 

@@ -15,7 +15,7 @@ _REGISTRIES: dict[str, tuple[str, str]] = {
     "activation": ("trainlab.activations", "ACTIVATIONS"),
     "init": ("trainlab.init", "INITS"),
     "normalizer": ("trainlab.preprocess", "NORMALIZERS"),
-    "dropout": ("trainlab.models", "DROPOUTS"),
+    "dropout": ("trainlab.regularize.dropout", "DROPOUT"),
     "pool": ("trainlab.models", "POOLS"),
     "linear": ("trainlab.models", "LINEARS"),
     "penalty": ("trainlab.regularize.penalties", "PENALTIES"),
@@ -45,7 +45,9 @@ def validate_technique(kind: str, spec: str) -> None:
         make_mix(spec, channel_mean=(0.0,))
         return
     registry = registry_for(kind)
-    if kind in ("dropout", "pool", "linear", "penalty", "mix"):
+    if kind == "dropout" and spec == "none":
+        return
+    if kind in ("dropout", "pool", "linear", "penalty"):
         registry.create(spec)
     else:
         registry.validate(spec)
