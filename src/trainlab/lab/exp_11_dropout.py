@@ -1,0 +1,218 @@
+"""Experiment 11: dropout's two scalings, its test-time rule, and what it buys.
+
+Dropout (Srivastava et al. 2014) keeps each unit with probability ``1 - p``. *Classic* dropout
+trains with ``y = x * m`` and scales at test, ``y = (1 - p) x``; *inverted* dropout trains with
+``y = x * m / (1 - p)`` and leaves test time alone. Both make the test output the expectation
+of the training output. The expectation is exact for whatever is linear in the mask (the layer
+after dropout); through later non-linearities, the scaled test pass is only an approximation of
+the average over masks, which Monte-Carlo dropout (Gal & Ghahramani 2016) estimates by
+averaging ``K`` stochastic passes. In practice: "consider dropout for large fully-connected
+layers" (the lecture).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from trainlab.init import initialize
+from trainlab.lab._kit_b import (
+    dataset,
+    fit_recipe,
+    generator,
+    mean_std,
+    pick,
+    quietly_built,
+    size_of,
+    with_test_subset,
+)
+from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.regularize.dropout import Dropout
+
+P = 0.5
+EXPECTATION_TOL = 1.5  # a mean of M draws within 1.5x its predicted standard error
+DECAY_TOL = 2.0  # MC error at K passes within 2x of error(1) / sqrt(K)
+
+
+def relative_error(a: Tensor, b: Tensor) -> float:
+    """``||a - b|| / ||b||`` in float64."""
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@torch.no_grad()
+def expectation_check(x: Tensor, mode: str, draws: int, seed: int) -> dict[str, float]:
+    """Average ``draws`` training-mode outputs of one dropout layer and compare with its
+    eval output. Each element has variance ``x^2 p / (1 - p)`` (inverted) or
+    ``x^2 p (1 - p)`` (classic) around ``x`` resp. ``(1 - p) x``, so the relative error of the
+    mean is predicted to be ``sqrt(p / ((1 - p) M))`` in both modes."""
+    layer = Dropout(P, mode=mode, generator=generator(seed, "exp11", "expect", mode))
+    layer.eval()
+    target = layer(x)
+    layer.train()
+    total = torch.zeros_like(x, dtype=torch.float64)
+    for _ in range(draws):
+        total += layer(x).double()
+    error = relative_error(total / draws, target)
+    predicted = math.sqrt(P / ((1 - P) * draws))
+    return {"relative_error": error, "predicted": predicted, "ratio": error / predicted}
+
+
+@torch.no_grad()
+def mc_errors(
+    before: nn.Module, after: nn.Module, x: Tensor, ks: list[int], gen: torch.Generator
+) -> list[float]:
+    """Relative error of the running average of ``max(ks)`` passes of
+    ``after(dropout(before(x)))`` against the deterministic (eval) pass, at each ``k``.
+    ``before`` and ``after`` run in eval mode: only the dropout layer is random."""
+    layer = Dropout(P, generator=gen)
+    hidden = before(x)
+    target = after(hidden)
+    total = torch.zeros_like(target, dtype=torch.float64)
+    errors = []
+    for k in range(1, max(ks) + 1):
+        total += after(layer.train()(hidden)).double()
+        if k in ks:
+            errors.append(relative_error(total / k, target))
+    return errors
+
+
+def _mlp_overrides(size: str, seed: int, dropout: str) -> list[str]:
+    widths = pick(size, smoke="[32, 32]", quick="[512, 512]", full="[1024, 1024]")
+    return [
+        "data.name=fashion-mnist",
+        f"data.subset={pick(size, smoke=256, quick=2000, full=5000)}",
+        "model.kind=mlp",
+        f"model.widths={widths}",
+        "model.norm=none",
+        f"model.dropout={dropout}",
+        "augment.train=[]",
+        "optim.weight_decay=0.0",
+        "optim.lr=0.02",
+        f"train.epochs={pick(size, smoke=1, quick=6, full=20)}",
+        "train.batch_size=64",
+        "train.device=cpu",
+        f"train.seed={seed}",
+    ]
+
+
+@experiment(
+    "dropout",
+    claim=(
+        "Inverted dropout and test-time scaling are equal in expectation; Monte-Carlo averages "
+        "of dropout passes converge to the scaled (test-time) output where the network is "
+        "linear in the mask; dropout on large fully-connected layers improves test accuracy."
+    ),
+    source=(
+        "Srivastava et al. 2014, 'Dropout'; Gal & Ghahramani 2016, 'Dropout as a Bayesian "
+        "Approximation'; CS231n lecture 'Training Neural Networks' (regularization in practice)"
+    ),
+    rule=(
+        f"p = {P}. (1) For both modes, the mean of M training-mode outputs of a dropout layer "
+        f"differs from its eval output by a relative error <= {EXPECTATION_TOL} x the predicted "
+        f"sqrt(p/((1-p)M)); (2) averaging K passes through dropout -> linear layer, the error "
+        f"against the eval output at the largest K is <= {DECAY_TOL} x error(K=1)/sqrt(K); "
+        "(3) an MLP with two large hidden layers on a Fashion-MNIST subset: mean test accuracy "
+        "over seeds with dropout(0.5) > without. Held if all pass, partly if some do."
+    ),
+)
+def run(out: Path, quick: bool, seed: int) -> Outcome:
+    size = size_of(quick)
+    draws = pick(size, smoke=50, quick=1000, full=4000)
+    k_max = pick(size, smoke=8, quick=256, full=1024)
+    seeds = [seed + i for i in range(pick(size, smoke=1, quick=1, full=2))]
+    n_test = pick(size, smoke=256, quick=2000, full=10000)
+    ks = [k for k in (2**i for i in range(20)) if k <= k_max]
+
+    x = torch.rand(256, 1024, generator=generator(seed, "exp11", "x"))
+    expect = {mode: expectation_check(x, mode, draws, seed) for mode in ("inverted", "classic")}
+
+    data = dataset("fashion-mnist")
+    test_data = with_test_subset(data, n_test, generator(seed, "exp11", "test"))
+    runs: dict[str, list[dict]] = {"none": [], "dropout": [], "classic": []}
+    specs = {"none": "none", "dropout": f"dropout({P})", "classic": f"dropout({P}, mode='classic')"}
+    for s in seeds:
+        for name, spec in specs.items():
+            runs[name].append(fit_recipe(_mlp_overrides(size, s, spec), test_data))
+
+    # Monte-Carlo convergence: dropout followed by a part that is linear in the mask
+    # (one linear layer) and by one that is not (linear -> ReLU -> linear).
+    width = pick(size, smoke=32, quick=512, full=1024)
+    gen = generator(seed, "exp11", "mc")
+    linear = quietly_built(lambda: nn.Linear(width, 10))
+    deep = quietly_built(lambda: nn.Sequential(nn.Linear(width, width), nn.ReLU(), linear))
+    initialize(deep, "kaiming", activation="relu", generator=gen)
+    inputs = torch.rand(256, width, generator=gen)
+    err_linear = mc_errors(nn.Identity(), linear, inputs, ks, generator(seed, "exp11", "mcl"))
+    err_deep = mc_errors(nn.Identity(), deep, inputs, ks, generator(seed, "exp11", "mcd"))
+
+    acc = {name: mean_std([r["test_acc"] for r in rows]) for name, rows in runs.items()}
+    checks = {
+        "inverted: mean of draws equals eval output": expect["inverted"]["ratio"]
+        <= EXPECTATION_TOL,
+        "classic: mean of draws equals scaled eval output": expect["classic"]["ratio"]
+        <= EXPECTATION_TOL,
+        "MC average converges to the scaled output (linear after dropout)": err_linear[-1]
+        <= DECAY_TOL * err_linear[0] / math.sqrt(ks[-1]),
+        "dropout improves test accuracy of the large MLP": acc["dropout"][0] > acc["none"][0],
+    }
+    measured = {
+        "p": P,
+        "draws": draws,
+        "expectation": expect,
+        "mc_k": ks,
+        "mc_error_linear": err_linear,
+        "mc_error_nonlinear": err_deep,
+        "mc_error_nonlinear_floor": err_deep[-1],
+        "seeds": seeds,
+        "test_acc_mean": {k: v[0] for k, v in acc.items()},
+        "test_acc_std": {k: v[1] for k, v in acc.items()},
+        "train_acc_mean": {k: mean_std([r["train_acc"] for r in v])[0] for k, v in runs.items()},
+        "test_loss_mean": {k: mean_std([r["test_loss"] for r in v])[0] for k, v in runs.items()},
+        "checks": checks,
+    }
+    figures = [_plot_mc(out, ks, err_linear, err_deep), _plot_acc(out, runs)]
+    notes = (
+        f"Expectation: M = {draws} draws on a 256 x 1024 uniform input. MC: one dropout layer "
+        f"(p = {P}) on 256 random inputs of width {width}, followed by a linear layer (linear "
+        "in the mask) or by linear -> ReLU -> linear (not linear): the second converges to the "
+        "mask average, which differs from the scaled pass; its error floor is the weight-scaling "
+        f"approximation's error. Accuracy: MLP on {n_test} random Fashion-MNIST test images, "
+        f"seeds {seeds}; 'classic' is the same dropout with test-time scaling."
+    )
+    if size != "full":
+        notes += f" Size '{size}': narrower MLP, fewer images, epochs and seeds than the full run."
+    return Outcome(verdict_from(checks), measured, figures, notes)
+
+
+def _plot_mc(out: Path, ks: list[int], linear: list[float], deep: list[float]) -> str:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.loglog(ks, linear, marker="o", ms=3, label="dropout -> linear (exact in expectation)")
+    ax.loglog(ks, deep, marker="s", ms=3, label="dropout -> linear -> ReLU -> linear")
+    ax.loglog(ks, [linear[0] / math.sqrt(k) for k in ks], "k--", lw=0.8, label="error(1)/sqrt(K)")
+    ax.set_xlabel("Monte-Carlo passes K")
+    ax.set_ylabel("relative error vs scaled output")
+    ax.set_title("Monte-Carlo dropout against the test-time rule")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, out, "mc_error_vs_k.png")
+
+
+def _plot_acc(out: Path, runs: dict[str, list[dict]]) -> str:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    names = list(runs)
+    for i, name in enumerate(names):
+        values = [r["test_acc"] for r in runs[name]]
+        ax.scatter([i] * len(values), values, zorder=3)
+        ax.bar(i, sum(values) / len(values), alpha=0.4)
+    ax.set_xticks(range(len(names)), ["no dropout", "inverted dropout", "classic dropout"])
+    ax.set_ylabel("test accuracy")
+    lo = min(r["test_acc"] for rows in runs.values() for r in rows)
+    ax.set_ylim(max(0.0, lo - 0.05), None)
+    ax.set_title("Large MLP on a Fashion-MNIST subset")
+    fig.tight_layout()
+    return save_figure(fig, out, "accuracy.png")
