@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -114,7 +113,6 @@ def _toy(samples: int, repeats: int, budget: int, spread: float, seed: int) -> d
 def _figure(out: Path, paths: dict[str, Tensor], shown: int) -> str:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
-    grid = np.linspace(-0.4, 1.4, 200)
     for ax, (kind, path) in zip(axes, paths.items(), strict=True):
         p = path[: shown + 1].numpy()
         ax.plot(p[:, 0], p[:, 1], "-o", ms=2, lw=0.8, color="C0" if kind == "positive" else "C2")
@@ -122,8 +120,8 @@ def _figure(out: Path, paths: dict[str, Tensor], shown: int) -> str:
         ax.plot(0, 0, "ks", ms=5, label="start")
         ax.axhline(0, color="0.7", lw=0.5)
         ax.axvline(0, color="0.7", lw=0.5)
-        ax.set_xlim(grid[0], grid[-1])
-        ax.set_ylim(-1.4, 0.4)
+        ax.set_xlim(-0.6, 2.0)
+        ax.set_ylim(-1.8, 0.6)
         ax.set_xlabel("w1")
         ax.set_ylabel("w2")
         ax.set_title(f"{kind} inputs: first {shown} SGD steps")

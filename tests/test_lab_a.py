@@ -1,0 +1,134 @@
+"""Lab experiments 1-7: each runs (at the smoke size) and writes a well-formed result; the
+measured pieces they build on are checked against hand-computed cases."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from trainlab.lab import get_experiment, run_experiment
+from trainlab.lab.base import VERDICTS
+
+MINE = (
+    "activations",
+    "not-zero-centred",
+    "dead-relu",
+    "relu-vs-tanh",
+    "init-statistics",
+    "zero-init",
+    "deep-init",
+)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _smoke(monkeypatch):
+    monkeypatch.setenv("TRAINLAB_LAB_SMOKE", "1")
+
+
+def _numbers(value, path="measured"):
+    """Every number in a nested result, with where it sits."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int | float):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _numbers(v, f"{path}[{i}]")
+
+
+def _without_timing(value):
+    if isinstance(value, dict):
+        return {k: _without_timing(v) for k, v in value.items() if k != "timing"}
+    return value
+
+
+@pytest.mark.parametrize("name", MINE)
+def test_experiment_writes_a_well_formed_result(name, tmp_path):
+    before = torch.random.get_rng_state()
+    result = run_experiment(name, tmp_path, quick=True, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), before), "the global RNG was touched"
+    on_disk = json.loads((tmp_path / "result.json").read_text())
+    assert on_disk == result
+    exp = get_experiment(name)
+    assert on_disk["name"] == name and on_disk["rule"] == exp.rule and on_disk["claim"]
+    assert on_disk["verdict"] in VERDICTS
+    assert on_disk["quick"] is True and on_disk["seed"] == 3
+    assert on_disk["figures"], "every experiment draws at least one figure"
+    for fig in on_disk["figures"]:
+        assert (tmp_path / fig).read_bytes()[:8] == PNG_MAGIC
+    numbers = list(_numbers(on_disk["measured"]))
+    assert numbers
+    for where, value in numbers:
+        assert math.isfinite(value), where
+
+
+def test_measured_shapes(tmp_path):
+    """A few shapes the figures and docs rely on."""
+    stats = run_experiment("init-statistics", tmp_path / "a", quick=True)["measured"]
+    for setting in stats["per_setting"].values():
+        assert len(setting["std"]) == stats["layers"] == 6
+        assert len(setting["pre_activation_var_ratio"]) == 5
+    deep = run_experiment("deep-init", tmp_path / "b", quick=True)["measured"]
+    assert set(deep["loss_curves"]) == {"xavier", "kaiming"}
+    assert all(len(c) == deep["steps"] for c in deep["loss_curves"].values())
+    assert deep["depth"] == 30
+    timing = run_experiment("activations", tmp_path / "c", quick=True)["measured"]["timing"]
+    assert timing["relative_to_relu"]["relu"] == {"forward": 1.0, "backward": 1.0}
+
+
+@pytest.mark.parametrize("name", ["zero-init", "not-zero-centred", "deep-init"])
+def test_same_seed_same_numbers(name, tmp_path):
+    first = run_experiment(name, tmp_path / "1", quick=True, seed=5)
+    second = run_experiment(name, tmp_path / "2", quick=True, seed=5)
+    assert _without_timing(first["measured"]) == _without_timing(second["measured"])
+
+
+def test_different_seed_different_numbers(tmp_path):
+    a = run_experiment("deep-init", tmp_path / "1", quick=True, seed=0)["measured"]
+    b = run_experiment("deep-init", tmp_path / "2", quick=True, seed=1)["measured"]
+    assert a["loss_curves"] != b["loss_curves"]
+
+
+def test_single_sign_fraction_against_hand_cases():
+    from trainlab.lab.exp_02_not_zero_centred import single_sign_fraction
+
+    x = torch.tensor([[1.0, 2.0, 3.0], [1.0, -2.0, 3.0]], dtype=torch.float64)
+    upstream = torch.tensor([[0.5, -1.0], [0.5, 0.0]], dtype=torch.float64)
+    # sample 0: rows (+,+,+) and (-,-,-): both single-sign; sample 1: (+,-,+) and zeros: neither
+    assert single_sign_fraction(x, upstream).tolist() == [1.0, 0.0]
+
+
+def test_unit_spread_is_zero_only_for_identical_rows():
+    from trainlab.lab.exp_06_zero_init import unit_spread
+
+    assert unit_spread(torch.full((4, 3), 0.1)) == 0.0
+    assert unit_spread(torch.zeros(4, 3)) == 0.0
+    w = torch.tensor([[1.0, 2.0], [1.0, 2.0], [1.0, -2.0]])
+    assert unit_spread(w) == pytest.approx(4.0 / 2.0)
+
+
+def test_dead_fractions_follow_each_activation_derivative():
+    from trainlab.lab.exp_03_dead_relu import dead_fractions
+
+    # unit 0 negative everywhere, unit 1 positive once, unit 2 below ln(0.02) = -3.91 everywhere
+    pre = [torch.tensor([[-1.0, -1.0, -5.0], [-2.0, 0.5, -4.5]])]
+    relu = dead_fractions("relu", pre)
+    assert relu == {"dead": pytest.approx(2 / 3), "never_positive": pytest.approx(2 / 3)}
+    assert dead_fractions("leaky_relu(0.01)", pre)["dead"] == 0.0
+    assert dead_fractions("elu", pre)["dead"] == pytest.approx(1 / 3)
+
+
+def test_relu_vs_tanh_verdict_rule():
+    from trainlab.lab.exp_04_relu_vs_tanh import verdict_for
+
+    assert verdict_for(2, 12, budget=20) == "held"
+    assert verdict_for(2, 6, budget=20) == "partly held"
+    assert verdict_for(5, 5, budget=20) == "did not hold"
+    assert verdict_for(None, 3, budget=20) == "did not hold"
+    assert verdict_for(4, None, budget=20) == "partly held"  # 20 / 4 = 5 < 6: not shown
+    assert verdict_for(3, None, budget=20) == "held"  # tanh needs > 20 >= 6 x 3
