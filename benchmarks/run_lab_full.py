@@ -1,0 +1,81 @@
+"""Run the lab at full size and write docs/lab.md from the results.
+
+Equivalent to ``trainlab lab all --out DIR`` followed by the Markdown page: each experiment
+writes ``DIR/<name>/result.json`` and its figures; ``DIR/gallery.html`` shows them all; the
+page lists which experiments ran at full size, which quick, and which not at all.
+
+Run:  PYTHONPATH=src .venv/bin/python benchmarks/run_lab_full.py [--out DIR] [--only NAME ...]
+          [--quick] [--seed S] [--collect]
+
+``--only`` runs just those experiments (results already in DIR for the others are kept and
+shown); ``--collect`` runs nothing and only rewrites the gallery and docs/lab.md from DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import torch  # noqa: E402
+
+from trainlab.fileio import write_text  # noqa: E402
+from trainlab.lab.base import experiment_names  # noqa: E402
+from trainlab.lab.gallery import lab_markdown, load_results, run_lab, write_gallery  # noqa: E402
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    threads = os.environ.get("OMP_NUM_THREADS", "default")
+    return (
+        f"{model}, {os.cpu_count()} cores (OMP_NUM_THREADS={threads}), torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "lab-full"), help="results folder")
+    parser.add_argument("--only", nargs="*", default=None, help="experiments to run")
+    parser.add_argument("--quick", action="store_true", help="quick size instead of full")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--collect", action="store_true", help="only rewrite gallery and page")
+    args = parser.parse_args()
+    out = Path(args.out)
+    if not args.collect:
+        for name in args.only or experiment_names():
+            t0 = time.perf_counter()
+            (result,) = run_lab([name], out, quick=args.quick, seed=args.seed)
+            print(f"{name}: {result['verdict']} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    results = load_results(out)
+    write_gallery(out, results)
+    ran = {r["name"] for r in results}
+    command = "PYTHONPATH=src .venv/bin/python " + " ".join(
+        [f"benchmarks/{Path(__file__).name}", *sys.argv[1:]]
+    )
+    page = lab_markdown(
+        results,
+        command=command + " (run once per experiment; see each section's size)",
+        machine=machine(),
+        not_run=[n for n in experiment_names() if n not in ran],
+    )
+    write_text(ROOT / "docs" / "lab.md", page)
+    print(f"wrote {out / 'gallery.html'} and docs/lab.md ({len(results)} experiments)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""Run lab experiments and show them: one self-contained HTML gallery, and docs/lab.md.
+
+    results = run_lab("all", "lab-out", quick=True, seed=0)   # lab-out/<name>/result.json
+    write_gallery("lab-out", results)                         # lab-out/gallery.html
+    text = lab_markdown(results, command="trainlab lab all")  # the Markdown page
+
+The gallery embeds every figure as a base64 PNG, so the one file can be mailed or archived.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import platform
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from trainlab.errors import TrainlabError
+from trainlab.fileio import write_text
+from trainlab.lab.base import VERDICTS, experiment_names, run_experiment
+
+VERDICT_COLOURS = {"held": "#1a7f37", "partly held": "#9a6700", "did not hold": "#cf222e"}
+TIMING_KEYS = ("seconds",)  # excluded from the same-seed-same-numbers guarantee
+
+
+def run_lab(
+    names: Sequence[str] | str, out: str | Path, quick: bool = False, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Run each experiment (``"all"``: every registered one, in order) into ``out/<name>/``;
+    returns their results (the content of each ``result.json``)."""
+    out = Path(out)
+    wanted = experiment_names() if names == "all" else list(names)
+    if isinstance(names, str) and names != "all":
+        wanted = [names]
+    known = experiment_names()
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise TrainlabError(
+            f"unknown lab experiment(s) {', '.join(map(repr, unknown))}; valid names: "
+            f"{', '.join(known)}, all"
+        )
+    return [run_experiment(name, out / name, quick=quick, seed=seed) for name in wanted]
+
+
+def load_results(out: str | Path) -> list[dict[str, Any]]:
+    """The results already written under ``out`` (``out/<name>/result.json``), in lab order."""
+    out = Path(out)
+    found = []
+    for name in experiment_names():
+        path = out / name / "result.json"
+        if path.is_file():
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Flattening measured numbers into table rows
+
+
+def flatten(measured: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"a": {"b": 1}, "c": [1, 2]}`` -> ``[("a.b", 1), ("c", [1, 2])]``: nested mappings
+    become dotted keys; lists of numbers stay one row."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in measured.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += flatten(value, f"{name}.")
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def format_value(value: Any) -> str:
+    """Numbers to 4 significant digits; lists shortened; booleans as yes/no; None as n/a."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "n/a (diverged)"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        items = [format_value(v) for v in value[:12]]
+        return "[" + ", ".join(items) + (", ...]" if len(value) > 12 else "]")
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #1f2328; }
+section { border: 1px solid #d0d7de; border-radius: 8px; padding: 1em 1.5em; margin: 1.5em 0; }
+.verdict { color: white; padding: 0.15em 0.6em; border-radius: 1em; font-weight: 600; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+td, th { border: 1px solid #d0d7de; padding: 0.2em 0.6em; text-align: left; vertical-align: top; }
+img { max-width: 100%; margin: 0.5em 0; border: 1px solid #eee; }
+.meta { color: #57606a; font-size: 0.85em; }
+"""
+
+
+def _badge(verdict: str) -> str:
+    colour = VERDICT_COLOURS.get(verdict, "#57606a")
+    return f'<span class="verdict" style="background:{colour}">{html.escape(verdict)}</span>'
+
+
+def _figure_tag(folder: Path, name: str) -> str:
+    path = folder / name
+    if not path.is_file():
+        return f"<p class='meta'>(figure {html.escape(name)} missing)</p>"
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+
+
+def _section(result: dict[str, Any], folder: Path) -> str:
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(k)}</td><td>{e(format_value(v))}</td></tr>"
+        for k, v in flatten(result.get("measured", {}))
+    )
+    figures = "".join(_figure_tag(folder, f) for f in result.get("figures", []))
+    size = "quick" if result.get("quick") else "full"
+    return f"""
+<section id="{e(result["name"])}">
+<h2>{e(result["name"])} {_badge(result["verdict"])}</h2>
+<p><b>Claim.</b> {e(result["claim"])}</p>
+<p><b>Source.</b> {e(result["source"])}</p>
+<p><b>Rule (stated before the run).</b> {e(result["rule"])}</p>
+<table><tr><th>measured</th><th>value</th></tr>{rows}</table>
+{figures}
+<p><b>Notes.</b> {e(result.get("notes", ""))}</p>
+<p class="meta">{size} size, seed {result.get("seed")}, {result.get("seconds")} s</p>
+</section>"""
+
+
+def write_gallery(out: str | Path, results: Sequence[dict[str, Any]]) -> Path:
+    """Write ``out/gallery.html``: every experiment's claim, source, rule, coloured verdict,
+    measured numbers and figures (embedded), and notes. Figures are read from
+    ``out/<name>/``."""
+    out = Path(out)
+    summary = "".join(
+        f"<tr><td><a href='#{html.escape(r['name'])}'>{html.escape(r['name'])}</a></td>"
+        f"<td>{_badge(r['verdict'])}</td></tr>"
+        for r in results
+    )
+    body = "".join(_section(r, out / r["name"]) for r in results)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>trainlab lab gallery</title>
+<style>{_CSS}</style></head><body>
+<h1>trainlab lab: the lecture's claims, measured</h1>
+<p class="meta">{len(results)} experiments, written {stamp} on {html.escape(platform.node())}.
+Verdicts: {", ".join(VERDICTS)}.</p>
+<table><tr><th>experiment</th><th>verdict</th></tr>{summary}</table>
+{body}
+</body></html>
+"""
+    path = out / "gallery.html"
+    write_text(path, page)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown (docs/lab.md)
+
+
+def _key_numbers(measured: dict[str, Any], limit: int = 40) -> list[str]:
+    lines = []
+    for key, value in flatten(measured):
+        if key.startswith("checks."):
+            continue
+        lines.append(f"| {key} | {format_value(value)} |")
+    return lines[:limit]
+
+
+def lab_markdown(
+    results: Sequence[dict[str, Any]],
+    *,
+    command: str = "",
+    machine: str = "",
+    date: str | None = None,
+    not_run: Sequence[str] = (),
+) -> str:
+    """The lab's Markdown page: a summary table of verdicts, then per experiment its claim,
+    source, rule, verdict, checks, key numbers and notes."""
+    date = date or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# The lab: the lecture's claims, measured",
+        "",
+        "Each experiment states a claim, its source and the rule that decides it before it runs "
+        "(`src/trainlab/lab/exp_*.py`); the verdict follows from the rule and the numbers below. "
+        "A claim that did not hold on this setup says so.",
+        "",
+        f"- Date: {date}",
+    ]
+    if machine:
+        lines.append(f"- Machine: {machine}")
+    if command:
+        lines.append(f"- Command: `{command}`")
+    lines += ["", "| experiment | size | verdict | seconds |", "|---|---|---|---|"]
+    for r in results:
+        size = "quick" if r.get("quick") else "full"
+        lines.append(
+            f"| [{r['name']}](#{r['name']}) | {size} | **{r['verdict']}** | {r['seconds']} |"
+        )
+    for name in not_run:
+        lines.append(f"| {name} | not run | - | - |")
+    for r in results:
+        checks = r.get("measured", {}).get("checks", {})
+        lines += [
+            "",
+            f"## {r['name']}",
+            "",
+            f"**Verdict: {r['verdict']}** ({'quick' if r.get('quick') else 'full'} size, seed "
+            f"{r.get('seed')}, {r.get('seconds')} s)",
+            "",
+            f"- Claim: {r['claim']}",
+            f"- Source: {r['source']}",
+            f"- Rule: {r['rule']}",
+        ]
+        if checks:
+            lines += ["", "Checks:", ""]
+            lines += [f"- {'pass' if ok else 'FAIL'}: {name}" for name, ok in checks.items()]
+        lines += ["", "| measured | value |", "|---|---|", *_key_numbers(r.get("measured", {}))]
+        if r.get("notes"):
+            lines += ["", f"Notes: {r['notes']}"]
+        if r.get("figures"):
+            lines += ["", "Figures: " + ", ".join(f"`{f}`" for f in r["figures"])]
+    return "\n".join(lines) + "\n"
