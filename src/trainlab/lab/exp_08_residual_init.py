@@ -90,6 +90,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     depth = pick(size, smoke=4, quick=16, full=32)
     train_depth = pick(size, smoke=2, quick=8, full=16)
     width = pick(size, smoke=4, quick=8, full=16)
+    train_width = pick(size, smoke=4, quick=8, full=8)
     steps = pick(size, smoke=6, quick=60, full=300)
     n_train = pick(size, smoke=256, quick=2000, full=10000)
     lr, batch = 0.02, 32
@@ -106,7 +107,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
             key = f"{'bn' if norm == 'batch' else 'no_bn'}/{init}"
             model = _resnet(norm, depth, width, init == "zero", seed, normalize)
             variances[key] = block_variances(model, probe)
-            model = _resnet(norm, train_depth, width, init == "zero", seed, normalize)
+            model = _resnet(norm, train_depth, train_width, init == "zero", seed, normalize)
             curves[key] = train_steps(
                 model, x, y, steps=steps, lr=lr, batch=batch,
                 gen=generator(seed, "exp08", "batches"),
@@ -125,6 +126,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         "variance_depth_blocks": depth,
         "train_depth_blocks": train_depth,
         "width": width,
+        "train_width": train_width,
         "steps": steps,
         "lr": lr,
         "batch_size": batch,
@@ -138,9 +140,9 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     notes = (
         f"Variance measured at init on 64 training images through {depth} blocks of width "
         f"{width} (BN in training mode, i.e. batch statistics); training uses {train_depth} "
-        f"blocks, SGD lr {lr}, Nesterov momentum 0.9, batch {batch}, {steps} steps, no "
-        "augmentation. Without batch norm the standard-init stream roughly doubles its variance "
-        "per block (each Kaiming branch adds as much as it receives)."
+        f"blocks of width {train_width}, SGD lr {lr}, Nesterov momentum 0.9, batch {batch}, "
+        f"{steps} steps, no augmentation. Without batch norm the standard-init stream roughly "
+        "doubles its variance per block (each Kaiming branch adds as much as it receives)."
     )
     if size != "full":
         notes += f" Size '{size}': fewer blocks and steps than the full run."

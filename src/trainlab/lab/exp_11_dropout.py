@@ -123,7 +123,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     draws = pick(size, smoke=50, quick=1000, full=4000)
     k_max = pick(size, smoke=8, quick=256, full=1024)
     seeds = [seed + i for i in range(pick(size, smoke=1, quick=1, full=2))]
-    n_test = pick(size, smoke=256, quick=2000, full=10000)
+    n_test = pick(size, smoke=256, quick=2000, full=5000)
     ks = [k for k in (2**i for i in range(20)) if k <= k_max]
 
     x = torch.rand(256, 1024, generator=generator(seed, "exp11", "x"))

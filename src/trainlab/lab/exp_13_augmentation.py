@@ -51,7 +51,7 @@ def base_overrides(size: str, seed: int) -> list[str]:
         f"data.subset={pick(size, smoke=256, quick=1000, full=5000)}",
         "model.kind=cnn",
         f"model.widths={widths}",
-        f"train.epochs={pick(size, smoke=1, quick=3, full=12)}",
+        f"train.epochs={pick(size, smoke=1, quick=3, full=10)}",
         "train.batch_size=64",
         "train.device=cpu",
         f"train.seed={seed}",
@@ -106,7 +106,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     size = size_of(quick)
     names = pick(size, smoke=SMOKE_AUGMENTS, quick=tuple(AUGMENTS), full=tuple(AUGMENTS))
     seeds = [seed + i for i in range(pick(size, smoke=1, quick=1, full=2))]
-    n_test = pick(size, smoke=256, quick=1000, full=5000)
+    n_test = pick(size, smoke=256, quick=1000, full=2000)
     full_data = dataset("cifar10")
     data = with_test_subset(full_data, n_test, generator(seed, "exp13", "test"))
 
