@@ -9,11 +9,12 @@
   square boxes of side ``size`` centred uniformly over the image (clipped at the borders).
 
 Train vs eval: these are batch transforms like data augmentation. They are random in training
-and *not applied* at test time, where the model sees clean inputs. The "eval equals the expected
-train output" rule cannot hold for the inputs (the expected mixup of a batch is not the clean
-batch), so it is stated for what the mix leaves the model to learn: mixup and CutMix targets are
-unbiased, ``E[t] = lam_bar * t_i + (1 - lam_bar) * E[t_j]`` with the lam actually used for the
-pixels, and Cutout leaves the labels untouched. Tests check the pixel/target consistency.
+and *not applied* at test time, where the model sees clean inputs. The "eval output equals the
+expected train output" rule cannot hold for the inputs (the expected mixup of a batch is not the
+clean batch), so what trainlab guarantees is about the labels: targets are mixed with exactly the
+weights used for the pixels (for CutMix, the pixel fraction actually pasted, after clipping), so
+a mixed input's target is the label mix of its pixels; Cutout leaves labels untouched. Tests
+check this pixel/target consistency and the expected target ``E[lam] t_i + E[1 - lam] t_perm``.
 
 Randomness: every draw comes from the ``generator`` the caller passes, on the generator's device,
 and the parameters are moved to the data's device. Per-sample parameters are drawn as whole
