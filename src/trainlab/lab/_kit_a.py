@@ -113,11 +113,6 @@ class Stopwatch:
         return time.perf_counter() - self.start
 
 
-def finite(values: list[float]) -> list[float | None]:
-    """Floats for JSON: non-finite values (a diverged run) become ``None``."""
-    return [float(v) if v == v and abs(v) != float("inf") else None for v in values]
-
-
 def rounded(value: Any, digits: int = 6) -> Any:
     """Floats to ``digits`` significant digits (recursively), non-finite ones to ``None``."""
     if isinstance(value, float):

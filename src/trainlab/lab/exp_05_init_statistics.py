@@ -47,13 +47,15 @@ def _forward(activation: str, scheme: str, units: int, samples: int, seed: int):
     return pre, post
 
 
-def _stats(pre: list[Tensor], post: list[Tensor]) -> dict[str, list[float]]:
-    return {
+def _stats(activation: str, pre: list[Tensor], post: list[Tensor]) -> dict[str, list[float]]:
+    stats = {
         "std": [float(y.std()) for y in post],
         "mean": [float(y.mean()) for y in post],
         "pre_activation_var": [float(z.var()) for z in pre],
-        "saturated_fraction": [float((y.abs() > SATURATED).float().mean()) for y in post],
     }
+    if activation == "tanh":  # ReLU has no saturated side for positive inputs
+        stats["saturated_fraction"] = [float((y.abs() > SATURATED).float().mean()) for y in post]
+    return stats
 
 
 def _var_ratios(pre_var: list[float]) -> list[float]:
@@ -143,7 +145,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     stats, activations = {}, {}
     for label, act, scheme in SETTINGS:
         pre, post = _forward(act, scheme, units, samples, seed)
-        stats[label] = _stats(pre, post)
+        stats[label] = _stats(act, pre, post)
         activations[label] = post
     for label, _, _ in SETTINGS:
         stats[label]["pre_activation_var_ratio"] = _var_ratios(stats[label]["pre_activation_var"])
