@@ -10,8 +10,10 @@ Statistics are gathered over *windows* of ``window`` training steps. At the firs
 of a new window the accumulators of the last one are moved into the history (a device-side
 copy, still no sync) and zeroed. Per window and per layer:
 
-* element statistics: mean, std, fraction of exact zeros, min, max, non-finite count and a
-  ``bins``-bin histogram over a fixed range (values outside land in the edge bins);
+* element statistics: mean, std, fraction of exact zeros, max, the number of units holding a
+  non-finite value (excluded from the other statistics), and a ``bins``-bin histogram over a
+  fixed range (values outside land in the edge bins) of the first whole samples of each batch,
+  up to ``HIST_SAMPLE`` values;
 * per unit (channel of a (B, C, ...) tensor, feature of a (B, F) one): mean output, maximum
   output (a ReLU unit whose maximum over the window is <= 0 is *dead*: it passed no gradient
   for any sample), and the fraction of outputs in the activation's saturated region, where
@@ -64,6 +66,7 @@ DEFAULT_EVERY = 50
 DEFAULT_WINDOW = 200
 HIST_BINS = 48
 HIST_RANGE = 4.0  # histogram range for unbounded outputs: [-4, 4]
+HIST_SAMPLE = 1 << 16  # values per batch and layer read by the histogram (whole samples)
 SAT_EPS = 0.02  # saturated where |f'(x)| < SAT_EPS * max|f'| (|tanh| > 0.99)
 
 # torch.nn activation modules -> the trainlab spec with the same formula.
@@ -155,7 +158,6 @@ class _Probe:
             "sumsq": torch.zeros((), dtype=f64, device=dev),
             "zeros": torch.zeros((), dtype=f64, device=dev),
             "nonfinite": torch.zeros((), dtype=f64, device=dev),
-            "min": torch.full((), math.inf, dtype=f64, device=dev),
             "max": torch.full((), -math.inf, dtype=f64, device=dev),
             "hist": torch.zeros(self.bins, dtype=f64, device=dev),
             "unit_n": torch.zeros((), dtype=f64, device=dev),
@@ -176,50 +178,58 @@ class _Probe:
 
     @torch.no_grad()
     def observe(self, y: Tensor, x: Tensor | None, step: Tensor) -> None:
-        """Add one batch to the window. ``x`` is the activation's input (for non-monotone ones)."""
+        """Add one batch to the window. ``x`` is the activation's input (for non-monotone ones).
+
+        Each full-size pass is costly at every-step sampling, so the element statistics are
+        built from per-unit reductions (sum, norm, max: three passes) plus one pass for zeros;
+        the histogram reads a slice of the batch.
+        """
         if not self.acc:
             self._zero(y)
         a = self.acc
-        y = y.detach()
-        yf = y.float()
-        finite = torch.isfinite(yf)
-        clean = torch.where(finite, yf, 0.0)
-        bad = (~finite).sum(dtype=torch.float64)
-        a["nonfinite"] += bad
+        yf = y.detach().float()
+        dims = tuple(d for d in range(yf.dim()) if d != 1) if yf.dim() >= 2 else (0,)
+        per_unit = yf.numel() // max(1, self.units or 1)
+        s = yf.sum(dim=dims).double().reshape(-1)
+        ss = torch.linalg.vector_norm(yf, dim=dims).double().reshape(-1).square()
+        top = yf.amax(dim=dims).double().reshape(-1)  # NaN if the unit holds a NaN: not dead
+        # A NaN or inf anywhere in a unit makes its sum non-finite: no extra pass to find it.
+        ok = torch.isfinite(s) & torch.isfinite(ss)
+        bad = (~ok).sum()
         self.first_bad = torch.where((self.first_bad < 0) & (bad > 0), step, self.first_bad)
-        a["n"] += yf.numel()
-        a["sum"] += clean.sum(dtype=torch.float64)
-        a["sumsq"] += clean.square().sum(dtype=torch.float64)
-        a["zeros"] += (yf == 0).sum(dtype=torch.float64)
-        torch.minimum(a["min"], clean.amin().double(), out=a["min"])
-        torch.maximum(a["max"], clean.amax().double(), out=a["max"])
-        self._histogram(clean)
-        self._units(y, yf, clean, x)
-
-    def _histogram(self, clean: Tensor) -> None:
-        # index_add_ into fixed bins: unlike histc/bincount it never asks the host for a size.
-        scale = self.bins / (self.hi - self.lo)
-        idx = ((clean.reshape(-1) - self.lo) * scale).floor_().clamp_(0, self.bins - 1).long()
-        ones = torch.ones(1, dtype=torch.float64, device=clean.device).expand(idx.numel())
-        self.acc["hist"].index_add_(0, idx, ones)
-
-    def _units(self, y: Tensor, yf: Tensor, clean: Tensor, x: Tensor | None) -> None:
-        a = self.acc
-        dims = tuple(d for d in range(clean.dim()) if d != 1) if clean.dim() >= 2 else (0,)
-        per_unit = clean.numel() // max(1, self.units or 1)
+        s, ss = torch.where(ok, s, 0.0), torch.where(ok, ss, 0.0)
+        a["nonfinite"] += bad
+        a["n"] += ok.sum() * per_unit
+        a["sum"] += s.sum()
+        a["sumsq"] += ss.sum()
+        a["zeros"] += (yf == 0).sum()
+        torch.fmax(a["max"], top.max(), out=a["max"])
         a["unit_n"] += per_unit
-        s = clean.sum(dim=dims, dtype=torch.float64).reshape(-1)
-        ss = clean.square().sum(dim=dims, dtype=torch.float64).reshape(-1)
         a["unit_sum"] += s
         a["unit_sumsq"] += ss
+        torch.maximum(a["unit_max"], top, out=a["unit_max"])
         # Variance over this batch's samples, per unit: the signal a layer passes on. Taken
         # per batch so that weights changing between sampled steps do not count as signal.
         m = s / per_unit
         a["within_var"] += (ss / per_unit - m * m).clamp_min(0).mean()
         a["batches"] += 1
-        # Max of the raw values: a NaN unit must not look dead.
-        top = torch.where(torch.isnan(yf), math.inf, yf).amax(dim=dims).double().reshape(-1)
-        torch.maximum(a["unit_max"], top, out=a["unit_max"])
+        self._histogram(yf)
+        self._saturation(yf, x, dims)
+
+    def _histogram(self, yf: Tensor) -> None:
+        # The first samples of the (shuffled) batch, at most HIST_SAMPLE values: a slice of
+        # dim 0 is a view, so nothing is copied but what is counted.
+        per_sample = max(1, yf[0].numel()) if yf.dim() >= 1 and len(yf) else 1
+        take = max(1, HIST_SAMPLE // per_sample)
+        part = yf[:take].reshape(-1)
+        part = torch.where(torch.isfinite(part), part, 0.0)
+        # index_add_ into fixed bins: unlike histc/bincount it never asks the host for a size.
+        scale = self.bins / (self.hi - self.lo)
+        idx = ((part - self.lo) * scale).floor_().clamp_(0, self.bins - 1).long()
+        ones = torch.ones(1, dtype=torch.float64, device=yf.device).expand(idx.numel())
+        self.acc["hist"].index_add_(0, idx, ones)
+
+    def _saturation(self, yf: Tensor, x: Tensor | None, dims: tuple[int, ...]) -> None:
         if not self.rates_saturation:
             return
         if self.monotone:
@@ -228,7 +238,7 @@ class _Probe:
             sat = self.info.saturated(x.detach().float(), self.sat_eps)
         else:  # non-monotone and its input was overwritten in place: undecidable
             return
-        a["unit_sat"] += sat.sum(dim=dims, dtype=torch.float64).reshape(-1)
+        self.acc["unit_sat"] += sat.sum(dim=dims).reshape(-1)
 
 
 class _Weight:
@@ -255,7 +265,6 @@ class LayerSeries:
     std: np.ndarray
     signal_std: np.ndarray  # sqrt(mean over batches and units of the variance over a batch)
     zero_fraction: np.ndarray
-    min: np.ndarray
     max: np.ndarray
     nonfinite: np.ndarray
     hist: np.ndarray  # (windows, bins) counts
@@ -625,7 +634,6 @@ class Diagnostics:
                 "std",
                 "signal_std",
                 "zero_fraction",
-                "min",
                 "max",
                 "nonfinite",
                 "hist",
@@ -643,7 +651,6 @@ class Diagnostics:
                     "std",
                     "signal_std",
                     "zero_fraction",
-                    "min",
                     "max",
                     "nonfinite",
                     "dead_fraction",
@@ -654,15 +661,15 @@ class Diagnostics:
                 for k in ("unit_saturation", "unit_mean", "unit_max"):
                     cols[k].append(np.full(units, nan))
                 continue
-            n = float(row["n"])
-            good = max(n - float(row["nonfinite"]), 1.0)
-            m = float(row["sum"]) / good
+            good = float(row["n"])  # elements of the units that stayed finite
+            m = float(row["sum"]) / good if good else nan
             cols["mean"].append(m)
-            cols["std"].append(math.sqrt(max(float(row["sumsq"]) / good - m * m, 0.0)))
-            cols["zero_fraction"].append(float(row["zeros"]) / n)
-            cols["min"].append(float(row["min"]))
+            cols["std"].append(
+                math.sqrt(max(float(row["sumsq"]) / good - m * m, 0.0)) if good else nan
+            )
+            cols["zero_fraction"].append(float(row["zeros"]) / (float(row["unit_n"]) * units))
             cols["max"].append(float(row["max"]))
-            cols["nonfinite"].append(float(row["nonfinite"]))
+            cols["nonfinite"].append(float(row["nonfinite"]))  # units holding NaN/inf
             cols["hist"].append(row["hist"])
             un = float(row["unit_n"])
             umean = row["unit_sum"] / un
@@ -690,7 +697,6 @@ class Diagnostics:
             std=np.array(cols["std"]),
             signal_std=np.array(cols["signal_std"]),
             zero_fraction=np.array(cols["zero_fraction"]),
-            min=np.array(cols["min"]),
             max=np.array(cols["max"]),
             nonfinite=np.array(cols["nonfinite"]),
             hist=stack(cols["hist"], p.bins),
