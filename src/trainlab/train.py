@@ -244,10 +244,6 @@ class RunResult:
         return self.metrics[-1] if self.metrics else {}
 
 
-def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
-
-
 def fit(recipe: Recipe | None, out: str | Path, *, resume: bool = False, progress: bool = True,
         dataset: ImageDataset | None = None, report: bool = True) -> RunResult:
     """Train the recipe, writing metrics, checkpoints and the report to ``out``.
@@ -273,6 +269,7 @@ def _fit(recipe: Recipe, out: Path, state: dict[str, Any] | None, progress: bool
     from trainlab.preprocess import compute_stats
     from trainlab.techniques import make_mix
     from trainlab.regularize.penalties import PENALTIES
+    from trainlab.regularize.smoothing import smooth_targets, soft_target_cross_entropy
 
     t_start = time.perf_counter()
     cfg, seed = recipe.train, recipe.train.seed
@@ -344,11 +341,11 @@ def _fit(recipe: Recipe, out: Path, state: dict[str, Any] | None, progress: bool
                 x, target, _ = mix(x.float().div_(255) if x.dtype == torch.uint8 else x, y,
                                    num_classes, mix_gen)
                 if smoothing:
-                    target = target * (1 - smoothing) + smoothing / num_classes
+                    target = smooth_targets(target, num_classes, smoothing)
             with autocast():
                 logits = model(x)
             if mixing:
-                loss = _soft_cross_entropy(logits.float(), target)
+                loss = soft_target_cross_entropy(logits.float(), target)
             else:
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
             total = loss + penalty(model) if penalty is not None else loss
