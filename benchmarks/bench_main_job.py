@@ -42,8 +42,16 @@ def machine() -> str:
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "trainlab", "train", str(ROOT / "recipes" / "default.toml"),
-               "--out", str(out), "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "trainlab",
+            "train",
+            str(ROOT / "recipes" / "default.toml"),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, cwd=ROOT)
@@ -53,9 +61,11 @@ def main() -> int:
     final = summary["final"]
     acc_ok = final["test_acc"] >= 0.92
     time_ok = wall <= 300
+    time_mark = "yes" if time_ok else "NO"
     rows = "\n".join(
         f"| {m['epoch']} | {100 * m['train_acc']:.2f} | {100 * m['test_acc']:.2f} | "
-        f"{m['seconds']:.1f} | {m['images_per_s']:,.0f} |" for m in metrics
+        f"{m['seconds']:.1f} | {m['images_per_s']:,.0f} |"
+        for m in metrics
     )
     text = f"""## Main job: the default recipe on Fashion-MNIST
 
@@ -64,11 +74,11 @@ Machine: {machine()}. Date: {datetime.date.today()}. Command: `{COMMAND}`
 
 | target | measured | met |
 |---|---|---|
-| test accuracy >= 92.0% | {100 * final['test_acc']:.2f}% | {'yes' if acc_ok else 'NO'} |
-| whole job <= 300 s (process start and data loading included) | {wall:.1f} s | {'yes' if time_ok else 'NO'} |
+| test accuracy >= 92.0% | {100 * final["test_acc"]:.2f}% | {"yes" if acc_ok else "NO"} |
+| whole job <= 300 s (process start and data loading included) | {wall:.1f} s | {time_mark} |
 
-Data loading {summary['data_seconds']:.1f} s; training and evaluation {summary['total_seconds']:.1f} s in
-all inside the process; {summary['parameters']:,} parameters.
+Inside the process: data loading {summary["data_seconds"]:.1f} s, everything
+{summary["total_seconds"]:.1f} s; {summary["parameters"]:,} parameters.
 
 | epoch | train acc (%) | test acc (%) | seconds | train images/s |
 |---|---|---|---|---|

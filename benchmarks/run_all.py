@@ -46,9 +46,15 @@ def main() -> int:
             t0 = time.perf_counter()
             subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, check=True)
             print(f"   {time.perf_counter() - t0:.0f} s", flush=True)
-    sections = sorted((ROOT / "docs" / "benchmarks").glob("*.md"),
-                      key=lambda p: (ORDER.index(p.stem.replace("-", "_"))
-                                     if p.stem.replace("-", "_") in ORDER else len(ORDER), p.stem))
+    sections = sorted(
+        (ROOT / "docs" / "benchmarks").glob("*.md"),
+        key=lambda p: (
+            ORDER.index(p.stem.replace("-", "_"))
+            if p.stem.replace("-", "_") in ORDER
+            else len(ORDER),
+            p.stem,
+        ),
+    )
     body = "\n\n".join(p.read_text().strip() for p in sections)
     write_text(ROOT / "docs" / "benchmarks.md", HEADER + "\n" + body + "\n")
     print(f"wrote docs/benchmarks.md from {len(sections)} sections")

@@ -9,13 +9,22 @@ import pytest
 from trainlab import __version__
 from trainlab.cli import main
 
-TINY = ["--set", "data.name=synthetic(n=256, classes=4, size=16)", "--set", "train.epochs=1",
-        "--set", "model.widths=[8,16]", "--set", "train.batch_size=64"]
+TINY = [
+    "--set",
+    "data.name=synthetic(n=256, classes=4, size=16)",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "model.widths=[8,16]",
+    "--set",
+    "train.batch_size=64",
+]
 
 
 def test_version_in_a_real_process():
-    done = subprocess.run([sys.executable, "-m", "trainlab", "--version"], capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "trainlab", "--version"], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0 and done.stdout.strip() == f"trainlab {__version__}"
 
 
@@ -31,9 +40,14 @@ def test_user_mistakes_are_one_line_and_exit_2(capsys, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nepohcs = 3\n")
     one_line_error(capsys, ["train", str(bad), "--out", str(tmp_path / "o")], "train.epohcs")
-    one_line_error(capsys, ["train", "--set", "optim.lr=-1", "--out", str(tmp_path / "o")], "optim.lr")
-    one_line_error(capsys, ["train", "--set", "data.name=nosuchdata", "--out", str(tmp_path / "o")],
-                   "nosuchdata")
+    one_line_error(
+        capsys, ["train", "--set", "optim.lr=-1", "--out", str(tmp_path / "o")], "optim.lr"
+    )
+    one_line_error(
+        capsys,
+        ["train", "--set", "data.name=nosuchdata", "--out", str(tmp_path / "o")],
+        "nosuchdata",
+    )
     one_line_error(capsys, ["eval", str(tmp_path)], "no checkpoint")
     one_line_error(capsys, ["train", "--resume", str(tmp_path / "missing")], "no checkpoint")
     assert not (tmp_path / "o").exists(), "nothing is written before the recipe is valid"

@@ -490,3 +490,17 @@ def test_histogram_reads_the_first_whole_samples(monkeypatch):
     ref, _ = np.histogram(np.clip(cap.outputs[0][:2].ravel(), -1, 1 - 1e-9), bins=10, range=(-1, 1))
     np.testing.assert_array_equal(s.hist[0], ref)
     np.testing.assert_allclose(s.mean[0], cap.outputs[0].mean(), rtol=1e-5, atol=1e-7)  # all 9
+
+
+def test_snapshot_closes_the_window():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    diag = Diagnostics(model, every=1, window=100)
+    with torch.no_grad():
+        for step in range(5):
+            diag.begin_step(step)
+            model(torch.randn(2, 4))
+            if step == 1:
+                diag.snapshot(step)
+    report = diag.report()
+    assert report.window_start.tolist() == [0, 2] and report.window_end.tolist() == [2, 5]
+    assert report.layer("1").hist.sum(axis=1).tolist() == [2 * 2 * 3, 3 * 2 * 3]

@@ -58,8 +58,16 @@ def test_unknown_activation_lists_valid_names():
 
 
 def test_overrides_parse_toml_values_and_bare_specs():
-    r = load_recipe(None, ["train.epochs=3", "model.widths=[4,8]", "model.activation=leaky_relu(0.1)",
-                           "optim.nesterov=false", "data.name=synthetic(n=64)"])
+    r = load_recipe(
+        None,
+        [
+            "train.epochs=3",
+            "model.widths=[4,8]",
+            "model.activation=leaky_relu(0.1)",
+            "optim.nesterov=false",
+            "data.name=synthetic(n=64)",
+        ],
+    )
     assert r.train.epochs == 3 and r.model.widths == [4, 8]
     assert r.model.activation == "leaky_relu(0.1)" and r.optim.nesterov is False
     assert r.data.name == "synthetic(n=64)"

@@ -11,7 +11,6 @@ from trainlab.errors import CheckpointError, TrainingDiverged
 from trainlab.recipe import load_recipe
 from trainlab.train import fit, load_checkpoint, lr_factor, model_from_checkpoint
 
-
 TINY = [
     "data.name=synthetic(n=384, classes=4, size=16)",
     "train.batch_size=64",
@@ -25,8 +24,9 @@ def tiny(*extra):
 
 
 def test_one_epoch_on_real_data_writes_everything_and_learns(tmp_path, fashion_mnist):
-    recipe = load_recipe(None, ["data.subset=600", "data.test_subset=500", "train.epochs=1",
-                                "train.batch_size=50"])
+    recipe = load_recipe(
+        None, ["data.subset=600", "data.test_subset=500", "train.epochs=1", "train.batch_size=50"]
+    )
     result = fit(recipe, tmp_path, progress=False)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1
@@ -42,7 +42,8 @@ def test_one_epoch_on_real_data_writes_everything_and_learns(tmp_path, fashion_m
         logits = model.eval()(ds_x)
     assert (logits.argmax(1) == ds_y).float().mean().item() == pytest.approx(row["test_acc"])
     assert torch.nn.functional.cross_entropy(logits, ds_y).item() == pytest.approx(
-        row["test_loss"], rel=1e-4)
+        row["test_loss"], rel=1e-4
+    )
     assert state["epoch"] == 1 and state["confusion"].sum().item() == 500
     html = (tmp_path / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == 2 and "[train]" in html
@@ -69,11 +70,20 @@ def test_same_seed_same_weights_and_other_seed_differs(tmp_path):
         assert [m[key] for m in a.metrics] == [m[key] for m in b.metrics]
 
 
-@pytest.mark.parametrize("extra", [
-    [],
-    ["regularize.mix=mixup(0.4)", "model.dropout=dropout(0.3)", "regularize.penalty=l2(1e-4)",
-     "augment.train=['pad_crop(2)', 'hflip']", "model.kind=resnet", "model.survival_prob=0.7"],
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        [
+            "regularize.mix=mixup(0.4)",
+            "model.dropout=dropout(0.3)",
+            "regularize.penalty=l2(1e-4)",
+            "augment.train=['pad_crop(2)', 'hflip']",
+            "model.kind=resnet",
+            "model.survival_prob=0.7",
+        ],
+    ],
+)
 def test_resume_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, extra):
     recipe = tiny("train.epochs=3", *extra)
     whole = fit(recipe, tmp_path / "whole", progress=False, report=False)
@@ -104,8 +114,11 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp
     recipe = tiny("train.epochs=3", "train.log_every=1")
     steps_per_epoch = 384 // 64
     real = train_mod.lr_factor
-    monkeypatch.setattr(train_mod, "lr_factor",
-                        lambda r, step, spe: 1e30 if step >= steps_per_epoch + 2 else real(r, step, spe))
+    monkeypatch.setattr(
+        train_mod,
+        "lr_factor",
+        lambda r, step, spe: 1e30 if step >= steps_per_epoch + 2 else real(r, step, spe),
+    )
     with pytest.raises(TrainingDiverged) as info:
         fit(recipe, tmp_path, progress=False, report=False)
     message = str(info.value)
@@ -119,14 +132,27 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp
 
 @pytest.mark.parametrize("name", ["constant", "step", "cosine", "linear"])
 def test_schedules_against_their_formulas(name):
-    r = load_recipe(None, [f"schedule.name={name}", "schedule.warmup_epochs=1", "train.epochs=4",
-                           "schedule.step_epochs=2", "schedule.gamma=0.5", "schedule.final_lr=0.1"])
+    r = load_recipe(
+        None,
+        [
+            f"schedule.name={name}",
+            "schedule.warmup_epochs=1",
+            "train.epochs=4",
+            "schedule.step_epochs=2",
+            "schedule.gamma=0.5",
+            "schedule.final_lr=0.1",
+        ],
+    )
     spe = 10
     assert lr_factor(r, 0, spe) == pytest.approx(0.1)  # warm-up: (step + 1) / 10
     assert lr_factor(r, 9, spe) == pytest.approx(1.0)
     t = (25 - 10) / 30  # progress after warm-up at step 25
-    expected = {"constant": 1.0, "step": 0.5 ** (25 // 20),
-                "cosine": 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)), "linear": 1 - 0.9 * t}
+    expected = {
+        "constant": 1.0,
+        "step": 0.5 ** (25 // 20),
+        "cosine": 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)),
+        "linear": 1 - 0.9 * t,
+    }
     assert lr_factor(r, 25, spe) == pytest.approx(expected[name])
 
 

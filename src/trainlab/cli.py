@@ -18,10 +18,20 @@ from trainlab.errors import TrainlabError
 
 
 def _add_recipe_args(p: argparse.ArgumentParser, optional: bool = True) -> None:
-    p.add_argument("recipe", nargs="?" if optional else None, default=None,
-                   help="TOML recipe (default: the built-in default recipe)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a recipe field, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument(
+        "recipe",
+        nargs="?" if optional else None,
+        default=None,
+        help="TOML recipe (default: the built-in default recipe)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a recipe field, e.g. --set train.epochs=3 (repeatable)",
+    )
     p.add_argument("--data-dir", help="folder to look for the data set in first")
 
 
@@ -34,9 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"trainlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a recipe and write metrics, checkpoint and report",
-                       description="Train a recipe; writes OUT/metrics.jsonl, OUT/checkpoint.pt, "
-                       "OUT/report.html and OUT/report.md.")
+    p = sub.add_parser(
+        "train",
+        help="train a recipe and write metrics, checkpoint and report",
+        description="Train a recipe; writes OUT/metrics.jsonl, OUT/checkpoint.pt, "
+        "OUT/report.html and OUT/report.md.",
+    )
     _add_recipe_args(p)
     p.add_argument("--out", help="run folder (default: runs/<recipe>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
@@ -62,16 +75,24 @@ def _parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_plot_activations)
     q = plots.add_parser("augment", help="real images, each with several augmented versions")
     q.add_argument("dataset")
-    q.add_argument("--ops", nargs="+", default=None, metavar="SPEC",
-                   help="augmentation specs (default: the default recipe's)")
+    q.add_argument(
+        "--ops",
+        nargs="+",
+        default=None,
+        metavar="SPEC",
+        help="augmentation specs (default: the default recipe's)",
+    )
     q.add_argument("--data-dir")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--out", default="augment.png", help="PNG file to write")
     q.set_defaults(func=cmd_plot_augment)
 
-    p = sub.add_parser("lab", help="reproduce a claim of the lecture as a measured experiment",
-                       description="Run one experiment (or all, with a gallery); each writes "
-                       "DIR/result.json with the claim, the measured numbers and a verdict.")
+    p = sub.add_parser(
+        "lab",
+        help="reproduce a claim of the lecture as a measured experiment",
+        description="Run one experiment (or all, with a gallery); each writes "
+        "DIR/result.json with the claim, the measured numbers and a verdict.",
+    )
     p.add_argument("name", help="an experiment's name, 'all', or 'list'")
     p.add_argument("--quick", action="store_true", help="small sizes: under a minute each")
     p.add_argument("--out", default=None, help="output folder (default: lab/<name>)")
@@ -80,9 +101,13 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("diagnose", help="check a recipe's model: signal propagation at init")
     _add_recipe_args(p)
-    p.add_argument("--init", action="store_true", required=True,
-                   help="one forward and backward pass at initialization: per-layer activation "
-                   "and gradient std, collapsing or exploding layers")
+    p.add_argument(
+        "--init",
+        action="store_true",
+        required=True,
+        help="one forward and backward pass at initialization: per-layer activation "
+        "and gradient std, collapsing or exploding layers",
+    )
     p.add_argument("--batch", type=int, default=256, help="images in the probe batch")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_diagnose)
@@ -117,7 +142,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.recipe or args.overrides:
             from trainlab.errors import RecipeError
 
-            raise RecipeError("--resume continues a run with its own recipe: give no RECIPE or --set")
+            raise RecipeError(
+                "--resume continues a run with its own recipe: give no RECIPE or --set"
+            )
         result = fit(None, args.resume, resume=True, progress=not args.no_progress)
     else:
         recipe = _recipe(args)
@@ -125,8 +152,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = args.out or f"runs/{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = fit(recipe, out, progress=not args.no_progress)
     final = result.final
-    print(f"done: test accuracy {100 * final.get('test_acc', 0):.2f}% after {final.get('epoch')} "
-          f"epochs; report: {result.out / 'report.html'}")
+    print(
+        f"done: test accuracy {100 * final.get('test_acc', 0):.2f}% after {final.get('epoch')} "
+        f"epochs; report: {result.out / 'report.html'}"
+    )
     return 0
 
 
@@ -140,13 +169,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if recipe.data.test_subset:
         x, y = x[: recipe.data.test_subset], y[: recipe.data.test_subset]
     result = evaluate(model, x, y, state["num_classes"], recipe.train.eval_batch_size)
-    report = {"checkpoint": str(args.checkpoint), "dataset": recipe.data.name, "epoch": state["epoch"],
-              "test_images": len(x), "test_loss": result.loss, "test_acc": result.accuracy}
+    report = {
+        "checkpoint": str(args.checkpoint),
+        "dataset": recipe.data.name,
+        "epoch": state["epoch"],
+        "test_images": len(x),
+        "test_loss": result.loss,
+        "test_acc": result.accuracy,
+    }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{recipe.data.name}: test accuracy {100 * result.accuracy:.2f}%, loss "
-              f"{result.loss:.4f} on {len(x)} images (epoch {state['epoch']})")
+        print(
+            f"{recipe.data.name}: test accuracy {100 * result.accuracy:.2f}%, loss "
+            f"{result.loss:.4f} on {len(x)} images (epoch {state['epoch']})"
+        )
     return 0
 
 
@@ -223,6 +260,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
         from trainlab.lab import run_experiment
 
         result = run_experiment(args.name, out, quick=args.quick, seed=args.seed)
-        print(f"{result['name']}: {result['verdict']} ({result['seconds']:.0f} s); "
-              f"{out / 'result.json'}")
+        print(
+            f"{result['name']}: {result['verdict']} ({result['seconds']:.0f} s); "
+            f"{out / 'result.json'}"
+        )
     return 0

@@ -65,10 +65,11 @@ def _jsonable(obj: Any) -> Any:
 
 
 def cache_dir() -> Path:
-    """Where decoded data sets and statistics are cached: ``$TRAINLAB_CACHE`` or ~/.cache/trainlab."""
-    root = os.environ.get("TRAINLAB_CACHE") or Path(
-        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
-    ) / "trainlab"
+    """Where decoded data sets and statistics are cached: $TRAINLAB_CACHE or ~/.cache/trainlab."""
+    root = (
+        os.environ.get("TRAINLAB_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trainlab"
+    )
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -94,7 +94,9 @@ def _conv_unit(c_in: int, c_out: int, cfg: ModelConfig, stride: int = 1) -> list
     ]
 
 
-def build_mlp(cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, nn.Module]:
+def build_mlp(
+    cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int
+) -> tuple[nn.Module, nn.Module]:
     """Flatten -> [linear -> norm -> activation -> dropout] per width -> linear."""
     make_linear = LINEARS.create(cfg.linear)
     layers: list[nn.Module] = [nn.Flatten()]
@@ -110,7 +112,9 @@ def build_mlp(cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int) -> 
     return nn.Sequential(*layers), make_linear(n_in, num_classes)
 
 
-def build_cnn(cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, nn.Module]:
+def build_cnn(
+    cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int
+) -> tuple[nn.Module, nn.Module]:
     """VGG-style (Simonyan & Zisserman 2014): stages of 3x3 conv units, pooling between stages,
     global average pooling, dropout, linear classifier."""
     make_pool = POOLS.create(cfg.pool)
@@ -163,7 +167,9 @@ class BasicBlock(nn.Module):
         return self.act(self.shortcut(x) + self.drop(self.branch(x)))
 
 
-def build_resnet(cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, nn.Module]:
+def build_resnet(
+    cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int
+) -> tuple[nn.Module, nn.Module]:
     """ResNet-style: a 3x3 stem, stages of basic blocks (stride 2 between stages), global average
     pooling, dropout, linear classifier. Survival probabilities decay linearly with block index
     to ``survival_prob`` at the last block (Huang et al. 2016)."""

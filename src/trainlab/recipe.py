@@ -26,11 +26,26 @@ from trainlab.errors import RecipeError, RegistryError
 # Sections. Each field's metadata may carry a range check: (lo, hi, lo_inclusive, hi_inclusive).
 
 
-def _f(default: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-       hi_open: bool = False, choices: tuple[str, ...] | None = None, registry: str | None = None,
-       help: str = "") -> Any:
-    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices,
-            "registry": registry, "help": help}
+def _f(
+    default: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    choices: tuple[str, ...] | None = None,
+    registry: str | None = None,
+    help: str = "",
+) -> Any:
+    meta = {
+        "lo": lo,
+        "hi": hi,
+        "lo_open": lo_open,
+        "hi_open": hi_open,
+        "choices": choices,
+        "registry": registry,
+        "help": help,
+    }
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -38,29 +53,48 @@ def _f(default: Any, *, lo: float | None = None, hi: float | None = None, lo_ope
 
 @dataclass
 class DataConfig:
-    name: str = _f("fashion-mnist", help="data set: fashion-mnist, mnist, cifar10, cifar100, "
-                   "imagefolder:PATH, synthetic(...)")
+    name: str = _f(
+        "fashion-mnist",
+        help="data set: fashion-mnist, mnist, cifar10, cifar100, imagefolder:PATH, synthetic(...)",
+    )
     data_dir: str = _f("", help="folder to look in first (empty: $TRAINLAB_DATA, then defaults)")
     subset: int = _f(0, lo=0, help="train on this many images, drawn by seed (0: all)")
     test_subset: int = _f(0, lo=0, help="evaluate on this many test images (0: all)")
-    val_fraction: float = _f(0.0, lo=0.0, hi=0.5, hi_open=True,
-                             help="fraction of training images held out for validation")
-    normalize: str = _f("standardize", registry="normalizer",
-                        help="preprocessing computed from the training set")
+    val_fraction: float = _f(
+        0.0,
+        lo=0.0,
+        hi=0.5,
+        hi_open=True,
+        help="fraction of training images held out for validation",
+    )
+    normalize: str = _f(
+        "standardize", registry="normalizer", help="preprocessing computed from the training set"
+    )
 
 
 @dataclass
 class ModelConfig:
     kind: str = _f("cnn", choices=("mlp", "cnn", "resnet"))
-    widths: list[int] = _f([32, 64, 128], help="channels per stage (cnn/resnet) or hidden units (mlp)")
+    widths: list[int] = _f(
+        [32, 64, 128], help="channels per stage (cnn/resnet) or hidden units (mlp)"
+    )
     depth: int = _f(1, lo=1, hi=64, help="conv layers (cnn) or residual blocks (resnet) per stage")
     activation: str = _f("relu", registry="activation")
     norm: str = _f("batch", choices=("none", "batch"))
-    dropout: str = _f("none", registry="dropout", help="before the classifier (and after each MLP layer)")
+    dropout: str = _f(
+        "none", registry="dropout", help="before the classifier (and after each MLP layer)"
+    )
     pool: str = _f("max", registry="pool", help="downsampling between stages (cnn)")
-    linear: str = _f("linear", registry="linear", help="hidden and output layers: linear or dropconnect(p)")
-    survival_prob: float = _f(1.0, lo=0.0, hi=1.0, lo_open=True,
-                              help="stochastic depth: survival probability of the last residual block")
+    linear: str = _f(
+        "linear", registry="linear", help="hidden and output layers: linear or dropconnect(p)"
+    )
+    survival_prob: float = _f(
+        1.0,
+        lo=0.0,
+        hi=1.0,
+        lo_open=True,
+        help="stochastic depth: survival probability of the last residual block",
+    )
 
 
 @dataclass
@@ -139,7 +173,9 @@ _SECTION_TYPES = typing.get_type_hints(Recipe)
 # Loading and validation.
 
 
-def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+def load_recipe(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Recipe:
     """Read a TOML recipe (or the defaults, when ``path`` is None) and apply ``--set`` overrides."""
     where = str(path) if path is not None else "<defaults>"
     raw: dict[str, Any] = {}
@@ -162,7 +198,9 @@ def recipe_from_dict(raw: dict[str, Any], where: str = "<recipe>") -> Recipe:
     sections: dict[str, Any] = {}
     for name, body in raw.items():
         if name not in SECTIONS:
-            raise RecipeError(f"{where}: unknown section [{name}]; valid sections: {', '.join(SECTIONS)}")
+            raise RecipeError(
+                f"{where}: unknown section [{name}]; valid sections: {', '.join(SECTIONS)}"
+            )
         if not isinstance(body, dict):
             raise RecipeError(f"{where}: [{name}] must be a table, got {_tname(body)}")
         sections[name] = _build_section(name, body, where)
@@ -191,7 +229,9 @@ def _check_value(key: str, value: Any, hint: Any, meta: Any, where: str) -> Any:
     if origin is list:
         (item_type,) = typing.get_args(hint)
         if not isinstance(value, list):
-            raise RecipeError(f"{where}: {key} = {value!r}: expected a list of {_expected(item_type)}")
+            raise RecipeError(
+                f"{where}: {key} = {value!r}: expected a list of {_expected(item_type)}"
+            )
         value = [_check_scalar(f"{key}[{i}]", v, item_type, where) for i, v in enumerate(value)]
         if item_type is int and meta.get("lo") is None and any(v <= 0 for v in value):
             raise RecipeError(f"{where}: {key} = {value!r}: expected positive integers")
@@ -220,7 +260,9 @@ def _check_scalar(key: str, value: Any, hint: Any, where: str) -> Any:
         str: isinstance(value, str),
     }[hint]
     if not ok:
-        raise RecipeError(f"{where}: {key} = {value!r}: expected {_expected(hint)}, got {_tname(value)}")
+        raise RecipeError(
+            f"{where}: {key} = {value!r}: expected {_expected(hint)}, got {_tname(value)}"
+        )
     return float(value) if hint is float else value
 
 
@@ -235,8 +277,14 @@ def _expected(hint: Any) -> str:
 
 
 def _tname(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:
@@ -270,7 +318,9 @@ def _check_registries(recipe: Recipe, where: str) -> None:
                 try:
                     validate_spec(kind, spec)
                 except RegistryError as exc:
-                    raise RecipeError(f"{where}: {section.name}.{f.name} = {spec!r}: {exc}") from None
+                    raise RecipeError(
+                        f"{where}: {section.name}.{f.name} = {spec!r}: {exc}"
+                    ) from None
 
 
 def validate_spec(kind: str, spec: str) -> None:

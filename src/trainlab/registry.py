@@ -27,12 +27,16 @@ T = TypeVar("T")
 def parse_spec(spec: str) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
     """Split ``"name(arg, key=value)"`` into its name, positional and keyword arguments."""
     if not isinstance(spec, str) or not spec.strip():
-        raise RegistryError(f"expected a technique name such as 'relu' or 'leaky_relu(0.1)', got {spec!r}")
+        raise RegistryError(
+            f"expected a technique name such as 'relu' or 'leaky_relu(0.1)', got {spec!r}"
+        )
     text = spec.strip()
     try:
         tree = ast.parse(text, mode="eval").body
     except SyntaxError as exc:
-        raise RegistryError(f"cannot read {spec!r}: expected 'name' or 'name(arg, key=value)'") from exc
+        raise RegistryError(
+            f"cannot read {spec!r}: expected 'name' or 'name(arg, key=value)'"
+        ) from exc
     if isinstance(tree, ast.Name):
         return tree.id, (), {}
     if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name)):

@@ -35,7 +35,9 @@ def curves_figure(metrics: Sequence[dict[str, Any]]):
     for split, style in (("train", "-o"), ("val", "-^"), ("test", "-s")):
         if metrics and f"{split}_loss" in metrics[0]:
             ax_loss.plot(epochs, [m[f"{split}_loss"] for m in metrics], style, ms=3, label=split)
-            ax_acc.plot(epochs, [100 * m[f"{split}_acc"] for m in metrics], style, ms=3, label=split)
+            ax_acc.plot(
+                epochs, [100 * m[f"{split}_acc"] for m in metrics], style, ms=3, label=split
+            )
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
@@ -58,8 +60,15 @@ def confusion_figure(confusion: torch.Tensor, classes: Sequence[str]):
         ax.set_yticks(range(k), classes, fontsize=8)
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(counts[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (test)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.tight_layout()
@@ -73,9 +82,14 @@ def _png_bytes(fig) -> bytes:
     return buf.getvalue()
 
 
-def write_report(out: Path, recipe: Any, metrics: Sequence[dict[str, Any]],
-                 confusion: torch.Tensor | None, classes: Sequence[str],
-                 summary: dict[str, Any]) -> None:
+def write_report(
+    out: Path,
+    recipe: Any,
+    metrics: Sequence[dict[str, Any]],
+    confusion: torch.Tensor | None,
+    classes: Sequence[str],
+    summary: dict[str, Any],
+) -> None:
     """Write ``out/report.html``, ``out/report.md`` and ``out/figures/*.png``."""
     figures: dict[str, bytes] = {}
     if metrics:
@@ -87,17 +101,26 @@ def write_report(out: Path, recipe: Any, metrics: Sequence[dict[str, Any]],
 
     final = summary.get("final", {})
     facts = [
-        ("data set", f"{recipe.data.name} ({summary.get('train_images')} train, "
-                     f"{summary.get('test_images')} test images)"),
+        (
+            "data set",
+            f"{recipe.data.name} ({summary.get('train_images')} train, "
+            f"{summary.get('test_images')} test images)",
+        ),
         ("model", f"{recipe.model.kind}, {summary.get('parameters', 0):,} parameters"),
         ("epochs", str(final.get("epoch", 0))),
         ("final test accuracy", f"{100 * final.get('test_acc', float('nan')):.2f}%"),
         ("final test loss", f"{final.get('test_loss', float('nan')):.4f}"),
         ("final train accuracy", f"{100 * final.get('train_acc', float('nan')):.2f}%"),
-        ("best test accuracy", f"{100 * max((m['test_acc'] for m in metrics), default=float('nan')):.2f}%"),
+        (
+            "best test accuracy",
+            f"{100 * max((m['test_acc'] for m in metrics), default=float('nan')):.2f}%",
+        ),
         ("device", str(summary.get("device"))),
-        ("total time", f"{summary.get('total_seconds', 0):.1f} s "
-                       f"(data loading {summary.get('data_seconds', 0):.1f} s)"),
+        (
+            "total time",
+            f"{summary.get('total_seconds', 0):.1f} s "
+            f"(data loading {summary.get('data_seconds', 0):.1f} s)",
+        ),
         ("throughput", f"{_mean(m['images_per_s'] for m in metrics):,.0f} training images/s"),
     ]
     if "val_acc" in final:
@@ -116,13 +139,15 @@ def write_report(out: Path, recipe: Any, metrics: Sequence[dict[str, Any]],
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
     imgs = "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,'
-        f'{base64.b64encode(data).decode()}"></figure>' for name, data in figures.items()
+        f'{base64.b64encode(data).decode()}"></figure>'
+        for name, data in figures.items()
     )
     epoch_rows = "".join(
         "<tr>" + "".join(f"<td>{_cell(m.get(h))}</td>" for h in header) + "</tr>" for m in metrics
     )
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>trainlab run: {html.escape(recipe.data.name)}</title>
+<html lang="en"><head><meta charset="utf-8">
+<title>trainlab run: {html.escape(recipe.data.name)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}

@@ -6,7 +6,6 @@ Registries are imported lazily: checking a recipe's activation does not import a
 from __future__ import annotations
 
 import importlib
-
 from typing import Any
 
 from trainlab.registry import Registry, parse_spec

@@ -72,7 +72,9 @@ def prepare_splits(recipe: Recipe, dataset: ImageDataset | None = None) -> Split
     x, y = ds.train_images, ds.train_labels
     if cfg.subset:
         if cfg.subset > len(x):
-            raise RecipeError(f"data.subset = {cfg.subset}: the training set has only {len(x)} images")
+            raise RecipeError(
+                f"data.subset = {cfg.subset}: the training set has only {len(x)} images"
+            )
         g = torch.Generator().manual_seed(derive_seed(seed, _STREAM_SUBSET))
         keep = torch.randperm(len(x), generator=g)[: cfg.subset].sort().values
         x, y = x[keep], y[keep]
@@ -93,8 +95,9 @@ def build_training_model(recipe: Recipe, splits: Splits, stats: Any = None) -> n
     from trainlab.preprocess import make_normalizer
 
     x = splits.train[0]
-    normalize = make_normalizer(recipe.data.normalize, _stats_for(recipe.data.normalize, x, stats),
-                                shape=splits.in_shape)
+    normalize = make_normalizer(
+        recipe.data.normalize, _stats_for(recipe.data.normalize, x, stats), shape=splits.in_shape
+    )
     seed = derive_seed(recipe.train.seed, _STREAM_INIT)
     generator = torch.Generator().manual_seed(seed)
     probe = x[torch.randperm(len(x), generator=generator)[:256]]  # data-driven schemes (LSUV)
@@ -102,8 +105,13 @@ def build_training_model(recipe: Recipe, splits: Splits, stats: Any = None) -> n
         torch.manual_seed(seed)
         model = build_model(recipe.model, splits.in_shape, len(splits.classes), normalize)
     if recipe.init.scheme != "default":
-        initialize(model, recipe.init.scheme, activation=recipe.model.activation,
-                   generator=generator, batch=probe)
+        initialize(
+            model,
+            recipe.init.scheme,
+            activation=recipe.model.activation,
+            generator=generator,
+            batch=probe,
+        )
     if recipe.model.kind == "resnet" and recipe.init.zero_init_residual:
         zero_init_residual(model)
     return model
@@ -137,8 +145,9 @@ def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     cfg = recipe.optim
     groups = decay_param_groups(model, cfg.weight_decay)
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov and cfg.momentum > 0)
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
+        )
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, cfg.beta2))
 
 
@@ -171,9 +180,15 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-             batch_size: int = 1024, device: torch.device | None = None,
-             autocast: Callable[[], Any] = contextlib.nullcontext) -> Evaluation:
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    batch_size: int = 1024,
+    device: torch.device | None = None,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
+) -> Evaluation:
     """Loss (plain cross-entropy, no smoothing) and accuracy over a whole split, in eval mode."""
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -219,8 +234,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, Recipe, dict[str, Any]]:
     """Rebuild the trained model (with its normalizer) from a checkpoint or run folder."""
     state = load_checkpoint(path)
-    from trainlab.recipe import recipe_from_dict
     import tomllib
+
+    from trainlab.recipe import recipe_from_dict
 
     recipe = recipe_from_dict(tomllib.loads(state["recipe"]), where=f"{path} (recipe)")
     model = empty_model(recipe, tuple(state["in_shape"]), state["num_classes"])
@@ -244,8 +260,15 @@ class RunResult:
         return self.metrics[-1] if self.metrics else {}
 
 
-def fit(recipe: Recipe | None, out: str | Path, *, resume: bool = False, progress: bool = True,
-        dataset: ImageDataset | None = None, report: bool = True) -> RunResult:
+def fit(
+    recipe: Recipe | None,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    dataset: ImageDataset | None = None,
+    report: bool = True,
+) -> RunResult:
     """Train the recipe, writing metrics, checkpoints and the report to ``out``.
 
     With ``resume=True`` the recipe is read back from ``out/recipe.toml`` and training continues
@@ -262,14 +285,20 @@ def fit(recipe: Recipe | None, out: str | Path, *, resume: bool = False, progres
         return _fit(recipe, out, state, progress, dataset, report)
 
 
-def _fit(recipe: Recipe, out: Path, state: dict[str, Any] | None, progress: bool,
-         dataset: ImageDataset | None, report: bool) -> RunResult:
+def _fit(
+    recipe: Recipe,
+    out: Path,
+    state: dict[str, Any] | None,
+    progress: bool,
+    dataset: ImageDataset | None,
+    report: bool,
+) -> RunResult:
     from trainlab.augment import make_pipeline
-    from trainlab.regularize.dropout import reseed_all
     from trainlab.preprocess import compute_stats
-    from trainlab.techniques import make_mix
+    from trainlab.regularize.dropout import reseed_all
     from trainlab.regularize.penalties import PENALTIES
     from trainlab.regularize.smoothing import smooth_targets, soft_target_cross_entropy
+    from trainlab.techniques import make_mix
 
     t_start = time.perf_counter()
     cfg, seed = recipe.train, recipe.train.seed
@@ -292,13 +321,22 @@ def _fit(recipe: Recipe, out: Path, state: dict[str, Any] | None, progress: bool
 
     optimizer = build_optimizer(recipe, model)
     base_lrs = [g["lr"] for g in optimizer.param_groups]  # before a resumed state overwrites them
-    penalty = None if recipe.regularize.penalty == "none" else PENALTIES.create(recipe.regularize.penalty)
+    penalty = (
+        None if recipe.regularize.penalty == "none" else PENALTIES.create(recipe.regularize.penalty)
+    )
     mix = make_mix(recipe.regularize.mix, tuple(stats.channel_mean.tolist()))
     mixing = recipe.regularize.mix != "none"
     smoothing = recipe.regularize.label_smoothing
     augment = make_pipeline(recipe.augment.train, stats=stats) if recipe.augment.train else None
-    loader = DeviceLoader(*splits.train, cfg.batch_size, shuffle=True, drop_last=False, seed=seed,
-                          device=device, transform=augment)
+    loader = DeviceLoader(
+        *splits.train,
+        cfg.batch_size,
+        shuffle=True,
+        drop_last=False,
+        seed=seed,
+        device=device,
+        transform=augment,
+    )
     eval_model: nn.Module = model
     if recipe.augment.tta == "flip":
         from trainlab.augment import TTA
@@ -338,8 +376,9 @@ def _fit(recipe: Recipe, out: Path, state: dict[str, Any] | None, progress: bool
             if use_cuda and cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             if mixing:
-                x, target, _ = mix(x.float().div_(255) if x.dtype == torch.uint8 else x, y,
-                                   num_classes, mix_gen)
+                x, target, _ = mix(
+                    x.float().div_(255) if x.dtype == torch.uint8 else x, y, num_classes, mix_gen
+                )
                 if smoothing:
                     target = smooth_targets(target, num_classes, smoothing)
             with autocast():
@@ -355,8 +394,11 @@ def _fit(recipe: Recipe, out: Path, state: dict[str, Any] | None, progress: bool
 
             # Book-keeping stays on the device; the host looks only every log_every steps.
             detached = loss.detach()
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached),
-                                    torch.tensor(step, device=device), first_bad)
+            first_bad = torch.where(
+                (first_bad < 0) & ~torch.isfinite(detached),
+                torch.tensor(step, device=device),
+                first_bad,
+            )
             loss_sum += detached.double() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -368,18 +410,23 @@ def _fit(recipe: Recipe, out: Path, state: dict[str, Any] | None, progress: bool
                     raise TrainingDiverged(
                         f"the loss became non-finite at step {bad} (epoch {epoch + 1}); "
                         f"the last good checkpoint is kept in {out / CHECKPOINT}"
-                        if (out / CHECKPOINT).exists() else
-                        f"the loss became non-finite at step {bad} (epoch {epoch + 1}), "
+                        if (out / CHECKPOINT).exists()
+                        else f"the loss became non-finite at step {bad} (epoch {epoch + 1}), "
                         "before the first checkpoint; try a lower optim.lr"
                     )
                 rate = seen / max(1e-9, time.perf_counter() - t_epoch)
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
-                                acc=f"{correct.item() / seen:.3f}", img_s=f"{rate:,.0f}")
+                bar.set_postfix(
+                    loss=f"{loss_sum.item() / seen:.4f}",
+                    acc=f"{correct.item() / seen:.3f}",
+                    img_s=f"{rate:,.0f}",
+                )
             bar.update(1)
         bar.close()
         train_seconds = time.perf_counter() - t_epoch
 
-        test = evaluate(eval_model, *splits.test, num_classes, cfg.eval_batch_size, device, autocast)
+        test = evaluate(
+            eval_model, *splits.test, num_classes, cfg.eval_batch_size, device, autocast
+        )
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": loss_sum.item() / max(1, seen),
@@ -388,7 +435,9 @@ def _fit(recipe: Recipe, out: Path, state: dict[str, Any] | None, progress: bool
             "test_acc": test.accuracy,
         }
         if splits.val is not None:
-            val = evaluate(eval_model, *splits.val, num_classes, cfg.eval_batch_size, device, autocast)
+            val = evaluate(
+                eval_model, *splits.val, num_classes, cfg.eval_batch_size, device, autocast
+            )
             row.update(val_loss=val.loss, val_acc=val.accuracy)
         row.update(
             lr=optimizer.param_groups[0]["lr"],
@@ -399,17 +448,27 @@ def _fit(recipe: Recipe, out: Path, state: dict[str, Any] | None, progress: bool
         metrics.append(row)
         confusion = test.confusion
         save_checkpoint(
-            out / CHECKPOINT, model=model.state_dict(), optimizer=optimizer.state_dict(),
-            epoch=epoch + 1, step=step, recipe=recipe.to_toml(), classes=splits.classes,
-            in_shape=list(splits.in_shape), num_classes=num_classes, confusion=confusion,
+            out / CHECKPOINT,
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            epoch=epoch + 1,
+            step=step,
+            recipe=recipe.to_toml(),
+            classes=splits.classes,
+            in_shape=list(splits.in_shape),
+            num_classes=num_classes,
+            confusion=confusion,
             metrics=metrics,
         )
         write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
         if progress:
             extra = f"  val_acc {row['val_acc']:.4f}" if "val_acc" in row else ""
-            print(f"epoch {epoch + 1}: train_loss {row['train_loss']:.4f}  train_acc "
-                  f"{row['train_acc']:.4f}  test_loss {row['test_loss']:.4f}  test_acc "
-                  f"{row['test_acc']:.4f}{extra}  ({row['seconds']:.1f}s)", flush=True)
+            print(
+                f"epoch {epoch + 1}: train_loss {row['train_loss']:.4f}  train_acc "
+                f"{row['train_acc']:.4f}  test_loss {row['test_loss']:.4f}  test_acc "
+                f"{row['test_acc']:.4f}{extra}  ({row['seconds']:.1f}s)",
+                flush=True,
+            )
 
     if confusion is None and state is not None:  # resumed a run that had already finished
         confusion = state["confusion"]
@@ -443,4 +502,3 @@ def _progress(enabled: bool, total: int, desc: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
-

@@ -528,11 +528,14 @@ class Diagnostics:
         self._before = None
 
     def snapshot(self, step: int | None = None) -> None:
-        """End the current window now (e.g. at an epoch's end); the next sample opens a new one."""
+        """End the current window now (e.g. at an epoch's end); the next sample opens a new one.
+
+        No host sync. ``step`` (the engine's current step) is accepted for the call's symmetry
+        with ``begin_step``; the window bounds are the sampled steps themselves.
+        """
+        del step
         self._close_window()
-        self._window_index = -1 if step is None else int(step) // self.window
-        # Sampling resumes in a fresh window even inside the same `window` span.
-        self._window_index = -2
+        self._window_index = -2  # even inside the same `window` span, the next sample opens one
 
     # -- internals -------------------------------------------------------------------------------
     def _device(self) -> torch.device:

@@ -84,7 +84,9 @@ def get_experiment(name: str) -> Experiment:
     return EXPERIMENTS.get(name)()
 
 
-def run_experiment(name: str, out: str | Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+def run_experiment(
+    name: str, out: str | Path, quick: bool = False, seed: int = 0
+) -> dict[str, Any]:
     """Run one experiment, write ``out/result.json`` and return its content."""
     exp = get_experiment(name)
     out = Path(out)

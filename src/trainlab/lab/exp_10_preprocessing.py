@@ -208,7 +208,7 @@ def _plot(out: Path, results: dict[str, dict[str, dict]]) -> str:
         ax.set_title(f"{kind}: training loss at the best learning rate")
         ax.set_xlabel("SGD step")
         ax.set_ylabel("batch loss")
-        ax.set_ylim(top=min(6.0, ax.get_ylim()[1]))
+        ax.set_ylim(0.0, 5.0)  # raw pixels start with losses in the hundreds
         ax.legend(fontsize=7)
         ax = axes[row][1]
         specs = list(rows)

@@ -47,13 +47,17 @@ QUICK_VARIANTS = tuple(VARIANTS)  # every variant fits in the quick budget, at a
 SMOKE_VARIANTS = ("baseline", "mixup", "stochastic_depth", "resnet_baseline")
 
 
+def train_images(size: str) -> int:
+    return pick(size, smoke=256, quick=1000, full=5000)
+
+
 def base_overrides(size: str, seed: int) -> list[str]:
     """The baseline: a small plain CNN, no normalization layers, no augmentation, no weight
     decay; SGD with Nesterov momentum and a cosine schedule."""
     widths = pick(size, smoke="[8, 16]", quick="[8, 16, 32]", full="[16, 32, 64]")
     return [
         "data.name=cifar10",
-        f"data.subset={pick(size, smoke=256, quick=1000, full=5000)}",
+        f"data.subset={train_images(size)}",
         "model.kind=cnn",
         f"model.widths={widths}",
         "model.norm=none",
@@ -104,7 +108,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         if name in acc
     }
     measured = {
-        "train_images": int(base_overrides(size, seed)[1].split("=")[1]),
+        "train_images": train_images(size),
         "test_images": n_test,
         "seeds": seeds,
         "variants": {name: VARIANTS[name][1] for name in names},

@@ -3,7 +3,8 @@ the eval output equal to the expected train output.
 
 - penalties: L2, L1, elastic net in the loss; decoupled weight decay through parameter groups
 - dropout: inverted and classic dropout, channel-wise, Monte-Carlo prediction; RandomModule
-- dropconnect: DropConnect for Linear and Conv2d, per batch or per sample, mean or Gaussian inference
+- dropconnect: DropConnect for Linear and Conv2d, per batch or per sample; mean or Gaussian
+  inference
 - pooling: fractional max pooling, random regions in training, fixed regions in eval
 - depth: stochastic depth for residual blocks, with the linear decay rule
 - mix: mixup, CutMix, Cutout on whole batches
@@ -66,13 +67,47 @@ from trainlab.regularize.smoothing import (
 )
 
 __all__ = [
-    "DropPath", "StochasticDepth", "drop_path", "linear_decay", "survival_probs",
-    "DROPCONNECT", "DropConnectConv2d", "DropConnectLinear", "dropconnect_layer", "keep_mask",
-    "DROPOUT", "Dropout", "RandomModule", "mc_predict", "random_modules", "reseed_all",
-    "MIXES", "CutMix", "Cutout", "Mix", "MixParams", "Mixup", "NoMix", "box_masks", "cutmix",
-    "cutout", "mixup", "sample_beta", "sample_gamma",
-    "PENALTIES", "ElasticNetPenalty", "L1Penalty", "L2Penalty", "NoPenalty", "Penalty",
-    "decay_param_groups", "penalized_parameters",
-    "POOLING", "FractionalMaxPool2d",
-    "LabelSmoothingCrossEntropy", "as_soft_targets", "smooth_targets", "soft_target_cross_entropy",
+    "DropPath",
+    "StochasticDepth",
+    "drop_path",
+    "linear_decay",
+    "survival_probs",
+    "DROPCONNECT",
+    "DropConnectConv2d",
+    "DropConnectLinear",
+    "dropconnect_layer",
+    "keep_mask",
+    "DROPOUT",
+    "Dropout",
+    "RandomModule",
+    "mc_predict",
+    "random_modules",
+    "reseed_all",
+    "MIXES",
+    "CutMix",
+    "Cutout",
+    "Mix",
+    "MixParams",
+    "Mixup",
+    "NoMix",
+    "box_masks",
+    "cutmix",
+    "cutout",
+    "mixup",
+    "sample_beta",
+    "sample_gamma",
+    "PENALTIES",
+    "ElasticNetPenalty",
+    "L1Penalty",
+    "L2Penalty",
+    "NoPenalty",
+    "Penalty",
+    "decay_param_groups",
+    "penalized_parameters",
+    "POOLING",
+    "FractionalMaxPool2d",
+    "LabelSmoothingCrossEntropy",
+    "as_soft_targets",
+    "smooth_targets",
+    "soft_target_cross_entropy",
 ]
