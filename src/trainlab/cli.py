@@ -87,6 +87,20 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default="augment.png", help="PNG file to write")
     q.set_defaults(func=cmd_plot_augment)
 
+    p = sub.add_parser("bench", help="benchmarks: time-to-accuracy RECIPE")
+    benches = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    q = benches.add_parser(
+        "time-to-accuracy",
+        help="mean and spread of test accuracy and time over N seeds",
+        description="Train RECIPE with N seeds; report accuracy and time statistics, timed from "
+        "data on the device to the final evaluation, and the data loading time.",
+    )
+    _add_recipe_args(q)
+    q.add_argument("--target", type=float, required=True, help="test accuracy, e.g. 0.93 or 93")
+    q.add_argument("--runs", type=int, default=3, help="seeds to train (default 3)")
+    q.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    q.set_defaults(func=cmd_bench_tta)
+
     p = sub.add_parser(
         "lab",
         help="reproduce a claim of the lecture as a measured experiment",
@@ -264,4 +278,12 @@ def cmd_lab(args: argparse.Namespace) -> int:
             f"{result['name']}: {result['verdict']} ({result['seconds']:.0f} s); "
             f"{out / 'result.json'}"
         )
+    return 0
+
+
+def cmd_bench_tta(args: argparse.Namespace) -> int:
+    from trainlab.bench import format_report, time_to_accuracy
+
+    stats = time_to_accuracy(_recipe(args), args.target, args.runs)
+    print(json.dumps(stats, indent=2) if args.json else format_report(stats))
     return 0
