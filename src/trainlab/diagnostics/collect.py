@@ -10,10 +10,10 @@ Statistics are gathered over *windows* of ``window`` training steps. At the firs
 of a new window the accumulators of the last one are moved into the history (a device-side
 copy, still no sync) and zeroed. Per window and per layer:
 
-* element statistics: mean, std, fraction of exact zeros, max, the number of units holding a
-  non-finite value (excluded from the other statistics), and a ``bins``-bin histogram over a
-  fixed range (values outside land in the edge bins) of the first whole samples of each batch,
-  up to ``HIST_SAMPLE`` values;
+* element statistics: mean, std, fraction of exact zeros and max (activations only), the
+  number of units holding a non-finite value (excluded from the other statistics), and a
+  ``bins``-bin histogram over a fixed range (values outside land in the edge bins) of the
+  first whole samples of each batch, up to ``HIST_SAMPLE`` values;
 * per unit (channel of a (B, C, ...) tensor, feature of a (B, F) one): mean output, maximum
   output (a ReLU unit whose maximum over the window is <= 0 is *dead*: it passed no gradient
   for any sample), and the fraction of outputs in the activation's saturated region, where
@@ -181,8 +181,8 @@ class _Probe:
         """Add one batch to the window. ``x`` is the activation's input (for non-monotone ones).
 
         Each full-size pass is costly at every-step sampling, so the element statistics are
-        built from per-unit reductions (sum, norm, max: three passes) plus one pass for zeros;
-        the histogram reads a slice of the batch.
+        built from per-unit reductions (sum and norm: two passes; activations add one for the
+        maximum and one for zeros); the histogram reads a slice of the batch.
         """
         if not self.acc:
             self._zero(y)
@@ -192,7 +192,6 @@ class _Probe:
         per_unit = yf.numel() // max(1, self.units or 1)
         s = yf.sum(dim=dims).double().reshape(-1)
         ss = torch.linalg.vector_norm(yf, dim=dims).double().reshape(-1).square()
-        top = yf.amax(dim=dims).double().reshape(-1)  # NaN if the unit holds a NaN: not dead
         # A NaN or inf anywhere in a unit makes its sum non-finite: no extra pass to find it.
         ok = torch.isfinite(s) & torch.isfinite(ss)
         bad = (~ok).sum()
@@ -202,12 +201,14 @@ class _Probe:
         a["n"] += ok.sum() * per_unit
         a["sum"] += s.sum()
         a["sumsq"] += ss.sum()
-        a["zeros"] += (yf == 0).sum()
-        torch.fmax(a["max"], top.max(), out=a["max"])
         a["unit_n"] += per_unit
         a["unit_sum"] += s
         a["unit_sumsq"] += ss
-        torch.maximum(a["unit_max"], top, out=a["unit_max"])
+        if self.role == "activation":  # zeros and maxima say nothing about pre-activations
+            a["zeros"] += (yf == 0).sum()
+            top = yf.amax(dim=dims).double().reshape(-1)  # NaN if the unit holds a NaN
+            torch.fmax(a["max"], top.max(), out=a["max"])
+            torch.maximum(a["unit_max"], top, out=a["unit_max"])
         # Variance over this batch's samples, per unit: the signal a layer passes on. Taken
         # per batch so that weights changing between sampled steps do not count as signal.
         m = s / per_unit
@@ -670,15 +671,18 @@ class Diagnostics:
             cols["std"].append(
                 math.sqrt(max(float(row["sumsq"]) / good - m * m, 0.0)) if good else nan
             )
-            cols["zero_fraction"].append(float(row["zeros"]) / (float(row["unit_n"]) * units))
-            cols["max"].append(float(row["max"]))
+            act = p.role == "activation"
+            cols["zero_fraction"].append(
+                float(row["zeros"]) / (float(row["unit_n"]) * units) if act else nan
+            )
+            cols["max"].append(float(row["max"]) if act else nan)
             cols["nonfinite"].append(float(row["nonfinite"]))  # units holding NaN/inf
             cols["hist"].append(row["hist"])
             un = float(row["unit_n"])
             umean = row["unit_sum"] / un
             cols["signal_std"].append(math.sqrt(float(row["within_var"]) / float(row["batches"])))
             cols["unit_mean"].append(umean)
-            cols["unit_max"].append(row["unit_max"])
+            cols["unit_max"].append(row["unit_max"] if act else np.full(units, nan))
             dead = (row["unit_max"] <= 0).mean() if p.info is not None and p.info.can_die else nan
             cols["dead_fraction"].append(float(dead))
             usat = row["unit_sat"] / un
