@@ -56,6 +56,16 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def steps_to_leave_start(losses: list[float]) -> int | None:
+    """First step at which the mean loss of the last ``WINDOW`` steps is below ``1 - FLAT`` of
+    the first window's mean: when the run stopped being stalled, if it did."""
+    start = _mean(losses[:WINDOW])
+    for step in range(WINDOW, len(losses) + 1):
+        if _mean(losses[step - WINDOW : step]) < (1 - FLAT) * start:
+            return step
+    return None
+
+
 def _figure(out: Path, curves: dict[str, list[float]], depth: int) -> str:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -97,8 +107,9 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         s: {"start_loss": _mean(c[:WINDOW]), "end_loss": _mean(c[-WINDOW:])}
         for s, c in curves.items()
     }
-    for s in summary.values():
+    for scheme, s in summary.items():
         s["relative_change"] = (s["end_loss"] - s["start_loss"]) / s["start_loss"]
+        s["steps_to_leave_start"] = steps_to_leave_start(curves[scheme])
     checks = {
         f"kaiming's loss falls by >= {FALL:.0%}": summary["kaiming"]["relative_change"] <= -FALL,
         f"xavier's loss stays within {FLAT:.0%}": abs(summary["xavier"]["relative_change"]) <= FLAT,
