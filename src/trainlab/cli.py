@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -165,6 +166,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         stem = Path(args.recipe).stem if args.recipe else "default"
         out = args.out or f"runs/{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = fit(recipe, out, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 speaks for the job
     final = result.final
     print(
         f"done: test accuracy {100 * final.get('test_acc', 0):.2f}% after {final.get('epoch')} "

@@ -132,6 +132,9 @@ class TrainConfig:
     channels_last: bool = _f(True, help="on CUDA only")
     autocast: str = _f("bf16", choices=("none", "bf16", "fp16"), help="on CUDA only")
     log_every: int = _f(20, lo=1, help="steps between progress updates (a host sync on GPU)")
+    sync_batchnorm: bool = _f(
+        False, help="under torchrun: batch-norm statistics over the global batch (GPUs only)"
+    )
 
 
 @dataclass

@@ -25,6 +25,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainlab.data import DeviceLoader, ImageDataset, derive_seed, load_dataset, split_validation
+from trainlab.distributed import (
+    SINGLE,
+    DistContext,
+    ShardedLoader,
+    all_reduce_,
+    average_buffers,
+    broadcast_object,
+    distributed_run,
+    shard_bounds,
+    wrap_model,
+)
 from trainlab.errors import CheckpointError, RecipeError, TrainingDiverged
 from trainlab.fileio import write_json, write_text, write_with
 from trainlab.recipe import Recipe, load_recipe
@@ -208,6 +219,28 @@ def evaluate(
     return Evaluation(loss_sum.item() / n, confusion.diag().sum().item() / n, confusion)
 
 
+def evaluate_sharded(
+    ctx: DistContext,
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    batch_size: int,
+    device: torch.device,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
+) -> Evaluation:
+    """:func:`evaluate` with each rank on a contiguous part of the split; loss sums and the
+    confusion matrix are summed over the ranks, so every rank returns the whole split's result."""
+    if not ctx.distributed:
+        return evaluate(model, images, labels, num_classes, batch_size, device, autocast)
+    lo, hi = shard_bounds(len(images), ctx.rank, ctx.world_size)
+    part = evaluate(model, images[lo:hi], labels[lo:hi], num_classes, batch_size, device, autocast)
+    loss_sum = all_reduce_(torch.tensor(part.loss * max(1, hi - lo), device=device).double(), ctx)
+    confusion = all_reduce_(part.confusion.to(device), ctx).cpu()
+    n = max(1, len(images))
+    return Evaluation(loss_sum.item() / n, confusion.diag().sum().item() / n, confusion)
+
+
 # ---------------------------------------------------------------------------------------------
 # Checkpoints: tensors and plain values only, loaded with weights_only=True.
 
@@ -282,8 +315,11 @@ def fit(
         recipe = load_recipe(out / "recipe.toml")
     if recipe is None:
         raise RecipeError("fit() needs a recipe, or resume=True with a run folder")
-    with torch.random.fork_rng(devices=[]):  # the caller's global RNG is left as it was
-        return _fit(recipe, out, state, progress, dataset, report)
+    # Under torchrun every rank runs this; rank 0 alone shows progress and writes files.
+    with distributed_run(recipe.train.device) as (ctx, device):
+        out = Path(broadcast_object(str(out), ctx))  # a timestamped default may differ per rank
+        with torch.random.fork_rng(devices=[]):  # the caller's global RNG is left as it was
+            return _fit(recipe, out, state, progress and ctx.is_main, dataset, report, ctx, device)
 
 
 def _fit(
@@ -293,6 +329,8 @@ def _fit(
     progress: bool,
     dataset: ImageDataset | None,
     report: bool,
+    ctx: DistContext = SINGLE,
+    rank_device: torch.device | None = None,
 ) -> RunResult:
     from trainlab.augment import make_pipeline
     from trainlab.preprocess import compute_stats
@@ -303,7 +341,7 @@ def _fit(
 
     t_start = time.perf_counter()
     cfg, seed = recipe.train, recipe.train.seed
-    device = select_device(cfg.device)
+    device = rank_device or select_device(cfg.device)
     splits = prepare_splits(recipe, dataset)
     num_classes = len(splits.classes)
     data_seconds = time.perf_counter() - t_start
@@ -313,6 +351,10 @@ def _fit(
     use_cuda = device.type == "cuda"
     if use_cuda and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    # Under torchrun the step runs through DDP, which averages gradients over the ranks;
+    # everything else (optimizer, penalty, evaluation, checkpoints) sees the plain model.
+    train_model = wrap_model(model, ctx, device, cfg.sync_batchnorm)
+    model = getattr(train_model, "module", train_model)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.autocast)
 
     def autocast() -> Any:
@@ -329,22 +371,34 @@ def _fit(
     mixing = recipe.regularize.mix != "none"
     smoothing = recipe.regularize.label_smoothing
     augment = make_pipeline(recipe.augment.train, stats=stats) if recipe.augment.train else None
-    loader = DeviceLoader(
-        *splits.train,
-        cfg.batch_size,
-        shuffle=True,
-        drop_last=False,
-        seed=seed,
-        device=device,
-        transform=augment,
-    )
+    if ctx.distributed:  # this rank's part of the same global batches, augmentation draws too
+        loader: DeviceLoader | ShardedLoader = ShardedLoader(
+            *splits.train,
+            cfg.batch_size,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            seed=seed,
+            device=device,
+            transform=augment,
+        )
+    else:
+        loader = DeviceLoader(
+            *splits.train,
+            cfg.batch_size,
+            shuffle=True,
+            drop_last=False,
+            seed=seed,
+            device=device,
+            transform=augment,
+        )
     eval_model: nn.Module = model
     if recipe.augment.tta == "flip":
         from trainlab.augment import TTA
 
         eval_model = TTA(model, flips=True)
 
-    out.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     metrics: list[dict[str, Any]] = []
     start_epoch, step = 0, 0
     if state is not None:
@@ -352,7 +406,7 @@ def _fit(
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"], state["step"]
         metrics = list(state["metrics"])  # the checkpoint's own record: metrics.jsonl may lag it
-    else:
+    elif ctx.is_main:
         write_text(out / "recipe.toml", recipe.to_toml())
         write_text(out / "metrics.jsonl", "")
 
@@ -361,9 +415,13 @@ def _fit(
     t_run, io_seconds = time.perf_counter(), 0.0  # the data is on the device from here
     for epoch in range(start_epoch, cfg.epochs):
         t_epoch = time.perf_counter()
-        torch.manual_seed(derive_seed(seed, epoch, _STREAM_GLOBAL))  # PyTorch's own dropout etc.
-        reseed_all(model, derive_seed(seed, epoch, _STREAM_MODULES))
-        mix_gen = torch.Generator(device).manual_seed(derive_seed(seed, epoch, _STREAM_MIX))
+        # Masks and mixing partners are per rank (ctx.keys() is empty in a single process).
+        rank_keys = ctx.keys()
+        torch.manual_seed(derive_seed(seed, epoch, _STREAM_GLOBAL, *rank_keys))  # nn.Dropout etc.
+        reseed_all(model, derive_seed(seed, epoch, _STREAM_MODULES, *rank_keys))
+        mix_gen = torch.Generator(device).manual_seed(
+            derive_seed(seed, epoch, _STREAM_MIX, *rank_keys)
+        )
         loader.set_epoch(epoch)
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -384,12 +442,15 @@ def _fit(
                 if smoothing:
                     target = smooth_targets(target, num_classes, smoothing)
             with autocast():
-                logits = model(x)
+                logits = train_model(x)
             if mixing:
                 loss = soft_target_cross_entropy(logits.float(), target)
             else:
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
-            total = loss + penalty(model) if penalty is not None else loss
+            # DDP averages gradients over ranks: weighting by n_r W / B (1 for an even split)
+            # makes the average the gradient of the global batch's mean loss.
+            total = loss * loader.loss_weight(i) if ctx.distributed else loss
+            total = total + penalty(model) if penalty is not None else total
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
@@ -408,7 +469,8 @@ def _fit(
             # The host looks only at log points, and only when someone watches the bar:
             # a silent run (benchmarks, the lab) has no host-device sync inside an epoch.
             if progress and ((i + 1) % cfg.log_every == 0 or i + 1 == steps_per_epoch):
-                _stop_if_diverged(first_bad, epoch, out, bar)
+                if not ctx.distributed:  # ranks stop together, at the end of the epoch
+                    _stop_if_diverged(first_bad, epoch, out, bar)
                 rate = seen / max(1e-9, time.perf_counter() - t_epoch)
                 bar.set_postfix(
                     loss=f"{loss_sum.item() / seen:.4f}",
@@ -416,12 +478,18 @@ def _fit(
                     img_s=f"{rate:,.0f}",
                 )
             bar.update(1)
+        if ctx.distributed:  # the epoch's figures over all ranks; any rank's divergence stops all
+            all_reduce_(first_bad, ctx, "max")
+            all_reduce_(loss_sum, ctx)
+            all_reduce_(correct, ctx)
+            seen = int(all_reduce_(torch.tensor(seen, device=device), ctx).item())
+            average_buffers(model, ctx)  # per-rank batch-norm statistics -> one model to save
         _stop_if_diverged(first_bad, epoch, out, bar)
         bar.close()
         train_seconds = time.perf_counter() - t_epoch
 
-        test = evaluate(
-            eval_model, *splits.test, num_classes, cfg.eval_batch_size, device, autocast
+        test = evaluate_sharded(
+            ctx, eval_model, *splits.test, num_classes, cfg.eval_batch_size, device, autocast
         )
         row: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -431,8 +499,8 @@ def _fit(
             "test_acc": test.accuracy,
         }
         if splits.val is not None:
-            val = evaluate(
-                eval_model, *splits.val, num_classes, cfg.eval_batch_size, device, autocast
+            val = evaluate_sharded(
+                ctx, eval_model, *splits.val, num_classes, cfg.eval_batch_size, device, autocast
             )
             row.update(val_loss=val.loss, val_acc=val.accuracy)
         row.update(
@@ -444,20 +512,21 @@ def _fit(
         metrics.append(row)
         confusion = test.confusion
         t_io = time.perf_counter()
-        save_checkpoint(
-            out / CHECKPOINT,
-            model=model.state_dict(),
-            optimizer=optimizer.state_dict(),
-            epoch=epoch + 1,
-            step=step,
-            recipe=recipe.to_toml(),
-            classes=splits.classes,
-            in_shape=list(splits.in_shape),
-            num_classes=num_classes,
-            confusion=confusion,
-            metrics=metrics,
-        )
-        write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+        if ctx.is_main:  # the ranks hold the same model: one of them writes
+            save_checkpoint(
+                out / CHECKPOINT,
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                epoch=epoch + 1,
+                step=step,
+                recipe=recipe.to_toml(),
+                classes=splits.classes,
+                in_shape=list(splits.in_shape),
+                num_classes=num_classes,
+                confusion=confusion,
+                metrics=metrics,
+            )
+            write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
         io_seconds += time.perf_counter() - t_io
         if progress:
             extra = f"  val_acc {row['val_acc']:.4f}" if "val_acc" in row else ""
@@ -482,8 +551,11 @@ def _fit(
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_images": len(splits.train[0]),
         "test_images": len(splits.test[0]),
+        "world_size": ctx.world_size,
     }
     result.summary = summary
+    if not ctx.is_main:
+        return result
     write_json(out / "summary.json", summary)
     if report:
         from trainlab.report import write_report

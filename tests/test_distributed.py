@@ -1,0 +1,254 @@
+"""Distributed training: the sharding arithmetic in-process, then real 2-process gloo jobs.
+
+The jobs run under ``torchrun --standalone`` through a small launcher written by the test: it
+calls the CLI unchanged, after planting test-only behaviour in the process (rank 1 refuses to
+write files; rank 1 dies or raises mid-run). Production code carries no test hooks.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainlab.augment import make_pipeline
+from trainlab.data import DeviceLoader
+from trainlab.distributed import (
+    ShardedLoader,
+    check_batch_split,
+    env_context,
+    shard_bounds,
+    slice_params,
+    timeout,
+)
+from trainlab.errors import RecipeError
+from trainlab.recipe import load_recipe
+from trainlab.train import fit, load_checkpoint
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# Float32 sums over a batch split in two and averaged by DDP differ from the one-process sums by
+# rounding (~1e-7 relative per gradient); over the 16 SGD steps of these runs the weights
+# (|w| < 2) drift apart by under 1e-6 in practice. 1e-5 leaves room and still catches any
+# real difference (a wrong shard, a lost sample or misweighted loss moves weights by ~1e-2).
+WEIGHT_TOL = 1e-5
+
+RECIPE = """
+[data]
+name = "synthetic(n=512, classes=4, size=16)"
+subset = 501                  # last batch 53 = 26 + 27: an uneven split, weighted losses
+normalize = "scale"
+[model]
+norm = "none"                 # per-rank batch norm would differ from one process by design
+widths = [8, 16]
+[train]
+epochs = 2
+batch_size = 64
+device = "cpu"
+[augment]
+train = ["pad_crop(2)", "hflip", "jitter(0.3, 0.3, 0.3, p=0.5)"]
+"""
+
+LAUNCHER = """
+import os, signal, sys
+import trainlab.distributed as D
+import trainlab.report
+import trainlab.train as T
+from trainlab.cli import main
+
+rank, mode = int(os.environ["RANK"]), os.environ.get("TEST_MODE", "")
+if rank != 0:
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"rank {rank} tried to write a file")
+    T.write_text = T.write_json = T.save_checkpoint = refuse
+    trainlab.report.write_report = refuse
+if rank == 1 and mode:
+    weight = D.ShardedLoader.loss_weight
+    def planted(self, i):
+        # step 1 of epoch 2: rank 0 has written the epoch-1 checkpoint (step 0's all-reduce waited)
+        if self.epoch == 1 and i == 1:
+            if mode == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("planted failure")
+        return weight(self, i)
+    D.ShardedLoader.loss_weight = planted
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(PYTHONPATH=str(SRC), OMP_NUM_THREADS="1", TRAINLAB_DIST_TIMEOUT="30", **extra)
+    return env
+
+
+def _torchrun(tmp: Path, args: list[str], **env: str) -> subprocess.CompletedProcess:
+    launcher = tmp / "launch.py"
+    launcher.write_text(textwrap.dedent(LAUNCHER))
+    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", str(launcher), *args]
+    return subprocess.run(
+        cmd, env=_env(**env), capture_output=True, text=True, timeout=120, cwd=tmp
+    )
+
+
+def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process: the arithmetic of shards, streams and weights.
+
+
+@pytest.mark.parametrize("n,world", [(10, 3), (53, 2), (64, 4), (3, 3), (7, 1)])
+def test_shard_bounds_tile_the_batch_evenly(n, world):
+    bounds = [shard_bounds(n, r, world) for r in range(world)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(bounds[r][1] == bounds[r + 1][0] for r in range(world - 1))
+    sizes = [hi - lo for lo, hi in bounds]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == n
+
+
+def _batches(loader, epoch):
+    loader.set_epoch(epoch)
+    return list(loader)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_ranks_batches_concatenate_to_the_single_process_batches(world):
+    # The single-process DeviceLoader is the independent reference: same order, same draws.
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (101, 3, 12, 12), dtype=torch.uint8, generator=g)
+    labels = torch.arange(101)
+    specs = ["pad_crop(3)", "hflip", "jitter(0.4, 0.4, 0.4, p=0.8)", "grayscale(0.3)"]
+    pipeline = make_pipeline(specs)
+    single = DeviceLoader(images, labels, 16, seed=7, transform=pipeline)
+    ranks = [
+        ShardedLoader(images, labels, 16, rank=r, world_size=world, seed=7, transform=pipeline)
+        for r in range(world)
+    ]
+    for epoch in (0, 3):
+        expected = _batches(single, epoch)
+        parts = [_batches(loader, epoch) for loader in ranks]
+        assert len(expected) == 7 and all(len(p) == 7 for p in parts)
+        for b, (x, y) in enumerate(expected):
+            assert torch.equal(torch.cat([p[b][0] for p in parts]), x)
+            assert torch.equal(torch.cat([p[b][1] for p in parts]), y)
+        # each rank holds only the samples it sees this epoch: its part, and nothing else
+        held = [set(loader.local_labels.tolist()) for loader in ranks]
+        assert sum(len(h) for h in held) == 101 and set().union(*held) == set(range(101))
+
+
+def test_loss_weights_make_the_rank_average_the_global_mean():
+    # DDP averages over W ranks; with weights n_r W / B that average is the batch mean (float64).
+    images, labels = torch.zeros(53, 1, 2, 2, dtype=torch.uint8), torch.arange(53)
+    losses = torch.rand(53, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for world in (2, 3, 5):
+        total = 0.0
+        for r in range(world):
+            loader = ShardedLoader(images, labels, 64, rank=r, world_size=world)
+            lo, hi = shard_bounds(53, r, world)
+            total += loader.loss_weight(0) * losses[lo:hi].mean().item()
+        assert total / world == pytest.approx(losses.mean().item(), rel=1e-12)
+
+
+def test_batches_too_small_to_split_are_refused():
+    check_batch_split(130, 64, 2)  # last batch of 2: one sample each
+    with pytest.raises(RecipeError, match=r"train.batch_size = 64 .* batch of 1, .* over 2 ranks"):
+        check_batch_split(129, 64, 2)
+    with pytest.raises(RecipeError, match="train.batch_size = 2"):
+        check_batch_split(100, 2, 4)
+    check_batch_split(1, 64, 1)
+
+
+def test_slice_params_refuses_parameters_that_are_not_per_image():
+    rows = slice_params([{"a": torch.arange(6)}, {}], 2, 4, 6)
+    assert torch.equal(rows[0]["a"], torch.tensor([2, 3])) and rows[1] == {}
+    with pytest.raises(ValueError, match="not per image"):
+        slice_params([{"m": torch.zeros(3, 3)}], 0, 2, 6)
+
+
+def test_environment_is_read_and_checked(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TRAINLAB_DIST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    assert not env_context().distributed and timeout().total_seconds() == 300
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    ctx = env_context()
+    assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.is_main) == (2, 4, 0, False)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(RecipeError, match=r"RANK = '4': expected 0..3"):
+        env_context()
+    monkeypatch.setenv("TRAINLAB_DIST_TIMEOUT", "2.5")
+    assert timeout().total_seconds() == 2.5
+    monkeypatch.setenv("TRAINLAB_DIST_TIMEOUT", "soon")
+    with pytest.raises(RecipeError, match="TRAINLAB_DIST_TIMEOUT"):
+        timeout()
+
+
+# ---------------------------------------------------------------------------------------------
+# Real 2-process gloo jobs under torchrun.
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One single-process run and one 2-process run of the same recipe; rank 1 may not write."""
+    tmp = tmp_path_factory.mktemp("dist")
+    (tmp / "r.toml").write_text(RECIPE)
+    with torch.random.fork_rng(devices=[]):
+        single = fit(load_recipe(tmp / "r.toml"), tmp / "single", progress=False, report=False)
+    proc = _torchrun(tmp, ["train", "r.toml", "--out", "multi", "--no-progress"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp, single, proc
+
+
+def test_two_ranks_end_with_the_single_process_weights(runs):
+    tmp, single, proc = runs
+    one, two = load_checkpoint(tmp / "single"), load_checkpoint(tmp / "multi")
+    assert _max_diff(one["model"], two["model"]) < WEIGHT_TOL
+    for a, b in zip(single.metrics, two["metrics"], strict=True):
+        # sharded evaluation reduced over ranks: the same counts, losses to rounding
+        assert a["test_acc"] == b["test_acc"] and a["train_acc"] == b["train_acc"]
+        assert a["test_loss"] == pytest.approx(b["test_loss"], abs=1e-5)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
+    assert torch.equal(one["confusion"], two["confusion"])
+    assert proc.stdout.count("done: test accuracy") == 1  # rank 0 speaks for the job
+
+
+def test_rank_zero_alone_writes_the_outputs(runs):
+    tmp, _, _ = runs  # rank 1 of that job raised on any write attempt, and the job succeeded
+    files = {p.name for p in (tmp / "multi").iterdir()}
+    assert {"checkpoint.pt", "metrics.jsonl", "recipe.toml", "summary.json", "report.html"} <= files
+    assert len((tmp / "multi" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_killed_rank_ends_the_job_and_resume_continues_it(runs):
+    tmp, _, _ = runs
+    t0 = time.perf_counter()
+    proc = _torchrun(tmp, ["train", "r.toml", "--out", "cut", "--no-progress"], TEST_MODE="kill")
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode != 0 and elapsed < 60  # well within the 30 s collective timeout + start
+    assert "rank      : 1" in proc.stderr and "SIGKILL" in proc.stderr, proc.stderr[-3000:]
+    assert load_checkpoint(tmp / "cut")["epoch"] == 1  # rank 0 had saved epoch 1
+
+    proc = _torchrun(tmp, ["train", "--resume", "cut", "--no-progress"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    whole, resumed = load_checkpoint(tmp / "multi"), load_checkpoint(tmp / "cut")
+    assert resumed["epoch"] == 2
+    assert _max_diff(whole["model"], resumed["model"]) < WEIGHT_TOL
+    assert [m["test_acc"] for m in resumed["metrics"]] == [m["test_acc"] for m in whole["metrics"]]
+
+
+def test_a_rank_that_raises_is_named(runs):
+    tmp, _, _ = runs
+    proc = _torchrun(tmp, ["train", "r.toml", "--out", "bad", "--no-progress"], TEST_MODE="raise")
+    assert proc.returncode != 0
+    assert "trainlab: rank 1 of 2" in proc.stderr and "planted failure" in proc.stderr
