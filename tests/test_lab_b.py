@@ -208,3 +208,5 @@ def test_kit_helpers():
     assert _kit_b.tail_mean([5.0] * 90 + [1.0] * 10) == 1.0
     assert _kit_b.mean_std([1.0, 3.0]) == (2.0, math.sqrt(2.0))
     assert _kit_b.finite(math.inf) is None
+    assert _kit_b.diverged_at([2.0, 1.0, math.inf, math.inf]) == 3
+    assert _kit_b.diverged_at([2.0, 1.0]) is None

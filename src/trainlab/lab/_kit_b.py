@@ -116,6 +116,14 @@ def train_steps(
     return losses
 
 
+def diverged_at(losses: Sequence[float]) -> int | None:
+    """The 1-based step whose loss was first non-finite (the run stopped there), or None."""
+    for step, value in enumerate(losses, start=1):
+        if not math.isfinite(value):
+            return step
+    return None
+
+
 def tail_mean(values: Sequence[float], fraction: float = 0.1) -> float:
     """Mean of the last ``fraction`` of a loss curve (at least one value): the end of training
     without the noise of a single batch."""

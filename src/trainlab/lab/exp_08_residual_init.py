@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from trainlab.init import initialize, zero_init_residual
 from trainlab.lab._kit_b import (
     dataset,
+    diverged_at,
     finite,
     generator,
     pick,
@@ -134,6 +135,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         "variance_ratio_last_over_first": {k: finite(v) for k, v in ratio.items()},
         "variance_last_block": {k: finite(v[-1]) for k, v in variances.items()},
         "final_train_loss": {k: finite(v) for k, v in final.items()},
+        "diverged_at_step": {k: diverged_at(v) for k, v in curves.items()},
         "checks": checks,
     }
     figures = [_plot_variance(out, variances), _plot_curves(out, curves)]

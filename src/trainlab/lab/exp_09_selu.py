@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from trainlab.init import initialize
 from trainlab.lab._kit_b import (
     dataset,
+    diverged_at,
     finite,
     generator,
     pick,
@@ -133,6 +134,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         "last_layer_std": {k: v[1][-1] for k, v in stats.items()},
         "initial_train_loss": {k: finite(v[0]) for k, v in curves.items()},
         "final_train_loss": {k: finite(v) for k, v in final.items()},
+        "diverged_at_step": {k: diverged_at(v) for k, v in curves.items()},
         "checks": checks,
     }
     figures = [_plot_stats(out, stats), _plot_curves(out, curves)]
@@ -169,9 +171,11 @@ def _plot_curves(out: Path, curves: dict[str, list[float]]) -> str:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, losses in curves.items():
-        ax.plot(range(1, len(losses) + 1), losses, lw=1, label=name)
+        shown = [v if v < 1e3 else float("nan") for v in losses]  # a diverged run leaves the plot
+        ax.plot(range(1, len(shown) + 1), shown, lw=1, label=name)
     ax.set_xlabel("SGD step")
     ax.set_ylabel("training loss (batch)")
+    ax.set_yscale("log")
     ax.set_title("Deep MLP without batch norm: SELU vs ReLU")
     ax.legend(fontsize=8)
     fig.tight_layout()
