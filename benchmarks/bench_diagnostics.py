@@ -148,6 +148,8 @@ def main() -> int:
     pairs = zip(times[f"every {DEFAULT_EVERY} (default)"], times["off"], strict=True)
     direct = 100 * (statistics.median(d[1] / o[1] for d, o in pairs) - 1)
     spread = 100 * (max(c for _, c in times["off"]) / min(c for _, c in times["off"]) - 1)
+    wall_spread = 100 * (max(w for w, _ in times["off"]) / min(w for w, _ in times["off"]) - 1)
+    load = os.getloadavg()[0]
     worst = max(direct, estimate)
     verdict = "yes" if worst <= 3.0 else "NO"
     text = f"""## Diagnostics overhead (trainlab.diagnostics)
@@ -158,7 +160,10 @@ Command: `{COMMAND}`
 The default recipe (Fashion-MNIST, CNN 32-64-128 + batch norm, SGD Nesterov, batch 128,
 horizontal flips) on a 10,000-image subset, {STEPS} training steps per run, on the CPU; the three
 configurations interleaved, {REPEATS} repeats each, medians. "every 50" samples steps 0 and 50
-of 100, the same 2% as in a full run; its time includes `report()`.
+of 100, the same 2% as in a full run; its time includes `report()`. The machine's load
+average was {load:.1f} on {os.cpu_count()} cores at the end: wall times of identical "off" runs
+spread by {wall_spread:.0f}%, so the CPU-time columns are the measurement and the wall columns
+are shown for completeness.
 
 | diagnostics | wall (s) | wall overhead | CPU (s) | CPU overhead |
 |---|---|---|---|---|
