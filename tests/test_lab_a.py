@@ -135,6 +135,20 @@ def test_steps_to_leave_start_against_a_hand_made_curve():
     assert steps_to_leave_start(dropping) == 2 * WINDOW + k
 
 
+def test_dead_relu_checks_fail_on_a_diverged_run(monkeypatch, tmp_path):
+    import trainlab.lab.exp_03_dead_relu as exp
+
+    def fake_train(spec, lr, *args):
+        dead = {"relu": 0.3 * lr, "leaky_relu(0.01)": 0.0, "elu": math.nan if lr > 0.05 else 0.0}
+        return {"final_loss": 1.0, "diverged": dead[spec] != dead[spec], "dead": dead[spec],
+                "never_positive": dead[spec]}  # fmt: skip
+
+    monkeypatch.setattr(exp, "_train", fake_train)
+    measured = run_experiment("dead-relu", tmp_path, quick=True)["measured"]
+    # ReLU's fraction rises to 0.03 < 5% and ELU diverged at the largest rate: both checks fail
+    assert list(measured["checks"].values()) == [False, False]
+
+
 def test_relu_vs_tanh_verdict_rule():
     from trainlab.lab.exp_04_relu_vs_tanh import verdict_for
 
