@@ -60,7 +60,7 @@ __all__ = [
     "activation_spec",
 ]
 
-# Sampling every 50th step keeps the cost under 1% of the default recipe's training time
+# Sampling every 50th step costs about 1% of the default recipe's training time
 # (docs/benchmarks/diagnostics.md); a window of 200 steps holds 4 sampled batches at that rate.
 DEFAULT_EVERY = 50
 DEFAULT_WINDOW = 200
