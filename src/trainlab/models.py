@@ -116,7 +116,8 @@ def build_cnn(
     cfg: ModelConfig, in_shape: tuple[int, ...], num_classes: int
 ) -> tuple[nn.Module, nn.Module]:
     """VGG-style (Simonyan & Zisserman 2014): stages of 3x3 conv units, pooling between stages,
-    global average pooling, dropout, linear classifier."""
+    then global average pooling (Lin et al. 2014, "avg") or every feature of the last stage
+    ("flatten", as VGG's classifier sees them), dropout, linear classifier."""
     make_pool = POOLS.create(cfg.pool)
     layers: list[nn.Module] = []
     c_in = in_shape[0]
@@ -126,8 +127,20 @@ def build_cnn(
         for _ in range(cfg.depth):
             layers += _conv_unit(c_in, width, cfg)
             c_in = width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), make_dropout(cfg.dropout)]
-    return nn.Sequential(*layers), LINEARS.create(cfg.linear)(c_in, num_classes)
+    if cfg.head == "avg":
+        layers.append(nn.AdaptiveAvgPool2d(1))
+    layers += [nn.Flatten(), make_dropout(cfg.dropout)]
+    features = nn.Sequential(*layers)
+    return features, LINEARS.create(cfg.linear)(_feature_count(features, in_shape), num_classes)
+
+
+def _feature_count(features: nn.Module, in_shape: tuple[int, ...]) -> int:
+    """Features a module produces for one image; measured in eval mode, so no statistics move."""
+    features.eval()
+    with torch.no_grad():
+        n = features(torch.zeros(1, *in_shape)).shape[1]
+    features.train()
+    return n
 
 
 class BasicBlock(nn.Module):

@@ -85,6 +85,11 @@ class ModelConfig:
         "none", registry="dropout", help="before the classifier (and after each MLP layer)"
     )
     pool: str = _f("max", registry="pool", help="downsampling between stages (cnn)")
+    head: str = _f(
+        "avg",
+        choices=("avg", "flatten"),
+        help="cnn: global average pooling (NiN), or all features of the last stage (VGG)",
+    )
     linear: str = _f(
         "linear", registry="linear", help="hidden and output layers: linear or dropconnect(p)"
     )
