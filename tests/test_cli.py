@@ -81,3 +81,31 @@ def test_stats_prints_the_statistics(capsys):
     assert main(["stats", "synthetic(n=64, channels=3, size=8)", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert "channel_mean" in json.dumps(stats)
+
+
+def test_diagnose_names_a_planted_fault(capsys, tmp_path):
+    argv = [
+        "diagnose",
+        "--set",
+        "data.name=synthetic(n=256)",
+        "--set",
+        "model.kind=mlp",
+        "--set",
+        "model.widths=[64,64,64]",
+        "--set",
+        "model.norm=none",
+        "--set",
+        "model.activation=tanh",
+        "--set",
+        "init.scheme=normal(1.0)",
+        "--steps",
+        "20",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "saturated" in out and "Xavier" in out
+    found = json.loads((tmp_path / "findings.json").read_text())
+    assert any(f["code"] == "saturated" for f in found)
+    one_line_error(capsys, ["diagnose", "--steps", "0"], "--steps 0")

@@ -46,7 +46,12 @@ def test_one_epoch_on_real_data_writes_everything_and_learns(tmp_path, fashion_m
     )
     assert state["epoch"] == 1 and state["confusion"].sum().item() == 500
     html = (tmp_path / "report.html").read_text()
-    assert html.count('src="data:image/png;base64,') == 2 and "[train]" in html
+    diag_figures = list((tmp_path / "figures").glob("diag_*.png"))
+    assert diag_figures, "diagnostics are on by default"
+    assert html.count('src="data:image/png;base64,') == 2 + len(diag_figures)
+    assert "[train]" in html and "<h2>Diagnostics</h2>" in html
+    assert isinstance(json.loads((tmp_path / "findings.json").read_text()), list)
+    assert (tmp_path / "diagnostics.html").is_file()
     md = (tmp_path / "report.md").read_text()
     assert "figures/curves.png" in md and (tmp_path / "figures" / "confusion.png").is_file()
     assert f"{100 * row['test_acc']:.2f}%" in md

@@ -114,16 +114,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_lab)
 
-    p = sub.add_parser("diagnose", help="check a recipe's model: signal propagation at init")
+    p = sub.add_parser(
+        "diagnose",
+        help="what goes wrong inside a recipe's network, with advice",
+        description="Train the recipe briefly with diagnostics sampled often and write "
+        "OUT/diagnostics.html and OUT/findings.json; with --init, check signal propagation "
+        "at initialization instead.",
+    )
     _add_recipe_args(p)
     p.add_argument(
         "--init",
         action="store_true",
-        required=True,
         help="one forward and backward pass at initialization: per-layer activation "
         "and gradient std, collapsing or exploding layers",
     )
-    p.add_argument("--batch", type=int, default=256, help="images in the probe batch")
+    p.add_argument("--out", default=None, help="report folder (default: runs/diagnose-<time>)")
+    p.add_argument("--steps", type=int, default=400, help="training steps to watch")
+    p.add_argument("--every", type=int, default=10, help="sample every N steps")
+    p.add_argument("--batch", type=int, default=256, help="--init: images in the probe batch")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_diagnose)
     return parser
@@ -237,6 +245,8 @@ def cmd_plot_augment(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
+    if not args.init:
+        return _diagnose_training(args)
     import torch
 
     from trainlab.data import derive_seed
@@ -289,4 +299,23 @@ def cmd_bench_tta(args: argparse.Namespace) -> int:
 
     stats = time_to_accuracy(_recipe(args), args.target, args.runs)
     print(json.dumps(stats, indent=2) if args.json else format_report(stats))
+    return 0
+
+
+def _diagnose_training(args: argparse.Namespace) -> int:
+    from trainlab.diagnostics import run_diagnostics
+    from trainlab.errors import RecipeError
+
+    if args.steps < 1 or args.every < 1:
+        raise RecipeError(f"--steps {args.steps} --every {args.every}: expected positive integers")
+    out = Path(args.out or f"runs/diagnose-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = run_diagnostics(_recipe(args), out, steps=args.steps, every=args.every)
+    if args.json:
+        print(json.dumps([f.to_dict() for f in result.findings], indent=2))
+    else:
+        for f in result.findings:
+            print(f.sentence())
+        if not result.findings:
+            print("no findings: nothing unhealthy was seen")
+        print(f"report: {result.html}")
     return 0

@@ -156,6 +156,14 @@ class AugmentConfig:
 
 
 @dataclass
+class DiagnosticsConfig:
+    every: int = _f(
+        50, lo=0, help="sample activation and gradient statistics every N steps (0: off)"
+    )
+    window: int = _f(200, lo=1, help="steps per window of the time series (dead since step N)")
+
+
+@dataclass
 class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -165,6 +173,7 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     regularize: RegularizeConfig = field(default_factory=RegularizeConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

@@ -89,8 +89,10 @@ def write_report(
     confusion: torch.Tensor | None,
     classes: Sequence[str],
     summary: dict[str, Any],
+    diagnosis: tuple[Any, list[Any]] | None = None,
 ) -> None:
-    """Write ``out/report.html``, ``out/report.md`` and ``out/figures/*.png``."""
+    """Write ``out/report.html``, ``out/report.md`` and ``out/figures/*.png``; with
+    ``diagnosis`` (a diagnostics report and its findings) a diagnostics section as well."""
     figures: dict[str, bytes] = {}
     if metrics:
         figures["curves"] = _png_bytes(curves_figure(metrics))
@@ -133,6 +135,10 @@ def write_report(
     md += [""] + [f"![{name}](figures/{name}.png)" for name in figures] + [""]
     md += ["## Per epoch", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(_cell(m.get(h)) for h in header) + " |" for m in metrics]
+    diag_html = ""
+    if diagnosis is not None:
+        md += ["", *_diagnostics_section(diagnosis)]
+        diag_html = _diagnostics_html(out, diagnosis)
     md += ["", "## Recipe", "", "```toml", recipe_text.rstrip(), "```", ""]
     write_text(out / "report.md", "\n".join(md))
 
@@ -160,6 +166,7 @@ pre {{ background: #f5f5f5; padding: 1em; overflow-x: auto; }}
 {imgs}
 <h2>Per epoch</h2>
 <table><tr>{"".join(f"<th>{h}</th>" for h in header)}</tr>{epoch_rows}</table>
+{diag_html}
 <h2>Recipe</h2>
 <pre>{html.escape(recipe_text)}</pre>
 </body></html>
@@ -176,3 +183,30 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
+
+
+def _diagnostics_section(diagnosis: tuple[Any, list[Any]]) -> list[str]:
+    from trainlab.diagnostics import diagnostics_markdown
+
+    report, found = diagnosis
+    return [
+        diagnostics_markdown(report, found),
+        "",
+        "Details: [diagnostics.html](diagnostics.html)",
+    ]
+
+
+def _diagnostics_html(out: Path, diagnosis: tuple[Any, list[Any]]) -> str:
+    """Findings as sentences, and the diagnostics figures that write_diagnostics saved."""
+    _, found = diagnosis
+    items = "".join(f"<li>{html.escape(f.sentence())}</li>" for f in found)
+    body = f"<ul>{items}</ul>" if found else "<p>No findings: nothing unhealthy was seen.</p>"
+    figs = "".join(
+        f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
+        f'{base64.b64encode(p.read_bytes()).decode()}"></figure>'
+        for p in sorted((out / "figures").glob("diag_*.png"))
+    )
+    return (
+        f'<h2>Diagnostics</h2>{body}{figs}<p>Details: <a href="diagnostics.html">'
+        "diagnostics.html</a>, findings.json</p>"
+    )

@@ -391,6 +391,11 @@ def _fit(
             device=device,
             transform=augment,
         )
+    diag = None
+    if recipe.diagnostics.every > 0:  # hooks on the plain model; they see DDP's forward too
+        from trainlab.diagnostics import Diagnostics
+
+        diag = Diagnostics(model, every=recipe.diagnostics.every, window=recipe.diagnostics.window)
     eval_model: nn.Module = model
     if recipe.augment.tta == "flip":
         from trainlab.augment import TTA
@@ -441,6 +446,8 @@ def _fit(
                 )
                 if smoothing:
                     target = smooth_targets(target, num_classes, smoothing)
+            if diag is not None:
+                diag.begin_step(step)
             with autocast():
                 logits = train_model(x)
             if mixing:
@@ -453,7 +460,12 @@ def _fit(
             total = total + penalty(model) if penalty is not None else total
             optimizer.zero_grad(set_to_none=True)
             total.backward()
+            if diag is not None:
+                diag.after_backward()
+                diag.before_optimizer_step()
             optimizer.step()
+            if diag is not None:
+                diag.after_optimizer_step()
 
             # Book-keeping stays on the device; the host looks only every log_every steps.
             detached = loss.detach()
@@ -486,6 +498,8 @@ def _fit(
             average_buffers(model, ctx)  # per-rank batch-norm statistics -> one model to save
         _stop_if_diverged(first_bad, epoch, out, bar)
         bar.close()
+        if diag is not None:
+            diag.snapshot(step)
         train_seconds = time.perf_counter() - t_epoch
 
         test = evaluate_sharded(
@@ -554,14 +568,30 @@ def _fit(
         "world_size": ctx.world_size,
     }
     result.summary = summary
+    diagnosis = None
+    if diag is not None:
+        diagnosis = _write_diagnosis(diag, out, ctx.is_main)
+        summary["findings"] = [f.sentence() for f in diagnosis[1]]
     if not ctx.is_main:
         return result
     write_json(out / "summary.json", summary)
     if report:
         from trainlab.report import write_report
 
-        write_report(out, recipe, metrics, confusion, splits.classes, summary)
+        write_report(out, recipe, metrics, confusion, splits.classes, summary, diagnosis)
     return result
+
+
+def _write_diagnosis(diag: Any, out: Path, is_main: bool) -> tuple[Any, list[Any]]:
+    """The run's diagnostics: diagnostics.html, findings.json and figures beside the report."""
+    from trainlab.diagnostics import findings, write_diagnostics
+
+    report = diag.report()
+    diag.detach()
+    found = findings(report)
+    if is_main:
+        write_diagnostics(out, report, found)
+    return report, found
 
 
 def _stop_if_diverged(first_bad: torch.Tensor, epoch: int, out: Path, bar: Any) -> None:

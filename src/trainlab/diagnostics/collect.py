@@ -511,9 +511,13 @@ class Diagnostics:
         self._before = [w.param.detach().clone() for w in self.weights]
 
     def after_optimizer_step(self) -> None:
-        """``||W_after - W_before|| / ||W_before||`` per weighted layer (sampled steps only)."""
+        """``||W_after - W_before|| / ||W_before||`` per weighted layer (sampled steps only).
+
+        Ends the step: forward passes after it (evaluation) are not sampled."""
         if not self.sampling or self._before is None:
+            self.sampling = False
             return
+        self.sampling = False
         with torch.no_grad():
             after = [w.param.detach() for w in self.weights]
             delta = torch._foreach_sub(after, self._before)

@@ -199,9 +199,11 @@ _FIGURES = {
 
 
 def diagnostics_figures(report: DiagnosticsReport) -> dict[str, bytes]:
-    """Each figure as PNG bytes, by name."""
+    """Each figure as PNG bytes, by name; none when no step was sampled (nothing to draw)."""
     plt = _plt()
-    out = {}
+    out: dict[str, bytes] = {}
+    if report.sampled_steps == 0:
+        return out
     for name, make in _FIGURES.items():
         fig = make(report)
         buf = io.BytesIO()
