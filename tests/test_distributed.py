@@ -16,20 +16,28 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
 
 from trainlab.augment import make_pipeline
 from trainlab.data import DeviceLoader
 from trainlab.distributed import (
+    DistContext,
     ShardedLoader,
+    all_reduce_,
+    average_buffers,
+    broadcast_object,
     check_batch_split,
     env_context,
+    reduce_stats_,
     shard_bounds,
     slice_params,
     timeout,
 )
 from trainlab.errors import RecipeError
 from trainlab.recipe import load_recipe
-from trainlab.train import fit, load_checkpoint
+from trainlab.train import evaluate, evaluate_sharded, fit, load_checkpoint
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -192,6 +200,57 @@ def test_environment_is_read_and_checked(monkeypatch):
     monkeypatch.setenv("TRAINLAB_DIST_TIMEOUT", "soon")
     with pytest.raises(RecipeError, match="TRAINLAB_DIST_TIMEOUT"):
         timeout()
+
+
+def _eval_data():
+    g = torch.Generator().manual_seed(5)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    return model, torch.randn(11, 3, 2, 2, generator=g), torch.randint(0, 3, (11,), generator=g)
+
+
+def _collectives_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    ctx = DistContext(rank, world, rank, "gloo")
+    found: dict = {}
+    found["sum"] = all_reduce_(torch.tensor([rank + 1.0, 10.0 * rank]), ctx)
+    found["max"] = all_reduce_(torch.tensor([float(rank), -float(rank)]), ctx, "max")
+    stats = {"n": torch.tensor(rank + 1.0), "max": torch.tensor([rank, -rank], dtype=float)}
+    found["stats"] = reduce_stats_(stats, ctx, max_keys=("max",))
+    found["object"] = broadcast_object(f"rank {rank}'s", ctx)
+    norm = nn.BatchNorm1d(2)
+    norm.running_mean.fill_(float(rank))
+    average_buffers(norm, ctx)
+    found["running_mean"] = norm.running_mean.clone()
+    model, x, y = _eval_data()
+    ev = evaluate_sharded(ctx, model, x, y, 3, 4, torch.device("cpu"))
+    found["eval"] = (ev.loss, ev.accuracy, ev.confusion)
+    torch.save(found, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_collectives_and_sharded_evaluation_on_two_gloo_ranks(tmp_path):
+    mp.spawn(
+        _collectives_worker,
+        args=(2, str(tmp_path / "init"), str(tmp_path / "found")),
+        nprocs=2,
+        join=True,
+    )
+    model, x, y = _eval_data()
+    whole = evaluate(model, x, y, 3, 4)  # the reference: one process over the whole split
+    for rank in range(2):
+        found = torch.load(tmp_path / f"found.{rank}", weights_only=False)
+        assert torch.equal(found["sum"], torch.tensor([3.0, 10.0]))
+        assert torch.equal(found["max"], torch.tensor([1.0, 0.0]))
+        assert found["stats"]["n"].item() == 3.0
+        assert found["stats"]["max"].tolist() == [1.0, 0.0]
+        assert found["object"] == "rank 0's"
+        assert torch.equal(found["running_mean"], torch.full((2,), 0.5))
+        loss, accuracy, confusion = found["eval"]
+        assert torch.equal(confusion, whole.confusion) and accuracy == whole.accuracy
+        assert loss == pytest.approx(whole.loss, rel=1e-6)  # float32 sums per eval batch
 
 
 # ---------------------------------------------------------------------------------------------

@@ -179,6 +179,8 @@ def distributed_run(device_spec: str) -> Iterator[tuple[DistContext, torch.devic
     ctx, device = init_distributed(device_spec)
     try:
         yield ctx, device
+        if created and ctx.distributed:
+            dist.barrier()  # leave together: rank 0 may still be writing the report
     except BaseException as exc:
         if ctx.distributed:
             report_failure(ctx, exc)
@@ -192,7 +194,18 @@ def distributed_run(device_spec: str) -> Iterator[tuple[DistContext, torch.devic
 def report_failure(ctx: DistContext, exc: BaseException) -> None:
     where = f"rank {ctx.rank} of {ctx.world_size} (local rank {ctx.local_rank} on "
     where += f"{socket.gethostname()})"
-    print(f"trainlab: {where} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    text = str(exc)
+    hint = ""
+    if "timed out" in text.lower():
+        hint = (
+            f" [no answer from another rank within ${TIMEOUT_ENV} = "
+            f"{timeout().total_seconds():g} s: a peer hangs or died; see its own message]"
+        )
+    elif "connection closed" in text.lower() or "connection reset" in text.lower():
+        hint = " [a peer rank's process ended: see its own message]"
+    print(
+        f"trainlab: {where} failed: {type(exc).__name__}: {text}{hint}", file=sys.stderr, flush=True
+    )
     if isinstance(exc, Exception):
         with contextlib.suppress(Exception):  # the error file is a courtesy to torchrun
             from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
@@ -212,6 +225,21 @@ def all_reduce_(tensor: torch.Tensor, ctx: DistContext, op: str = "sum") -> torc
     return tensor
 
 
+def reduce_stats_(
+    stats: dict[str, torch.Tensor], ctx: DistContext, max_keys: Sequence[str] = ()
+) -> dict[str, torch.Tensor]:
+    """Combine per-rank accumulators in place: sums (counts, sums of x and x^2, histograms)
+    are summed, the entries named in ``max_keys`` take the maximum over the ranks.
+
+    For statistics such as diagnostics' per-layer accumulators, reduced once when reported
+    rather than on every step; means and variances computed from the reduced sums are those of
+    all ranks' samples together.
+    """
+    for key, value in stats.items():
+        all_reduce_(value, ctx, "max" if key in max_keys else "sum")
+    return stats
+
+
 def broadcast_object(obj: Any, ctx: DistContext) -> Any:
     """Rank 0's ``obj`` on every rank (pickled: for small values such as a path)."""
     if not ctx.distributed:
@@ -222,19 +250,21 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
 
 
 def average_buffers(model: nn.Module, ctx: DistContext) -> None:
-    """Average floating buffers (batch norm's running mean and variance) over the ranks.
+    """Average batch norm's running mean and variance over the ranks.
 
     With per-rank batch norm each rank's running statistics saw only its part of the data; the
     average is the statistic of all of it (for the variance, up to the spread of the rank means).
     Done before evaluation and checkpoints so that every rank evaluates, and rank 0 saves, the
-    same model.
+    same model. Other buffers (a normalizer's statistics) are equal on all ranks and left alone.
     """
     if not ctx.distributed:
         return
-    for buffer in model.buffers():
-        if buffer.dtype.is_floating_point:
-            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-            buffer.div_(ctx.world_size)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
+            for buffer in (module.running_mean, module.running_var):
+                if buffer is not None:
+                    dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+                    buffer.div_(ctx.world_size)
 
 
 def wrap_model(
