@@ -21,7 +21,17 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from trainlab.fileio import write_text  # noqa: E402
 
-ORDER = ["main_job", "loader", "activations", "stats", "dropconnect", "mix", "augment"]
+ORDER = [
+    "main_job",
+    "loader",
+    "activations",
+    "stats",
+    "dropconnect",
+    "mix",
+    "augment",
+    "diagnostics",
+    "distributed",
+]
 
 HEADER = """# Benchmarks
 
