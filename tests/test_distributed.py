@@ -30,6 +30,7 @@ from trainlab.distributed import (
     broadcast_object,
     check_batch_split,
     env_context,
+    reduce_diagnostics_,
     reduce_stats_,
     shard_bounds,
     slice_params,
@@ -211,6 +212,25 @@ def _eval_data():
     return model, torch.randn(11, 3, 2, 2, generator=g), torch.randint(0, 3, (11,), generator=g)
 
 
+COMBINED = ("n", "sum", "sumsq", "zeros", "unit_n", "unit_sum", "unit_sumsq", "max", "unit_max")
+
+
+def _diagnosed(x: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+    """Diagnostics after one sampled forward pass of a fixed small net over ``x``."""
+    from trainlab.diagnostics import Diagnostics
+
+    g = torch.Generator().manual_seed(11)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16, 3), nn.Tanh())
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    diag = Diagnostics(net, every=1)
+    diag.begin_step(0)
+    net(x)
+    diag.after_optimizer_step()
+    return diag
+
+
 def _collectives_worker(rank: int, world: int, init_file: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     ctx = DistContext(rank, world, rank, "gloo")
@@ -227,6 +247,10 @@ def _collectives_worker(rank: int, world: int, init_file: str, out: str) -> None
     model, x, y = _eval_data()
     ev = evaluate_sharded(ctx, model, x, y, 3, 4, torch.device("cpu"))
     found["eval"] = (ev.loss, ev.accuracy, ev.confusion)
+    x = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    diag = _diagnosed(x[4 * rank : 4 * rank + 4])  # this rank's half of the batch
+    reduce_diagnostics_(diag, ctx)
+    found["diag"] = {p.name: dict(p.history[0]) for p in diag.probes}
     torch.save(found, f"{out}.{rank}")
     dist.destroy_process_group()
 
@@ -240,6 +264,10 @@ def test_collectives_and_sharded_evaluation_on_two_gloo_ranks(tmp_path):
     )
     model, x, y = _eval_data()
     whole = evaluate(model, x, y, 3, 4)  # the reference: one process over the whole split
+    # diagnostics reference: one process seeing the whole batch of 8
+    diag = _diagnosed(torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(2)))
+    diag.snapshot()
+    expected = {p.name: p.history[0] for p in diag.probes}
     for rank in range(2):
         found = torch.load(tmp_path / f"found.{rank}", weights_only=False)
         assert torch.equal(found["sum"], torch.tensor([3.0, 10.0]))
@@ -251,6 +279,12 @@ def test_collectives_and_sharded_evaluation_on_two_gloo_ranks(tmp_path):
         loss, accuracy, confusion = found["eval"]
         assert torch.equal(confusion, whole.confusion) and accuracy == whole.accuracy
         assert loss == pytest.approx(whole.loss, rel=1e-6)  # float32 sums per eval batch
+        assert found["diag"].keys() == expected.keys() and len(expected) >= 2
+        for name, row in expected.items():
+            for key in COMBINED:
+                torch.testing.assert_close(
+                    found["diag"][name][key], row[key], rtol=1e-6, atol=1e-9, msg=f"{name}.{key}"
+                )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -240,6 +240,36 @@ def reduce_stats_(
     return stats
 
 
+def _earliest_(first_bad: torch.Tensor, ctx: DistContext) -> None:
+    """The earliest non-negative step over the ranks (-1 where no rank saw one), in place."""
+    never = torch.iinfo(torch.int64).max
+    steps = torch.where(first_bad < 0, never, first_bad)
+    all_reduce_(steps, ctx, "min")
+    first_bad.copy_(torch.where(steps == never, -1, steps))
+
+
+def reduce_diagnostics_(diag: Any, ctx: DistContext) -> None:
+    """Combine a :class:`~trainlab.diagnostics.Diagnostics` over the ranks before its report.
+
+    Each rank's activation statistics saw only its part of every sampled batch: counts, sums,
+    sums of squares, zeros, saturation counts and histograms are summed, maxima maximised, and
+    the first non-finite step is the earliest on any rank, so the report describes the whole
+    global batch. Gradient norms and update ratios are read after DDP's all-reduce and are the
+    same on every rank already. Every rank samples the same steps, so the windows line up.
+    Call once, just before ``diag.report()``, on every rank.
+    """
+    if not ctx.distributed:
+        return
+    diag.snapshot()  # close the open window so that it is reduced too
+    for probe in diag.probes:
+        for row in probe.history:
+            reduce_stats_(row, ctx, max_keys=[k for k in row if "max" in k])
+        if probe.first_bad is not None:
+            _earliest_(probe.first_bad, ctx)
+    if diag._input_acc:
+        reduce_stats_(diag._input_acc, ctx)
+
+
 def broadcast_object(obj: Any, ctx: DistContext) -> Any:
     """Rank 0's ``obj`` on every rank (pickled: for small values such as a path)."""
     if not ctx.distributed:

@@ -33,6 +33,7 @@ from trainlab.distributed import (
     average_buffers,
     broadcast_object,
     distributed_run,
+    reduce_diagnostics_,
     shard_bounds,
     wrap_model,
 )
@@ -570,7 +571,7 @@ def _fit(
     result.summary = summary
     diagnosis = None
     if diag is not None:
-        diagnosis = _write_diagnosis(diag, out, ctx.is_main)
+        diagnosis = _write_diagnosis(diag, out, ctx)
         summary["findings"] = [f.sentence() for f in diagnosis[1]]
     if not ctx.is_main:
         return result
@@ -582,14 +583,18 @@ def _fit(
     return result
 
 
-def _write_diagnosis(diag: Any, out: Path, is_main: bool) -> tuple[Any, list[Any]]:
-    """The run's diagnostics: diagnostics.html, findings.json and figures beside the report."""
+def _write_diagnosis(diag: Any, out: Path, ctx: DistContext) -> tuple[Any, list[Any]]:
+    """The run's diagnostics: diagnostics.html, findings.json and figures beside the report.
+
+    Every rank calls this: under torchrun the ranks' statistics are combined first, so the
+    findings describe whole global batches, and rank 0 writes them."""
     from trainlab.diagnostics import findings, write_diagnostics
 
+    reduce_diagnostics_(diag, ctx)
     report = diag.report()
     diag.detach()
     found = findings(report)
-    if is_main:
+    if ctx.is_main:
         write_diagnostics(out, report, found)
     return report, found
 
