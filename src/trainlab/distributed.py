@@ -192,6 +192,8 @@ def distributed_run(device_spec: str) -> Iterator[tuple[DistContext, torch.devic
 
 
 def report_failure(ctx: DistContext, exc: BaseException) -> None:
+    """One line on stderr naming this rank, its host and the error (with a hint for timeouts
+    and vanished peers), and the same in torchrun's error file for its summary."""
     where = f"rank {ctx.rank} of {ctx.world_size} (local rank {ctx.local_rank} on "
     where += f"{socket.gethostname()})"
     text = str(exc)
