@@ -143,6 +143,18 @@ def fit_recipe(overrides: list[str], data: ImageDataset) -> dict[str, Any]:
     return dict(result.final)
 
 
+def underfit_note(train_acc: float, test_acc: float, what: str) -> str:
+    """A sentence for the notes when the reference run did not overfit: regularizers and
+    augmentation fight overfitting, so without it they can only slow fitting down."""
+    gap = train_acc - test_acc
+    if gap >= 0.1:
+        return ""
+    return (
+        f" The {what} did not overfit (train - test accuracy = {gap:+.3f}): the run was too "
+        "short for the regime the claim is about, so these techniques could only slow fitting."
+    )
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     n = len(values)

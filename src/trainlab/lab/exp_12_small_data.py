@@ -24,6 +24,7 @@ from trainlab.lab._kit_b import (
     mean_std,
     pick,
     size_of,
+    underfit_note,
     with_test_subset,
 )
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
@@ -119,6 +120,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         "gain_over_baseline": {
             k: v[0] - acc[VARIANTS[k][0]][0] for k, v in acc.items() if VARIANTS[k][0] in acc
         },
+        "baseline_train_minus_test_acc": measured_gap(runs["baseline"]),
         "checks": checks,
     }
     figures = [_plot(out, runs, acc)]
@@ -128,6 +130,9 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         "training subset). Stochastic depth (survival 0.8 at the last block) is compared with a "
         "ResNet of the same widths without it."
     )
+    notes += underfit_note(
+        mean_std([r["train_acc"] for r in runs["baseline"]])[0], acc["baseline"][0], "baseline"
+    )
     if size == "quick":
         notes += (
             " Quick size: 1,000 training images, 3 epochs, one seed, narrow widths: far too "
@@ -136,6 +141,11 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     elif size == "smoke":
         notes += f" Smoke size: only {', '.join(names)}."
     return Outcome(verdict_from(checks), measured, figures, notes)
+
+
+def measured_gap(rows: list[dict]) -> float:
+    """Mean train minus test accuracy (last epoch): how much the run overfits."""
+    return mean_std([r["train_acc"] - r["test_acc"] for r in rows])[0]
 
 
 def _plot(out: Path, runs: dict[str, list[dict]], acc: dict[str, tuple[float, float]]) -> str:

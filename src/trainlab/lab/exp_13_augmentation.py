@@ -22,6 +22,7 @@ from trainlab.lab._kit_b import (
     pick,
     size_of,
     subset,
+    underfit_note,
     with_test_subset,
 )
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
@@ -137,6 +138,9 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         "test_acc_runs": {k: [r["test_acc"] for r in v] for k, v in runs.items()},
         "train_acc_mean": {k: mean_std([r["train_acc"] for r in v])[0] for k, v in runs.items()},
         "gain_over_none": {k: v[0] - acc["none"][0] for k, v in acc.items()},
+        "none_train_minus_test_acc": mean_std(
+            [r["train_acc"] - r["test_acc"] for r in runs["none"]]
+        )[0],
         "checks": checks,
     }
     figures.append(_plot(out, runs, acc))
@@ -145,6 +149,11 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         f"CIFAR-10 test images, seeds {seeds}. The grid shows two test images under each "
         "augmentation (PCA lighting uses the eigenvectors of 5,000 training images' RGB "
         "covariance); 'standard_pipeline.png' shows crop + flip + jitter together."
+    )
+    notes += underfit_note(
+        mean_std([r["train_acc"] for r in runs["none"]])[0],
+        acc["none"][0],
+        "run without augmentation",
     )
     if size == "quick":
         notes += (
