@@ -95,7 +95,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     size = size_of(quick)
     names = pick(size, smoke=SMOKE_VARIANTS, quick=QUICK_VARIANTS, full=tuple(VARIANTS))
     seeds = [seed + i for i in range(pick(size, smoke=1, quick=1, full=2))]
-    n_test = pick(size, smoke=256, quick=1000, full=2000)
+    n_test = pick(size, smoke=256, quick=500, full=2000)
     data = with_test_subset(dataset("cifar10"), n_test, generator(seed, "exp12", "test"))
 
     runs: dict[str, list[dict]] = {}
