@@ -86,7 +86,7 @@ class ModelConfig:
     )
     pool: str = _f("max", registry="pool", help="downsampling between stages (cnn)")
     head: str = _f(
-        "avg",
+        "flatten",
         choices=("avg", "flatten"),
         help="cnn: global average pooling (NiN), or all features of the last stage (VGG)",
     )
