@@ -7,8 +7,10 @@ page lists which experiments ran at full size, which quick, and which not at all
 Run:  PYTHONPATH=src .venv/bin/python benchmarks/run_lab_full.py [--out DIR] [--only NAME ...]
           [--quick] [--seed S] [--collect]
 
-``--only`` runs just those experiments (results already in DIR for the others are kept and
-shown); ``--collect`` runs nothing and only rewrites the gallery and docs/lab.md from DIR.
+``benchmarks/lab_remarks.md``, if present, is shown on the page as remarks written after the
+run (they are not part of any result). ``--only`` runs just those experiments (results already
+in DIR for the others are kept and shown); ``--collect`` runs nothing and only rewrites the
+gallery and docs/lab.md from DIR.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+REMARKS = ROOT / "benchmarks" / "lab_remarks.md"  # comments on the last run, shown on the page
 
 import torch  # noqa: E402
 
@@ -71,6 +74,7 @@ def main() -> int:
         command=command + " (run once per experiment; see each section's size)",
         machine=machine(),
         not_run=[n for n in experiment_names() if n not in ran],
+        remarks=REMARKS.read_text(encoding="utf-8") if REMARKS.is_file() else "",
     )
     write_text(ROOT / "docs" / "lab.md", page)
     print(f"wrote {out / 'gallery.html'} and docs/lab.md ({len(results)} experiments)")

@@ -186,9 +186,11 @@ def lab_markdown(
     machine: str = "",
     date: str | None = None,
     not_run: Sequence[str] = (),
+    remarks: str = "",
 ) -> str:
-    """The lab's Markdown page: a summary table of verdicts, then per experiment its claim,
-    source, rule, verdict, checks, key numbers and notes."""
+    """The lab's Markdown page: a summary table of verdicts, ``remarks`` (a reader's comments
+    on this particular run, written after it, kept apart from the measured results), then per
+    experiment its claim, source, rule, verdict, checks, key numbers and notes."""
     date = date or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# The lab: the lecture's claims, measured",
@@ -211,6 +213,8 @@ def lab_markdown(
         )
     for name in not_run:
         lines.append(f"| {name} | not run | - | - |")
+    if remarks.strip():
+        lines += ["", "## Remarks on this run (written after it)", "", remarks.strip()]
     for r in results:
         checks = r.get("measured", {}).get("checks", {})
         lines += [
