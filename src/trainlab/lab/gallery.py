@@ -75,11 +75,12 @@ def flatten(measured: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]
 
 
 def format_value(value: Any) -> str:
-    """Numbers to 4 significant digits; lists shortened; booleans as yes/no; None as n/a."""
+    """Numbers to 4 significant digits; lists shortened; booleans as yes/no; None (JSON's
+    stand-in for a diverged run's infinite loss, or "never" for a divergence step) as n/a."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if value is None:
-        return "n/a (diverged)"
+        return "n/a"
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return str(value)
@@ -197,7 +198,8 @@ def lab_markdown(
         "",
         "Each experiment states a claim, its source and the rule that decides it before it runs "
         "(`src/trainlab/lab/exp_*.py`); the verdict follows from the rule and the numbers below. "
-        "A claim that did not hold on this setup says so.",
+        "A claim that did not hold on this setup says so. In the tables, n/a stands for a "
+        "diverged run's loss, or for a divergence step that never came.",
         "",
         f"- Date: {date}",
     ]
