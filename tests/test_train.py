@@ -9,7 +9,14 @@ import torch
 import trainlab.train as train_mod
 from trainlab.errors import CheckpointError, TrainingDiverged
 from trainlab.recipe import load_recipe
-from trainlab.train import fit, load_checkpoint, lr_factor, model_from_checkpoint
+from trainlab.train import (
+    fit,
+    held_out_split,
+    load_checkpoint,
+    lr_factor,
+    model_from_checkpoint,
+    prepare_splits,
+)
 
 TINY = [
     "data.name=synthetic(n=384, classes=4, size=16)",
@@ -60,8 +67,7 @@ def test_one_epoch_on_real_data_writes_everything_and_learns(tmp_path, fashion_m
 def result_test_split(recipe):
     from trainlab.data import load_dataset
 
-    ds = load_dataset(recipe.data.name)
-    return ds.test_images[: recipe.data.test_subset], ds.test_labels[: recipe.data.test_subset]
+    return held_out_split(load_dataset(recipe.data.name), recipe.data.test_subset)
 
 
 def test_same_seed_same_weights_and_other_seed_differs(tmp_path):
@@ -180,3 +186,30 @@ def test_checkpoint_refuses_to_unpickle_objects(tmp_path):
     torch.save({"format": train_mod.CHECKPOINT_FORMAT, "x": Evil()}, tmp_path / "checkpoint.pt")
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path)
+
+
+def test_test_subset_is_a_fixed_draw_of_every_class_not_a_prefix():
+    from trainlab.data import load_dataset
+
+    recipe = load_recipe(
+        None, ["data.name=synthetic(n=64, classes=4, test_n=400)", "data.test_subset=100"]
+    )
+    ds = load_dataset(recipe.data.name)
+    order = ds.test_labels.argsort(stable=True)  # a class-sorted test set, as image folders give
+    ds.test_images, ds.test_labels = ds.test_images[order], ds.test_labels[order]
+    x, y = held_out_split(ds, 100)
+    assert len(y) == 100 and set(y.tolist()) == {0, 1, 2, 3}
+    again = prepare_splits(load_recipe(None, [*recipe_overrides(recipe), "train.seed=5"]), ds)
+    assert torch.equal(again.test[1], y), "the same test images whatever the seed"
+
+
+def recipe_overrides(recipe):
+    return [f"data.name={recipe.data.name}", f"data.test_subset={recipe.data.test_subset}"]
+
+
+def test_validation_split_is_carved_from_training_data(tmp_path):
+    recipe = tiny("data.val_fraction=0.25", "train.epochs=1")
+    splits = prepare_splits(recipe)
+    assert len(splits.val[0]) == 96 and len(splits.train[0]) == 384 - 96
+    result = fit(recipe, tmp_path, progress=False, report=False)
+    assert 0 <= result.final["val_acc"] <= 1 and "val_loss" in result.final

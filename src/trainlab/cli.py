@@ -186,13 +186,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from trainlab.data import load_dataset
-    from trainlab.train import evaluate, model_from_checkpoint
+    from trainlab.train import evaluate, held_out_split, model_from_checkpoint
 
     model, recipe, state = model_from_checkpoint(args.checkpoint)
     ds = load_dataset(recipe.data.name, args.data_dir or recipe.data.data_dir or None)
-    x, y = ds.test_images, ds.test_labels
-    if recipe.data.test_subset:
-        x, y = x[: recipe.data.test_subset], y[: recipe.data.test_subset]
+    x, y = held_out_split(ds, recipe.data.test_subset)
     result = evaluate(model, x, y, state["num_classes"], recipe.train.eval_batch_size)
     report = {
         "checkpoint": str(args.checkpoint),

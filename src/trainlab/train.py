@@ -45,7 +45,9 @@ CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "trainlab-checkpoint/1"
 
 # Named random streams, each derived from (seed, epoch, stream) so they never overlap.
-_STREAM_SUBSET, _STREAM_INIT, _STREAM_MIX, _STREAM_MODULES, _STREAM_GLOBAL = range(1, 6)
+_STREAM_SUBSET, _STREAM_INIT, _STREAM_MIX, _STREAM_MODULES, _STREAM_GLOBAL, _STREAM_TEST = range(
+    1, 7
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,11 +94,21 @@ def prepare_splits(recipe: Recipe, dataset: ImageDataset | None = None) -> Split
         x, y = x[keep], y[keep]
     val = None
     if cfg.val_fraction > 0:
-        (x, y), val = split_validation(x, y, cfg.val_fraction, seed)
-    tx, ty = ds.test_images, ds.test_labels
-    if cfg.test_subset:
-        tx, ty = tx[: cfg.test_subset], ty[: cfg.test_subset]
+        x, y, vx, vy = split_validation(x, y, cfg.val_fraction, seed)
+        val = (vx, vy)
+    tx, ty = held_out_split(ds, cfg.test_subset)
     return Splits((x, y), (tx, ty), val, list(ds.classes))
+
+
+def held_out_split(ds: ImageDataset, test_subset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images, or ``test_subset`` of them drawn by a fixed seed: the same images for
+    every run and seed, and never a prefix (class-sorted sets would give one class)."""
+    tx, ty = ds.test_images, ds.test_labels
+    if test_subset and test_subset < len(tx):
+        g = torch.Generator().manual_seed(derive_seed(0, _STREAM_TEST))
+        keep = torch.randperm(len(tx), generator=g)[:test_subset].sort().values
+        tx, ty = tx[keep], ty[keep]
+    return tx, ty
 
 
 def build_training_model(recipe: Recipe, splits: Splits, stats: Any = None) -> nn.Module:
