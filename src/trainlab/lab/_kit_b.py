@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -21,21 +20,9 @@ from torch import Tensor, nn
 
 from trainlab.data import ImageDataset, load_dataset
 from trainlab.data.loader import make_generator
+from trainlab.lab._kit_a import SMOKE_ENV, built, pick, size_of  # noqa: F401 (re-exported)
 
-SMOKE_ENV = "TRAINLAB_LAB_SMOKE"
 T = TypeVar("T")
-
-
-def size_of(quick: bool) -> str:
-    """``"smoke"`` when the test-suite asks for it, else ``"quick"`` or ``"full"``."""
-    if os.environ.get(SMOKE_ENV, "") not in ("", "0"):
-        return "smoke"
-    return "quick" if quick else "full"
-
-
-def pick(size: str, **options: T) -> T:
-    """The value for this size: ``pick(size, smoke=1, quick=10, full=100)``."""
-    return options[size]
 
 
 def generator(seed: int, *keys: int | str) -> torch.Generator:
@@ -43,11 +30,7 @@ def generator(seed: int, *keys: int | str) -> torch.Generator:
     return make_generator(seed, "lab-b", *keys)
 
 
-def quietly_built(make: Callable[[], T]) -> T:
-    """Build modules without a trace on the global RNG: PyTorch's default init draws from it,
-    and the lab re-initializes from its own generators anyway."""
-    with torch.random.fork_rng(devices=[]):
-        return make()
+quietly_built = built  # the same rule for experiments 8-13: no trace on the global RNG
 
 
 @functools.cache
