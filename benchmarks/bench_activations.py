@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch import nn
 
 from trainlab import fileio
 from trainlab.activations import make_activation
+from trainlab.bench import cpu_model
 
 SHAPE = (256, 1024)
 INNER = 20  # calls per timed sample
@@ -71,14 +71,7 @@ def compare(ours: nn.Module, native: nn.Module, x, grad) -> tuple[float, float]:
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     threads = torch.get_num_threads()
     return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads)"
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageOps
 
 from trainlab.augment import make_pipeline
+from trainlab.bench import cpu_model
 from trainlab.fileio import write_text
 
 BATCH = 512
@@ -137,17 +138,6 @@ def thread_probe(x: torch.Tensor, n_threads: int, restore: int) -> float:
     finally:
         torch.set_num_threads(restore)
     return statistics.median(times)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> str:

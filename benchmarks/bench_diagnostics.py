@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from trainlab.augment import make_pipeline  # noqa: E402
+from trainlab.bench import cpu_model  # noqa: E402
 from trainlab.data import DeviceLoader  # noqa: E402
 from trainlab.diagnostics import DEFAULT_EVERY, Diagnostics, train_steps  # noqa: E402
 from trainlab.fileio import write_text  # noqa: E402
@@ -47,11 +47,7 @@ REPEATS = 4
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
+    model = cpu_model()
     return f"{model}, {os.cpu_count()} cores"
 
 

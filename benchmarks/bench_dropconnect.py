@@ -14,7 +14,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainlab.bench import cpu_model
 from trainlab.fileio import write_text
 from trainlab.regularize.dropconnect import DropConnectLinear
 
@@ -121,13 +121,6 @@ def peak_memory(name: str) -> float:
         },
     )
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def report(times: dict[int, dict[str, float]], memory: dict[str, float], load: str) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from trainlab import fileio
+from trainlab.bench import cpu_model
 from trainlab.data import DeviceLoader, load_dataset, random_hflip
 from trainlab.errors import DataError
 
@@ -108,14 +108,7 @@ def bench_cifar_cache() -> tuple[float, float, str] | None:
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     threads = torch.get_num_threads()
     return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads)"
 

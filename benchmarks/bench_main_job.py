@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,17 +24,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from trainlab.bench import cpu_model  # noqa: E402
 from trainlab.fileio import write_text  # noqa: E402
 
 COMMAND = "PYTHONPATH=src .venv/bin/python benchmarks/bench_main_job.py"
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
+    model = cpu_model()
     return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 

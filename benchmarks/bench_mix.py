@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from trainlab.bench import cpu_model
 from trainlab.fileio import write_text
 from trainlab.models import build_model
 from trainlab.preprocess import make_normalizer
@@ -48,17 +48,6 @@ TARGET = 0.03
 CONTROL = "control: step alone again"
 PLAIN = ("step alone", CONTROL)
 SPECS = ("mixup(1.0)", "cutmix(1.0)", "cutout(16)", "cutout(16, fill='noise')")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def make_step(model: torch.nn.Module, mix_spec: str | None) -> Callable[..., None]:

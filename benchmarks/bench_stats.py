@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from trainlab import fileio
+from trainlab.bench import cpu_model
 from trainlab.errors import DataError
 from trainlab.preprocess import (
     EXACT_F32_IMAGES,
@@ -43,16 +43,6 @@ REPEATS = 3
 TARGET_S = 2.0
 NAIVE_IMAGES = 5000
 FIELDS = ("mean", "std", "mean_image", "pixel_std", "channel_mean", "channel_std", "channel_cov")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load_images(name: str, shape: tuple[int, ...]) -> tuple[torch.Tensor, str]:

@@ -28,20 +28,14 @@ REMARKS = ROOT / "benchmarks" / "lab_remarks.md"  # comments on the last run, sh
 
 import torch  # noqa: E402
 
+from trainlab.bench import cpu_model  # noqa: E402
 from trainlab.fileio import write_text  # noqa: E402
 from trainlab.lab.base import experiment_names  # noqa: E402
 from trainlab.lab.gallery import lab_markdown, load_results, run_lab, write_gallery  # noqa: E402
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     threads = os.environ.get("OMP_NUM_THREADS", "default")
     return (
         f"{model}, {os.cpu_count()} cores (OMP_NUM_THREADS={threads}), torch {torch.__version__}, "

@@ -21,6 +21,20 @@ from trainlab.errors import RecipeError
 from trainlab.recipe import Recipe
 
 
+def cpu_model() -> str:
+    """The processor's model name, for the machine line of every benchmark."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def summarize(values: list[float]) -> dict[str, float]:
     """Mean, sample standard deviation (0 for one value), min and max."""
     if not values:
