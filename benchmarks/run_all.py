@@ -31,6 +31,7 @@ ORDER = [
     "augment",
     "diagnostics",
     "distributed",
+    "profile",
 ]
 
 HEADER = """# Benchmarks
