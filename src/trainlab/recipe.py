@@ -134,7 +134,7 @@ class TrainConfig:
     eval_batch_size: int = _f(1024, lo=1)
     seed: int = _f(0, lo=0)
     device: str = _f("auto", help="auto, cpu, cuda, cuda:N")
-    channels_last: bool = _f(True, help="on CUDA only")
+    channels_last: bool = _f(True, help="NHWC memory format for conv models (CPU and CUDA)")
     autocast: str = _f("bf16", choices=("none", "bf16", "fp16"), help="on CUDA only")
     log_every: int = _f(20, lo=1, help="steps between progress updates (a host sync on GPU)")
     sync_batchnorm: bool = _f(
