@@ -12,6 +12,7 @@ import functools
 import math
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -150,3 +151,31 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 def finite(x: float) -> float | None:
     """JSON has no infinity: a diverged number is written as ``null``."""
     return float(x) if math.isfinite(x) else None
+
+
+def accuracy_bars(
+    out: Path,
+    name: str,
+    title: str,
+    runs: dict[str, list[dict]],
+    acc: dict[str, tuple[float, float]],
+    colors: list[str],
+) -> str:
+    """Mean test accuracy per variant with its spread, each seed's run as a dot; saved as
+    ``out/name``."""
+    from trainlab.lab.base import pyplot, save_figure
+
+    plt = pyplot()
+    names = list(runs)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    means = [acc[n][0] for n in names]
+    ax.bar(range(len(names)), means, yerr=[acc[n][1] for n in names], color=colors, alpha=0.7)
+    for i, n in enumerate(names):
+        values = [r["test_acc"] for r in runs[n]]
+        ax.scatter([i] * len(values), values, color="k", s=8, zorder=3)
+    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(max(0.0, min(means) - 0.1), None)
+    ax.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, out, name)

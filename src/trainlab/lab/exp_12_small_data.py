@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainlab.lab._kit_b import (
+    accuracy_bars,
     dataset,
     fit_recipe,
     generator,
@@ -27,7 +28,7 @@ from trainlab.lab._kit_b import (
     underfit_note,
     with_test_subset,
 )
-from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.base import Outcome, experiment, verdict_from
 
 # name -> (baseline it is compared with, overrides on top of that baseline)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -150,22 +151,10 @@ def measured_gap(rows: list[dict]) -> float:
 
 
 def _plot(out: Path, runs: dict[str, list[dict]], acc: dict[str, tuple[float, float]]) -> str:
-    plt = pyplot()
-    names = list(runs)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    means = [acc[n][0] for n in names]
     colors = [
         "tab:gray" if VARIANTS[n][0] == n else "tab:green" if acc[n][0] > acc[VARIANTS[n][0]][0]
         else "tab:red"
-        for n in names
+        for n in runs
     ]  # fmt: skip
-    ax.bar(range(len(names)), means, yerr=[acc[n][1] for n in names], color=colors, alpha=0.7)
-    for i, n in enumerate(names):
-        values = [r["test_acc"] for r in runs[n]]
-        ax.scatter([i] * len(values), values, color="k", s=8, zorder=3)
-    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(max(0.0, min(means) - 0.1), None)
-    ax.set_title("Small CIFAR-10 subset: each technique alone (green: beats its baseline)")
-    fig.tight_layout()
-    return save_figure(fig, out, "small_data.png")
+    title = "Small CIFAR-10 subset: each technique alone (green: beats its baseline)"
+    return accuracy_bars(out, "small_data.png", title, runs, acc, colors)

@@ -15,6 +15,7 @@ import torch
 
 from trainlab.augment import make_pipeline, plot_augment
 from trainlab.lab._kit_b import (
+    accuracy_bars,
     dataset,
     fit_recipe,
     generator,
@@ -167,21 +168,9 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
 
 
 def _plot(out: Path, runs: dict[str, list[dict]], acc: dict[str, tuple[float, float]]) -> str:
-    plt = pyplot()
-    names = list(runs)
-    fig, ax = plt.subplots(figsize=(8, 4))
     base = acc["none"][0]
     colors = [
-        "tab:gray" if n == "none" else "tab:green" if acc[n][0] > base else "tab:red" for n in names
+        "tab:gray" if n == "none" else "tab:green" if acc[n][0] > base else "tab:red" for n in runs
     ]
-    means = [acc[n][0] for n in names]
-    ax.bar(range(len(names)), means, yerr=[acc[n][1] for n in names], color=colors, alpha=0.7)
-    for i, n in enumerate(names):
-        values = [r["test_acc"] for r in runs[n]]
-        ax.scatter([i] * len(values), values, color="k", s=8, zorder=3)
-    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(max(0.0, min(means) - 0.1), None)
-    ax.set_title("Each augmentation alone on a CIFAR-10 subset (green: beats none)")
-    fig.tight_layout()
-    return save_figure(fig, out, "augmentation_accuracy.png")
+    title = "Each augmentation alone on a CIFAR-10 subset (green: beats none)"
+    return accuracy_bars(out, "augmentation_accuracy.png", title, runs, acc, colors)
