@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainlab.activations import make_activation
@@ -101,6 +102,33 @@ def batches(n: int, batch_size: int, gen: torch.Generator) -> list[Tensor]:
     """One epoch of shuffled index batches (the last, short one dropped)."""
     order = torch.randperm(n, generator=gen)
     return list(order[: n - n % batch_size].split(batch_size)) or [order]
+
+
+def sgd_steps(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    steps: int,
+    gen: torch.Generator,
+    batch_size: int = 128,
+    after_step: Callable[[], None] | None = None,
+) -> list[float]:
+    """``steps`` optimizer steps of cross-entropy over shuffled batches drawn from ``gen``;
+    the loss of every step (one host read per step: the lab's networks are small)."""
+    losses: list[float] = []
+    while len(losses) < steps:
+        for idx in batches(len(y), batch_size, gen):
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if after_step is not None:
+                after_step()
+            if len(losses) == steps:
+                break
+    return losses
 
 
 class Stopwatch:

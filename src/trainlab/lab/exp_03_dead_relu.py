@@ -21,18 +21,17 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainlab.activations import activation_info
 from trainlab.init import initialize
 from trainlab.lab._kit_a import (
-    batches,
     generator,
     image_subset,
     new_mlp,
     pick,
     rounded,
+    sgd_steps,
     size_of,
 )
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
@@ -69,16 +68,7 @@ def _train(spec, lr, x, y, probe, widths, steps, seed) -> dict[str, float]:
     initialize(net, "kaiming", spec, generator=generator(seed, "dead-relu", "weights"))
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=MOMENTUM)
     gen = generator(seed, "dead-relu", "batches")  # same init and batches for every run
-    losses: list[float] = []
-    while len(losses) < steps:
-        for idx in batches(len(y), 128, gen):
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            if len(losses) == steps:
-                break
+    losses = sgd_steps(net, opt, x, y, steps, gen)
     diverged = not all(math.isfinite(v) for v in losses[-20:])
     result = {"final_loss": sum(losses[-20:]) / len(losses[-20:]), "diverged": diverged}
     if diverged:

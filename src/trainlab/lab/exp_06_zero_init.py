@@ -13,17 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trainlab.init import initialize
 from trainlab.lab._kit_a import (
-    batches,
     generator,
     image_subset,
     new_mlp,
     pick,
     rounded,
+    sgd_steps,
     size_of,
 )
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
@@ -54,18 +53,11 @@ def _train(scheme: str, x, y, widths, steps, batch_size, lr, seed):
     initialize(net, scheme, ACTIVATION, generator=generator(seed, "zero-init", "weights"))
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     gen = generator(seed, "zero-init", "batches")  # same batches for every init
-    spreads, losses, step = [], [], 0
-    while step < steps:
-        for idx in batches(len(y), batch_size, gen):
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            spreads.append([unit_spread(m.weight) for m in _hidden_layers(net)])
-            step += 1
-            if step == steps:
-                break
+    spreads: list[list[float]] = []
+    losses = sgd_steps(
+        net, opt, x, y, steps, gen, batch_size,
+        after_step=lambda: spreads.append([unit_spread(m.weight) for m in _hidden_layers(net)]),
+    )  # fmt: skip
     with torch.no_grad():
         accuracy = float((net(x).argmax(1) == y).float().mean())
     return spreads, losses, accuracy

@@ -13,16 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from trainlab.init import initialize
 from trainlab.lab._kit_a import (
-    batches,
     generator,
     image_subset,
     new_mlp,
     pick,
     rounded,
+    sgd_steps,
     size_of,
 )
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
@@ -39,17 +38,7 @@ def _train(scheme, x, y, widths, steps, lr, seed) -> list[float]:
     initialize(net, scheme, "relu", generator=generator(seed, "deep-init", "weights", scheme))
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     gen = generator(seed, "deep-init", "batches")  # the same batches for both inits
-    losses: list[float] = []
-    while len(losses) < steps:
-        for idx in batches(len(y), 128, gen):
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            if len(losses) == steps:
-                break
-    return losses
+    return sgd_steps(net, opt, x, y, steps, gen)
 
 
 def _mean(values: list[float]) -> float:
