@@ -486,10 +486,8 @@ def _fit(
 
             # Book-keeping stays on the device; the host looks only every log_every steps.
             detached = loss.detach()
-            first_bad = torch.where(
-                (first_bad < 0) & ~torch.isfinite(detached),
-                torch.tensor(step, device=device),
-                first_bad,
+            first_bad = torch.where(  # new_full is a fill kernel: no host-to-device copy
+                (first_bad < 0) & ~torch.isfinite(detached), first_bad.new_full((), step), first_bad
             )
             loss_sum += detached.double() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
