@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -213,3 +214,65 @@ def test_validation_split_is_carved_from_training_data(tmp_path):
     assert len(splits.val[0]) == 96 and len(splits.train[0]) == 384 - 96
     result = fit(recipe, tmp_path, progress=False, report=False)
     assert 0 <= result.final["val_acc"] <= 1 and "val_loss" in result.final
+
+
+def test_eval_every_tests_only_the_chosen_epochs_and_trains_the_same_model(tmp_path):
+    every = fit(tiny("train.epochs=3"), tmp_path / "every", progress=False, report=False)
+    end = fit(tiny("train.epochs=3", "train.eval_every=0"), tmp_path / "end", progress=False)
+    second = fit(tiny("train.epochs=3", "train.eval_every=2"), tmp_path / "2", progress=False)
+    assert [("test_acc" in m) for m in end.metrics] == [False, False, True]
+    assert [("test_acc" in m) for m in second.metrics] == [False, True, True]
+    # testing is read-only: the same weights and the same final numbers either way
+    w1, w2 = load_checkpoint(every.out)["model"], load_checkpoint(end.out)["model"]
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert end.final["test_acc"] == every.final["test_acc"]
+    assert end.confusion.sum().item() == len(prepare_splits(tiny()).test[1])
+    # the report copes with epochs that have no test numbers
+    md = (tmp_path / "end" / "report.md").read_text()
+    assert f"{100 * end.final['test_acc']:.2f}%" in md
+
+
+def test_cpu_autocast_trains_in_bfloat16_and_needs_bf16(tmp_path):
+    from trainlab.errors import RecipeError
+
+    seen = []
+
+    def record(module, inputs, output):
+        # training steps only: building the model runs one float32 probe in eval mode
+        if isinstance(module, torch.nn.Conv2d) and module.training:
+            seen.append(output.dtype)
+
+    fp32 = fit(tiny("train.epochs=1"), tmp_path / "fp32", progress=False, report=False)
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        bf16 = fit(
+            tiny("train.epochs=1", "train.cpu_autocast=true", "train.device=cpu"),
+            tmp_path / "bf16",
+            progress=False,
+            report=False,
+        )
+    finally:
+        handle.remove()
+    assert seen and all(d == torch.bfloat16 for d in seen), "every conv ran in bfloat16"
+    w1, w2 = load_checkpoint(fp32.out)["model"], load_checkpoint(bf16.out)["model"]
+    assert all(w2[k].dtype == w1[k].dtype for k in w1), "master weights stay float32"
+    assert not all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert abs(bf16.final["train_loss"] - fp32.final["train_loss"]) < 0.05
+    with pytest.raises(RecipeError, match="cpu_autocast.*bf16"):
+        tiny("train.cpu_autocast=true", "train.autocast=fp16")
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+    reason="torch.compile on the CPU needs a C++ compiler",
+)
+def test_compiled_training_matches_eager_training(tmp_path):
+    eager = fit(tiny("train.epochs=1"), tmp_path / "eager", progress=False, report=False)
+    compiled = fit(
+        tiny("train.epochs=1", "train.compile=true"), tmp_path / "compiled", progress=False
+    )
+    # the same arithmetic reordered by fusion: equal to float32 rounding after 6 steps
+    w1, w2 = load_checkpoint(eager.out)["model"], load_checkpoint(compiled.out)["model"]
+    for key in w1:
+        torch.testing.assert_close(w2[key], w1[key], rtol=1e-4, atol=1e-5)
+    assert compiled.final["train_loss"] == pytest.approx(eager.final["train_loss"], rel=1e-5)

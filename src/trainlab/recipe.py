@@ -135,7 +135,14 @@ class TrainConfig:
     seed: int = _f(0, lo=0)
     device: str = _f("auto", help="auto, cpu, cuda, cuda:N")
     channels_last: bool = _f(True, help="NHWC memory format for conv models (CPU and CUDA)")
-    autocast: str = _f("bf16", choices=("none", "bf16", "fp16"), help="on CUDA only")
+    autocast: str = _f(
+        "bf16", choices=("none", "bf16", "fp16"), help="on CUDA (and see cpu_autocast)"
+    )
+    cpu_autocast: bool = _f(
+        False, help="autocast on the CPU too (bf16 only): pays where the CPU has native bf16"
+    )
+    eval_every: int = _f(1, lo=0, help="test every N epochs (0: after the last epoch only)")
+    compile: bool = _f(False, help="torch.compile the training forward (pays on GPU, not CPU)")
     log_every: int = _f(20, lo=1, help="steps between progress updates (a host sync on GPU)")
     sync_batchnorm: bool = _f(
         False, help="under torchrun: batch-norm statistics over the global batch (GPUs only)"
@@ -223,6 +230,11 @@ def recipe_from_dict(raw: dict[str, Any], where: str = "<recipe>") -> Recipe:
         sections[name] = _build_section(name, body, where)
     recipe = Recipe(**sections)
     _check_registries(recipe, where)
+    if recipe.train.cpu_autocast and recipe.train.autocast != "bf16":
+        raise RecipeError(
+            f'{where}: train.cpu_autocast = true needs train.autocast = "bf16", '
+            f"got {recipe.train.autocast!r} (the CPU autocasts to bfloat16 only)"
+        )
     return recipe
 
 

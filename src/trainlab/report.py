@@ -30,14 +30,13 @@ def _pyplot():
 
 def curves_figure(metrics: Sequence[dict[str, Any]]):
     plt = _pyplot()
-    epochs = [m["epoch"] for m in metrics]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     for split, style in (("train", "-o"), ("val", "-^"), ("test", "-s")):
-        if metrics and f"{split}_loss" in metrics[0]:
-            ax_loss.plot(epochs, [m[f"{split}_loss"] for m in metrics], style, ms=3, label=split)
-            ax_acc.plot(
-                epochs, [100 * m[f"{split}_acc"] for m in metrics], style, ms=3, label=split
-            )
+        rows = [m for m in metrics if f"{split}_loss" in m]  # eval_every may skip epochs
+        if rows:
+            epochs = [m["epoch"] for m in rows]
+            ax_loss.plot(epochs, [m[f"{split}_loss"] for m in rows], style, ms=3, label=split)
+            ax_acc.plot(epochs, [100 * m[f"{split}_acc"] for m in rows], style, ms=3, label=split)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
@@ -102,6 +101,7 @@ def write_report(
         write_with(out / "figures" / f"{name}.png", lambda tmp, data=data: tmp.write_bytes(data))
 
     final = summary.get("final", {})
+    tested = [m["test_acc"] for m in metrics if "test_acc" in m]  # eval_every may skip epochs
     facts = [
         (
             "data set",
@@ -115,7 +115,7 @@ def write_report(
         ("final train accuracy", f"{100 * final.get('train_acc', float('nan')):.2f}%"),
         (
             "best test accuracy",
-            f"{100 * max((m['test_acc'] for m in metrics), default=float('nan')):.2f}%",
+            f"{100 * max(tested, default=float('nan')):.2f}%",
         ),
         ("device", str(summary.get("device"))),
         (
