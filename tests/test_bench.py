@@ -51,6 +51,18 @@ def test_bad_arguments():
         time_to_accuracy(recipe, 0.9, runs=0)
     with pytest.raises(RecipeError, match="--target"):
         time_to_accuracy(recipe, -3, runs=1)
+    with pytest.raises(RecipeError, match="--warmup"):
+        time_to_accuracy(recipe, 0.9, runs=1, warmup=-1)
+
+
+def test_warmup_runs_are_trained_but_not_counted(tmp_path):
+    recipe = load_recipe(None, [*TINY, "train.epochs=1"])
+    plain = time_to_accuracy(recipe, 0.3, runs=2, out=tmp_path / "plain")
+    warm = time_to_accuracy(recipe, 0.3, runs=2, out=tmp_path / "warm", warmup=1)
+    assert warm["warmup_runs"] == 1 and [r["seed"] for r in warm["runs"]] == [0, 1]
+    # a warm-up changes no counted result: every run is reproducible from its own seed
+    assert [r["test_acc"] for r in warm["runs"]] == [r["test_acc"] for r in plain["runs"]]
+    assert sorted(p.name for p in (tmp_path / "warm").iterdir()) == ["seed-0", "seed-1"]
 
 
 def test_cli_prints_the_statistics(capsys):

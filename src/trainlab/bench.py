@@ -54,16 +54,21 @@ def time_to_accuracy(
     *,
     out: str | Path | None = None,
     progress: bool = False,
+    warmup: int = 0,
 ) -> dict[str, Any]:
     """Train ``runs`` seeds of ``recipe``; accuracy and time statistics against ``target``.
 
-    ``target`` is a test accuracy as a fraction (0.93) or a percentage (93).
+    ``target`` is a test accuracy as a fraction (0.93) or a percentage (93). ``warmup`` runs
+    go first and are not counted: they pay one-off costs such as torch.compile's code
+    generation and cuDNN's algorithm search, as airbench's timing does.
     """
     from trainlab.data import load_dataset
     from trainlab.train import fit
 
     if runs < 1:
         raise RecipeError(f"--runs {runs}: expected at least 1 run")
+    if warmup < 0:
+        raise RecipeError(f"--warmup {warmup}: expected 0 or more runs")
     if target > 1:
         target /= 100.0
     if not 0 < target <= 1:
@@ -76,6 +81,8 @@ def time_to_accuracy(
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(out) if out is not None else Path(tmp)
+        for i in range(warmup):
+            fit(recipe, Path(tmp) / f"warmup-{i}", progress=progress, dataset=dataset, report=False)
         for i in range(runs):
             seed = recipe.train.seed + i
             run_recipe = dataclasses.replace(
@@ -107,6 +114,7 @@ def time_to_accuracy(
         "accuracy": acc,
         "seconds": summarize(secs),
         "load_seconds": load_seconds,
+        "warmup_runs": warmup,
         "reached": acc["mean"] >= target,
         "runs_reaching_target": sum(a >= target for a in accs),
         # a one-sided check that the mean is above target, not just by luck of the seeds
@@ -123,7 +131,12 @@ def format_report(stats: dict[str, Any]) -> str:
         f"{stats['runs_reaching_target']}/{len(stats['runs'])} runs reached the target",
         f"  time per run   {sec['mean']:.2f} s +- {sec['std']:.2f} "
         f"(data on the device to final evaluation)",
-        f"  data loading   {stats['load_seconds']:.2f} s (once)",
+        f"  data loading   {stats['load_seconds']:.2f} s (once)"
+        + (
+            f"; {stats['warmup_runs']} warm-up run(s) not counted"
+            if stats.get("warmup_runs")
+            else ""
+        ),
         f"  target {'reached' if stats['reached'] else 'NOT reached'} by the mean accuracy",
     ]
     return "\n".join(lines)

@@ -99,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_recipe_args(q)
     q.add_argument("--target", type=float, required=True, help="test accuracy, e.g. 0.93 or 93")
     q.add_argument("--runs", type=int, default=3, help="seeds to train (default 3)")
+    q.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="untimed runs first, to pay one-off costs such as torch.compile (default 0)",
+    )
     q.add_argument("--json", action="store_true", help="print the statistics as JSON")
     q.set_defaults(func=cmd_bench_tta)
 
@@ -295,7 +301,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
 def cmd_bench_tta(args: argparse.Namespace) -> int:
     from trainlab.bench import format_report, time_to_accuracy
 
-    stats = time_to_accuracy(_recipe(args), args.target, args.runs)
+    stats = time_to_accuracy(_recipe(args), args.target, args.runs, warmup=args.warmup)
     print(json.dumps(stats, indent=2) if args.json else format_report(stats))
     return 0
 
