@@ -1,0 +1,58 @@
+"""The shipped recipes validate, and the fast ones train end to end on a slice of their data."""
+
+from pathlib import Path
+
+import pytest
+
+from trainlab.recipe import load_recipe, recipe_from_dict
+from trainlab.train import fit, load_checkpoint
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+FAST = ["fashion-mnist-fast.toml", "fashion-mnist-fast-gpu.toml", "cifar10-fast.toml"]
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_validates_and_round_trips(path):
+    import tomllib
+
+    recipe = load_recipe(path)
+    assert recipe_from_dict(tomllib.loads(recipe.to_toml())) == recipe
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_fast_recipes_spend_nothing_on_watching(name):
+    # timed runs: one test pass at the end, no statistics hooks, mirrored test images averaged
+    recipe = load_recipe(RECIPES / name)
+    assert recipe.train.eval_every == 0 and recipe.diagnostics.every == 0
+    assert recipe.augment.tta == "flip"
+
+
+def smoke(name, tmp_path, chance):
+    # 32 steps: batch 128 instead of 512, or batch norm's running statistics are still far
+    # from the data's after the 8 steps 2048 images make, and the test accuracy is chance.
+    short = ["data.subset=2048", "data.test_subset=500", "train.epochs=2", "train.batch_size=128"]
+    recipe = load_recipe(RECIPES / name, [*short, "train.device=cpu"])
+    result = fit(recipe, tmp_path, progress=False, report=False)
+    assert [("test_acc" in m) for m in result.metrics] == [False, True], "tested once, at the end"
+    assert load_checkpoint(tmp_path)["epoch"] == 2
+    assert result.final["test_acc"] > 2 * chance, result.final
+    return result
+
+
+def test_fashion_mnist_fast_recipe_smoke(tmp_path, fashion_mnist):
+    smoke("fashion-mnist-fast.toml", tmp_path, 0.1)
+
+
+def test_fashion_mnist_fast_gpu_recipe_smoke_on_the_cpu(tmp_path, fashion_mnist):
+    smoke("fashion-mnist-fast-gpu.toml", tmp_path, 0.1)
+
+
+def test_cifar10_fast_recipe_smoke_on_the_cpu(tmp_path):
+    from trainlab.data import load_dataset
+    from trainlab.errors import DataError
+
+    try:
+        load_dataset("cifar10")
+    except DataError as exc:
+        pytest.skip(f"CIFAR-10 is not available: {exc}")
+    smoke("cifar10-fast.toml", tmp_path, 0.1)
