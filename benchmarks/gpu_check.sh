@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Issue 9's GPU check as one command: time to accuracy of recipes/cifar10-fast.toml (94% in
+# under 10 s, 5 seeds) and recipes/fashion-mnist-fast-gpu.toml (94% in under 5 s, 5 seeds) on
+# one H100 or H200, the step timed with and without torch.compile, and the host-device
+# synchronizations of an epoch listed. Made to end within 8 minutes; it writes what it has
+# measured after each recipe, so a cut-short run still reports.
+#
+#   bash benchmarks/gpu_check.sh --stage   # here, where the data sets are: copy them into
+#                                          # .gpu-data/ (ignored by git; about 50 MB)
+#   bash benchmarks/gpu_check.sh [FILE]    # on the GPU machine: writes FILE (default
+#                                          # docs/benchmarks/speed_gpu.md, or $OUT/speed_gpu.md)
+#
+# With this project's `device` tool, after --stage:
+#   run(command="bash benchmarks/gpu_check.sh", carry=[".gpu-data"], timeout_s=540)
+# The machine's own python3 (with a CUDA build of torch) runs trainlab from src/; nothing is
+# installed there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "--stage" ]]; then
+    mkdir -p .gpu-data/fashion-mnist
+    cp /usr/share/datasets/fashion-mnist/*-ubyte.gz .gpu-data/fashion-mnist/
+    cp ../shared/data/cifar10-jpeg.tar.gz .gpu-data/
+    du -sh .gpu-data
+    exit 0
+fi
+
+out="${1:-${OUT:+$OUT/speed_gpu.md}}"
+out="${out:-docs/benchmarks/speed_gpu.md}"
+python="python3"
+[[ -x .venv/bin/python ]] && .venv/bin/python -c "import torch; assert torch.cuda.is_available()" 2>/dev/null \
+    && python=".venv/bin/python"
+export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
+export TRAINLAB_CACHE="${TRAINLAB_CACHE:-/tmp/trainlab-cache}"
+[[ -d .gpu-data ]] && export TRAINLAB_DATA="$PWD/.gpu-data"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+"$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+timeout 470 "$python" benchmarks/bench_speed.py --device cuda --out "$out"
