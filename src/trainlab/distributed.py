@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import inspect
 import os
 import socket
@@ -188,6 +189,12 @@ def distributed_run(device_spec: str) -> Iterator[tuple[DistContext, torch.devic
         raise
     finally:
         if created and ctx.distributed:
+            # Objects of the run just ended (a DDP wrapper was seen still alive in a reference
+            # cycle) can hold the process group until interpreter exit, when tearing down its
+            # gloo threads aborted a finished rank ("terminate called without an active
+            # exception"; 2 jobs in 17 here). Collected now, while the group can still shut
+            # down cleanly: 0 aborts in 40 kill-and-resume jobs.
+            gc.collect()
             dist.destroy_process_group()
 
 
