@@ -27,24 +27,27 @@ def test_fast_recipes_spend_nothing_on_watching(name):
     assert recipe.augment.tta == "flip"
 
 
-def smoke(name, tmp_path, chance):
-    # 32 steps: batch 128 instead of 512, or batch norm's running statistics are still far
-    # from the data's after the 8 steps 2048 images make, and the test accuracy is chance.
+def smoke(name, tmp_path, minimum):
+    # 32 steps: batch 128 instead of the GPU recipes' 512, or batch norm's running statistics
+    # are still far from the data's after the 8 steps 2048 images make, and the test accuracy
+    # is chance. The learning rate scales with the batch, as the recipes' own lr was scaled.
+    full = load_recipe(RECIPES / name)
+    lr = full.optim.lr * 128 / full.train.batch_size
     short = ["data.subset=2048", "data.test_subset=500", "train.epochs=2", "train.batch_size=128"]
-    recipe = load_recipe(RECIPES / name, [*short, "train.device=cpu"])
+    recipe = load_recipe(RECIPES / name, [*short, f"optim.lr={lr}", "train.device=cpu"])
     result = fit(recipe, tmp_path, progress=False, report=False)
     assert [("test_acc" in m) for m in result.metrics] == [False, True], "tested once, at the end"
     assert load_checkpoint(tmp_path)["epoch"] == 2
-    assert result.final["test_acc"] > 2 * chance, result.final
+    assert result.final["test_acc"] > minimum, result.final  # chance is 0.1
     return result
 
 
 def test_fashion_mnist_fast_recipe_smoke(tmp_path, fashion_mnist):
-    smoke("fashion-mnist-fast.toml", tmp_path, 0.1)
+    smoke("fashion-mnist-fast.toml", tmp_path, 0.6)  # 0.78 when written
 
 
 def test_fashion_mnist_fast_gpu_recipe_smoke_on_the_cpu(tmp_path, fashion_mnist):
-    smoke("fashion-mnist-fast-gpu.toml", tmp_path, 0.1)
+    smoke("fashion-mnist-fast-gpu.toml", tmp_path, 0.5)  # 0.66 when written
 
 
 def test_cifar10_fast_recipe_smoke_on_the_cpu(tmp_path):
@@ -55,4 +58,4 @@ def test_cifar10_fast_recipe_smoke_on_the_cpu(tmp_path):
         load_dataset("cifar10")
     except DataError as exc:
         pytest.skip(f"CIFAR-10 is not available: {exc}")
-    smoke("cifar10-fast.toml", tmp_path, 0.1)
+    smoke("cifar10-fast.toml", tmp_path, 0.25)  # 0.36 when written
