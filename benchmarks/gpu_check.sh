@@ -27,9 +27,17 @@ fi
 
 out="${1:-${OUT:+$OUT/speed_gpu.md}}"
 out="${out:-docs/benchmarks/speed_gpu.md}"
-python="python3"
-[[ -x .venv/bin/python ]] && .venv/bin/python -c "import torch; assert torch.cuda.is_available()" 2>/dev/null \
-    && python=".venv/bin/python"
+python=""
+for candidate in .venv/bin/python python3; do  # the first whose torch sees a GPU
+    if "$candidate" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+        python="$candidate"
+        break
+    fi
+done
+if [[ -z "$python" ]]; then
+    echo "gpu_check: no Python here has a torch that sees a CUDA GPU (tried .venv/bin/python, python3)" >&2
+    exit 2
+fi
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
 export TRAINLAB_CACHE="${TRAINLAB_CACHE:-/tmp/trainlab-cache}"
 [[ -d .gpu-data ]] && export TRAINLAB_DATA="$PWD/.gpu-data"
