@@ -119,7 +119,9 @@ def sync_sites(recipe, device) -> list[str]:
     """Source lines that synchronized with the GPU during a short fit (CUDA's sync debug mode)."""
     from trainlab.train import fit
 
-    short = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, epochs=1))
+    # eager: compiling would cost time and change no line of the engine that synchronizes
+    train = dataclasses.replace(recipe.train, epochs=1, compile=False)
+    short = dataclasses.replace(recipe, train=train)
     sites: dict[str, int] = {}
     torch.cuda.set_sync_debug_mode("warn")
     try:
