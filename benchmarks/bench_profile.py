@@ -33,11 +33,13 @@ from trainlab.fileio import write_text  # noqa: E402
 from trainlab.preprocess import compute_stats  # noqa: E402
 from trainlab.recipe import load_recipe  # noqa: E402
 from trainlab.train import (  # noqa: E402
+    autocast_for,
     build_optimizer,
     build_training_model,
     evaluate,
     prepare_splits,
     select_device,
+    uses_channels_last,
 )
 
 PROFILED_STEPS = 50
@@ -58,18 +60,14 @@ def main() -> int:
     splits = prepare_splits(recipe)
     stats = compute_stats(splits.train[0])
     model = build_training_model(recipe, splits, stats).to(device)
-    channels_last = cfg.channels_last and recipe.model.kind != "mlp"
+    channels_last = uses_channels_last(recipe)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(recipe, model)
     augment = make_pipeline(recipe.augment.train, stats=stats) if recipe.augment.train else None
     loader = DeviceLoader(*splits.train, cfg.batch_size, seed=0, device=device, transform=augment)
-    amp = cfg.autocast == "bf16" and (device.type == "cuda" or cfg.cpu_autocast)
-    amp = amp or (cfg.autocast == "fp16" and device.type == "cuda")
-    dtype = torch.bfloat16 if cfg.autocast == "bf16" else torch.float16
-
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype) if amp else contextlib.nullcontext()
+    autocast = autocast_for(recipe, device)
+    amp = autocast is not contextlib.nullcontext
 
     smoothing = recipe.regularize.label_smoothing
     phases = dict.fromkeys(("data", "forward", "backward", "optimizer"), 0.0)

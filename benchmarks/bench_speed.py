@@ -45,7 +45,13 @@ sys.path.insert(0, str(ROOT / "src"))
 from trainlab.bench import cpu_model, time_to_accuracy  # noqa: E402
 from trainlab.fileio import write_text  # noqa: E402
 from trainlab.recipe import load_recipe  # noqa: E402
-from trainlab.train import build_optimizer, build_training_model, prepare_splits  # noqa: E402
+from trainlab.train import (  # noqa: E402
+    autocast_for,
+    build_optimizer,
+    build_training_model,
+    prepare_splits,
+    uses_channels_last,
+)
 
 RECIPES = ROOT / "recipes"
 # (recipe, target accuracy %, seeds, time limit per run in seconds), per device type
@@ -84,14 +90,15 @@ def step_throughput(recipe, splits, device, *, amp: bool, compiled: bool) -> flo
     """Training images per second of the recipe's step (forward, loss, backward, SGD step)."""
     torch.manual_seed(0)
     model = build_training_model(recipe, splits, None).to(device)
-    if recipe.train.channels_last and recipe.model.kind != "mlp":
+    channels_last = uses_channels_last(recipe)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(recipe, model)
     step_model = torch.compile(model) if compiled else model
     bs = recipe.train.batch_size
     x = splits.train[0][:bs].to(device)
     y = splits.train[1][:bs].to(device)
-    if recipe.train.channels_last and recipe.model.kind != "mlp":
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     dtype = torch.bfloat16
 
@@ -236,7 +243,7 @@ def main() -> int:
                     continue
                 variants[(amp, compiled)] = rate
                 lines.append(f"| {label} | {rate:,.0f} |")
-        amp = recipe.train.cpu_autocast if kind == "cpu" else recipe.train.autocast != "none"
+        amp = autocast_for(recipe, device) is not contextlib.nullcontext  # as the engine runs
         eager, comp = variants.get((amp, False), 0.0), variants.get((amp, True), 0.0)
         use_compile = comp > 1.05 * eager  # on only where it pays
         lines += [

@@ -164,6 +164,26 @@ def empty_model(recipe: Recipe, in_shape: tuple[int, int, int], num_classes: int
     return build_model(recipe.model, in_shape, num_classes, normalize)
 
 
+def uses_channels_last(recipe: Recipe) -> bool:
+    """NHWC lets oneDNN and cuDNN run conv, batch norm and pooling without layout shuffles: on
+    this project's 2-core CPU it halves the default CNN's forward pass (max pooling in NCHW
+    alone was 39% of it). An MLP has nothing to gain."""
+    return recipe.train.channels_last and recipe.model.kind != "mlp"
+
+
+def autocast_for(recipe: Recipe, device: torch.device) -> Callable[[], Any]:
+    """A factory of the recipe's autocast context on ``device`` (a no-op context where off).
+
+    Half precision on the GPU; on the CPU only when ``train.cpu_autocast`` asks (a CPU with
+    native bf16, such as AVX512-BF16 or AMX, runs the default CNN 1.4x faster; one that
+    emulates it, slower)."""
+    cfg = recipe.train
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.autocast)
+    if dtype is None or not (device.type == "cuda" or cfg.cpu_autocast):
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
 def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     from trainlab.regularize.penalties import decay_param_groups
 
@@ -362,11 +382,7 @@ def _fit(
 
     stats = compute_stats(splits.train[0])  # the training split's, never the test split's
     model = build_training_model(recipe, splits, stats).to(device)
-    use_cuda = device.type == "cuda"
-    # NHWC lets oneDNN and cuDNN run conv, batch norm and pooling without layout shuffles: on
-    # this project's 2-core CPU it halves the default CNN's forward pass (max pooling in NCHW
-    # alone was 39% of it). An MLP has nothing to gain.
-    channels_last = cfg.channels_last and recipe.model.kind != "mlp"
+    channels_last = uses_channels_last(recipe)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     # Under torchrun the step runs through DDP, which averages gradients over the ranks;
@@ -374,19 +390,10 @@ def _fit(
     train_model = wrap_model(model, ctx, device, cfg.sync_batchnorm)
     model = getattr(train_model, "module", train_model)
     # torch.compile fuses the elementwise tails (batch norm, activation) into the convolutions'
-    # neighbours. It pays on a GPU; on this project's CPU it made the default CNN's step 1.7x
-    # slower (docs/benchmarks.md), so it is off unless a recipe asks. Evaluation stays eager.
+    # neighbours. It pays on a GPU; on this project's CPU it made the fast recipe's step 0.62x
+    # as fast (docs/benchmarks.md), so it is off unless a recipe asks. Evaluation stays eager.
     step_model = torch.compile(train_model) if cfg.compile else train_model
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.autocast)
-
-    # Half precision on the GPU; on the CPU only when asked (a CPU with native bf16, such as
-    # AVX512-BF16 or AMX, runs the default CNN 1.3x faster; one that emulates it, slower).
-    use_amp = amp_dtype is not None and (use_cuda or (cfg.cpu_autocast and device.type == "cpu"))
-
-    def autocast() -> Any:
-        if use_amp:
-            return torch.autocast(device.type, dtype=amp_dtype)
-        return contextlib.nullcontext()
+    autocast = autocast_for(recipe, device)
 
     optimizer = build_optimizer(recipe, model)
     base_lrs = [g["lr"] for g in optimizer.param_groups]  # before a resumed state overwrites them
