@@ -276,3 +276,25 @@ def test_compiled_training_matches_eager_training(tmp_path):
     for key in w1:
         torch.testing.assert_close(w2[key], w1[key], rtol=1e-4, atol=1e-5)
     assert compiled.final["train_loss"] == pytest.approx(eager.final["train_loss"], rel=1e-5)
+
+
+def test_a_silent_run_reads_nothing_back_from_the_device_inside_an_epoch(tmp_path, monkeypatch):
+    # Every host read of a tensor (.item(), .tolist(), bool/int/float of a tensor) is counted;
+    # doubling the steps of an epoch must not add a single one: the step loop never waits.
+    counts = {"n": 0}
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _real=real, **kwargs):
+            counts["n"] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def reads(batch_size):
+        counts["n"] = 0
+        recipe = tiny(f"train.batch_size={batch_size}", "diagnostics.every=0")
+        fit(recipe, tmp_path / str(batch_size), progress=False, report=False)
+        return counts["n"]
+
+    assert reads(64) == reads(32), "6 and 12 steps an epoch: the same reads"
