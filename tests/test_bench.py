@@ -65,6 +65,22 @@ def test_warmup_runs_are_trained_but_not_counted(tmp_path):
     assert sorted(p.name for p in (tmp_path / "warm").iterdir()) == ["seed-0", "seed-1"]
 
 
+def test_a_loaded_dataset_is_used_as_it_is(tmp_path, monkeypatch):
+    from trainlab.data import load_dataset
+
+    recipe = load_recipe(None, [*TINY, "train.epochs=1"])
+    dataset = load_dataset(recipe.data.name)
+    fresh = time_to_accuracy(recipe, 0.3, runs=1, out=tmp_path / "fresh")
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("time_to_accuracy loaded the data set again")
+
+    monkeypatch.setattr("trainlab.data.load_dataset", no_loading)
+    given = time_to_accuracy(recipe, 0.3, runs=1, out=tmp_path / "given", dataset=dataset)
+    assert given["runs"][0]["test_acc"] == fresh["runs"][0]["test_acc"]
+    assert given["load_seconds"] < 0.01
+
+
 def test_cli_prints_the_statistics(capsys):
     argv = ["bench", "time-to-accuracy", "--target", "0.25", "--runs", "2"]
     for item in TINY:

@@ -55,6 +55,7 @@ def time_to_accuracy(
     out: str | Path | None = None,
     progress: bool = False,
     warmup: int = 0,
+    dataset: Any = None,
 ) -> dict[str, Any]:
     """Train ``runs`` seeds of ``recipe``; accuracy and time statistics against ``target``.
 
@@ -75,7 +76,8 @@ def time_to_accuracy(
         raise RecipeError(f"--target {target}: expected an accuracy in (0, 1] or (0, 100]")
 
     t0 = time.perf_counter()
-    dataset = load_dataset(recipe.data.name, recipe.data.data_dir or None)
+    if dataset is None:
+        dataset = load_dataset(recipe.data.name, recipe.data.data_dir or None)
     load_seconds = time.perf_counter() - t0
 
     rows = []

@@ -376,6 +376,10 @@ def _fit(
     t_start = time.perf_counter()
     cfg, seed = recipe.train, recipe.train.seed
     device = rank_device or select_device(cfg.device)
+    if device.type == "cuda":
+        # The shapes of a run are fixed (the batch, and the last partial one): cuDNN's one-off
+        # search for the fastest convolution algorithm per shape pays back within an epoch.
+        torch.backends.cudnn.benchmark = True
     splits = prepare_splits(recipe, dataset)
     num_classes = len(splits.classes)
     data_seconds = time.perf_counter() - t_start
