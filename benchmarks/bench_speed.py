@@ -97,17 +97,25 @@ def machine(device: torch.device) -> str:
 
 
 def step_throughput(
-    recipe, splits, device, *, amp: bool, compiled: bool, steps: int = STEPS
+    recipe,
+    splits,
+    device,
+    *,
+    amp: bool,
+    compiled: bool,
+    steps: int = STEPS,
+    mode: str | None = None,
 ) -> tuple[float, float]:
     """Training images per second of the recipe's step (forward, loss, backward, SGD step), and
-    the seconds its 5 warm-up steps took (torch.compile's code generation, where compiled)."""
+    the seconds its 5 warm-up steps took (torch.compile's code generation, where compiled).
+    ``mode`` is torch.compile's (None: its default; "reduce-overhead" adds CUDA graphs)."""
     torch.manual_seed(0)
     model = build_training_model(recipe, splits, None).to(device)
     channels_last = uses_channels_last(recipe)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(recipe, model)
-    step_model = torch.compile(model) if compiled else model
+    step_model = torch.compile(model, mode=mode) if compiled else model
     bs = recipe.train.batch_size
     x = splits.train[0][:bs].to(device)
     y = splits.train[1][:bs].to(device)
@@ -204,7 +212,8 @@ class Report:
 
 
 def header(report: Report, device: torch.device, title: str) -> None:
-    command = "PYTHONPATH=src .venv/bin/python benchmarks/bench_speed.py " + " ".join(sys.argv[1:])
+    script = Path(sys.argv[0]).name
+    command = f"PYTHONPATH=src .venv/bin/python benchmarks/{script} " + " ".join(sys.argv[1:])
     report.add(
         f"## {title}",
         "",
