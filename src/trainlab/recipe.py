@@ -143,6 +143,11 @@ class TrainConfig:
     )
     eval_every: int = _f(1, lo=0, help="test every N epochs (0: after the last epoch only)")
     compile: bool = _f(False, help="torch.compile the training forward (pays on GPU, not CPU)")
+    compile_mode: str = _f(
+        "default",
+        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        help="torch.compile's mode; reduce-overhead replays the step as CUDA graphs",
+    )
     log_every: int = _f(20, lo=1, help="steps between progress updates (a host sync on GPU)")
     sync_batchnorm: bool = _f(
         False, help="under torchrun: batch-norm statistics over the global batch (GPUs only)"

@@ -394,9 +394,14 @@ def _fit(
     train_model = wrap_model(model, ctx, device, cfg.sync_batchnorm)
     model = getattr(train_model, "module", train_model)
     # torch.compile fuses the elementwise tails (batch norm, activation) into the convolutions'
-    # neighbours. It pays on a GPU; on this project's CPU it made the fast recipe's step 0.62x
-    # as fast (docs/benchmarks.md), so it is off unless a recipe asks. Evaluation stays eager.
-    step_model = torch.compile(train_model) if cfg.compile else train_model
+    # neighbours. In its default mode it made the fast recipes' step slower, 0.62x on this
+    # project's CPU and 0.66-0.78x on an H200 (docs/benchmarks.md), so it is off unless a recipe
+    # asks. Mode "reduce-overhead" also records the step as CUDA graphs: a small network's eager
+    # step on a GPU is bound by kernel launches, and replaying them at once made the H200's step
+    # 2.4x as fast. Evaluation stays eager.
+    mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+    step_model = torch.compile(train_model, mode=mode) if cfg.compile else train_model
+    graphs = cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune")
     autocast = autocast_for(recipe, device)
 
     optimizer = build_optimizer(recipe, model)
@@ -485,6 +490,8 @@ def _fit(
                     target = smooth_targets(target, num_classes, smoothing)
             if diag is not None:
                 diag.begin_step(step)
+            if graphs:  # this step's graph replay may overwrite the last step's outputs
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast():
                 logits = step_model(x)
             if mixing:
