@@ -59,9 +59,11 @@ def main() -> int:
             subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, check=True)
             print(f"   {time.perf_counter() - t0:.0f} s", flush=True)
     placed = [*ORDER]
-    # written on a GPU machine, and by the 45-minute --gpu-recipes-on-cpu: not run from here
+    # written on a GPU machine (gpu_check.sh, gpu_tune.py), and by the 45-minute
+    # --gpu-recipes-on-cpu: not run from here
     placed[ORDER.index("speed") + 1 : ORDER.index("speed") + 1] = [
         "speed_gpu",
+        "gpu_tune",
         "gpu_recipes_on_cpu",
     ]
     sections = sorted(
