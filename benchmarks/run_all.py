@@ -60,11 +60,12 @@ def main() -> int:
             print(f"   {time.perf_counter() - t0:.0f} s", flush=True)
     placed = [*ORDER]
     # written on a GPU machine (gpu_check.sh, gpu_tune.py), and by the 45-minute
-    # --gpu-recipes-on-cpu: not run from here
+    # --gpu-recipes-on-cpu and the 10-minute jpeg_ceiling.py: not run from here
     placed[ORDER.index("speed") + 1 : ORDER.index("speed") + 1] = [
         "speed_gpu",
         "gpu_tune",
         "gpu_recipes_on_cpu",
+        "jpeg_ceiling",
     ]
     sections = sorted(
         (ROOT / "docs" / "benchmarks").glob("*.md"),
