@@ -80,7 +80,9 @@ CIFAR_CANDIDATES = [
     ["model.kind=resnet", "model.widths=[64,128,256,512]", "model.depth=2", "train.epochs=40"],
 ]
 CANDIDATE_BAR = 94.25  # seed 0's accuracy (%) that earns 5 seeds: seeds spread by about 0.15
-FMNIST_VARIANTS = [["train.epochs=10"], ["train.epochs=20"]]  # where its target is missed
+# where its target is missed: on the H200 it met 94% (94.29%) but not 5 s, and 10 epochs gave
+# 94.11% at seed 0 in 7.5 s (docs/benchmarks/speed_gpu.md), so shorter runs come first
+FMNIST_VARIANTS = [["train.epochs=10"], ["train.epochs=12"]]
 # --smoke: every code path of the GPU check on tiny subsets, one epoch a run
 SMOKE = ["data.subset=1024", "data.test_subset=500", "train.epochs=1"]
 STEPS = 30  # timed training steps per variant, after warm-up steps
