@@ -32,6 +32,7 @@ ORDER = [
     "diagnostics",
     "distributed",
     "speed",  # the CPU part; the GPU part (speed_gpu.md) comes from benchmarks/gpu_check.sh
+    "host_overhead",
     "profile",
 ]
 
@@ -61,7 +62,7 @@ def main() -> int:
     placed = [*ORDER]
     # written on a GPU machine (gpu_check.sh, gpu_tune.py), and by the 45-minute
     # --gpu-recipes-on-cpu and the 10-minute jpeg_ceiling.py: not run from here
-    placed[ORDER.index("speed") + 1 : ORDER.index("speed") + 1] = [
+    placed[ORDER.index("host_overhead") + 1 : ORDER.index("host_overhead") + 1] = [
         "speed_gpu",
         "gpu_tune",
         "gpu_recipes_on_cpu",
