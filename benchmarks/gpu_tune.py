@@ -17,7 +17,6 @@ Run (on the GPU machine; benchmarks/gpu_check.sh --stage first, as for the check
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 import traceback
@@ -32,15 +31,15 @@ from bench_speed import (  # noqa: E402
     SMOKE,
     Report,
     header,
+    measure_step,
     multiply_adds,
     seeds_table,
-    step_throughput,
 )
 
 from trainlab.bench import time_to_accuracy  # noqa: E402
 from trainlab.data import load_dataset  # noqa: E402
 from trainlab.recipe import load_recipe  # noqa: E402
-from trainlab.train import autocast_for, prepare_splits  # noqa: E402
+from trainlab.train import prepare_splits  # noqa: E402
 
 BUDGET_S = 6.0 * 60
 FMNIST = RECIPES / "fashion-mnist-fast-gpu.toml"
@@ -86,33 +85,9 @@ def main() -> int:
 
     # The step's launch overhead: CUDA graphs replay a whole forward and backward at once.
     recipe = load_recipe(FMNIST, [*dev, *extra])
+    report.add("", f"### The training step of `recipes/{FMNIST.name}`", "")
     splits = prepare_splits(recipe, data["fashion-mnist"])
-    amp = autocast_for(recipe, device) is not contextlib.nullcontext
-    report.add(
-        "",
-        f"### The training step of `recipes/{FMNIST.name}` at batch {recipe.train.batch_size}",
-        "",
-        "| variant | images/s | warm-up (s) |",
-        "|---|---:|---:|",
-    )
-    for label, compiled, mode in [
-        ("eager", False, None),
-        ("compiled, reduce-overhead (CUDA graphs)", True, "reduce-overhead"),
-    ]:
-        try:
-            rate, warm = step_throughput(
-                recipe,
-                splits,
-                device,
-                amp=amp,
-                compiled=compiled,
-                mode=mode,
-                steps=3 if args.smoke else 30,
-            )
-            report.add(f"| {label} | {rate:,.0f} | {warm:.1f} |")
-        except Exception as exc:
-            report.add(f"| {label} | failed: {type(exc).__name__}: {exc} | |")
-            traceback.print_exc()
+    measure_step(report, recipe, splits, device, steps=3 if args.smoke else 30)
     report.flush()
 
     report.add(

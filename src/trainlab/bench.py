@@ -15,10 +15,13 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainlab.errors import RecipeError
 from trainlab.recipe import Recipe
+
+if TYPE_CHECKING:
+    from trainlab.data.datasets import ImageDataset
 
 
 def cpu_model() -> str:
@@ -55,7 +58,7 @@ def time_to_accuracy(
     out: str | Path | None = None,
     progress: bool = False,
     warmup: int = 0,
-    dataset: Any = None,
+    dataset: ImageDataset | None = None,
 ) -> dict[str, Any]:
     """Train ``runs`` seeds of ``recipe``; accuracy and time statistics against ``target``.
 
