@@ -394,7 +394,7 @@ def _fit(
     train_model = wrap_model(model, ctx, device, cfg.sync_batchnorm)
     model = getattr(train_model, "module", train_model)
     # torch.compile fuses the elementwise tails (batch norm, activation) into the convolutions'
-    # neighbours. In its default mode it made the fast recipes' step slower, 0.62x on this
+    # neighbours. In its default mode it made the fast recipes' step slower, 0.63x on this
     # project's CPU and 0.66-0.78x on an H200 (docs/benchmarks.md), so it is off unless a recipe
     # asks. Mode "reduce-overhead" also records the step as CUDA graphs: a small network's eager
     # step on a GPU is bound by kernel launches, and replaying them at once made the H200's step
