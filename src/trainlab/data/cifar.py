@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     raises before that global is looked up, let alone called.
     """
 
-    def __init__(self, file: Any, path: Path):
+    def __init__(self, file: Any, path: str | Path):
         # Python 2 pickles: keep str values as bytes (numpy array payloads are raw bytes).
         super().__init__(file, encoding="bytes")
         self.path = path
@@ -66,21 +67,29 @@ def read_cifar_pickle(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     try:
         with open(path, "rb") as handle:
-            obj = RestrictedUnpickler(handle, path).load()
+            return _unpickle(handle, str(path))
     except OSError as exc:
         raise DataError(f"cannot read CIFAR file {path}: {exc.strerror or exc}") from exc
+
+
+def _unpickle(handle: Any, where: str) -> dict[str, Any]:
+    try:
+        obj = RestrictedUnpickler(handle, where).load()
     except DataError:
         raise
     except Exception as exc:  # malformed pickle streams raise many types
-        raise DataError(f"corrupt CIFAR pickle {path}: {type(exc).__name__}: {exc}") from exc
+        raise DataError(f"corrupt CIFAR pickle {where}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(obj, dict):
-        raise DataError(f"CIFAR file {path} holds a {type(obj).__name__}: expected a dict")
+        raise DataError(f"CIFAR file {where} holds a {type(obj).__name__}: expected a dict")
     return {_text(k): v for k, v in obj.items()}
 
 
 def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     """A batch file's images as (N, 3, 32, 32) uint8 and labels as (N,) int64, shapes checked."""
-    batch = read_cifar_pickle(path)
+    return _batch_arrays(read_cifar_pickle(path), str(path), label_key)
+
+
+def _batch_arrays(batch: dict[str, Any], path: str, label_key: str):
     for key in ("data", label_key):
         if key not in batch:
             raise DataError(f"CIFAR file {path} has no {key!r} entry; keys: {sorted(batch)}")
@@ -101,6 +110,46 @@ def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray
             f"got {labels.dtype} {labels.shape}"
         )
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def read_cifar_archive(path: str | os.PathLike[str], hundred: bool = False) -> dict[str, Any]:
+    """The official ``cifar-10-python.tar.gz`` (or ``cifar-100-python.tar.gz``), read in memory.
+
+    Members are looked up by their official names and unpickled through
+    :class:`RestrictedUnpickler`; nothing is extracted, so no member can escape a folder.
+    Returns the same dict as :func:`read_cifar10_folder`.
+    """
+    path = Path(path)
+    folder, train_names, test_name, meta, label_key, names_key = (
+        (CIFAR100_DIR, ("train",), "test", "meta", "fine_labels", "fine_label_names")
+        if hundred
+        else (CIFAR10_DIR, CIFAR10_TRAIN, "test_batch", "batches.meta", "labels", "label_names")
+    )
+    try:
+        with tarfile.open(path, "r:*") as archive:
+
+            def member(name: str) -> dict[str, Any]:
+                where = f"{path}:{folder}/{name}"
+                try:
+                    handle = archive.extractfile(f"{folder}/{name}")
+                except KeyError:
+                    handle = None
+                if handle is None:
+                    raise DataError(f"{path}: no regular file {folder}/{name} in the archive")
+                return _unpickle(handle, where)
+
+            def batch(name: str):
+                return _batch_arrays(member(name), f"{path}:{folder}/{name}", label_key)
+
+            train = [batch(name) for name in train_names]
+            test_x, test_y = batch(test_name)
+            meta_dict = member(meta)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable CIFAR archive: {exc}") from exc
+    if names_key not in meta_dict:
+        raise DataError(f"{path}:{folder}/{meta} has no {names_key!r} entry")
+    classes = [_text(name) for name in meta_dict[names_key]]
+    return _assemble(train, test_x, test_y, classes, path)
 
 
 def read_cifar10_folder(folder: str | os.PathLike[str]) -> dict[str, Any]:
