@@ -19,13 +19,11 @@ methods see the same machine load. Run:
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
 import random
 import statistics
 import sys
-import tarfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -43,31 +41,23 @@ BATCH = 512
 PAD = 4
 JITTER = 0.4
 LUMA = torch.tensor([0.299, 0.587, 0.114])
-CIFAR_TAR = "/work/shared/data/cifar10-jpeg.tar.gz"
 PILLOW = "Pillow, image by image"
 
 
 def load_images(n: int) -> tuple[torch.Tensor, str]:
-    """Real CIFAR-10 training images if any source is available, else random uint8."""
-    try:
-        from trainlab.data import load_dataset
+    """Real CIFAR-10 training images: the released pixels, else the lossy JPEG copy (said so),
+    else random uint8."""
+    from trainlab.data import load_dataset
+    from trainlab.errors import DataError
 
-        ds = load_dataset("cifar10")
-        return ds.train_images[:n].contiguous(), "CIFAR-10 training images (trainlab.data)"
-    except Exception:  # noqa: BLE001 - any failure means: try the next source
-        pass
-    if os.path.exists(CIFAR_TAR):
-        images = []
-        with tarfile.open(CIFAR_TAR, "r:gz") as tar:
-            for member in tar:
-                if member.isfile() and "/train/" in member.name and member.name.endswith(".jpg"):
-                    data = tar.extractfile(member).read()
-                    rgb = Image.open(io.BytesIO(data)).convert("RGB")
-                    images.append(torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1))
-                    if len(images) == n:
-                        break
-        if len(images) == n:
-            return torch.stack(images), f"CIFAR-10 training JPEGs (first {n} of {CIFAR_TAR})"
+    for name, label in (
+        ("cifar10", "CIFAR-10 training images (the released pixels)"),
+        ("cifar10-jpeg", "CIFAR-10 training images from the lossy JPEG copy (cifar10-jpeg)"),
+    ):
+        try:
+            return load_dataset(name).train_images[:n].contiguous(), label
+        except DataError:
+            continue
     gen = torch.Generator().manual_seed(0)
     return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen), (
         "random uint8 (no CIFAR-10 source was available)"

@@ -51,7 +51,8 @@ def load_images(name: str, shape: tuple[int, ...]) -> tuple[torch.Tensor, str]:
         from trainlab.data import load_dataset
 
         ds = load_dataset(name)
-        return ds.train_images, f"{name} training set from `{ds.source}`"
+        where = "`trainlab data get`, sha256 verified" if name == "cifar10" else "its IDX files"
+        return ds.train_images, f"{name} training set (the released pixels, {where})"
     except (ImportError, DataError) as exc:
         g = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
