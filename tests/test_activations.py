@@ -98,6 +98,20 @@ def test_derivatives_match_autograd(spec):
 
 
 @pytest.mark.parametrize("spec", SPECS)
+def test_grad_keeps_dtype_and_works_where_hooks_run(spec):
+    """Diagnostics call grad on float32 tensors inside no_grad or inference_mode."""
+    x = inputs(dtype=torch.float32)
+    module = make_activation(spec)
+    (auto,) = torch.autograd.grad(module(x.requires_grad_(True)).sum(), x)
+    info = module.info()
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            got = info.grad(x.detach() * 1)
+        assert got.dtype == torch.float32 and not got.requires_grad
+        torch.testing.assert_close(got, auto, rtol=1e-5, atol=1e-5)  # float32 tails
+
+
+@pytest.mark.parametrize("spec", SPECS)
 def test_reference_derivative_matches_finite_differences(spec):
     info = activation_info(spec if "prelu(3" not in spec else "prelu(1, 0.1)")
     x = np.linspace(-6, 6, 1201) + 1e-3  # grid that avoids the kink at 0

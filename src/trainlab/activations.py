@@ -1,11 +1,13 @@
 """Activation functions: the module a model uses, the float64 formula a reader learns from.
 
 Every activation is an ``nn.Module`` chosen by name in recipes (``"leaky_relu(0.1)"``) through
-``make_activation``. The forward pass calls PyTorch's own kernel for the same formula, so a
-trainlab activation costs what the native one costs; what trainlab adds sits around it:
+``make_activation``. Its forward pass calls PyTorch's kernel for the same function, so it costs
+what the native module costs. Beside the kernel each activation writes its formula once, in
+``reference``; everything else is taken from that formula:
 
-* ``f(x)`` and ``df(x)``: the formula and its derivative written with numpy in float64, used for
-  figures, for the initialization gains in ``trainlab.init`` and as the tests' oracle;
+* ``f(x)`` and ``df(x)``: the formula and its derivative (autograd, float64) on numpy arrays,
+  used for figures, for the initialization gains in ``trainlab.init`` and in the tests;
+* ``grad(x)``: the same derivative for tensors of any dtype on any device (diagnostics);
 * properties a diagnosis needs: output range, zero-centred or not, where it saturates, whether a
   unit can die, and a rule that says whether a unit is saturated (``ActivationInfo.saturated``).
 
@@ -59,34 +61,24 @@ ACTIVATIONS: Registry[Activation] = Registry("activation")
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_GELU_TANH_C = 0.044715
 _GRID = np.linspace(-12.0, 12.0, 24001)  # where peak slopes and output minima are read off
 
-_erf = np.vectorize(math.erf, otypes=[float])  # numpy has no erf; math.erf is exact to 1 ulp
 
-
-def _np_sigmoid(x: np.ndarray) -> np.ndarray:
-    # 0.5 * (1 + tanh(x / 2)) is sigmoid without overflow in exp for large |x|.
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _np_phi(x: np.ndarray) -> np.ndarray:
-    """Standard normal density."""
-    return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-
-
-def _np_Phi(x: np.ndarray) -> np.ndarray:
-    """Standard normal distribution function."""
-    return 0.5 * (1.0 + _erf(x / math.sqrt(2.0)))
-
-
-def _f64(x: Any) -> np.ndarray:
-    return np.asarray(x, dtype=np.float64)
+def _f64(x: Any) -> Tensor:
+    return torch.from_numpy(np.array(x, dtype=np.float64))
 
 
 def _fmt(value: Any) -> str:
     return repr(value) if not isinstance(value, float) else f"{value:g}"
+
+
+def _sigmoid(x: Tensor) -> Tensor:
+    return 0.5 * (1 + torch.tanh(0.5 * x))  # 1 / (1 + e^-x) without overflow for x << 0
+
+
+def _elu(x: Tensor, alpha: float) -> Tensor:
+    # clamp: where() still differentiates the branch it discards, and e^x there must stay finite
+    return torch.where(x > 0, x, alpha * torch.expm1(x.clamp(max=0)))
 
 
 @dataclass(frozen=True)
@@ -154,10 +146,10 @@ class ActivationInfo:
 
 
 class Activation(nn.Module):
-    """Base of trainlab's activations: forward via PyTorch's kernel plus the reference math.
+    """Base of trainlab's activations: forward via PyTorch's kernel, ``reference`` the formula.
 
-    Subclasses set the class attributes and implement ``forward``, ``f``, ``df``, ``grad`` and,
-    when the function is monotone, ``grad_from_output``.
+    Subclasses set the class attributes and implement ``forward``, ``reference`` and, when the
+    function is monotone, ``grad_from_output``; bounded ones override ``output_range``.
     """
 
     name: ClassVar[str]
@@ -174,22 +166,37 @@ class Activation(nn.Module):
             raise ValueError(f"inplace must be True or False, got {inplace!r}")
         self.inplace = inplace
 
-    # -- reference math (float64 numpy) -------------------------------------------------------
-    def f(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def df(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    # -- derivative in torch, for diagnostics on any device --------------------------------------
-    def grad(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
+        """The formula, written once; with float64 input it is the reference the tests trust."""
         raise NotImplementedError
 
     def grad_from_output(self, y: Tensor) -> Tensor:
+        """f' written in the output ``y = f(x)`` (monotone activations only)."""
         raise NotImplementedError
 
+    def f(self, x: np.ndarray) -> np.ndarray:
+        """``reference`` on numpy values, in float64."""
+        return self.reference(_f64(x)).numpy()
+
+    def df(self, x: np.ndarray) -> np.ndarray:
+        """f' on numpy values, by float64 autograd through ``reference``."""
+        return self.grad(_f64(x)).numpy()
+
+    def grad(self, x: Tensor) -> Tensor:
+        """f'(x) by autograd through ``reference``, in x's dtype and on x's device."""
+        # A hook may run under no_grad or inference mode; the derivative needs a graph anyway.
+        with torch.inference_mode(False), torch.enable_grad():
+            x = x.detach().clone().requires_grad_(True)
+            (dx,) = torch.autograd.grad(self.reference(x).sum(), x)
+        return dx
+
     def output_range(self) -> tuple[float, float]:
-        raise NotImplementedError
+        """(inf f, sup f); by default the minimum on [-12, 12] and unbounded above (GELU, SiLU)."""
+        return (float(self.f(_GRID).min()), math.inf)
+
+    def peak_slope(self) -> float:
+        """max |f'(x)|, read off a fine grid on [-12, 12]."""
+        return float(np.max(np.abs(self.df(_GRID))))
 
     def spec_args(self) -> list[tuple[str, Any, Any]]:
         """(argument, value, default) in constructor order; the spec shows the non-defaults."""
@@ -206,10 +213,6 @@ class Activation(nn.Module):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}" + (", inplace=True" if self.inplace else "")
-
-    def peak_slope(self) -> float:
-        """max |f'(x)|, read off a fine grid on [-12, 12]."""
-        return float(np.max(np.abs(self.df(_GRID))))
 
     def info(self) -> ActivationInfo:
         """A frozen snapshot of this activation's math and properties (PReLU: current slope)."""
@@ -231,12 +234,17 @@ class Activation(nn.Module):
         )
 
 
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
 @ACTIVATIONS.register("sigmoid", "logistic")
 class Sigmoid(Activation):
-    """Logistic sigmoid ``f(x) = 1 / (1 + e^-x)``, ``f' = f (1 - f)`` (peak 1/4 at 0).
+    """Logistic sigmoid ``f(x) = 1 / (1 + e^-x)`` (Rumelhart, Hinton & Williams 1986).
 
-    The classic squashing unit (Rumelhart, Hinton & Williams 1986). Not zero-centred and
-    saturating both sides, which is why LeCun et al. 1998 (Efficient BackProp) advise tanh.
+    Not zero-centred and saturating both sides, which is why LeCun et al. 1998 advise tanh.
     """
 
     name = "sigmoid"
@@ -248,16 +256,8 @@ class Sigmoid(Activation):
     def forward(self, x: Tensor) -> Tensor:
         return x.sigmoid_() if self.inplace else torch.sigmoid(x)
 
-    def f(self, x):
-        return _np_sigmoid(_f64(x))
-
-    def df(self, x):
-        s = _np_sigmoid(_f64(x))
-        return s * (1.0 - s)
-
-    def grad(self, x):
-        s = torch.sigmoid(x)
-        return s * (1 - s)
+    def reference(self, x):
+        return _sigmoid(x)
 
     def grad_from_output(self, y):
         return y * (1 - y)
@@ -268,11 +268,7 @@ class Sigmoid(Activation):
 
 @ACTIVATIONS.register("tanh")
 class Tanh(Activation):
-    """Hyperbolic tangent ``f(x) = tanh x``, ``f' = 1 - f^2`` (peak 1 at 0).
-
-    Zero-centred sigmoid recommended over the logistic by LeCun et al. 1998 (Efficient
-    BackProp); saturates both sides.
-    """
+    """``f(x) = tanh x``, the zero-centred sigmoid of LeCun et al. 1998 (Efficient BackProp)."""
 
     name = "tanh"
     formula = "f(x) = tanh(x); f'(x) = 1 - tanh(x)^2"
@@ -283,14 +279,8 @@ class Tanh(Activation):
     def forward(self, x: Tensor) -> Tensor:
         return x.tanh_() if self.inplace else torch.tanh(x)
 
-    def f(self, x):
-        return np.tanh(_f64(x))
-
-    def df(self, x):
-        return 1.0 - np.tanh(_f64(x)) ** 2
-
-    def grad(self, x):
-        return 1 - torch.tanh(x) ** 2
+    def reference(self, x):
+        return torch.tanh(x)
 
     def grad_from_output(self, y):
         return 1 - y * y
@@ -301,10 +291,9 @@ class Tanh(Activation):
 
 @ACTIVATIONS.register("relu")
 class ReLU(Activation):
-    """Rectified linear unit ``f(x) = max(0, x)``, ``f' = [x > 0]``.
+    """``f(x) = max(0, x)`` (Nair & Hinton 2010; Glorot, Bordes & Bengio 2011).
 
-    Nair & Hinton 2010; Glorot, Bordes & Bengio 2011 (deep sparse rectifier networks); used by
-    Krizhevsky et al. 2012. A unit whose input stays negative gets no gradient and can die.
+    A unit whose input stays negative gets no gradient and can die.
     """
 
     name = "relu"
@@ -317,14 +306,8 @@ class ReLU(Activation):
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu_(x) if self.inplace else torch.relu(x)
 
-    def f(self, x):
-        return np.maximum(_f64(x), 0.0)
-
-    def df(self, x):
-        return (_f64(x) > 0).astype(np.float64)
-
-    def grad(self, x):
-        return (x > 0).to(x.dtype)
+    def reference(self, x):
+        return torch.where(x > 0, x, 0.0)  # f'(0) = 0, as PyTorch's backward has it
 
     def grad_from_output(self, y):
         return (y > 0).to(y.dtype)
@@ -335,10 +318,7 @@ class ReLU(Activation):
 
 @ACTIVATIONS.register("leaky_relu")
 class LeakyReLU(Activation):
-    """Leaky ReLU ``f(x) = x if x > 0 else a x``, ``f' = 1 or a`` (Maas, Hannun & Ng 2013).
-
-    The small slope ``a`` on the negative side keeps a gradient flowing, so units cannot die.
-    """
+    """``f(x) = x if x > 0 else a x`` (Maas, Hannun & Ng 2013): units cannot die."""
 
     name = "leaky_relu"
     formula = "f(x) = x if x > 0 else a x; f'(x) = 1 if x > 0 else a"
@@ -347,11 +327,9 @@ class LeakyReLU(Activation):
 
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__(inplace)
-        if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
-            raise ValueError(f"negative_slope must be a number, got {negative_slope!r}")
+        self.negative_slope = _number("negative_slope", negative_slope)
         if not 0.0 <= negative_slope < 1.0:
             raise ValueError(f"negative_slope must be in [0, 1), got {negative_slope!r}")
-        self.negative_slope = float(negative_slope)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.leaky_relu(x, self.negative_slope, self.inplace)
@@ -359,18 +337,11 @@ class LeakyReLU(Activation):
     def spec_args(self):
         return [("negative_slope", self.negative_slope, 0.01)]
 
-    def f(self, x):
-        x = _f64(x)
-        return np.where(x > 0, x, self.negative_slope * x)
-
-    def df(self, x):
-        return np.where(_f64(x) > 0, 1.0, self.negative_slope)
-
-    def grad(self, x):
-        return torch.where(x > 0, torch.ones_like(x), torch.full_like(x, self.negative_slope))
+    def reference(self, x):
+        return torch.where(x > 0, x, self.negative_slope * x)
 
     def grad_from_output(self, y):
-        return torch.where(y > 0, torch.ones_like(y), torch.full_like(y, self.negative_slope))
+        return torch.where(y > 0, torch.ones_like(y), self.negative_slope)
 
     def output_range(self):
         return (-math.inf if self.negative_slope > 0 else 0.0, math.inf)
@@ -378,11 +349,10 @@ class LeakyReLU(Activation):
 
 @ACTIVATIONS.register("prelu")
 class PReLU(Activation):
-    """Parametric ReLU: a leaky ReLU whose slope ``a`` is learned by backprop (He et al. 2015).
+    """Leaky ReLU with learned slopes, ``f(x) = x if x > 0 else a_c x`` (He et al. 2015).
 
-    ``f(x) = x if x > 0 else a_c x``; ``num_parameters=1`` shares one slope, ``num_parameters=C``
-    learns one per channel (dimension 1 of the input); slopes start at ``init`` (0.25 in the
-    paper). The reference formulas use the current slopes.
+    ``num_parameters=1`` shares one slope, ``C`` learns one per channel (dimension 1); slopes
+    start at ``init`` (0.25 in the paper). The reference formula uses the current slopes.
     """
 
     name = "prelu"
@@ -396,10 +366,8 @@ class PReLU(Activation):
             raise ValueError(f"num_parameters must be a positive integer, got {num_parameters!r}")
         if num_parameters < 1:
             raise ValueError(f"num_parameters must be a positive integer, got {num_parameters!r}")
-        if isinstance(init, bool) or not isinstance(init, (int, float)):
-            raise ValueError(f"init must be a number, got {init!r}")
         self.num_parameters = num_parameters
-        self.init = float(init)
+        self.init = _number("init", init)
         self.weight = nn.Parameter(torch.full((num_parameters,), self.init))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -408,41 +376,27 @@ class PReLU(Activation):
     def spec_args(self):
         return [("num_parameters", self.num_parameters, 1), ("init", self.init, 0.25)]
 
-    def _slope_np(self, x: np.ndarray) -> np.ndarray:
-        a = self.weight.detach().double().cpu().numpy()
-        if a.size == 1:
-            return a.reshape(())
-        if x.ndim < 2:  # same rule as F.prelu: channels live on dimension 1
-            raise ValueError(f"per-channel prelu needs inputs with a channel dim, got {x.shape}")
-        return a.reshape((1, -1) + (1,) * (x.ndim - 2))
-
     def _slope(self, x: Tensor) -> Tensor:
         a = self.weight.detach().to(x.dtype)
         if a.numel() == 1:
             return a.reshape(())
+        if x.dim() < 2:  # same rule as F.prelu: channels live on dimension 1
+            raise ValueError(f"per-channel prelu needs inputs with a channel dim, got {x.shape}")
         return a.reshape((1, -1) + (1,) * (x.dim() - 2))
 
-    def peak_slope(self) -> float:
-        return max(1.0, float(self.weight.detach().abs().max()))
-
-    def f(self, x):
-        x = _f64(x)
-        return np.where(x > 0, x, self._slope_np(x) * x)
-
-    def df(self, x):
-        x = _f64(x)
-        return np.where(x > 0, 1.0, self._slope_np(x) * np.ones_like(x))
-
-    def grad(self, x):
-        return torch.where(x > 0, torch.ones_like(x), self._slope(x).expand_as(x))
+    def reference(self, x):
+        return torch.where(x > 0, x, self._slope(x) * x)
 
     def grad_from_output(self, y):
-        # With a positive slope the sign of y is the sign of x.
-        return torch.where(y > 0, torch.ones_like(y), self._slope(y).expand_as(y))
+        # only used when monotone (every slope >= 0), where sign(y) is sign(x)
+        return torch.where(y > 0, torch.ones_like(y), self._slope(y))
 
     @property
     def monotone(self) -> bool:  # type: ignore[override]
         return bool((self.weight.detach() >= 0).all())
+
+    def peak_slope(self) -> float:
+        return max(1.0, float(self.weight.detach().abs().max()))
 
     def output_range(self):
         return (-math.inf, math.inf)
@@ -450,10 +404,9 @@ class PReLU(Activation):
 
 @ACTIVATIONS.register("elu")
 class ELU(Activation):
-    """Exponential linear unit (Clevert, Unterthiner & Hochreiter 2016).
+    """``f(x) = x if x > 0 else alpha (e^x - 1)`` (Clevert, Unterthiner & Hochreiter 2016).
 
-    ``f(x) = x if x > 0 else alpha (e^x - 1)``; ``f' = 1 or f(x) + alpha``. Negative outputs
-    pull the mean activation toward zero; saturates smoothly to ``-alpha`` for ``x << 0``.
+    Negative outputs pull the mean activation toward zero; saturates to ``-alpha`` for x << 0.
     """
 
     name = "elu"
@@ -464,9 +417,9 @@ class ELU(Activation):
 
     def __init__(self, alpha: float = 1.0, inplace: bool = False):
         super().__init__(inplace)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+        self.alpha = _number("alpha", alpha)
+        if self.alpha <= 0:
             raise ValueError(f"alpha must be a positive number, got {alpha!r}")
-        self.alpha = float(alpha)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.elu(x, self.alpha, self.inplace)
@@ -474,16 +427,8 @@ class ELU(Activation):
     def spec_args(self):
         return [("alpha", self.alpha, 1.0)]
 
-    def f(self, x):
-        x = _f64(x)
-        return np.where(x > 0, x, self.alpha * np.expm1(np.minimum(x, 0.0)))
-
-    def df(self, x):
-        x = _f64(x)
-        return np.where(x > 0, 1.0, self.alpha * np.exp(np.minimum(x, 0.0)))
-
-    def grad(self, x):
-        return torch.where(x > 0, torch.ones_like(x), self.alpha * torch.exp(x.clamp(max=0)))
+    def reference(self, x):
+        return _elu(x, self.alpha)
 
     def grad_from_output(self, y):
         return torch.where(y > 0, torch.ones_like(y), y + self.alpha)
@@ -494,11 +439,10 @@ class ELU(Activation):
 
 @ACTIVATIONS.register("selu")
 class SELU(Activation):
-    """Scaled ELU (Klambauer et al. 2017, "Self-Normalizing Neural Networks").
+    """``f(x) = lambda elu_alpha(x)``, alpha ~ 1.6733, lambda ~ 1.0507 (Klambauer et al. 2017).
 
-    ``f(x) = lambda * (x if x > 0 else alpha (e^x - 1))`` with alpha ~ 1.6733, lambda ~ 1.0507,
-    chosen so that with LeCun-normal weights (std 1/sqrt(fan_in)) mean 0, variance 1 is an
-    attracting fixed point: E[f(z)] = 0 and E[f(z)^2] = 1 for z ~ N(0, 1).
+    The constants make E[f(z)] = 0 and E[f(z)^2] = 1 for z ~ N(0, 1), so with LeCun-normal
+    weights mean 0, variance 1 is an attracting fixed point ("Self-Normalizing Neural Networks").
     """
 
     name = "selu"
@@ -510,17 +454,8 @@ class SELU(Activation):
     def forward(self, x: Tensor) -> Tensor:
         return F.selu(x, self.inplace)
 
-    def f(self, x):
-        x = _f64(x)
-        return SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
-
-    def df(self, x):
-        x = _f64(x)
-        return SELU_SCALE * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0.0)))
-
-    def grad(self, x):
-        neg = SELU_SCALE * SELU_ALPHA * torch.exp(x.clamp(max=0))
-        return torch.where(x > 0, torch.full_like(x, SELU_SCALE), neg)
+    def reference(self, x):
+        return SELU_SCALE * _elu(x, SELU_ALPHA)
 
     def grad_from_output(self, y):
         return torch.where(y > 0, torch.full_like(y, SELU_SCALE), y + SELU_SCALE * SELU_ALPHA)
@@ -531,11 +466,10 @@ class SELU(Activation):
 
 @ACTIVATIONS.register("gelu")
 class GELU(Activation):
-    """Gaussian error linear unit ``f(x) = x Phi(x)`` (Hendrycks & Gimpel 2016).
+    """``f(x) = x Phi(x)`` (Hendrycks & Gimpel 2016, "Gaussian Error Linear Units").
 
-    ``f'(x) = Phi(x) + x phi(x)``. ``approximate='tanh'`` uses the paper's
-    ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``. Dips to about -0.17 near x = -0.75,
-    then returns to 0: not monotone.
+    ``approximate='tanh'``: the paper's ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.
+    Dips to about -0.17 near x = -0.75, then returns to 0: not monotone.
     """
 
     name = "gelu"
@@ -557,40 +491,16 @@ class GELU(Activation):
     def spec_args(self):
         return [("approximate", self.approximate, "none")]
 
-    def f(self, x):
-        x = _f64(x)
+    def reference(self, x):
         if self.approximate == "tanh":
-            return 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + _GELU_TANH_C * x**3)))
-        return x * _np_Phi(x)
-
-    def df(self, x):
-        x = _f64(x)
-        if self.approximate == "tanh":
-            t = np.tanh(_SQRT_2_OVER_PI * (x + _GELU_TANH_C * x**3))
-            dinner = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_C * x * x)
-            return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner
-        return _np_Phi(x) + x * _np_phi(x)
-
-    def grad(self, x):
-        if self.approximate == "tanh":
-            t = torch.tanh(_SQRT_2_OVER_PI * (x + _GELU_TANH_C * x**3))
-            dinner = _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_C * x * x)
-            return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner
-        cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2.0)))
-        pdf = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-        return cdf + x * pdf
-
-    def output_range(self):
-        return (float(self.f(_GRID).min()), math.inf)
+            return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+        return x * 0.5 * (1 + torch.erf(x / math.sqrt(2)))
 
 
 @ACTIVATIONS.register("silu", "swish")
 class SiLU(Activation):
-    """Sigmoid-weighted linear unit ``f(x) = x sigmoid(x)``, a.k.a. swish.
-
-    Elfwing, Uchibe & Doya 2018; Ramachandran, Zoph & Le 2017. ``f' = s (1 + x (1 - s))`` with
-    ``s = sigmoid(x)``. Dips to about -0.28 near x = -1.28: not monotone.
-    """
+    """``f(x) = x sigmoid(x)``, a.k.a. swish (Elfwing, Uchibe & Doya 2018; Ramachandran et al.
+    2017). Dips to about -0.28 near x = -1.28: not monotone."""
 
     name = "silu"
     formula = "f(x) = x sigmoid(x); f'(x) = s (1 + x (1 - s)), s = sigmoid(x)"
@@ -602,26 +512,13 @@ class SiLU(Activation):
     def forward(self, x: Tensor) -> Tensor:
         return F.silu(x, self.inplace)
 
-    def f(self, x):
-        x = _f64(x)
-        return x * _np_sigmoid(x)
-
-    def df(self, x):
-        x = _f64(x)
-        s = _np_sigmoid(x)
-        return s * (1.0 + x * (1.0 - s))
-
-    def grad(self, x):
-        s = torch.sigmoid(x)
-        return s * (1 + x * (1 - s))
-
-    def output_range(self):
-        return (float(self.f(_GRID).min()), math.inf)
+    def reference(self, x):
+        return x * _sigmoid(x)
 
 
 @ACTIVATIONS.register("identity", "linear", "none")
 class Identity(Activation):
-    """No non-linearity: ``f(x) = x``, ``f' = 1``. Stacked linear layers stay one linear map."""
+    """No non-linearity, ``f(x) = x``: stacked linear layers stay one linear map."""
 
     name = "identity"
     formula = "f(x) = x; f'(x) = 1"
@@ -631,14 +528,8 @@ class Identity(Activation):
     def forward(self, x: Tensor) -> Tensor:
         return x
 
-    def f(self, x):
-        return _f64(x).copy()
-
-    def df(self, x):
-        return np.ones_like(_f64(x))
-
-    def grad(self, x):
-        return torch.ones_like(x)
+    def reference(self, x):
+        return x
 
     def grad_from_output(self, y):
         return torch.ones_like(y)

@@ -128,12 +128,6 @@ def bernoulli(n: int, p: float, generator: torch.Generator, device: Any) -> Tens
     return rand(n, generator, device) < p
 
 
-def check_probability(p: Any, name: str = "p") -> float:
-    if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
-    return float(p)
-
-
 def check_size(size: Any, name: str = "size") -> tuple[int, int]:
     """Accept ``s`` or ``(h, w)`` positive ints; return ``(h, w)``."""
     if isinstance(size, int) and not isinstance(size, bool):

@@ -34,7 +34,6 @@ from trainlab.augment._base import (
     bernoulli,
     blocks,
     channel_means,
-    check_probability,
     from_work,
     grey_weights,
     rand,
@@ -42,6 +41,7 @@ from trainlab.augment._base import (
     to_work,
     value_scale,
 )
+from trainlab.checks import check_probability
 
 Affine = tuple[Tensor, Tensor]  # A (B, C, C), t (B, C)
 

@@ -22,12 +22,12 @@ from trainlab.augment._base import (
     Augmentation,
     Params,
     bernoulli,
-    check_probability,
     check_size,
     from_work,
     rand,
     to_work,
 )
+from trainlab.checks import check_probability
 
 Maps = tuple[Tensor, Tensor]  # rows (B, H_out), cols (B, W_out); long, -1 = zero
 

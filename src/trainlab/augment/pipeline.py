@@ -23,7 +23,6 @@ from trainlab.augment._base import (
     bernoulli,
     channel_means,
     check_images,
-    check_probability,
     value_scale,
 )
 from trainlab.augment.color import (
@@ -44,6 +43,7 @@ from trainlab.augment.geometric import (
     compose_maps,
     gather_maps,
 )
+from trainlab.checks import check_probability
 from trainlab.errors import RegistryError
 from trainlab.registry import Registry, parse_spec
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from trainlab.checks import check_probability
 from trainlab.errors import RegistryError
 from trainlab.registry import Registry
 from trainlab.regularize.smoothing import as_soft_targets
@@ -345,8 +346,7 @@ def _check_cutout_args(size: int, count: int, fill: str, p: float, mean: object)
         raise RegistryError(f"cutout count must be an integer >= 1, got {count!r}")
     if fill not in _FILLS:
         raise RegistryError(f"cutout fill must be one of {', '.join(_FILLS)}, got {fill!r}")
-    if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 1.0:
-        raise RegistryError(f"cutout probability p must be in [0, 1], got {p!r}")
+    check_probability(p, "cutout probability p")
     if fill == "mean" and mean is None:
         raise RegistryError("cutout fill='mean' needs the per-channel data mean: pass mean=(...)")
 
