@@ -15,7 +15,7 @@ from trainlab.regularize.depth import (
     linear_decay,
     survival_probs,
 )
-from trainlab.regularize.dropout import reseed_all
+from trainlab.seeding import reseed_all
 
 
 def test_linear_decay_paper_values():

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from trainlab.errors import RegistryError
-from trainlab.regularize.dropout import derive_seed
 from trainlab.regularize.pooling import (
     POOLING,
     FractionalMaxPool2d,
@@ -12,6 +11,7 @@ from trainlab.regularize.pooling import (
     pseudo_random_boundaries,
     random_boundaries,
 )
+from trainlab.seeding import derive_seed
 
 
 @pytest.fixture(autouse=True, scope="module")

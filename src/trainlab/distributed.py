@@ -43,8 +43,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainlab.data.loader import make_generator
 from trainlab.errors import RecipeError
+from trainlab.seeding import make_generator
 
 TIMEOUT_ENV = "TRAINLAB_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0

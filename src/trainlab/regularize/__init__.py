@@ -2,7 +2,8 @@
 the eval output equal to the expected train output.
 
 - penalties: L2, L1, elastic net in the loss; decoupled weight decay through parameter groups
-- dropout: inverted and classic dropout, channel-wise, Monte-Carlo prediction; RandomModule
+- dropout: inverted and classic dropout, channel-wise, Monte-Carlo prediction
+- RandomModule, random_modules, reseed_all: re-exported from trainlab.seeding, their home
 - dropconnect: DropConnect for Linear and Conv2d, per batch or per sample; mean or Gaussian
   inference
 - pooling: fractional max pooling, random regions in training, fixed regions in eval
@@ -25,14 +26,7 @@ from trainlab.regularize.dropconnect import (
     dropconnect_layer,
     keep_mask,
 )
-from trainlab.regularize.dropout import (
-    DROPOUT,
-    Dropout,
-    RandomModule,
-    mc_predict,
-    random_modules,
-    reseed_all,
-)
+from trainlab.regularize.dropout import DROPOUT, Dropout, mc_predict
 from trainlab.regularize.mix import (
     MIXES,
     CutMix,
@@ -65,6 +59,7 @@ from trainlab.regularize.smoothing import (
     smooth_targets,
     soft_target_cross_entropy,
 )
+from trainlab.seeding import RandomModule, random_modules, reseed_all  # home: trainlab.seeding
 
 __all__ = [
     "DropPath",

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from trainlab.errors import RegistryError
-from trainlab.regularize.dropout import RandomModule, Seed
+from trainlab.seeding import RandomModule, Seed
 
 __all__ = ["DropPath", "StochasticDepth", "drop_path", "linear_decay", "survival_probs"]
 

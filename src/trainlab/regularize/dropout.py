@@ -18,126 +18,36 @@ strongly correlated and element-wise dropout barely regularizes them.
 **Monte-Carlo dropout** (Gal & Ghahramani 2016, "Dropout as a Bayesian Approximation"): keep
 dropout on at test time and average ``K`` stochastic passes; see :func:`mc_predict`.
 
-**Randomness.** Every stochastic trainlab module is a :class:`RandomModule`: it never touches
-the global RNG. It draws from the generator given at construction, or else from a private
-``torch.Generator`` created lazily on the input's device and seeded from ``seed``.
-:func:`reseed_all` reseeds every such module in a model from one seed (the training engine
-calls it with ``(seed, epoch)`` so a resumed run draws the same masks as an uninterrupted one).
+**Randomness.** Dropout is a :class:`~trainlab.seeding.RandomModule`: it draws from its own
+generators, never the global RNG, and ``reseed_all`` restarts it (see :mod:`trainlab.seeding`).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+from trainlab import checks
 from trainlab.errors import RegistryError
 from trainlab.registry import Registry
 
-Seed = int | tuple[int, ...]
+# The home of the shared randomness is trainlab.seeding; these names are re-exported so that
+# older imports (train.py, dropconnect.py) keep working.
+from trainlab.seeding import (  # noqa: F401
+    RandomModule,
+    Seed,
+    derive_seed,
+    random_modules,
+    reseed_all,
+)
 
 
 def check_probability(name: str, value: float) -> float:
-    """Validate a drop probability: a number in [0, 1) (p = 1 would drop everything)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RegistryError(f"{name} must be a number in [0, 1), got {value!r}")
-    if not 0.0 <= float(value) < 1.0:
-        raise RegistryError(f"{name} must be in [0, 1), got {value!r}")
-    return float(value)
-
-
-def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed derived from ``parts``: independent streams for (seed, epoch, module)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def _as_seed(seed: Seed) -> int:
-    if isinstance(seed, tuple):
-        return derive_seed(*seed)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise RegistryError(f"seed must be an int or a tuple of ints, got {seed!r}")
-    return seed
-
-
-def _device_key(device: torch.device | str) -> tuple[str, int | None]:
-    device = torch.device(device)
-    index = device.index
-    if device.type == "cuda" and index is None:
-        index = torch.cuda.current_device()
-    return device.type, index
-
-
-class RandomModule(nn.Module):
-    """Base for modules that draw randomness: a private generator per device, never the global RNG.
-
-    ``generator``: a caller-owned ``torch.Generator``, used for inputs on its device.
-    ``seed``: seeds the private generators created lazily for other devices (default 0).
-    Subclasses call ``self.generator_for(x.device)`` for every draw.
-
-    ``monte_carlo = True`` marks modules that :func:`mc_predict` switches to training mode.
-    The constructor is cooperative (``super().__init__(*args, **kwargs)``), so a subclass can
-    also derive from ``nn.Linear`` or ``nn.Conv2d``.
-    """
-
-    monte_carlo: ClassVar[bool] = False
-
-    def __init__(
-        self, *args, seed: Seed = 0, generator: torch.Generator | None = None, **kwargs
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.seed = _as_seed(seed)
-        self._generators: dict[tuple[str, int | None], torch.Generator] = {}
-        if generator is not None:
-            self.set_generator(generator)
-
-    def set_generator(self, generator: torch.Generator) -> None:
-        """Draw from ``generator`` (caller-owned) for inputs on its device."""
-        if not isinstance(generator, torch.Generator):
-            raise RegistryError(f"generator must be a torch.Generator, got {generator!r}")
-        self._generators[_device_key(generator.device)] = generator
-
-    def generator_for(self, device: torch.device | str) -> torch.Generator:
-        """The generator for ``device``; created from ``seed`` on first use."""
-        key = _device_key(device)
-        generator = self._generators.get(key)
-        if generator is None:
-            kind, index = key
-            device = torch.device(kind, index) if index is not None else torch.device(kind)
-            generator = torch.Generator(device=device)
-            generator.manual_seed(self.seed)
-            self._generators[key] = generator
-        return generator
-
-    def reseed(self, seed: Seed) -> None:
-        """Restart every stream of this module from ``seed`` (caller-owned generators too)."""
-        self.seed = _as_seed(seed)
-        for generator in self._generators.values():
-            generator.manual_seed(self.seed)
-
-
-def random_modules(model: nn.Module) -> Iterator[tuple[str, RandomModule]]:
-    """Every :class:`RandomModule` in ``model``, in ``named_modules`` order."""
-    for name, module in model.named_modules():
-        if isinstance(module, RandomModule):
-            yield name, module
-
-
-def reseed_all(model: nn.Module, seed: Seed) -> int:
-    """Reseed every :class:`RandomModule` in ``model`` with ``derive_seed(seed, index)``.
-
-    ``seed`` may be a tuple such as ``(run_seed, epoch)``. Each module gets its own stream, so
-    two dropout layers never share masks. Returns how many modules were reseeded.
-    """
-    base = _as_seed(seed)
-    count = 0
-    for index, (_, module) in enumerate(random_modules(model)):
-        module.reseed(derive_seed(base, index))
-        count += 1
-    return count
+    """Deprecated adapter, (name, value) order, kept only for dropconnect.py's import until it
+    calls :func:`trainlab.checks.check_probability` (value first) itself."""
+    return checks.check_probability(value, name, below_one=True)
 
 
 class Dropout(RandomModule):
@@ -165,7 +75,7 @@ class Dropout(RandomModule):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(seed=seed, generator=generator)
-        self.p = check_probability("p", p)
+        self.p = checks.check_probability(p, "p", below_one=True)
         if mode not in ("inverted", "classic"):
             raise RegistryError(f"mode must be 'inverted' or 'classic', got {mode!r}")
         self.mode = mode

@@ -34,7 +34,7 @@ import torch
 
 from trainlab.errors import RegistryError
 from trainlab.registry import Registry
-from trainlab.regularize.dropout import RandomModule, Seed, derive_seed
+from trainlab.seeding import RandomModule, Seed, derive_seed
 
 
 def pseudo_random_boundaries(length: int, n_out: int, u: torch.Tensor) -> torch.Tensor:
