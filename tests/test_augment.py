@@ -30,6 +30,7 @@ from trainlab.augment import (
     VFlip,
     center_crop,
     five_crop,
+    hflip,
     hue_shift,
     make_pipeline,
     plot_augment,
@@ -70,6 +71,30 @@ def test_flips_match_torch_flip(cls, dim):
     for i in range(16):
         expected = x[i].flip(dim) if params["flip"][i] else x[i]
         assert torch.equal(y[i], expected)
+
+
+def test_hflip_draws_one_uniform_per_image_and_mirrors_exactly():
+    # reference: the loader's former flip, mask = U[0, 1) < p from the same generator
+    x = images(2000, c=3, h=4, w=6)
+    out = hflip(x, gen(7))
+    mask = torch.rand(2000, generator=gen(7)) < 0.5
+    assert out.dtype == torch.uint8
+    assert torch.equal(out, torch.where(mask[:, None, None, None], x.flip(-1), x))
+    # Bernoulli(0.5) over 2000 draws: 5 sigma is +-0.056.
+    assert abs(mask.double().mean().item() - 0.5) < 0.056
+
+
+def test_hflip_probability_extremes_validation_and_data_reexport():
+    from trainlab.data import random_hflip
+
+    assert random_hflip is hflip  # one flip; trainlab.data keeps the old name
+    x = images(8, c=1, h=3, w=3, seed=1)
+    assert torch.equal(hflip(x, gen(), p=0.0), x)
+    assert torch.equal(hflip(x, gen(), p=1.0), x.flip(-1))
+    with pytest.raises(ValueError, match="p must be in"):
+        hflip(x, gen(), p=1.5)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        hflip(x[0], gen())
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,11 @@
-"""DeviceLoader, random_hflip, split_validation and derive_seed."""
+"""DeviceLoader and split_validation (derive_seed: test_seeding.py; the flip: test_augment.py)."""
 
 from __future__ import annotations
-
-import hashlib
 
 import pytest
 import torch
 
-from trainlab.data import DeviceLoader, derive_seed, make_generator, random_hflip, split_validation
-from trainlab.data.loader import _splitmix64, select_samples
+from trainlab.data import DeviceLoader, derive_seed, random_hflip, split_validation
 
 
 def indexed(n: int, shape=(1, 2, 3)):
@@ -16,42 +13,6 @@ def indexed(n: int, shape=(1, 2, 3)):
     labels = torch.arange(n)
     images = (labels % 256).to(torch.uint8).view(n, 1, 1, 1).expand(n, *shape).contiguous()
     return images, labels
-
-
-# ----------------------------------------------------------------------------- derive_seed
-
-
-def test_splitmix64_matches_published_test_vector():
-    # SplitMix64 seeded with 0 yields 0xE220A8397B1DCDAF, then 0x6E789E6AA1B965F4 (the
-    # reference output of Vigna's splitmix64.c); the state advances by the golden gamma.
-    assert _splitmix64(0) == 0xE220A8397B1DCDAF
-    assert _splitmix64(0x9E3779B97F4A7C15) == 0x6E789E6AA1B965F4
-
-
-def test_derive_seed_follows_its_documented_formula():
-    def reference(seed, *keys):
-        state = _splitmix64(seed)
-        for key in keys:
-            if isinstance(key, str):
-                key = int.from_bytes(
-                    hashlib.blake2b(key.encode(), digest_size=8).digest(), "little"
-                )
-            state = _splitmix64(state ^ key)
-        return state >> 1
-
-    for args in [(0,), (0, 1), (1, 0), (123, "loader-order", 7), (2**40, "x")]:
-        assert derive_seed(*args) == reference(*args)
-        assert 0 <= derive_seed(*args) < 2**63
-
-
-def test_derive_seed_separates_nearby_paths():
-    seeds = {derive_seed(s, e) for s in range(20) for e in range(20)}
-    assert len(seeds) == 400  # seed * K + epoch style schemes collide; this must not
-    assert derive_seed(0, "a") != derive_seed(0, "b") and derive_seed(0, 1, 2) != derive_seed(
-        0, 2, 1
-    )
-    with pytest.raises(TypeError):
-        derive_seed(0, 1.5)
 
 
 # ----------------------------------------------------------------------------- DeviceLoader
@@ -176,38 +137,6 @@ def test_device_defaults_to_the_inputs_device():
     assert DeviceLoader(images, labels, 2, device="cpu").images.device.type == "cpu"
 
 
-# ----------------------------------------------------------------------------- random_hflip
-
-
-def test_random_hflip_is_exact_per_sample_flip():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (2000, 3, 4, 6), generator=gen).to(torch.uint8)
-    out = random_hflip(x, make_generator(0, "flip"))
-    assert out.dtype == torch.uint8
-    flipped_reference = torch.flip(x, dims=[3])
-    same = (out == x).flatten(1).all(1)
-    flipped = (out == flipped_reference).flatten(1).all(1)
-    assert torch.all(same | flipped)  # every image is itself or its mirror, nothing else
-    ambiguous = (x == flipped_reference).flatten(1).all(1)
-    assert not ambiguous.any()
-    # Bernoulli(0.5) over 2000 draws: 5 sigma is +-0.056.
-    assert abs(flipped.double().mean().item() - 0.5) < 0.056
-    assert torch.equal(out[flipped], torch.flip(x[flipped], dims=[3]))
-
-
-def test_random_hflip_probability_extremes_and_validation():
-    x = torch.randint(0, 256, (8, 1, 3, 3), generator=torch.Generator().manual_seed(1)).to(
-        torch.uint8
-    )
-    gen = torch.Generator().manual_seed(0)
-    assert torch.equal(random_hflip(x, gen, p=0.0), x)
-    assert torch.equal(random_hflip(x, gen, p=1.0), torch.flip(x, dims=[3]))
-    with pytest.raises(ValueError, match="p must be in"):
-        random_hflip(x, gen, p=1.5)
-    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
-        random_hflip(x[0], gen)
-
-
 # ----------------------------------------------------------------------------- split_validation
 
 
@@ -230,22 +159,3 @@ def test_split_validation_rejects_bad_fractions():
             split_validation(images, labels, fraction, seed=0)
     with pytest.raises(ValueError, match="both must be at least 1"):
         split_validation(images, labels, 0.01, seed=0)
-
-
-@pytest.mark.parametrize(
-    "dtype, shape",
-    [(torch.uint8, (6, 1, 4, 4)), (torch.uint8, (6, 1, 3, 3)), (torch.float32, (6, 3, 2, 5)),
-     (torch.int16, (6, 2, 2, 2)), (torch.bool, (6, 8))],
-)  # fmt: skip
-def test_select_samples_equals_torch_where(dtype, shape):
-    gen = torch.Generator().manual_seed(0)
-    a = (torch.rand(shape, generator=gen) * 200).to(dtype)
-    b = (torch.rand(shape, generator=gen) * 200).to(dtype)
-    mask = torch.tensor([True, False, False, True, True, False])
-    expected = torch.where(mask.view(-1, *[1] * (len(shape) - 1)), a, b)
-    assert torch.equal(select_samples(mask, a, b), expected)
-    # views at odd offsets and non-contiguous inputs take the element-wise path
-    big = torch.cat([a.reshape(-1)[:1], a.reshape(-1)]).to(dtype)
-    shifted = big[1:].view(shape)
-    assert torch.equal(select_samples(mask, shifted, b), expected)
-    assert torch.equal(select_samples(mask, a.transpose(0, -1).transpose(0, -1), b), expected)

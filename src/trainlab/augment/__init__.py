@@ -5,8 +5,9 @@ parameters as whole tensors from the caller's ``torch.Generator`` (no Python loo
 can return the parameters it drew (``return_params=True``, or ``sample_params`` / ``apply``),
 and reproduces its output when they are replayed.
 
-- geometric: :class:`PadCrop`, :class:`HFlip`, :class:`VFlip`, :class:`RandomResizedCrop`,
-  :class:`ScaleAug`, :class:`CenterCrop`, :func:`five_crop`, :func:`ten_crop`
+- geometric: :class:`PadCrop`, :class:`HFlip` (:func:`hflip`), :class:`VFlip`,
+  :class:`RandomResizedCrop`, :class:`ScaleAug`, :class:`CenterCrop`, :func:`five_crop`,
+  :func:`ten_crop`
 - colour: :class:`ColorJitter`, :class:`RandomGrayscale`, :class:`PCALighting`
 - pipelines: :data:`AUGMENTATIONS`, :class:`Pipeline`, :func:`make_pipeline`
 - test time: :class:`TTA`; figures: :func:`plot_augment`
@@ -30,6 +31,7 @@ from trainlab.augment.geometric import (
     center_crop,
     five_crop,
     gather_maps,
+    hflip,
     resample_boxes,
     ten_crop,
 )
@@ -56,6 +58,7 @@ __all__ = [
     "eigen_from_stats",
     "five_crop",
     "gather_maps",
+    "hflip",
     "hue_shift",
     "make_pipeline",
     "plot_augment",

@@ -172,6 +172,12 @@ class VFlip(_Flip):
     axis = 0
 
 
+def hflip(x: Tensor, generator: torch.Generator, p: float = 0.5) -> Tensor:
+    """Mirror each image of a (B, C, H, W) batch left-right with probability ``p``: :class:`HFlip`
+    as a function, the ``transform(x, generator)`` a loader takes; the dtype is kept."""
+    return HFlip(p)(x, generator)
+
+
 def centre_offsets(hw: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
     """Top-left corner of the centred ``size`` crop (rounded as torchvision does)."""
     (h, w), (ch, cw) = hw, size

@@ -6,113 +6,21 @@ augmentation runs on whole batches. There are no worker processes, no per-sample
 and no host-to-device copies inside the loop.
 
 Randomness is explicit and reproducible: the epoch's permutation comes from a CPU generator and
-the transform's draws from a device generator, both seeded by :func:`derive_seed` from
-``(seed, epoch)``, so a run resumed at epoch ``e`` sees exactly the batches an uninterrupted
-run would have seen.
+the transform's draws from a device generator, both seeded by
+:func:`trainlab.seeding.derive_seed` from ``(seed, epoch)``, so a run resumed at epoch ``e``
+sees exactly the batches an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 
 import torch
 
-MASK64 = (1 << 64) - 1
+# Home: trainlab.seeding. datasets.py and the lab still import make_generator from here.
+from trainlab.seeding import make_generator
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-
-
-def _splitmix64(x: int) -> int:
-    """One step of SplitMix64 (Steele, Lea & Flood 2014, "Fast splittable PRNGs").
-
-    z = x + 0x9E3779B97F4A7C15; z = (z ^ z>>30) * 0xBF58476D1CE4E5B9;
-    z = (z ^ z>>27) * 0x94D049BB133111EB; return z ^ z>>31   (all mod 2^64).
-    A bijection on 64-bit integers whose outputs for nearby inputs are uncorrelated.
-    """
-    z = (x + 0x9E3779B97F4A7C15) & MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-    return z ^ (z >> 31)
-
-
-def _key_to_int(key: int | str) -> int:
-    if isinstance(key, bool) or not isinstance(key, int | str):
-        raise TypeError(f"derive_seed keys must be int or str, got {type(key).__name__} {key!r}")
-    if isinstance(key, str):
-        # Python's str hash is salted per process; a digest is the same everywhere.
-        return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
-    return key & MASK64
-
-
-def derive_seed(seed: int, *keys: int | str) -> int:
-    """A 63-bit seed for one purpose, derived from a run's seed and a path of keys.
-
-    ``s_0 = splitmix64(seed)``, ``s_{i+1} = splitmix64(s_i XOR key_i)``, result ``s_n >> 1``.
-    Different key paths give independent-looking streams (``derive_seed(0, 1)`` and
-    ``derive_seed(1, 0)`` differ), unlike ``seed * K + epoch`` which collides across runs.
-    String keys name the purpose: ``derive_seed(seed, "dropout", epoch)``.
-    """
-    state = _splitmix64(_key_to_int(seed))
-    for key in keys:
-        state = _splitmix64(state ^ _key_to_int(key))
-    return state >> 1  # torch.Generator.manual_seed is happiest with a non-negative int64
-
-
-def make_generator(
-    seed: int, *keys: int | str, device: torch.device | str = "cpu"
-) -> torch.Generator:
-    """A ``torch.Generator`` on ``device`` seeded with ``derive_seed(seed, *keys)``."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(derive_seed(seed, *keys))
-    return generator
-
-
-def random_hflip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
-    """Flip each image of a (B, C, H, W) batch left-right with probability ``p``, independently.
-
-    One Bernoulli(p) mask of B draws selects between ``x`` and ``x.flip(-1)`` (no Python loop);
-    the dtype is kept, so it runs on the stored uint8 data. Horizontal flips as augmentation go
-    back to Krizhevsky, Sutskever & Hinton 2012 (AlexNet).
-    """
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"random_hflip: p must be in [0, 1], got {p!r}")
-    if x.dim() != 4:
-        raise ValueError(f"random_hflip: expected a (B, C, H, W) batch, got shape {tuple(x.shape)}")
-    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < p
-    return select_samples(flip, x.flip(-1), x)
-
-
-def select_samples(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``torch.where(mask, a, b)`` for a per-sample bool ``mask`` (B,) and batches (B, ...).
-
-    Because the choice is per sample, contiguous samples whose byte size is a multiple of 8 are
-    selected as 64-bit words: the same bytes with 8x fewer elements for uint8 images, which
-    matters on the CPU where ``torch.where`` costs per element (3x faster for 1x28x28 uint8).
-    """
-    if a.shape != b.shape or a.dtype != b.dtype or mask.shape != a.shape[:1]:
-        raise ValueError(
-            f"select_samples: mask {tuple(mask.shape)} and batches {tuple(a.shape)} {a.dtype}, "
-            f"{tuple(b.shape)} {b.dtype} must agree on the batch size, shape and dtype"
-        )
-    if _word_viewable(a) and _word_viewable(b):
-        n = a.shape[0]
-        words = torch.where(
-            mask[:, None], a.view(n, -1).view(torch.int64), b.view(n, -1).view(torch.int64)
-        )
-        return words.view(a.dtype).view(a.shape)
-    return torch.where(mask.view(-1, *[1] * (a.dim() - 1)), a, b)
-
-
-def _word_viewable(x: torch.Tensor) -> bool:
-    item = x.element_size()
-    return (
-        x.dim() > 0
-        and x.shape[0] > 0
-        and x.is_contiguous()
-        and (x[0].numel() * item) % 8 == 0
-        and (x.storage_offset() * item) % 8 == 0
-    )
 
 
 class DeviceLoader:
