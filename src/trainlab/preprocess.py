@@ -5,15 +5,15 @@ are taken to be in [0, 1] already) and use the *population* (biased) variance,
 ``var = sum((x - mean)^2) / n``, because they describe a fixed training set rather than estimate
 a larger population; for CIFAR-10 the two differ by one part in 5e7.
 
-One pass over batches accumulates float64 moments that merge exactly with the parallel
-algorithm of Chan, Golub & LeVeque (1979), the pairwise form of Welford (1962): for two parts
-with counts ``n_a, n_b``, means ``m_a, m_b`` and centred second moments ``M_a, M_b``,
+One pass over chunks of images takes each chunk's centred moments in float64 and merges them
+with the parallel algorithm of Chan, Golub & LeVeque (1979), the pairwise form of Welford
+(1962): for two parts with counts ``n_a, n_b``, means ``m_a, m_b`` and centred second moments
+``M_a, M_b``,
 
     n = n_a + n_b,   d = m_b - m_a,   m = m_a + d n_b / n,   M = M_a + M_b + d d^T n_a n_b / n.
 
-Each batch's own moments are exact for ``uint8`` data (integer sums, then one rounding) and
-two-pass float64 for float data, so the streamed result matches a one-shot float64 computation
-to about 1e-14 whatever the batch split.
+So the streamed result matches a one-shot float64 computation to about 1e-14 whatever the batch
+split, and no float64 copy of the whole data set is ever made.
 
 The statistics behind each classic preprocessing:
 
@@ -35,8 +35,6 @@ import hashlib
 import json
 import math
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,9 +63,7 @@ __all__ = [
 ]
 
 STATS_FORMAT = "trainlab.stats/1"
-CHUNK_ELEMENTS = 1 << 20  # per-chunk working set (~4 MB as float32) stays in cache
-EXACT_F32_IMAGES = 256  # per-pixel sums of 256 products of uint8 values stay below 2^24
-EXACT_PIXELS = 11_000_000  # n^2 * 255^2 < 2^63: exact int64 centring of n pixel values
+CHUNK_ELEMENTS = 1 << 20  # values per chunk: an 8 MiB float64 working copy
 MAX_FLAT_DIM = 4096  # a (D, D) float64 covariance of 4096 inputs is 128 MiB
 
 
@@ -186,88 +182,44 @@ class _Moments:
     channel_m2: Tensor
 
 
+def _merge(na: int, ma: Tensor, m2a: Tensor, nb: int, mb: Tensor, m2b: Tensor, outer: bool):
+    """Chan, Golub & LeVeque (1979): ``M = M_a + M_b + d d^T n_a n_b / n``, ``d = m_b - m_a``;
+    ``outer=False`` keeps only the diagonal (element-wise variances). Returns (mean, M)."""
+    n, d = na + nb, mb - ma
+    return ma + d * (nb / n), m2a + m2b + (torch.outer(d, d) if outer else d * d) * (na * nb / n)
+
+
 def _chan_merge(a: _Moments, b: _Moments, positions: int) -> _Moments:
-    """Chan, Golub & LeVeque (1979): ``M = M_a + M_b + d d^T n_a n_b / n``, ``d = m_b - m_a``."""
+    """Two parts' moments as one; channel statistics count every position of every image."""
     if a.n == 0:
         return b
     if b.n == 0:
         return a
-    n = a.n + b.n
-    d = b.pixel_mean - a.pixel_mean
-    pixel_mean = a.pixel_mean + d * (b.n / n)
-    pixel_m2 = a.pixel_m2 + b.pixel_m2 + d * d * (a.n * b.n / n)
-    na, nb = a.n * positions, b.n * positions  # channel statistics count every position
-    dc = b.channel_mean - a.channel_mean
-    channel_mean = a.channel_mean + dc * (nb / (na + nb))
-    channel_m2 = a.channel_m2 + b.channel_m2 + torch.outer(dc, dc) * (na * nb / (na + nb))
-    return _Moments(n, pixel_mean, pixel_m2, channel_mean, channel_m2)
+    pixel = _merge(a.n, a.pixel_mean, a.pixel_m2, b.n, b.pixel_mean, b.pixel_m2, outer=False)
+    na, nb = a.n * positions, b.n * positions
+    channel = _merge(na, a.channel_mean, a.channel_m2, nb, b.channel_mean, b.channel_m2, True)
+    return _Moments(a.n + b.n, *pixel, *channel)
 
 
-def _scratch(work: dict, key: str, shape: tuple[int, ...], like: Tensor, dtype) -> Tensor:
-    """A reusable buffer of at least ``shape[0]`` rows, sliced to ``shape``.
+def _chunk_moments(x: Tensor) -> _Moments:
+    """Centred float64 moments of a chunk (b, C, P) on the [0, 1] scale: means, then deviations.
 
-    Chunk-sized buffers (a few MB) are above glibc's mmap threshold, so allocating one per chunk
-    maps fresh pages and faults them in every time; on the benchmark VM that cost more than the
-    arithmetic. Each worker keeps its buffers for the whole pass instead.
+    The channel co-moment is the within-pixel part (deviations from each pixel's mean) plus the
+    between-pixel part (pixel means around the channel mean), the law of total covariance.
     """
-    buf = work.get(key)
-    if buf is None or buf.shape[0] < shape[0] or buf.shape[1:] != shape[1:]:
-        buf = work[key] = torch.empty(shape, dtype=dtype, device=like.device)
-    return buf[: shape[0]]
-
-
-def _uint8_moments(x: Tensor, work: dict) -> _Moments:
-    """Exact moments of a uint8 chunk (b, C, P), b <= 256, on the [0, 1] scale.
-
-    Per pixel, sums of values and of products over at most 256 images are integers below
-    ``256 * 255^2 < 2^24``, so float32 holds them exactly (and float32 kernels run several times
-    faster than int64 reductions). Those exact sums are then added in int64, and the centred
-    moment ``M = (n Q - S S^T) / n`` is formed exactly in integers (``n^2 255^2 < 2^63``) and
-    rounded once, which keeps full relative accuracy even when the variance is tiny beside the
-    squared mean.
-    """
-    b, c, p = x.shape
-    if b > EXACT_F32_IMAGES:
-        raise ValueError(f"uint8 chunk of {b} images: at most {EXACT_F32_IMAGES} are exact")
-    xf = _scratch(work, "xf", (b, c, p), x, torch.float32).copy_(x)
-    prod = _scratch(work, "prod", (b, c, p), x, torch.float32)
-    s = xf.sum(0).to(torch.int64)
-    q = torch.mul(xf, xf, out=prod).sum(0).to(torch.int64)
-    cross = torch.diag(q.sum(1))
-    for i in range(c):  # C is 1 or 3 in practice
-        for j in range(i + 1, c):
-            pair = torch.mul(xf[:, i], xf[:, j], out=prod[:, 0])
-            cross[i, j] = cross[j, i] = pair.sum(0).to(torch.int64).sum()
-    sc = s.sum(1)
-    n_pix = b * p
-    scale = 255.0
-    pixel_num = b * q - s * s
-    if n_pix < EXACT_PIXELS:
-        channel_num = (n_pix * cross - torch.outer(sc, sc)).to(torch.float64)
-    else:  # images of > 1.1e7 pixels: int64 would overflow, float64 is still ~1e-16 close
-        sd = sc.to(torch.float64)
-        channel_num = n_pix * cross.to(torch.float64) - torch.outer(sd, sd)
-    return _Moments(
-        n=b,
-        pixel_mean=s.to(torch.float64) / (b * scale),
-        pixel_m2=pixel_num.to(torch.float64) / (b * scale * scale),
-        channel_mean=sc.to(torch.float64) / (n_pix * scale),
-        channel_m2=channel_num / (n_pix * scale * scale),
-    )
-
-
-def _float_moments(x: Tensor, work: dict) -> _Moments:
-    """Two-pass float64 moments of a float chunk (b, C, P): centre first, then sum squares."""
-    b, c, p = x.shape
-    xd = _scratch(work, "xd", (b, c, p), x, torch.float64).copy_(x)
-    dev = _scratch(work, "dev", (b, c, p), x, torch.float64)
-    pixel_mean = xd.mean(0)
-    torch.sub(xd, pixel_mean, out=dev)
-    pixel_m2 = dev.mul_(dev).sum(0)
+    scale = 255.0 if x.dtype == torch.uint8 else 1.0  # uint8 moments are scaled once, at the end
+    x = x.to(torch.float64, copy=True)  # a copy: the deviations overwrite it
+    b = x.shape[0]
+    pixel_var, pixel_mean = torch.var_mean(x, 0, correction=0)
     channel_mean = pixel_mean.mean(1)  # every pixel has b values, so this is the channel mean
-    torch.sub(xd, channel_mean[:, None], out=dev)
-    channel_m2 = torch.bmm(dev, dev.transpose(1, 2)).sum(0)  # per image (C, P) @ (P, C)
-    return _Moments(b, pixel_mean, pixel_m2, channel_mean, channel_m2)
+    dev = x.sub_(pixel_mean)
+    within = torch.bmm(dev, dev.transpose(1, 2)).sum(0)  # per image (C, P) @ (P, C)
+    spread = pixel_mean - channel_mean[:, None]
+    channel_m2 = within + b * (spread @ spread.T)
+    s2 = scale * scale
+    return _Moments(
+        b, pixel_mean / scale, pixel_var * (b / s2), channel_mean / scale, channel_m2 / s2
+    )
 
 
 def _as_tensor(batch: Any) -> Tensor:
@@ -289,8 +241,6 @@ class StatsAccumulator:
     they are. Accumulators are float64 on the first batch's device (CPU for MPS); results are on
     the CPU. Merging is Chan, Golub & LeVeque's (1979) parallel update, so any split of the
     data into batches, and any merge order, gives the one-shot result up to float64 rounding.
-    On the CPU a batch's chunks are spread over ``workers`` threads (default: the usable cores)
-    and merged in a fixed order, so results do not depend on thread timing.
 
     >>> acc = StatsAccumulator()
     >>> for batch in batches:       # doctest: +SKIP
@@ -298,12 +248,7 @@ class StatsAccumulator:
     >>> stats = acc.result()        # doctest: +SKIP
     """
 
-    def __init__(self, workers: int | None = None) -> None:
-        if workers is None:
-            workers = _default_workers()
-        if not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers: expected a positive integer or None, got {workers!r}")
-        self.workers = workers
+    def __init__(self) -> None:
         self._moments: _Moments | None = None
         self._shape: tuple[int, int, int] | None = None
 
@@ -328,18 +273,9 @@ class StatsAccumulator:
         x = x.to(_float64_device(x.device))
         c, h, w = self._shape
         flat = x.reshape(x.shape[0], c, h * w)
-        moments_of = _uint8_moments if x.dtype == torch.uint8 else _float_moments
         step = max(1, CHUNK_ELEMENTS // (c * h * w))
-        if x.dtype == torch.uint8:
-            step = min(step, EXACT_F32_IMAGES)
-        chunks = [flat[start : start + step] for start in range(0, flat.shape[0], step)]
-        if x.device.type != "cpu":
-            work: dict = {}
-            for chunk in chunks:
-                self._add(moments_of(chunk, work))
-            return self
-        for moments in _cpu_moments(chunks, moments_of, self.workers):
-            self._add(moments)
+        for start in range(0, flat.shape[0], step):
+            self._add(_chunk_moments(flat[start : start + step]))
         return self
 
     def merge(self, other: StatsAccumulator) -> StatsAccumulator:
@@ -401,45 +337,6 @@ class StatsAccumulator:
 
 
 _FIELDS = ("pixel_mean", "pixel_m2", "channel_mean", "channel_m2")
-_THREADS_LOCK = threading.Lock()
-
-
-def _default_workers() -> int:
-    try:
-        return max(1, min(len(os.sched_getaffinity(0)), 8))
-    except AttributeError:  # not on Linux
-        return max(1, min(os.cpu_count() or 1, 8))
-
-
-def _cpu_moments(chunks: list[Tensor], moments_of, workers: int) -> list[_Moments]:
-    """Moments of CPU chunks, one merged result per worker, in chunk order.
-
-    Each chunk's kernels are small (~1 M values), and an intra-op thread team pays a barrier
-    per kernel; on a busy machine a descheduled team member stalls every barrier, which made the
-    CIFAR-10 pass 10-40x slower. So kernels run single-threaded and the parallelism is across
-    chunks, on Python threads (kernels release the GIL); Chan's merge makes this exact.
-    """
-    workers = min(workers, len(chunks))
-    groups = [chunks[i::workers] for i in range(workers)]  # strided: equal work per worker
-
-    def fold(group: list[Tensor]) -> _Moments:
-        work: dict = {}
-        total = moments_of(group[0], work)
-        positions = group[0].shape[2]
-        for chunk in group[1:]:
-            total = _chan_merge(total, moments_of(chunk, work), positions)
-        return total
-
-    with _THREADS_LOCK:  # the intra-op thread count is process-wide: one section at a time
-        saved = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            if workers == 1:
-                return [fold(groups[0])]
-            with ThreadPoolExecutor(workers, thread_name_prefix="trainlab-stats") as pool:
-                return list(pool.map(fold, groups))
-        finally:
-            torch.set_num_threads(saved)
 
 
 def _sorted_eigh(cov: Tensor) -> tuple[Tensor, Tensor]:
@@ -452,15 +349,12 @@ def _sorted_eigh(cov: Tensor) -> tuple[Tensor, Tensor]:
     return values.clamp_min(0), vectors * signs
 
 
-def compute_stats(
-    images: Tensor | np.ndarray, batch_size: int = 65_536, workers: int | None = None
-) -> DatasetStats:
-    """Statistics of a whole image tensor (N, C, H, W), streamed in batches of ``batch_size``
-    (views, no copies) on ``workers`` threads."""
+def compute_stats(images: Tensor | np.ndarray, batch_size: int = 65_536) -> DatasetStats:
+    """Statistics of a whole image tensor (N, C, H, W), streamed in batches of ``batch_size``."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
     images = _as_tensor(images)
-    acc = StatsAccumulator(workers)
+    acc = StatsAccumulator()
     for start in range(0, images.shape[0], batch_size):
         acc.update(images[start : start + batch_size])
     return acc.result()
@@ -574,11 +468,8 @@ class FlatStatsAccumulator:
         if self._n == 0:
             self._n, self._mean, self._m2 = n, mean, m2
             return
-        total = self._n + n
-        d = mean - self._mean
-        self._mean = self._mean + d * (n / total)
-        self._m2 = self._m2 + m2 + torch.outer(d, d) * (self._n * n / total)
-        self._n = total
+        self._mean, self._m2 = _merge(self._n, self._mean, self._m2, n, mean, m2, outer=True)
+        self._n += n
 
 
 def compute_flat_stats(
@@ -598,10 +489,8 @@ def compute_flat_stats(
 
 
 def _fingerprint(images: Tensor) -> str:
-    """A cheap content hash: shape, dtype, the sum of all values and ~1 MB of strided values.
-
-    numpy's integer sum streams CIFAR-10 (150 MB) in ~0.1 s, 10x faster than torch's int64 one.
-    """
+    """A cheap content hash: shape, dtype, the sum of all values (numpy's integer sum, the
+    faster one) and ~1 MB of strided values."""
     array = images.detach().cpu().numpy().reshape(-1)
     total = array.sum(dtype=np.float64 if array.dtype.kind == "f" else np.uint64)
     step = max(1, array.size // (1 << 20))
