@@ -3,17 +3,13 @@ using DropConnect").
 
 Dropout zeroes activations; DropConnect zeroes **weights**: in training each weight is kept with
 probability ``1 - p``, ``u = (W * M / (1 - p)) x + b``, ``M_ij ~ Bernoulli(1 - p)`` (the inverted
-scaling, so ``E[u] = W x + b``; the bias is never dropped).
+scaling, so ``E[u] = W x + b``; the bias is never dropped). Masks come from the layer's own
+generator (:class:`~trainlab.seeding.RandomModule`), never the global RNG.
 
-Two mask granularities:
-
-* ``mode='batch'``: one mask per forward pass, shared by the batch (cheap: one Bernoulli draw
-  of the weight's size).
+* ``mode='batch'``: one mask per forward pass, shared by the batch.
 * ``mode='sample'`` (the paper's): every sample has its own mask, ``u_b = (W * M_b) x_b``.
-  Masks are drawn for a chunk of samples at a time (at most ``chunk_elements`` mask entries),
-  and the backward pass **re-draws** the same masks from the saved generator state instead of
-  keeping them, so memory is bounded by the chunk size, not by ``B * out * in`` (a naive
-  implementation stores all B masks and all B masked weights for autograd).
+  Autograd keeps the B masked weight matrices for backward, so memory grows as
+  ``B * out * in`` (see docs/benchmarks/dropconnect.md).
 
 Test time (``eval()``, deterministic):
 
@@ -30,143 +26,39 @@ Test time (``eval()``, deterministic):
 
 Random in ``train()``, deterministic in ``eval()``; ``E[train pre-activation] = eval
 pre-activation`` (exactly for ``'mean'``).
-
-Masks are drawn from 16-bit uniforms (four per 64-bit random word, about 5x cheaper than one
-float per weight), so the keep probability is ``1 - p`` rounded to a multiple of 2^-16
-(:func:`realised_keep`; exact for p = 0.5, 0.25, ..., off by at most 7.7e-6 otherwise). The
-scale and the Gaussian variance use that realised value, so the expectation stays exact.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainlab.checks import check_probability
 from trainlab.errors import RegistryError
 from trainlab.registry import Registry
-from trainlab.regularize.dropout import RandomModule, Seed, check_probability, derive_seed
+from trainlab.seeding import RandomModule, Seed, derive_seed
 
 Activation = nn.Module | Callable[[torch.Tensor], torch.Tensor]
 _MODES = ("batch", "sample")
-_LEVELS = 1 << 16  # resolution of the keep probability
 _INFERENCES = ("mean", "gaussian")
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RegistryError(f"{name} must be an int >= 1, got {value!r}")
-    return value
-
-
-def realised_keep(p: float) -> float:
-    """The keep probability the masks actually use: ``1 - p`` rounded to a multiple of 2^-16."""
-    return round((1.0 - p) * _LEVELS) / _LEVELS
-
-
-def _uniform16(
-    shape: tuple[int, ...], generator: torch.Generator, device: torch.device
-) -> torch.Tensor:
-    """int16 uniform on [-2^15, 2^15): the four 16-bit lanes of each random 64-bit word."""
-    n = math.prod(shape)
-    words = torch.randint(
-        -(1 << 63),
-        (1 << 63) - 1,
-        ((n + 3) // 4,),
-        generator=generator,
-        device=device,
-        dtype=torch.int64,
-    )
-    return words.view(torch.int16)[:n].view(shape)
-
-
-def _threshold(p: float) -> int:
-    """A lane is kept iff it is >= this; P(keep) = realised_keep(p)."""
-    return _LEVELS // 2 - round(realised_keep(p) * _LEVELS)
 
 
 def keep_mask(
     shape: tuple[int, ...], p: float, generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
-    """Boolean keep mask, True with probability ``realised_keep(p)``.
-
-    Each entry compares a 16-bit uniform lane of a random 64-bit word with a threshold: four
-    entries per draw instead of one float per entry, which makes the mask about 5x cheaper
-    than ``torch.rand(shape) >= p`` (the CPU generator's cost per call dominates).
-    """
-    return _uniform16(shape, generator, device) >= _threshold(p)
-
-
-def _keep_float(
-    shape: tuple[int, ...], p: float, generator: torch.Generator, like: torch.Tensor
-) -> torch.Tensor:
-    """``keep_mask`` as 0/1 in ``like``'s dtype, written by the compare itself (a bool mask
-    would be cast again by every multiply, forward and backward). The 1/keep scale is applied
-    by the caller, on whichever of kernel and output is smaller."""
-    out = torch.empty(shape, dtype=like.dtype, device=like.device)
-    return torch.ge(_uniform16(shape, generator, like.device), _threshold(p), out=out)
-
-
-def _sample_chunks(
-    x: torch.Tensor, weight: torch.Tensor, p: float, generator: torch.Generator, chunk: int
-) -> Iterator[tuple[slice, torch.Tensor]]:
-    """(rows, masks) for consecutive chunks of samples; the draw order is the replay order."""
-    for start in range(0, x.shape[0], chunk):
-        rows = slice(start, min(start + chunk, x.shape[0]))
-        count = rows.stop - rows.start
-        yield rows, _keep_float((count, *weight.shape), p, generator, weight)
-
-
-class _PerSampleMasked(torch.autograd.Function):
-    """``y_b = op(x_b, W o M_b)`` with 0/1 masks re-drawn in backward from the saved RNG state.
-
-    ``layer`` supplies ``_op_per_sample(x, weights)`` and
-    ``_op_per_sample_backward(x, weight, masks, grad, need_x, need_w)``.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, layer, p, generator, chunk):
-        state = generator.get_state()
-        with torch.no_grad():
-            chunks = _sample_chunks(x, weight, p, generator, chunk)
-            out = torch.cat(
-                [layer._op_per_sample(x[rows], weight * masks) for rows, masks in chunks]
-            )
-        ctx.save_for_backward(x, weight)
-        ctx.layer, ctx.p, ctx.chunk, ctx.state = layer, p, chunk, state
-        ctx.device = generator.device
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        replay = torch.Generator(device=ctx.device)
-        replay.set_state(ctx.state)
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_x = torch.empty_like(x) if need_x else None
-        grad_w = torch.zeros_like(weight) if need_w else None
-        for rows, masks in _sample_chunks(x, weight, ctx.p, replay, ctx.chunk):
-            gx, gw = ctx.layer._op_per_sample_backward(
-                x[rows], weight, masks, grad_out[rows], need_x, need_w
-            )
-            if need_x:
-                grad_x[rows] = gx
-            if need_w:
-                grad_w += gw
-        return grad_x, grad_w, None, None, None, None
+    """Boolean keep mask, True with probability ``1 - p``, drawn from ``generator``."""
+    mask = torch.empty(shape, dtype=torch.bool, device=device)
+    return mask.bernoulli_(1.0 - p, generator=generator)
 
 
 class _DropConnect(RandomModule):
     """What DropConnectLinear and DropConnectConv2d share; subclasses supply the operation."""
 
     monte_carlo: ClassVar[bool] = True
-    # per-batch mode scales by 1/keep on the output (Linear: B*out < out*in, typically) or on
-    # the mask (Conv: the kernel is smaller than the feature maps)
-    _scale_output: ClassVar[bool] = True
 
     def _configure(
         self,
@@ -175,11 +67,8 @@ class _DropConnect(RandomModule):
         inference: str,
         mc_samples: int,
         activation: Activation | None,
-        chunk_elements: int,
     ) -> None:
-        self.p = check_probability("p", p)
-        if realised_keep(self.p) == 0.0:
-            raise RegistryError(f"p must leave a keep probability of at least 2^-16, got {p!r}")
+        self.p = check_probability(p, "p", below_one=True)
         if mode not in _MODES:
             raise RegistryError(f"mode must be one of {_MODES}, got {mode!r}")
         if inference not in _INFERENCES:
@@ -191,9 +80,10 @@ class _DropConnect(RandomModule):
             )
         if activation is not None and not callable(activation):
             raise RegistryError(f"activation must be an nn.Module or callable, got {activation!r}")
+        if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
+            raise RegistryError(f"mc_samples must be an int >= 1, got {mc_samples!r}")
         self.mode, self.inference = mode, inference
-        self.mc_samples = _positive_int("mc_samples", mc_samples)
-        self.chunk_elements = _positive_int("chunk_elements", chunk_elements)
+        self.mc_samples = mc_samples
         self.activation = activation
 
     # -- supplied by subclasses: the layer's operation without bias, per batch and per sample
@@ -206,43 +96,25 @@ class _DropConnect(RandomModule):
     def _add_bias(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _op_per_sample_backward(
-        self,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        masks: torch.Tensor,
-        grad: torch.Tensor,
-        need_x: bool,
-        need_w: bool,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Gradients of one chunk by recomputing it under autograd (any layer type)."""
-        with torch.enable_grad():
-            xc = x.detach().requires_grad_(need_x)
-            w = weight.detach().requires_grad_(need_w)
-            out = self._op_per_sample(xc, w * masks)
-            inputs = [t for t, need in ((xc, need_x), (w, need_w)) if need]
-            grads = iter(torch.autograd.grad(out, inputs, grad))
-        return (next(grads) if need_x else None), (next(grads) if need_w else None)
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, p={self.p}, mode={self.mode!r}, inference={self.inference!r}"
+        )
 
     def _train_pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         generator = self.generator_for(x.device)
-        scale = 1.0 / realised_keep(self.p)
         if self.mode == "batch":
-            masked = self.weight * _keep_float(
-                tuple(self.weight.shape), self.p, generator, self.weight
-            )
-            if self._scale_output:
-                return self._add_bias(self._op(x, masked) * scale)
-            return self._add_bias(self._op(x, masked * scale))
-        chunk = max(1, self.chunk_elements // self.weight.numel())
-        y = _PerSampleMasked.apply(x, self.weight, self, self.p, generator, chunk)
-        return self._add_bias(y * scale)
+            mask = keep_mask(tuple(self.weight.shape), self.p, generator, x.device)
+            y = self._op(x, torch.where(mask, self.weight, 0.0))
+        else:
+            masks = keep_mask((x.shape[0], *self.weight.shape), self.p, generator, x.device)
+            y = self._op_per_sample(x, torch.where(masks, self.weight, 0.0))
+        return self._add_bias(y / (1.0 - self.p))
 
     def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of each pre-activation unit under the training masks."""
         mean = self._add_bias(self._op(x, self.weight))
-        keep = realised_keep(self.p)
-        var = self._op(x.square(), self.weight.square()) * ((1.0 - keep) / keep)
+        var = self._op(x.square(), self.weight.square()) * (self.p / (1.0 - self.p))
         return mean, var
 
     def _gaussian_inference(self, x: torch.Tensor) -> torch.Tensor:
@@ -270,7 +142,6 @@ class DropConnectLinear(_DropConnect, nn.Linear):
     ``'sample'`` (one mask per sample, the paper's). ``inference``: ``'mean'`` or
     ``'gaussian'`` (moment matching, needs ``activation``; ``mc_samples`` draws).
     ``activation``: applied after the layer in every mode when given.
-    ``chunk_elements``: per-sample mode's memory bound, in mask entries per chunk.
     A subclass of ``nn.Linear``: init schemes and penalties treat it as one.
     """
 
@@ -285,7 +156,6 @@ class DropConnectLinear(_DropConnect, nn.Linear):
         activation: Activation | None = None,
         bias: bool = True,
         *,
-        chunk_elements: int = 1 << 22,
         seed: Seed = 0,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
@@ -300,7 +170,7 @@ class DropConnectLinear(_DropConnect, nn.Linear):
             seed=seed,
             generator=generator,
         )
-        self._configure(p, mode, inference, mc_samples, activation, chunk_elements)
+        self._configure(p, mode, inference, mc_samples, activation)
 
     @classmethod
     def from_linear(cls, layer: nn.Linear, p: float = 0.5, **kwargs) -> DropConnectLinear:
@@ -317,30 +187,14 @@ class DropConnectLinear(_DropConnect, nn.Linear):
         new.weight, new.bias = layer.weight, layer.bias
         return new
 
-    def extra_repr(self) -> str:
-        return (
-            f"{super().extra_repr()}, p={self.p}, mode={self.mode!r}, inference={self.inference!r}"
-        )
-
     def _op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.linear(x, weight)
 
     def _op_per_sample(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        # x: (c, *, in), weights: (c, out, in) -> (c, *, out)
+        # x: (B, *, in), weights: (B, out, in) -> (B, *, out)
         flat = x.reshape(x.shape[0], -1, x.shape[-1])
         y = torch.bmm(flat, weights.transpose(1, 2))
         return y.reshape(*x.shape[:-1], weights.shape[1])
-
-    def _op_per_sample_backward(self, x, weight, masks, grad, need_x, need_w):
-        # y_b = x_b (W o M_b)^T: dx_b = g_b (W o M_b), dW = sum_b (g_b^T x_b) o M_b. Explicit
-        # formulas skip the forward recompute and autograd's slow broadcast reduction.
-        flat_x = x.reshape(x.shape[0], -1, x.shape[-1])
-        flat_g = grad.reshape(grad.shape[0], -1, grad.shape[-1])
-        grad_x = torch.bmm(flat_g, weight * masks).reshape(x.shape) if need_x else None
-        grad_w = None
-        if need_w:
-            grad_w = torch.bmm(flat_g.transpose(1, 2), flat_x).mul_(masks).sum(0)
-        return grad_x, grad_w
 
     def _add_bias(self, y: torch.Tensor) -> torch.Tensor:
         return y if self.bias is None else y + self.bias
@@ -350,11 +204,9 @@ class DropConnectConv2d(_DropConnect, nn.Conv2d):
     """``nn.Conv2d`` with DropConnect on its kernel: ``u = conv(x, W * M / (1-p)) + b``.
 
     Same options as :class:`DropConnectLinear`. In ``'sample'`` mode each sample's masked
-    kernel is applied through one grouped convolution per chunk (the samples become groups).
+    kernel is applied through one grouped convolution (the samples become groups).
     The mask is on the kernel, so it is shared by all spatial positions of a sample.
     """
-
-    _scale_output: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -373,7 +225,6 @@ class DropConnectConv2d(_DropConnect, nn.Conv2d):
         groups: int = 1,
         bias: bool = True,
         padding_mode: str = "zeros",
-        chunk_elements: int = 1 << 22,
         seed: Seed = 0,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
@@ -394,7 +245,7 @@ class DropConnectConv2d(_DropConnect, nn.Conv2d):
             seed=seed,
             generator=generator,
         )
-        self._configure(p, mode, inference, mc_samples, activation, chunk_elements)
+        self._configure(p, mode, inference, mc_samples, activation)
 
     @classmethod
     def from_conv(cls, layer: nn.Conv2d, p: float = 0.5, **kwargs) -> DropConnectConv2d:
@@ -417,11 +268,6 @@ class DropConnectConv2d(_DropConnect, nn.Conv2d):
         new.weight, new.bias = layer.weight, layer.bias
         return new
 
-    def extra_repr(self) -> str:
-        return (
-            f"{super().extra_repr()}, p={self.p}, mode={self.mode!r}, inference={self.inference!r}"
-        )
-
     def _padded(self, x: torch.Tensor) -> tuple[torch.Tensor, int | tuple[int, ...] | str]:
         if self.padding_mode == "zeros":
             return x, self.padding
@@ -432,7 +278,7 @@ class DropConnectConv2d(_DropConnect, nn.Conv2d):
         return F.conv2d(x, weight, None, self.stride, padding, self.dilation, self.groups)
 
     def _op_per_sample(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        # samples become groups: (c, C, H, W) -> (1, c*C, H, W), kernels (c*O, C/g, kh, kw)
+        # samples become groups: (B, C, H, W) -> (1, B*C, H, W), kernels (B*O, C/g, kh, kw)
         x, padding = self._padded(x)
         count = x.shape[0]
         y = F.conv2d(
