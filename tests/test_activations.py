@@ -206,6 +206,7 @@ def test_saturation_from_output_agrees_with_pre_activation(spec):
     # and both agree with the float64 rule: |f'| < 0.02 * max |f'|
     expected = np.abs(info.df(x.numpy())) < 0.02 * info.peak_slope
     assert np.array_equal(info.saturated(x).numpy(), expected)
+    assert np.array_equal(info.saturated_np(x.numpy()), expected)
 
 
 @pytest.mark.parametrize(("spec", "dip"), [("gelu", -0.7518), ("silu", -1.2785)])
@@ -214,6 +215,7 @@ def test_non_monotone_saturate_only_in_the_left_tail(spec, dip):
     x = torch.tensor([dip, -10.0, 3.0], dtype=torch.float64)
     assert info.grad(x[:1]).abs().item() < 1e-3  # f' = 0 at the bottom of the dip...
     assert info.saturated(x).tolist() == [False, True, False]  # ...which is not saturation
+    assert info.saturated_np(x.numpy()).tolist() == [False, True, False]  # figures' rule
     with pytest.raises(ValueError, match="not monotone"):
         info.saturated_from_output(x)
 

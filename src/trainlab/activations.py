@@ -120,13 +120,8 @@ class ActivationInfo:
         return flat
 
     def saturated_np(self, x: np.ndarray, eps: float = 0.02) -> np.ndarray:
-        """The rule of ``saturated`` on the float64 reference formulas (used for figures)."""
-        if self.saturates is None:
-            return np.zeros(np.shape(x), dtype=bool)
-        flat = np.abs(self.df(x)) < eps * self.peak_slope
-        if self.grad_from_output is None:
-            flat &= np.abs(self.f(x)) < eps * self.peak_slope
-        return flat
+        """The rule of ``saturated`` on numpy values, in float64 (used for figures)."""
+        return self.saturated(_f64(x), eps).numpy()
 
     def saturated_from_output(self, output: Tensor, eps: float = 0.02) -> Tensor:
         """The same mask decided from the output ``y = f(x)``: ``|tanh| > 0.99`` at eps=0.02.
