@@ -4,15 +4,15 @@ Target (issue 6): at the default sampling (every 50 steps) diagnostics add at mo
 training time of the default recipe, against the same run without them; every-step sampling's
 cost is measured and reported too.
 
-The loop is trainlab.diagnostics.train_steps, the engine's step (forward, cross-entropy,
-backward, optimizer step) with the diagnostics calls where the engine makes them. The default
-recipe (Fashion-MNIST, CNN 32-64-128 with batch norm, SGD with Nesterov momentum, batch 128,
-horizontal flips) runs on a 10,000-image subset for STEPS steps, so 2 of 100 steps are sampled
-at the default rate, as in a full run. Configurations are interleaved, each repeated REPEATS
-times from the same seed and initial weights; the table gives medians of wall and process CPU
-time (CPU time is steadier on a shared machine). Besides the direct difference, the overhead
-at the default rate is estimated from its parts: the cost of one sampled step (from the
-every-step run) times the sampled fraction 1/50, plus the per-step cost of the gate.
+The loop is the engine's own (trainlab.train.train_steps over train_step: augmentation,
+forward, cross-entropy, backward, optimizer step) with the diagnostics calls it always makes.
+The default recipe (Fashion-MNIST, CNN 32-64-128 with batch norm, SGD with Nesterov momentum,
+batch 128, horizontal flips) runs on a 10,000-image subset for STEPS steps, so 2 of 100 steps
+are sampled at the default rate, as in a full run. Configurations are interleaved, each
+repeated REPEATS times from the same seed and initial weights; the table gives medians of wall
+and process CPU time (CPU time is steadier on a shared machine). Besides the direct difference,
+the overhead at the default rate is estimated from its parts: the cost of one sampled step
+(from the every-step run) times the sampled fraction 1/50, plus the per-step cost of the gate.
 
 Run:  OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_diagnostics.py
 Writes docs/benchmarks/diagnostics.md.
@@ -32,14 +32,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from trainlab.augment import make_pipeline  # noqa: E402
 from trainlab.bench import cpu_model  # noqa: E402
-from trainlab.data import DeviceLoader  # noqa: E402
-from trainlab.diagnostics import DEFAULT_EVERY, Diagnostics, train_steps  # noqa: E402
+from trainlab.data import load_dataset  # noqa: E402
+from trainlab.diagnostics import DEFAULT_EVERY, Diagnostics, NoDiagnostics  # noqa: E402
 from trainlab.fileio import write_text  # noqa: E402
 from trainlab.preprocess import compute_stats  # noqa: E402
 from trainlab.recipe import load_recipe  # noqa: E402
-from trainlab.train import build_optimizer, build_training_model, prepare_splits  # noqa: E402
+from trainlab.train import build_run, build_training_model, prepare_splits, train_steps  # noqa: E402
 
 COMMAND = "OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_diagnostics.py"
 STEPS = 100
@@ -51,25 +50,15 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
-def one_run(recipe, splits, stats, every: int | None) -> tuple[float, float]:
-    torch.manual_seed(0)
-    model = build_training_model(recipe, splits, stats)
-    optimizer = build_optimizer(recipe, model)
-    augment = make_pipeline(recipe.augment.train, stats=stats)
-    loader = DeviceLoader(
-        *splits.train,
-        recipe.train.batch_size,
-        shuffle=True,
-        seed=0,
-        device="cpu",
-        transform=augment,
-    )
-    diag = Diagnostics(model, every=every) if every else None
+def one_run(recipe, data, every: int | None) -> tuple[float, float]:
+    """STEPS of the engine's own step (trainlab.train.train_step), watched or not."""
+    watcher = (lambda m: Diagnostics(m, every=every)) if every else (lambda m: NoDiagnostics())
+    run = build_run(recipe, data, diagnostics=watcher)
     w0, c0 = time.perf_counter(), time.process_time()
-    train_steps(model, loader, optimizer, STEPS, diag)
-    if diag is not None:
-        diag.report()  # the one sync: part of the cost
-        diag.detach()
+    train_steps(run, STEPS)
+    if every:
+        run.diag.report()  # the one sync: part of the cost
+        run.diag.detach()
     return time.perf_counter() - w0, time.process_time() - c0
 
 
@@ -109,13 +98,14 @@ def main() -> int:
     recipe = load_recipe(None, ["data.subset=10000", "train.device=cpu"])
     splits = prepare_splits(recipe)
     stats = compute_stats(splits.train[0])
+    data = load_dataset(recipe.data.name)
     configs = {"off": None, f"every {DEFAULT_EVERY} (default)": DEFAULT_EVERY, "every step": 1}
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in configs}
-    one_run(recipe, splits, stats, None)  # warm-up: allocator, kernels, caches
+    one_run(recipe, data, None)  # warm-up: allocator, kernels, caches
     names = list(configs)
     for rep in range(REPEATS):
         for name in names[rep % 3 :] + names[: rep % 3]:  # rotate: no configuration always first
-            times[name].append(one_run(recipe, splits, stats, configs[name]))
+            times[name].append(one_run(recipe, data, configs[name]))
             print(
                 f"rep {rep} {name}: wall {times[name][-1][0]:.2f} s, "
                 f"cpu {times[name][-1][1]:.2f} s",

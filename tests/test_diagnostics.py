@@ -22,9 +22,9 @@ from trainlab.diagnostics import (
     activation_spec,
     diagnostics_markdown,
     findings,
-    run_diagnostics,
     write_diagnostics,
 )
+from trainlab.train import run_diagnostics
 
 
 @pytest.fixture(autouse=True)

@@ -363,8 +363,8 @@ def cmd_bench_tta(args: argparse.Namespace) -> int:
 
 
 def _diagnose_training(args: argparse.Namespace) -> int:
-    from trainlab.diagnostics import run_diagnostics
     from trainlab.errors import RecipeError
+    from trainlab.train import run_diagnostics
 
     if args.steps < 1 or args.every < 1:
         raise RecipeError(f"--steps {args.steps} --every {args.every}: expected positive integers")

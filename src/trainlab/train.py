@@ -25,7 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainlab.data import DeviceLoader, ImageDataset, derive_seed, load_dataset, split_validation
+from trainlab.data import (
+    DeviceLoader,
+    ImageDataset,
+    derive_seed,
+    load_dataset,
+    make_generator,
+    split_validation,
+)
 from trainlab.distributed import (
     SINGLE,
     DistContext,
@@ -312,20 +319,179 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, Recipe, dict[str
 
 
 # ---------------------------------------------------------------------------------------------
-# The run.
+# The engine: build_run -> (train_step per batch, inside train_epoch) -> end_epoch, per epoch.
 
 
-@dataclass
-class RunResult:
-    out: Path
+@dataclass(eq=False)
+class Run:
+    """Everything one training needs, built once by :func:`build_run`.
+
+    Every technique is held in a form the step can call unconditionally: no augmentation is the
+    identity, no mixing passes ``(x, y)`` through, no diagnostics is :class:`NoDiagnostics`, a
+    single process weights its loss by nothing. So :func:`train_step` has no branches.
+    """
+
+    recipe: Recipe
+    device: torch.device
+    model: nn.Module  # the plain model: optimizer, penalty, evaluation and checkpoints see it
+    step_model: Callable[[torch.Tensor], torch.Tensor]  # what the step runs (DDP, compiled)
+    optimizer: torch.optim.Optimizer
+    loader: Any  # DeviceLoader, or ShardedLoader under torchrun
+    augment: Callable[[torch.Tensor, Any], torch.Tensor]
+    layout: Callable[[torch.Tensor], torch.Tensor]  # NHWC where the model is convolutional
+    mix: Callable[[torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    regularize: Callable[[torch.Tensor, int], torch.Tensor]  # rank weight, then penalty
+    lr_factor: Callable[[int], float]
+    diag: Any = field(default_factory=lambda: _no_diagnostics())
+    ctx: DistContext = SINGLE
+    autocast: Callable[[], Any] = contextlib.nullcontext
+    mark_step: Callable[[], None] = lambda: None  # a CUDA-graph replay's step boundary
+    eval_model: nn.Module | None = None
+    splits: Splits | None = None
+    seed: int = 0
+    step: int = 0
+    epoch: int = 0
     metrics: list[dict[str, Any]] = field(default_factory=list)
     confusion: torch.Tensor | None = None
-    classes: list[str] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
+    stats: Any = None
+    base_lrs: list[float] = field(default_factory=list)
+    # this epoch's random streams and device-side tallies (set by begin_epoch)
+    aug_generator: Any = None
+    mix_generator: Any = None
+    tally: Any = None
+    timing: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def final(self) -> dict[str, Any]:
-        return self.metrics[-1] if self.metrics else {}
+    def __post_init__(self) -> None:
+        self.base_lrs = self.base_lrs or [g["lr"] for g in self.optimizer.param_groups]
+        self.eval_model = self.model if self.eval_model is None else self.eval_model
+        self.reset_tally()
+
+    def reset_tally(self) -> None:
+        """Start counting loss, accuracy and divergence afresh (an epoch's, by default)."""
+        self.tally = _Tally(self.device, self.step)
+
+
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimizer step on the batch ``(x, y)``, all on the device: no host synchronization.
+
+    augment -> mix -> forward under autocast -> loss (+ penalty) -> backward -> optimizer step.
+    Returns the detached loss of the batch.
+    """
+    for group, base in zip(run.optimizer.param_groups, run.base_lrs, strict=True):
+        group["lr"] = base * run.lr_factor(run.step)  # a pure function of the step: exact resume
+    x = run.layout(run.augment(x, run.aug_generator))
+    x, target = run.mix(x, y, run.mix_generator)
+    run.diag.begin_step(run.step)
+    run.mark_step()
+    with run.autocast():
+        logits = run.step_model(x)
+    loss = run.loss(logits.float(), target)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.regularize(loss, run.step - run.tally.first_step).backward()
+    run.diag.after_backward()
+    run.diag.before_optimizer_step()
+    run.optimizer.step()
+    run.diag.after_optimizer_step()
+    run.tally.add(loss.detach(), logits.detach(), y, run.step)
+    run.step += 1
+    return loss.detach()
+
+
+def train_epoch(
+    run: Run,
+    watch: Any = None,
+    *,
+    max_steps: int | None = None,
+    on_step: Callable[[Run, torch.Tensor], None] | None = None,
+) -> None:
+    """:func:`train_step` over one epoch of the loader; ``max_steps`` stops the run's step count
+    there, ``on_step(run, loss)`` records whatever a caller needs after each step."""
+    watch = watch or _Quiet()
+    begin_epoch(run)
+    watch.begin(run)
+    for i, (x, y) in enumerate(run.loader):
+        if max_steps is not None and run.step >= max_steps:
+            break
+        loss = train_step(run, x, y)
+        if on_step is not None:
+            on_step(run, loss)
+        watch.step(run, i)
+
+
+def begin_epoch(run: Run) -> None:
+    """Seed the epoch's streams from ``(seed, epoch)``: a resumed run draws what an uninterrupted
+    one would have drawn. Masks and mixing partners are per rank (no keys in one process)."""
+    from trainlab.regularize.dropout import reseed_all
+
+    seed, epoch, keys = run.seed, run.epoch, run.ctx.keys()
+    torch.manual_seed(derive_seed(seed, epoch, _STREAM_GLOBAL, *keys))  # nn.Dropout and kin
+    reseed_all(run.model, derive_seed(seed, epoch, _STREAM_MODULES, *keys))
+    run.mix_generator = torch.Generator(run.device).manual_seed(
+        derive_seed(seed, epoch, _STREAM_MIX, *keys)
+    )
+    run.aug_generator = make_generator(seed, "loader-transform", epoch, device=run.device)
+    run.loader.set_epoch(epoch)
+    run.model.train()
+    run.reset_tally()
+    run.timing["epoch_start"] = time.perf_counter()
+
+
+def end_epoch(run: Run, out: Path | None = None, watch: Any = None) -> dict[str, Any]:
+    """Close the epoch: combine the ranks' tallies, stop on a non-finite loss, test when due,
+    append the metrics row and (in ``out``, rank 0) write the checkpoint and metrics.jsonl."""
+    watch = watch or _Quiet()
+    cfg, ctx, tally = run.recipe.train, run.ctx, run.tally
+    if ctx.distributed:  # the epoch over all ranks; any rank's divergence stops all
+        all_reduce_(tally.first_bad, ctx, "max")
+        all_reduce_(tally.loss_sum, ctx)
+        all_reduce_(tally.correct, ctx)
+        tally.seen = int(all_reduce_(torch.tensor(tally.seen, device=run.device), ctx).item())
+        average_buffers(run.model, ctx)  # per-rank batch-norm statistics -> one model to save
+    watch.end(run)
+    _stop_if_diverged(tally.first_bad, run.epoch, out)
+    run.diag.snapshot(run.step)
+    train_seconds = time.perf_counter() - run.timing["epoch_start"]
+    seen = max(1, tally.seen)
+    row: dict[str, Any] = {
+        "epoch": run.epoch + 1,
+        "train_loss": tally.loss_sum.item() / seen,
+        "train_acc": tally.correct.item() / seen,
+    }
+    # The last epoch is always tested; eval_every = 0 tests it alone (the speed records' way).
+    last = run.epoch + 1 == cfg.epochs
+    if run.splits is not None and (
+        last or (cfg.eval_every and (run.epoch + 1) % cfg.eval_every == 0)
+    ):
+        for name, split in (("test", run.splits.test), ("val", run.splits.val)):
+            if split is not None:
+                result = evaluate_run(run, *split)
+                row.update({f"{name}_loss": result.loss, f"{name}_acc": result.accuracy})
+                run.confusion = result.confusion if name == "test" else run.confusion
+    row.update(
+        lr=run.optimizer.param_groups[0]["lr"],
+        seconds=time.perf_counter() - run.timing["epoch_start"],
+        train_seconds=train_seconds,
+        images_per_s=tally.seen / max(1e-9, train_seconds),
+    )
+    run.metrics.append(row)
+    run.epoch += 1
+    if out is not None and ctx.is_main:  # the ranks hold the same model: one of them writes
+        t_io = time.perf_counter()
+        save_run_checkpoint(run, out)
+        write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics))
+        run.timing["io_seconds"] = run.timing.get("io_seconds", 0.0) + time.perf_counter() - t_io
+    watch.epoch_line(run, row)
+    return row
+
+
+def evaluate_run(run: Run, images: torch.Tensor, labels: torch.Tensor) -> Evaluation:
+    """Loss and accuracy of the run's evaluation model (test-time flips where asked)."""
+    assert run.splits is not None and run.eval_model is not None
+    return evaluate_sharded(
+        run.ctx, run.eval_model, images, labels, len(run.splits.classes),
+        run.recipe.train.eval_batch_size, run.device, run.autocast,
+    )  # fmt: skip
 
 
 def fit(
@@ -343,47 +509,123 @@ def fit(
     after the last completed epoch of ``out/checkpoint.pt``.
     """
     out = Path(out)
-    state = None
-    if resume:
-        state = load_checkpoint(out)
-        recipe = load_recipe(out / "recipe.toml")
+    state = load_checkpoint(out) if resume else None
+    recipe = load_recipe(out / "recipe.toml") if resume else recipe
     if recipe is None:
         raise RecipeError("fit() needs a recipe, or resume=True with a run folder")
     # Under torchrun every rank runs this; rank 0 alone shows progress and writes files.
     with distributed_run(recipe.train.device) as (ctx, device):
         out = Path(broadcast_object(str(out), ctx))  # a timestamped default may differ per rank
         with torch.random.fork_rng(devices=[]):  # the caller's global RNG is left as it was
-            return _fit(recipe, out, state, progress and ctx.is_main, dataset, report, ctx, device)
+            run = build_run(recipe, dataset, ctx=ctx, device=device, state=state)
+            start_run_folder(run, out, resumed=state is not None)
+            watch = _Progress(recipe.train, out) if progress and ctx.is_main else _Quiet()
+            run.timing["run_start"] = time.perf_counter()  # the data is on the device from here
+            while run.epoch < recipe.train.epochs:
+                train_epoch(run, watch)
+                end_epoch(run, out, watch)
+            return finish_run(run, out, report)
 
 
-def _fit(
+def train_steps(
+    run: Run, steps: int, on_step: Callable[[Run, torch.Tensor], None] | None = None
+) -> int:
+    """``steps`` more steps of :func:`train_step`, over as many epochs of the loader as they
+    take; no evaluation and no files (``trainlab diagnose``, benchmarks). Returns the step."""
+    stop = run.step + steps
+    while run.step < stop:
+        train_epoch(run, max_steps=stop, on_step=on_step)
+        run.epoch += 1
+    return run.step
+
+
+def bare_run(model: nn.Module, optimizer: torch.optim.Optimizer) -> Run:
+    """A run around a model and optimizer of the caller's own, fed batches by the caller (the
+    lab's networks on in-memory tensors): plain cross-entropy, no augmentation, mixing, penalty
+    or schedule. ``train_step(run, x, y)`` is then exactly the step every other training runs."""
+    device = next(model.parameters()).device
+    return Run(
+        recipe=Recipe(), device=device, model=model, step_model=model, optimizer=optimizer,
+        loader=None, augment=_unchanged, layout=_same, mix=_unmixed, loss=F.cross_entropy,
+        regularize=_unweighted, lr_factor=_constant,
+    )  # fmt: skip
+
+
+@dataclass
+class DiagnosisResult:
+    report: Any  # trainlab.diagnostics.DiagnosticsReport
+    findings: list[Any]
+    html: Path | None
+    steps: int
+
+
+def run_diagnostics(
+    recipe: Recipe | str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    steps: int = 400,
+    every: int = 10,
+    window: int = 50,
+    dataset: ImageDataset | None = None,
+) -> DiagnosisResult:
+    """``trainlab diagnose RECIPE``: the recipe's own step for ``steps`` steps with diagnostics
+    sampled every ``every`` steps, at the schedule's starting learning rate held constant (where
+    most faults show); no evaluation, no checkpoint. The report goes to ``out``."""
+    import dataclasses
+
+    from trainlab.diagnostics import Diagnostics, findings, write_diagnostics
+
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"run_diagnostics: steps must be a positive int, got {steps!r}")
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    constant = dataclasses.replace(recipe.schedule, name="constant", warmup_epochs=0.0)
+    recipe = dataclasses.replace(recipe, schedule=constant)
+    with torch.random.fork_rng(devices=[]):
+        run = build_run(
+            recipe, dataset, diagnostics=lambda m: Diagnostics(m, every=every, window=window)
+        )
+        try:
+            done = train_steps(run, steps)
+        finally:
+            run.diag.detach()
+    report = run.diag.report()
+    found = findings(report)
+    html = write_diagnostics(out, report, found) if out is not None else None
+    return DiagnosisResult(report, found, html, done)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a run.
+
+
+def build_run(
     recipe: Recipe,
-    out: Path,
-    state: dict[str, Any] | None,
-    progress: bool,
-    dataset: ImageDataset | None,
-    report: bool,
+    dataset: ImageDataset | None = None,
+    *,
     ctx: DistContext = SINGLE,
-    rank_device: torch.device | None = None,
-) -> RunResult:
+    device: torch.device | None = None,
+    state: dict[str, Any] | None = None,
+    diagnostics: Callable[[nn.Module], Any] | None = None,
+    compile_backend: str = "inductor",
+) -> Run:
+    """Data, model, optimizer, schedule, augmentation, mixing and diagnostics for ``recipe``.
+
+    ``state`` (a checkpoint) restores the model, the optimizer and the epoch and step counters.
+    ``diagnostics(model)`` builds the watcher instead of the recipe's (``trainlab diagnose``
+    samples more often).
+    ``compile_backend`` is torch.compile's backend when ``train.compile`` is on ("aot_eager"
+    traces without generating code, which is how the CPU tests check the captured step).
+    """
     from trainlab.augment import make_pipeline
     from trainlab.preprocess import compute_stats
-    from trainlab.regularize.dropout import reseed_all
-    from trainlab.regularize.penalties import PENALTIES
-    from trainlab.regularize.smoothing import smooth_targets, soft_target_cross_entropy
-    from trainlab.techniques import make_mix
 
     t_start = time.perf_counter()
-    cfg, seed = recipe.train, recipe.train.seed
-    device = rank_device or select_device(cfg.device)
-    if device.type == "cuda":
-        # The shapes of a run are fixed (the batch, and the last partial one): cuDNN's one-off
-        # search for the fastest convolution algorithm per shape pays back within an epoch.
+    cfg = recipe.train
+    device = device or select_device(cfg.device)
+    if device.type == "cuda":  # fixed shapes: cuDNN's one-off algorithm search pays back soon
         torch.backends.cudnn.benchmark = True
     splits = prepare_splits(recipe, dataset)
-    num_classes = len(splits.classes)
     data_seconds = time.perf_counter() - t_start
-
     stats = compute_stats(splits.train[0])  # the training split's, never the test split's
     model = build_training_model(recipe, splits, stats).to(device)
     channels_last = uses_channels_last(recipe)
@@ -393,238 +635,252 @@ def _fit(
     # everything else (optimizer, penalty, evaluation, checkpoints) sees the plain model.
     train_model = wrap_model(model, ctx, device, cfg.sync_batchnorm)
     model = getattr(train_model, "module", train_model)
-    # torch.compile fuses the elementwise tails (batch norm, activation) into the convolutions'
-    # neighbours. In its default mode it made the fast recipes' step slower, 0.63x on this
-    # project's CPU and 0.66-0.78x on an H200 (docs/benchmarks.md), so it is off unless a recipe
-    # asks. Mode "reduce-overhead" also records the step as CUDA graphs: a small network's eager
-    # step on a GPU is bound by kernel launches, and replaying them at once made the H200's step
-    # 2.4x as fast. Evaluation stays eager.
     mode = None if cfg.compile_mode == "default" else cfg.compile_mode
-    step_model = torch.compile(train_model, mode=mode) if cfg.compile else train_model
-    graphs = cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune")
-    autocast = autocast_for(recipe, device)
-
-    optimizer = build_optimizer(recipe, model)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]  # before a resumed state overwrites them
-    penalty = (
-        None if recipe.regularize.penalty == "none" else PENALTIES.create(recipe.regularize.penalty)
+    step_model = (
+        torch.compile(train_model, mode=mode, backend=compile_backend)
+        if cfg.compile
+        else train_model
     )
-    mix = make_mix(recipe.regularize.mix, tuple(stats.channel_mean.tolist()))
-    mixing = recipe.regularize.mix != "none"
-    smoothing = recipe.regularize.label_smoothing
-    augment = make_pipeline(recipe.augment.train, stats=stats) if recipe.augment.train else None
-    if ctx.distributed:  # this rank's part of the same global batches, augmentation draws too
-        loader: DeviceLoader | ShardedLoader = ShardedLoader(
-            *splits.train,
-            cfg.batch_size,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-            seed=seed,
-            device=device,
-            transform=augment,
-        )
-    else:
-        loader = DeviceLoader(
-            *splits.train,
-            cfg.batch_size,
-            shuffle=True,
-            drop_last=False,
-            seed=seed,
-            device=device,
-            transform=augment,
-        )
-    diag = None
-    if recipe.diagnostics.every > 0:  # hooks on the plain model; they see DDP's forward too
-        from trainlab.diagnostics import Diagnostics
-
-        diag = Diagnostics(model, every=recipe.diagnostics.every, window=recipe.diagnostics.window)
-    eval_model: nn.Module = model
-    if recipe.augment.tta == "flip":
-        from trainlab.augment import TTA
-
-        eval_model = TTA(model, flips=True)
-
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    metrics: list[dict[str, Any]] = []
-    start_epoch, step = 0, 0
+    graphs = (
+        cfg.compile
+        and device.type == "cuda"
+        and cfg.compile_mode in ("reduce-overhead", "max-autotune")
+    )
+    pipeline = make_pipeline(recipe.augment.train, stats=stats) if recipe.augment.train else None
+    loader = _loader(recipe, splits, ctx, device, pipeline)
+    optimizer = build_optimizer(recipe, model)
+    steps_per_epoch = len(loader)
+    run = Run(
+        recipe=recipe,
+        device=device,
+        model=model,
+        step_model=step_model,
+        optimizer=optimizer,
+        loader=loader,
+        # under torchrun the sharded loader draws augmentation per global batch itself
+        augment=pipeline if pipeline is not None and not ctx.distributed else _unchanged,
+        layout=_channels_last if channels_last else _same,
+        mix=_mixer(recipe, len(splits.classes), stats),
+        loss=_loss_for(recipe),
+        regularize=_regularizer(recipe, model, loader, ctx),
+        lr_factor=lambda step: lr_factor(recipe, step, steps_per_epoch),
+        diag=diagnostics(model) if diagnostics else _diagnostics_for(recipe, model),
+        ctx=ctx,
+        autocast=autocast_for(recipe, device),
+        mark_step=torch.compiler.cudagraph_mark_step_begin if graphs else _nothing,
+        eval_model=_eval_model(recipe, model),
+        splits=splits,
+        seed=cfg.seed,
+        stats=stats,
+        timing={"start": t_start, "data_seconds": data_seconds},
+    )
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch, step = state["epoch"], state["step"]
-        metrics = list(state["metrics"])  # the checkpoint's own record: metrics.jsonl may lag it
-    elif ctx.is_main:
-        write_text(out / "recipe.toml", recipe.to_toml())
+        run.epoch, run.step = state["epoch"], state["step"]
+        run.metrics = list(state["metrics"])  # the checkpoint's own record: metrics.jsonl may lag
+        run.confusion = state.get("confusion")
+    return run
+
+
+def _loader(recipe: Recipe, splits: Splits, ctx: DistContext, device: torch.device, pipeline):
+    cfg = recipe.train
+    if ctx.distributed:  # this rank's part of the same global batches, augmentation draws too
+        return ShardedLoader(
+            *splits.train, cfg.batch_size, rank=ctx.rank, world_size=ctx.world_size,
+            seed=cfg.seed, device=device, transform=pipeline,
+        )  # fmt: skip
+    return DeviceLoader(*splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device)
+
+
+def _unchanged(x: torch.Tensor, generator: Any) -> torch.Tensor:
+    return x
+
+
+def _unmixed(x: torch.Tensor, y: torch.Tensor, generator: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    return x, y
+
+
+def _unweighted(loss: torch.Tensor, batch_index: int) -> torch.Tensor:
+    return loss
+
+
+def _constant(step: int) -> float:
+    return 1.0
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _nothing() -> None:
+    return None
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _no_diagnostics() -> Any:
+    from trainlab.diagnostics import NoDiagnostics
+
+    return NoDiagnostics()
+
+
+def _diagnostics_for(recipe: Recipe, model: nn.Module) -> Any:
+    if recipe.diagnostics.every <= 0:
+        return _no_diagnostics()
+    from trainlab.diagnostics import Diagnostics  # hooks on the plain model see DDP's forward
+
+    return Diagnostics(model, every=recipe.diagnostics.every, window=recipe.diagnostics.window)
+
+
+def _mixer(recipe: Recipe, num_classes: int, stats: Any):
+    """``(x, y, generator) -> (x, target)``: mixup/CutMix/Cutout on [0, 1] floats with soft
+    (and smoothed) targets, or the batch unchanged with its hard labels."""
+    from trainlab.regularize.smoothing import smooth_targets
+    from trainlab.techniques import make_mix
+
+    if recipe.regularize.mix == "none":
+        return _unmixed
+    mix = make_mix(recipe.regularize.mix, tuple(stats.channel_mean.tolist()))
+    smoothing = recipe.regularize.label_smoothing
+
+    def mixed(x: torch.Tensor, y: torch.Tensor, generator: Any):
+        x, target, _ = mix(x.float().div_(255) if x.dtype == torch.uint8 else x, y,
+                           num_classes, generator)  # fmt: skip
+        return x, smooth_targets(target, num_classes, smoothing) if smoothing else target
+
+    return mixed
+
+
+def _loss_for(recipe: Recipe):
+    from trainlab.regularize.smoothing import soft_target_cross_entropy
+
+    if recipe.regularize.mix != "none":
+        return soft_target_cross_entropy
+    smoothing = recipe.regularize.label_smoothing
+    return lambda logits, y: F.cross_entropy(logits, y, label_smoothing=smoothing)
+
+
+def _regularizer(recipe: Recipe, model: nn.Module, loader: Any, ctx: DistContext):
+    """``(loss, batch_index) -> total``: DDP averages gradients over ranks, so each rank's loss is
+    weighted by n_r W / B (1 for an even split); then the recipe's penalty is added."""
+    from trainlab.regularize.penalties import PENALTIES
+
+    penalty = (
+        None if recipe.regularize.penalty == "none" else PENALTIES.create(recipe.regularize.penalty)
+    )
+    if ctx.distributed and penalty is not None:
+        return lambda loss, i: loss * loader.loss_weight(i) + penalty(model)
+    if ctx.distributed:
+        return lambda loss, i: loss * loader.loss_weight(i)
+    if penalty is not None:
+        return lambda loss, i: loss + penalty(model)
+    return _unweighted
+
+
+def _eval_model(recipe: Recipe, model: nn.Module) -> nn.Module:
+    if recipe.augment.tta != "flip":
+        return model
+    from trainlab.augment import TTA
+
+    return TTA(model, flips=True)
+
+
+class _Tally:
+    """An epoch's loss, accuracy and first non-finite step, kept on the device."""
+
+    def __init__(self, device: torch.device, first_step: int) -> None:
+        self.first_step = first_step
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+        self.seen = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, step: int) -> None:
+        self.first_bad = torch.where(  # new_full is a fill kernel: no host-to-device copy
+            (self.first_bad < 0) & ~torch.isfinite(loss), self.first_bad.new_full((), step),
+            self.first_bad,
+        )  # fmt: skip
+        self.loss_sum += loss.double() * len(y)
+        self.correct += (logits.argmax(1) == y).sum()
+        self.seen += len(y)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run folder: recipe, metrics, checkpoint, summary and report.
+
+
+@dataclass
+class RunResult:
+    out: Path
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    confusion: torch.Tensor | None = None
+    classes: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.metrics[-1] if self.metrics else {}
+
+
+def start_run_folder(run: Run, out: Path, resumed: bool) -> None:
+    if not run.ctx.is_main:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    if not resumed:
+        write_text(out / "recipe.toml", run.recipe.to_toml())
         write_text(out / "metrics.jsonl", "")
 
-    steps_per_epoch = len(loader)
-    confusion = None
-    t_run, io_seconds = time.perf_counter(), 0.0  # the data is on the device from here
-    for epoch in range(start_epoch, cfg.epochs):
-        t_epoch = time.perf_counter()
-        # Masks and mixing partners are per rank (ctx.keys() is empty in a single process).
-        rank_keys = ctx.keys()
-        torch.manual_seed(derive_seed(seed, epoch, _STREAM_GLOBAL, *rank_keys))  # nn.Dropout etc.
-        reseed_all(model, derive_seed(seed, epoch, _STREAM_MODULES, *rank_keys))
-        mix_gen = torch.Generator(device).manual_seed(
-            derive_seed(seed, epoch, _STREAM_MIX, *rank_keys)
-        )
-        loader.set_epoch(epoch)
-        model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        first_bad = torch.full((), -1, dtype=torch.int64, device=device)
-        seen = 0
-        bar = _progress(progress, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
-        for i, (x, y) in enumerate(loader):
-            factor = lr_factor(recipe, step, steps_per_epoch)
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * factor
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if mixing:
-                x, target, _ = mix(
-                    x.float().div_(255) if x.dtype == torch.uint8 else x, y, num_classes, mix_gen
-                )
-                if smoothing:
-                    target = smooth_targets(target, num_classes, smoothing)
-            if diag is not None:
-                diag.begin_step(step)
-            if graphs:  # this step's graph replay may overwrite the last step's outputs
-                torch.compiler.cudagraph_mark_step_begin()
-            with autocast():
-                logits = step_model(x)
-            if mixing:
-                loss = soft_target_cross_entropy(logits.float(), target)
-            else:
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
-            # DDP averages gradients over ranks: weighting by n_r W / B (1 for an even split)
-            # makes the average the gradient of the global batch's mean loss.
-            total = loss * loader.loss_weight(i) if ctx.distributed else loss
-            total = total + penalty(model) if penalty is not None else total
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if diag is not None:
-                diag.after_backward()
-                diag.before_optimizer_step()
-            optimizer.step()
-            if diag is not None:
-                diag.after_optimizer_step()
 
-            # Book-keeping stays on the device; the host looks only every log_every steps.
-            detached = loss.detach()
-            first_bad = torch.where(  # new_full is a fill kernel: no host-to-device copy
-                (first_bad < 0) & ~torch.isfinite(detached), first_bad.new_full((), step), first_bad
-            )
-            loss_sum += detached.double() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
-            step += 1
-            # The host looks only at log points, and only when someone watches the bar:
-            # a silent run (benchmarks, the lab) has no host-device sync inside an epoch.
-            if progress and ((i + 1) % cfg.log_every == 0 or i + 1 == steps_per_epoch):
-                if not ctx.distributed:  # ranks stop together, at the end of the epoch
-                    _stop_if_diverged(first_bad, epoch, out, bar)
-                rate = seen / max(1e-9, time.perf_counter() - t_epoch)
-                bar.set_postfix(
-                    loss=f"{loss_sum.item() / seen:.4f}",
-                    acc=f"{correct.item() / seen:.3f}",
-                    img_s=f"{rate:,.0f}",
-                )
-            bar.update(1)
-        if ctx.distributed:  # the epoch's figures over all ranks; any rank's divergence stops all
-            all_reduce_(first_bad, ctx, "max")
-            all_reduce_(loss_sum, ctx)
-            all_reduce_(correct, ctx)
-            seen = int(all_reduce_(torch.tensor(seen, device=device), ctx).item())
-            average_buffers(model, ctx)  # per-rank batch-norm statistics -> one model to save
-        _stop_if_diverged(first_bad, epoch, out, bar)
-        bar.close()
-        if diag is not None:
-            diag.snapshot(step)
-        train_seconds = time.perf_counter() - t_epoch
+def save_run_checkpoint(run: Run, out: Path) -> None:
+    assert run.splits is not None
+    save_checkpoint(
+        out / CHECKPOINT,
+        model=run.model.state_dict(),
+        optimizer=run.optimizer.state_dict(),
+        epoch=run.epoch,
+        step=run.step,
+        recipe=run.recipe.to_toml(),
+        classes=run.splits.classes,
+        in_shape=list(run.splits.in_shape),
+        num_classes=len(run.splits.classes),
+        confusion=run.confusion,
+        metrics=run.metrics,
+    )
 
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum.item() / max(1, seen),
-            "train_acc": correct.item() / max(1, seen),
-        }
-        # The last epoch is always tested; eval_every = 0 tests it alone (the speed records'
-        # way: a test pass per epoch is time spent on watching, not on training).
-        last = epoch + 1 == cfg.epochs
-        if last or (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0):
-            test = evaluate_sharded(
-                ctx, eval_model, *splits.test, num_classes, cfg.eval_batch_size, device, autocast
-            )
-            row.update(test_loss=test.loss, test_acc=test.accuracy)
-            confusion = test.confusion
-            if splits.val is not None:
-                val = evaluate_sharded(
-                    ctx, eval_model, *splits.val, num_classes, cfg.eval_batch_size, device, autocast
-                )
-                row.update(val_loss=val.loss, val_acc=val.accuracy)
-        row.update(
-            lr=optimizer.param_groups[0]["lr"],
-            seconds=time.perf_counter() - t_epoch,
-            train_seconds=train_seconds,
-            images_per_s=seen / max(1e-9, train_seconds),
-        )
-        metrics.append(row)
-        t_io = time.perf_counter()
-        if ctx.is_main:  # the ranks hold the same model: one of them writes
-            save_checkpoint(
-                out / CHECKPOINT,
-                model=model.state_dict(),
-                optimizer=optimizer.state_dict(),
-                epoch=epoch + 1,
-                step=step,
-                recipe=recipe.to_toml(),
-                classes=splits.classes,
-                in_shape=list(splits.in_shape),
-                num_classes=num_classes,
-                confusion=confusion,
-                metrics=metrics,
-            )
-            write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
-        io_seconds += time.perf_counter() - t_io
-        if progress:
-            tested = "".join(
-                f"  {k} {row[k]:.4f}" for k in ("test_loss", "test_acc", "val_acc") if k in row
-            )
-            print(
-                f"epoch {epoch + 1}: train_loss {row['train_loss']:.4f}  train_acc "
-                f"{row['train_acc']:.4f}{tested}  ({row['seconds']:.1f}s)",
-                flush=True,
-            )
 
-    # Training and evaluation from data on the device to the final evaluation, files excluded.
-    run_seconds = time.perf_counter() - t_run - io_seconds
-    if confusion is None and state is not None:  # resumed a run that had already finished
-        confusion = state["confusion"]
-    result = RunResult(out, metrics, confusion, splits.classes)
-    summary = {
+def finish_run(run: Run, out: Path, report: bool) -> RunResult:
+    """summary.json, the diagnostics and the report; every rank calls it, rank 0 writes."""
+    assert run.splits is not None
+    timing, now = run.timing, time.perf_counter()
+    # training and evaluation from data on the device to the final evaluation, files excluded
+    run_seconds = now - timing.get("run_start", now) - timing.get("io_seconds", 0.0)
+    result = RunResult(out, run.metrics, run.confusion, run.splits.classes)
+    result.summary = summary = {
         "final": result.final,
-        "data_seconds": data_seconds,
+        "data_seconds": timing["data_seconds"],
         "run_seconds": run_seconds,
-        "total_seconds": time.perf_counter() - t_start,
-        "device": str(device),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "train_images": len(splits.train[0]),
-        "test_images": len(splits.test[0]),
-        "world_size": ctx.world_size,
+        "total_seconds": now - timing["start"],
+        "device": str(run.device),
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "train_images": len(run.splits.train[0]),
+        "test_images": len(run.splits.test[0]),
+        "world_size": run.ctx.world_size,
     }
-    result.summary = summary
     diagnosis = None
-    if diag is not None:
-        diagnosis = _write_diagnosis(diag, out, ctx)
+    if hasattr(run.diag, "report"):
+        diagnosis = _write_diagnosis(run.diag, out, run.ctx)
         summary["findings"] = [f.sentence() for f in diagnosis[1]]
-    if not ctx.is_main:
+    if not run.ctx.is_main:
         return result
     write_json(out / "summary.json", summary)
     if report:
         from trainlab.report import write_report
 
-        write_report(out, recipe, metrics, confusion, splits.classes, summary, diagnosis)
+        write_report(out, run.recipe, run.metrics, run.confusion, run.splits.classes, summary,
+                     diagnosis)  # fmt: skip
     return result
 
 
@@ -644,26 +900,66 @@ def _write_diagnosis(diag: Any, out: Path, ctx: DistContext) -> tuple[Any, list[
     return report, found
 
 
-def _stop_if_diverged(first_bad: torch.Tensor, epoch: int, out: Path, bar: Any) -> None:
+def _stop_if_diverged(first_bad: torch.Tensor, epoch: int, out: Path | None) -> None:
     bad = int(first_bad.item())
     if bad < 0:
         return
-    bar.close()
     where = f"the loss became non-finite at step {bad} (epoch {epoch + 1})"
-    if (out / CHECKPOINT).exists():
+    if out is not None and (out / CHECKPOINT).exists():
         raise TrainingDiverged(f"{where}; the last good checkpoint is kept in {out / CHECKPOINT}")
     raise TrainingDiverged(f"{where}, before the first checkpoint; try a lower optim.lr")
 
 
-class _NoBar:
-    def set_postfix(self, **_: Any) -> None: ...
-    def update(self, _: int) -> None: ...
-    def close(self) -> None: ...
+# ---------------------------------------------------------------------------------------------
+# Watching: a progress bar and an epoch line when someone watches, nothing otherwise.
 
 
-def _progress(enabled: bool, total: int, desc: str) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
+class _Quiet:
+    def begin(self, run: Run) -> None: ...
+    def step(self, run: Run, i: int) -> None: ...
+    def end(self, run: Run) -> None: ...
+    def epoch_line(self, run: Run, row: dict[str, Any]) -> None: ...
 
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+class _Progress(_Quiet):
+    """A bar per epoch. The host reads the device's tallies only at log points, and only here:
+    a silent run (benchmarks, the lab) has no host-device sync inside an epoch."""
+
+    def __init__(self, cfg: Any, out: Path | None = None) -> None:
+        self.cfg, self.out, self.bar = cfg, out, None
+
+    def begin(self, run: Run) -> None:
+        from tqdm import tqdm
+
+        desc = f"epoch {run.epoch + 1}/{self.cfg.epochs}"
+        self.bar = tqdm(total=len(run.loader), desc=desc, leave=False, dynamic_ncols=True)
+
+    def step(self, run: Run, i: int) -> None:
+        if (i + 1) % self.cfg.log_every == 0 or i + 1 == len(run.loader):
+            tally = run.tally
+            if not run.ctx.distributed:  # ranks stop together, at the end of the epoch
+                if int(tally.first_bad.item()) >= 0:
+                    self.end(run)
+                    _stop_if_diverged(tally.first_bad, run.epoch, self.out)
+            elapsed = time.perf_counter() - run.timing["epoch_start"]
+            self.bar.set_postfix(
+                loss=f"{tally.loss_sum.item() / tally.seen:.4f}",
+                acc=f"{tally.correct.item() / tally.seen:.3f}",
+                img_s=f"{tally.seen / max(1e-9, elapsed):,.0f}",
+            )
+        self.bar.update(1)
+
+    def end(self, run: Run) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def epoch_line(self, run: Run, row: dict[str, Any]) -> None:
+        tested = "".join(
+            f"  {k} {row[k]:.4f}" for k in ("test_loss", "test_acc", "val_acc") if k in row
+        )
+        print(
+            f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f}  train_acc "
+            f"{row['train_acc']:.4f}{tested}  ({row['seconds']:.1f}s)",
+            flush=True,
+        )

@@ -7,7 +7,7 @@ statistics into findings with advice (dead ReLUs, saturated tanh/sigmoid units, 
 outputs that are not zero-centred, activations that collapse or explode with depth, vanishing
 gradients, updates that are too large, non-finite values).
 
-How a training loop uses it (this is what ``trainlab.train`` does)::
+How a training loop uses it (``trainlab.train.train_step`` makes these calls)::
 
     diag = Diagnostics(model, every=50)            # attaches the hooks
     for step, (x, y) in enumerate(batches):
@@ -25,8 +25,9 @@ How a training loop uses it (this is what ``trainlab.train`` does)::
     section = diagnostics_markdown(report, found)  # for a run report
     diag.detach()
 
-``run_diagnostics(recipe, out, steps=...)`` does a short training of a recipe and writes the
-report (``trainlab diagnose RECIPE``).
+``trainlab.train.run_diagnostics(recipe, out, steps=...)`` runs the engine's step for a short
+while with these hooks and writes the report (``trainlab diagnose RECIPE``). This package
+imports nothing of the engine: it watches whatever model it is given.
 
 Not seen: activations applied as functions inside ``forward`` (``F.relu(x)``); the report lists
 the activation modules it found and says so.
@@ -38,6 +39,7 @@ from trainlab.diagnostics.collect import (
     Diagnostics,
     DiagnosticsReport,
     LayerSeries,
+    NoDiagnostics,
     WeightSeries,
     activation_spec,
 )
@@ -53,7 +55,6 @@ from trainlab.diagnostics.findings import (
     findings,
 )
 from trainlab.diagnostics.render import diagnostics_figures, diagnostics_markdown, write_diagnostics
-from trainlab.diagnostics.run import DiagnosisResult, run_diagnostics, train_steps
 
 __all__ = [
     "DEFAULT_EVERY",
@@ -67,15 +68,13 @@ __all__ = [
     "UPDATE_RATIO_HIGH",
     "Diagnostics",
     "DiagnosticsReport",
-    "DiagnosisResult",
     "Finding",
     "LayerSeries",
+    "NoDiagnostics",
     "WeightSeries",
     "activation_spec",
     "diagnostics_figures",
     "diagnostics_markdown",
     "findings",
-    "run_diagnostics",
-    "train_steps",
     "write_diagnostics",
 ]

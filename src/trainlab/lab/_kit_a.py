@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainlab.activations import make_activation
@@ -114,16 +113,16 @@ def sgd_steps(
     batch_size: int = 128,
     after_step: Callable[[], None] | None = None,
 ) -> list[float]:
-    """``steps`` optimizer steps of cross-entropy over shuffled batches drawn from ``gen``;
-    the loss of every step (one host read per step: the lab's networks are small)."""
+    """``steps`` of the engine's own step (:func:`trainlab.train.train_step`: cross-entropy,
+    backward, optimizer step) over shuffled batches drawn from ``gen``; the loss of every step
+    (one host read per step: the lab's networks are small)."""
+    from trainlab.train import bare_run, train_step
+
+    run = bare_run(net, opt)
     losses: list[float] = []
     while len(losses) < steps:
         for idx in batches(len(y), batch_size, gen):
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+            losses.append(train_step(run, x[idx], y[idx]).item())
             if after_step is not None:
                 after_step()
             if len(losses) == steps:

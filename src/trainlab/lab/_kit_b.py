@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainlab.data import ImageDataset, load_dataset
@@ -90,21 +89,22 @@ def train_steps(
     gen: torch.Generator,
     momentum: float = 0.9,
 ) -> list[float]:
-    """Plain SGD with (Nesterov) momentum on cross-entropy; the loss of every step.
+    """Plain SGD with (Nesterov) momentum through the engine's own step
+    (:func:`trainlab.train.train_step`); the loss of every step.
 
-    A non-finite loss stops the run: the remaining steps are reported as ``inf``.
+    A non-finite loss stops the run: that step and the remaining ones are reported as ``inf``.
     """
+    from trainlab.train import bare_run, train_step
+
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0)
+    run = bare_run(model, opt)
     model.train()
     losses: list[float] = []
     for idx in batches(len(x), batch, steps, gen):
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        if not torch.isfinite(loss):
+        loss = train_step(run, x[idx], y[idx]).item()
+        if not math.isfinite(loss):
             return losses + [math.inf] * (steps - len(losses))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+        losses.append(loss)
     return losses
 
 

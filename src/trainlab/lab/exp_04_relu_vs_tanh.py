@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trainlab.activations import make_activation
@@ -29,6 +28,7 @@ from trainlab.lab._kit_a import (
     size_of,
 )
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure
+from trainlab.train import bare_run, train_step
 
 ACTIVATIONS = ("relu", "tanh")
 PAPER_RATIO = 6.0
@@ -53,18 +53,13 @@ def _run(activation, lr, x, y, config, seed) -> dict:
     gen = generator(seed, "relu-vs-tanh", "batches")  # same batches for every run
     errors: list[float] = []
     watch, reached_at = Stopwatch(), None
+    run = bare_run(net, opt)  # the engine's own step, fed this experiment's batches
     for epoch in range(1, config["epochs"] + 1):
-        wrong = seen = 0
+        run.reset_tally()
         for idx in batches(len(y), config["batch"], gen):
-            logits = net(x[idx])
-            loss = F.cross_entropy(logits, y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            wrong += int((logits.argmax(1) != y[idx]).sum())
-            seen += len(idx)
-        errors.append(wrong / seen)
-        if errors[-1] != errors[-1] or not torch.isfinite(loss):
+            train_step(run, x[idx], y[idx])
+        errors.append((run.tally.seen - run.tally.correct.item()) / run.tally.seen)
+        if int(run.tally.first_bad) >= 0:
             break  # diverged
         if errors[-1] <= config["target"]:
             reached_at = epoch
