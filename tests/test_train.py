@@ -302,3 +302,49 @@ def test_a_silent_run_reads_nothing_back_from_the_device_inside_an_epoch(tmp_pat
         return counts["n"]
 
     assert reads(64) == reads(32), "6 and 12 steps an epoch: the same reads"
+
+
+def test_the_whole_update_compiles_to_the_same_weights_as_eager():
+    """train.compile_scope = "step" hands forward, backward and the optimizer step to
+    torch.compile as one function (CUDA graphs of all of it on a GPU under reduce-overhead).
+    On the CPU the aot_eager backend traces it the same way without generating code: after a
+    few steps of a moving schedule, with mixup and a penalty, the weights match the eager step's
+    to float32 rounding, and the moving learning rate does not make it trace again."""
+    from torch._dynamo.backends.common import aot_autograd  # noqa: F401 (aot_eager's home)
+
+    from trainlab.data import load_dataset
+    from trainlab.train import build_run, train_steps
+
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+
+    data = load_dataset("synthetic(n=256, channels=3, size=8)")
+    base = [
+        "train.device=cpu", "train.batch_size=32", "train.epochs=2", "diagnostics.every=0",
+        "model.widths=[4,8]", "schedule.name=linear", "schedule.warmup_epochs=0.5",
+        "regularize.mix=mixup(0.2)", "regularize.penalty=l2(0.001)",
+    ]  # fmt: skip
+    eager = build_run(load_recipe(None, base), data)
+    captured = build_run(
+        load_recipe(None, [*base, "train.compile=true", "train.compile_scope=step"]),
+        data,
+        compile_backend=counting_backend,
+    )
+    torch._dynamo.reset()
+    with torch.random.fork_rng(devices=[]):  # each call starts a new epoch: call both alike
+        train_steps(eager, 2)
+        train_steps(eager, 10)
+    with torch.random.fork_rng(devices=[]):
+        train_steps(captured, 2)
+        traced = len(graphs)
+        train_steps(captured, 10)
+    assert traced > 0 and len(graphs) == traced, "the schedule made torch.compile trace again"
+    assert [float(g["lr"]) for g in captured.optimizer.param_groups] == pytest.approx(
+        [g["lr"] for g in eager.optimizer.param_groups]
+    )
+    pairs = zip(eager.model.state_dict().items(), captured.model.state_dict().values(), strict=True)
+    for (name, a), b in pairs:
+        assert torch.allclose(a.float(), b.float(), atol=1e-5, rtol=1e-4), name

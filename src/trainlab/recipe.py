@@ -148,6 +148,12 @@ class TrainConfig:
         choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
         help="torch.compile's mode; reduce-overhead replays the step as CUDA graphs",
     )
+    compile_scope: str = _f(
+        "model",
+        choices=("model", "step"),
+        help="what torch.compile captures: the model's forward, or forward, backward and "
+        "optimizer step together (needs diagnostics.every = 0)",
+    )
     log_every: int = _f(20, lo=1, help="steps between progress updates (a host sync on GPU)")
     sync_batchnorm: bool = _f(
         False, help="under torchrun: batch-norm statistics over the global batch (GPUs only)"
@@ -235,6 +241,12 @@ def recipe_from_dict(raw: dict[str, Any], where: str = "<recipe>") -> Recipe:
         sections[name] = _build_section(name, body, where)
     recipe = Recipe(**sections)
     _check_registries(recipe, where)
+    if recipe.train.compile_scope == "step" and recipe.diagnostics.every > 0:
+        raise RecipeError(
+            f'{where}: train.compile_scope = "step" needs diagnostics.every = 0 (the diagnostics '
+            f"hooks run between backward and the optimizer step, inside the captured update), "
+            f"got {recipe.diagnostics.every}"
+        )
     if recipe.train.cpu_autocast and recipe.train.autocast != "bf16":
         raise RecipeError(
             f'{where}: train.cpu_autocast = true needs train.autocast = "bf16", '

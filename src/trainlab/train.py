@@ -13,6 +13,7 @@ interrupted run exactly as an uninterrupted one would have gone on.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
@@ -343,6 +344,8 @@ class Run:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     regularize: Callable[[torch.Tensor, int], torch.Tensor]  # rank weight, then penalty
     lr_factor: Callable[[int], float]
+    update: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None  # fwd, bwd, step
+    set_lr: Callable[[float], None] | None = None
     diag: Any = field(default_factory=lambda: _no_diagnostics())
     ctx: DistContext = SINGLE
     autocast: Callable[[], Any] = contextlib.nullcontext
@@ -363,7 +366,9 @@ class Run:
     timing: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.base_lrs = self.base_lrs or [g["lr"] for g in self.optimizer.param_groups]
+        self.base_lrs = self.base_lrs or [float(g["lr"]) for g in self.optimizer.param_groups]
+        self.update = self.update or functools.partial(forward_backward_update, self)
+        self.set_lr = self.set_lr or functools.partial(_set_lr, self)
         self.eval_model = self.model if self.eval_model is None else self.eval_model
         self.reset_tally()
 
@@ -378,24 +383,43 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     augment -> mix -> forward under autocast -> loss (+ penalty) -> backward -> optimizer step.
     Returns the detached loss of the batch.
     """
-    for group, base in zip(run.optimizer.param_groups, run.base_lrs, strict=True):
-        group["lr"] = base * run.lr_factor(run.step)  # a pure function of the step: exact resume
+    run.set_lr(run.lr_factor(run.step))  # a pure function of the step: exact on resume
     x = run.layout(run.augment(x, run.aug_generator))
     x, target = run.mix(x, y, run.mix_generator)
     run.diag.begin_step(run.step)
     run.mark_step()
+    loss, logits = run.update(x, target, run.step - run.tally.first_step)
+    run.tally.add(loss, logits, y, run.step)
+    run.step += 1
+    return loss
+
+
+def forward_backward_update(run: Run, x: torch.Tensor, target: torch.Tensor, batch_index: int):
+    """The part of the step that ``train.compile_scope = "step"`` hands to torch.compile whole:
+    forward under autocast, loss (+ penalty), backward, optimizer step. Returns the detached
+    loss and logits."""
     with run.autocast():
         logits = run.step_model(x)
     loss = run.loss(logits.float(), target)
     run.optimizer.zero_grad(set_to_none=True)
-    run.regularize(loss, run.step - run.tally.first_step).backward()
+    run.regularize(loss, batch_index).backward()
     run.diag.after_backward()
     run.diag.before_optimizer_step()
     run.optimizer.step()
     run.diag.after_optimizer_step()
-    run.tally.add(loss.detach(), logits.detach(), y, run.step)
-    run.step += 1
-    return loss.detach()
+    return loss.detach(), logits.detach()
+
+
+def _set_lr(run: Run, factor: float) -> None:
+    for group, base in zip(run.optimizer.param_groups, run.base_lrs, strict=True):
+        group["lr"] = base * factor
+
+
+def _fill_lr(run: Run, factor: float) -> None:
+    """A compiled optimizer step reads its lr from a tensor, so a moving schedule does not make
+    torch.compile trace the step again for every new value."""
+    for group, base in zip(run.optimizer.param_groups, run.base_lrs, strict=True):
+        group["lr"].fill_(base * factor)
 
 
 def train_epoch(
@@ -531,7 +555,8 @@ def train_steps(
     run: Run, steps: int, on_step: Callable[[Run, torch.Tensor], None] | None = None
 ) -> int:
     """``steps`` more steps of :func:`train_step`, over as many epochs of the loader as they
-    take; no evaluation and no files (``trainlab diagnose``, benchmarks). Returns the step."""
+    take, starting a new epoch; no evaluation and no files (``trainlab diagnose``, benchmarks).
+    Returns the run's step count."""
     stop = run.step + steps
     while run.step < stop:
         train_epoch(run, max_steps=stop, on_step=on_step)
@@ -606,7 +631,7 @@ def build_run(
     device: torch.device | None = None,
     state: dict[str, Any] | None = None,
     diagnostics: Callable[[nn.Module], Any] | None = None,
-    compile_backend: str = "inductor",
+    compile_backend: Any = "inductor",
 ) -> Run:
     """Data, model, optimizer, schedule, augmentation, mixing and diagnostics for ``recipe``.
 
@@ -636,9 +661,10 @@ def build_run(
     train_model = wrap_model(model, ctx, device, cfg.sync_batchnorm)
     model = getattr(train_model, "module", train_model)
     mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+    compile_model = cfg.compile and cfg.compile_scope == "model"
     step_model = (
         torch.compile(train_model, mode=mode, backend=compile_backend)
-        if cfg.compile
+        if compile_model
         else train_model
     )
     graphs = (
@@ -674,6 +700,13 @@ def build_run(
         stats=stats,
         timing={"start": t_start, "data_seconds": data_seconds},
     )
+    if cfg.compile and cfg.compile_scope == "step":  # forward, backward and optimizer step
+        for group in optimizer.param_groups:
+            group["lr"] = torch.tensor(group["lr"], device=device)
+        run.set_lr = functools.partial(_fill_lr, run)
+        run.update = torch.compile(
+            functools.partial(forward_backward_update, run), mode=mode, backend=compile_backend
+        )
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
