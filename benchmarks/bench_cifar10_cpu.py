@@ -13,6 +13,7 @@ the final evaluation (with test-time flips); the data loading time is reported o
 Data: the released CIFAR-10 (`make cifar10`), checked against its published sha256 at load.
 
 Run:  PYTHONPATH=src .venv/bin/python benchmarks/bench_cifar10_cpu.py [--only 20 5 10 30] [--smoke]
+          [--render]
 Writes docs/benchmarks/cifar10_cpu.md and the rows measured so far to cifar10_cpu.json beside
 it; `--only` measures some rows and keeps the others from the JSON, so the rows can be taken in
 separate sittings of an otherwise idle machine. With --smoke: a few hundred images, one epoch,
@@ -66,7 +67,12 @@ def main() -> None:
         "--only", nargs="+", type=int, choices=[20, *BUDGET_EPOCHS], default=[20, *BUDGET_EPOCHS]
     )
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "cifar10_cpu.md"))
+    parser.add_argument("--render", action="store_true", help="only rewrite the page from the JSON")
     args = parser.parse_args()
+    if args.render:
+        store = Path(args.out).with_suffix(".json")
+        write_text(args.out, render(json.loads(store.read_text()), smoke=False))
+        return
 
     t0 = time.perf_counter()
     data = load_dataset("cifar10")
@@ -97,7 +103,7 @@ def main() -> None:
 
 def render(rows: dict, smoke: bool) -> str:
     lines = [
-        "### CIFAR-10 on the 2-core CPU: `recipes/cifar10-cpu.toml`",
+        "## CIFAR-10 on the 2-core CPU: `recipes/cifar10-cpu.toml`",
         "",
         "Command: `PYTHONPATH=src .venv/bin/python benchmarks/bench_cifar10_cpu.py`"
         + (" --smoke (NOT a measurement)" if smoke else "")

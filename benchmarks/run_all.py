@@ -60,9 +60,11 @@ def main() -> int:
             subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, check=True)
             print(f"   {time.perf_counter() - t0:.0f} s", flush=True)
     placed = [*ORDER]
-    # written on a GPU machine (gpu_check.sh, gpu_tune.py), and by the 45-minute
-    # --gpu-recipes-on-cpu and the 10-minute jpeg_ceiling.py: not run from here
+    # written on a GPU machine (gpu_check.sh, gpu_tune.py), and by the 70-minute
+    # bench_cifar10_cpu.py, the 45-minute --gpu-recipes-on-cpu and the 10-minute
+    # jpeg_ceiling.py: not run from here
     placed[ORDER.index("host_overhead") + 1 : ORDER.index("host_overhead") + 1] = [
+        "cifar10_cpu",
         "speed_gpu",
         "gpu_tune",
         "gpu_recipes_on_cpu",

@@ -517,3 +517,12 @@ def test_debian_mirror_verifies_the_decompressed_content(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="does not match its published md5"):
         src.get_dataset(wrong, tmp_path / "other", timeout=5)
     assert left_behind(tmp_path / "other") == []
+
+
+def test_an_unwritable_data_folder_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert cli.main(["data", "get", "cifar10", "--dir", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    folder = blocker / "sub"
+    assert err == [f"trainlab: error: cannot create the data folder {folder}: Not a directory"]

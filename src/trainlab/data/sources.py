@@ -327,7 +327,10 @@ def get_dataset(
             return target
         except DataError as exc:
             log(f"{spec.name}: replacing {target}: {exc}")
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the data folder {root}: {exc.strerror or exc}") from None
     failures = []
     for source in spec.sources:
         log(f"{spec.name}: trying {source.describe()}")
