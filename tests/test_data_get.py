@@ -526,3 +526,33 @@ def test_an_unwritable_data_folder_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     folder = blocker / "sub"
     assert err == [f"trainlab: error: cannot create the data folder {folder}: Not a directory"]
+
+
+def test_a_hostile_archive_runs_no_code_and_writes_nothing_outside(server, tmp_path):
+    """A pickle that would call os.system, and a member named to escape the folder: the first is
+    refused before its global is looked up, the second is never even read."""
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    arrays = tiny_cifar()
+    good = official_archive(arrays)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(good), mode="r:gz") as src_tar:
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            for member in src_tar.getmembers():
+                data = src_tar.extractfile(member).read()
+                if member.name.endswith("data_batch_3"):
+                    data = pickle.dumps(Evil(), protocol=4)
+                _add(tar, member.name, data)
+            _add(tar, "cifar-10-batches-py/../../escaped", b"outside")
+    archive = buffer.getvalue()
+    server.files["/c.tar.gz"] = archive
+    spec = spec_for(arrays, [src.official_cifar(server.url + "/c.tar.gz", md5(archive))])
+    with pytest.raises(DataError, match=r"data_batch_3: it names the global (posix|os)\.system"):
+        src.get_dataset(spec, tmp_path / "data" / "deep", timeout=5)
+    assert not (tmp_path / "pwned").exists()
+    assert not (tmp_path / "data" / "escaped").exists() and not (tmp_path / "escaped").exists()
+    assert left_behind(tmp_path / "data" / "deep") == []
