@@ -16,7 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-from trainlab.lab import _kit_b
+from trainlab.lab import data as lab_data
+from trainlab.lab import numbers as lab_numbers
+from trainlab.lab import runs as lab_runs
 from trainlab.lab.base import VERDICTS, get_experiment
 from trainlab.lab.gallery import flatten, format_value, lab_markdown, run_lab, write_gallery
 
@@ -26,7 +28,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def _have(name: str) -> bool:
     try:
-        _kit_b.dataset(name)
+        lab_data.dataset(name)
     except Exception:
         return False
     return True
@@ -43,7 +45,7 @@ def smoke_runs(tmp_path_factory):
     """Every experiment of 8-13 once at smoke size, into one lab folder."""
     out = tmp_path_factory.mktemp("lab")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(_kit_b.SMOKE_ENV, "1")
+        mp.setenv(lab_runs.SMOKE_ENV, "1")
         state = torch.random.get_rng_state()
         results = run_lab(MINE, out, quick=True, seed=0)
         assert torch.equal(torch.random.get_rng_state(), state), "the lab touched the global RNG"
@@ -110,7 +112,7 @@ def test_gallery_embeds_every_claim_and_figure(smoke_runs):
 
 @needs_data
 def test_same_seed_same_numbers(tmp_path, monkeypatch):
-    monkeypatch.setenv(_kit_b.SMOKE_ENV, "1")
+    monkeypatch.setenv(lab_runs.SMOKE_ENV, "1")
     a = run_lab(["selu"], tmp_path / "a", quick=True, seed=3)[0]
     b = run_lab(["selu"], tmp_path / "b", quick=True, seed=3)[0]
     c = run_lab(["selu"], tmp_path / "c", quick=True, seed=4)[0]
@@ -133,7 +135,7 @@ def test_zero_init_blocks_are_identity_so_variance_is_the_stems():
     from trainlab.lab.exp_08_residual_init import _resnet, block_variances
     from trainlab.preprocess import make_normalizer
 
-    x = _kit_b.dataset("cifar10") if _have("cifar10") else _kit_b.dataset("cifar10-jpeg")
+    x = lab_data.dataset("cifar10") if _have("cifar10") else lab_data.dataset("cifar10-jpeg")
     x = x.train_images[:16]
     for norm in ("batch", "none"):
         model = _resnet(norm, 3, 4, True, 0, make_normalizer("scale"))
@@ -203,12 +205,12 @@ def test_relative_error_and_flatten():
 
 def test_kit_helpers():
     g = torch.Generator().manual_seed(0)
-    batches = _kit_b.batches(10, 3, 7, g)
+    batches = lab_runs.step_batches(10, 3, 7, g)
     assert len(batches) == 7 and all(len(b) == 3 for b in batches)
     # each epoch's slices come from one permutation: no repeats within the first three
     assert len(set(torch.cat(batches[:3]).tolist())) == 9
-    assert _kit_b.tail_mean([5.0] * 90 + [1.0] * 10) == 1.0
-    assert _kit_b.mean_std([1.0, 3.0]) == (2.0, math.sqrt(2.0))
-    assert _kit_b.finite(math.inf) is None
-    assert _kit_b.diverged_at([2.0, 1.0, math.inf, math.inf]) == 3
-    assert _kit_b.diverged_at([2.0, 1.0]) is None
+    assert lab_numbers.tail_mean([5.0] * 90 + [1.0] * 10) == 1.0
+    assert lab_numbers.mean_std([1.0, 3.0]) == (2.0, math.sqrt(2.0))
+    assert lab_numbers.finite(math.inf) is None
+    assert lab_numbers.diverged_at([2.0, 1.0, math.inf, math.inf]) == 3
+    assert lab_numbers.diverged_at([2.0, 1.0]) is None

@@ -146,3 +146,29 @@ def _load_all() -> None:
     for info in sorted(pkgutil.iter_modules(lab.__path__), key=lambda i: i.name):
         if info.name.startswith("exp_"):
             importlib.import_module(f"trainlab.lab.{info.name}")
+
+
+def accuracy_bars(
+    out: Path,
+    name: str,
+    title: str,
+    runs: dict[str, list[dict]],
+    acc: dict[str, tuple[float, float]],
+    colors: list[str],
+) -> str:
+    """Mean test accuracy per variant with its spread, each seed's run as a dot; saved as
+    ``out/name``."""
+    plt = pyplot()
+    names = list(runs)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    means = [acc[n][0] for n in names]
+    ax.bar(range(len(names)), means, yerr=[acc[n][1] for n in names], color=colors, alpha=0.7)
+    for i, n in enumerate(names):
+        values = [r["test_acc"] for r in runs[n]]
+        ax.scatter([i] * len(values), values, color="k", s=8, zorder=3)
+    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(max(0.0, min(means) - 0.1), None)
+    ax.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, out, name)

@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from trainlab.activations import PLOT_SPECS, make_activation, plot_activations
-from trainlab.lab._kit_a import generator, pick, rounded, size_of
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.numbers import rounded
+from trainlab.lab.runs import generator, pick, size_of
 
 TIMED = tuple(s for s in PLOT_SPECS if s != "identity")
 EXP_BASED = ("sigmoid", "tanh", "elu", "selu", "gelu", "silu")

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from trainlab.lab._kit_a import generator, pick, rounded, size_of
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.numbers import rounded
+from trainlab.lab.runs import generator, pick, size_of
 
 W_STAR = torch.tensor([1.0, -1.0], dtype=torch.float64)
 TOLERANCE = 0.01  # converged: ||w - w*|| < 1% of ||w*||

@@ -25,16 +25,10 @@ from torch import Tensor, nn
 
 from trainlab.activations import activation_info
 from trainlab.init import initialize
-from trainlab.lab._kit_a import (
-    generator,
-    image_subset,
-    new_mlp,
-    pick,
-    rounded,
-    sgd_steps,
-    size_of,
-)
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.data import image_subset
+from trainlab.lab.numbers import rounded
+from trainlab.lab.runs import generator, new_mlp, pick, sgd_steps, size_of
 
 ACTIVATIONS = ("relu", "leaky_relu(0.01)", "elu")
 MIN_DEAD = 0.05  # ReLU's dead fraction at the largest learning rate must reach this

@@ -17,17 +17,10 @@ from torch import nn
 
 from trainlab.activations import make_activation
 from trainlab.init import initialize
-from trainlab.lab._kit_a import (
-    Stopwatch,
-    batches,
-    built,
-    generator,
-    image_subset,
-    pick,
-    rounded,
-    size_of,
-)
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure
+from trainlab.lab.data import image_subset
+from trainlab.lab.numbers import rounded
+from trainlab.lab.runs import Stopwatch, built, epoch_batches, generator, pick, size_of
 from trainlab.train import bare_run, train_step
 
 ACTIVATIONS = ("relu", "tanh")
@@ -56,7 +49,7 @@ def _run(activation, lr, x, y, config, seed) -> dict:
     run = bare_run(net, opt)  # the engine's own step, fed this experiment's batches
     for epoch in range(1, config["epochs"] + 1):
         run.reset_tally()
-        for idx in batches(len(y), config["batch"], gen):
+        for idx in epoch_batches(len(y), config["batch"], gen):
             train_step(run, x[idx], y[idx])
         errors.append((run.tally.seen - run.tally.correct.item()) / run.tally.seen)
         if int(run.tally.first_bad) >= 0:

@@ -17,8 +17,9 @@ import torch
 from torch import Tensor
 
 from trainlab.init import initialize
-from trainlab.lab._kit_a import generator, new_mlp, pick, rounded, size_of
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.numbers import rounded
+from trainlab.lab.runs import generator, new_mlp, pick, size_of
 
 LAYERS = 6
 SETTINGS = (  # (label, activation, init spec)

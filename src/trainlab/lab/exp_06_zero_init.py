@@ -16,16 +16,10 @@ import torch
 from torch import nn
 
 from trainlab.init import initialize
-from trainlab.lab._kit_a import (
-    generator,
-    image_subset,
-    new_mlp,
-    pick,
-    rounded,
-    sgd_steps,
-    size_of,
-)
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.data import image_subset
+from trainlab.lab.numbers import rounded
+from trainlab.lab.runs import generator, new_mlp, pick, sgd_steps, size_of
 
 INITS = ("zeros", "constant(0.1)", "xavier")
 ACTIVATION = "tanh"

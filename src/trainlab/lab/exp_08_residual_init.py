@@ -17,19 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from trainlab.init import initialize, zero_init_residual
-from trainlab.lab._kit_b import (
-    dataset,
-    diverged_at,
-    finite,
-    generator,
-    pick,
-    quietly_built,
-    size_of,
-    subset,
-    tail_mean,
-    train_steps,
-)
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.data import dataset, subset
+from trainlab.lab.numbers import diverged_at, finite, tail_mean
+from trainlab.lab.runs import built, generator, pick, sgd_curve, size_of
 from trainlab.models import BasicBlock, build_model
 from trainlab.preprocess import compute_stats, make_normalizer
 from trainlab.recipe import ModelConfig
@@ -42,7 +33,7 @@ TOLERANCE = 1.05  # zero-init "trains at least as well": tail loss within 5% of 
 
 def _resnet(norm: str, blocks: int, width: int, zero: bool, seed: int, normalize: nn.Module):
     cfg = ModelConfig(kind="resnet", widths=[width], depth=blocks, norm=norm)
-    model = quietly_built(lambda: build_model(cfg, (3, 32, 32), 10, normalize))
+    model = built(lambda: build_model(cfg, (3, 32, 32), 10, normalize))
     initialize(model, "kaiming", activation="relu", generator=generator(seed, "exp08", "init"))
     if zero:
         zero_init_residual(model)
@@ -109,7 +100,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
             model = _resnet(norm, depth, width, init == "zero", seed, normalize)
             variances[key] = block_variances(model, probe)
             model = _resnet(norm, train_depth, train_width, init == "zero", seed, normalize)
-            curves[key] = train_steps(
+            curves[key] = sgd_curve(
                 model, x, y, steps=steps, lr=lr, batch=batch,
                 gen=generator(seed, "exp08", "batches"),
             )  # fmt: skip

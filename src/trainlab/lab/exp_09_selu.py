@@ -16,19 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from trainlab.init import initialize
-from trainlab.lab._kit_b import (
-    dataset,
-    diverged_at,
-    finite,
-    generator,
-    pick,
-    quietly_built,
-    size_of,
-    subset,
-    tail_mean,
-    train_steps,
-)
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.data import dataset, subset
+from trainlab.lab.numbers import diverged_at, finite, tail_mean
+from trainlab.lab.runs import built, generator, pick, sgd_curve, size_of
 from trainlab.models import build_model
 from trainlab.preprocess import compute_stats, make_normalizer
 from trainlab.recipe import ModelConfig
@@ -41,7 +32,7 @@ NETS = {"selu": ("selu", "lecun_normal"), "relu": ("relu", "kaiming")}
 
 def _mlp(activation: str, scheme: str, depth: int, width: int, seed: int, normalize: nn.Module):
     cfg = ModelConfig(kind="mlp", widths=[width] * depth, activation=activation, norm="none")
-    model = quietly_built(lambda: build_model(cfg, (1, 28, 28), 10, normalize))
+    model = built(lambda: build_model(cfg, (1, 28, 28), 10, normalize))
     initialize(model, scheme, activation=activation, generator=generator(seed, "exp09", "init"))
     return model
 
@@ -106,7 +97,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     for name, (activation, scheme) in NETS.items():
         model = _mlp(activation, scheme, depth, width, seed, normalize)
         stats[name] = layer_stats(model, probe)
-        curves[name] = train_steps(
+        curves[name] = sgd_curve(
             model, x, y, steps=steps, lr=lr, batch=batch, gen=generator(seed, "exp09", "batches")
         )
 

@@ -23,18 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainlab.init import initialize
-from trainlab.lab._kit_b import (
-    dataset,
-    finite,
-    generator,
-    pick,
-    quietly_built,
-    size_of,
-    subset,
-    test_split,
-    train_steps,
-)
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.data import dataset, subset, test_split
+from trainlab.lab.numbers import finite
+from trainlab.lab.runs import built, generator, pick, sgd_curve, size_of
 from trainlab.preprocess import compute_stats, make_normalizer
 
 PREPROCESSINGS = ("none", "scale", "mean_image", "channel_mean", "standardize")
@@ -51,7 +43,7 @@ def _model(kind: str, dim: int, hidden: int, seed: int) -> nn.Module:
             return nn.Sequential(nn.Flatten(), nn.Linear(dim, 10))
         return nn.Sequential(nn.Flatten(), nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 10))
 
-    model = quietly_built(make)
+    model = built(make)
     initialize(model, "kaiming", activation="relu", generator=generator(seed, "exp10", kind))
     return model
 
@@ -133,7 +125,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
             best = None
             for lr in grid:
                 model = _model(kind, dim, hidden, seed)
-                curve = train_steps(
+                curve = sgd_curve(
                     model, xf, y, steps=steps, lr=lr * factor, batch=batch,
                     gen=generator(seed, "exp10", "batches"),
                 )  # fmt: skip

@@ -19,17 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from trainlab.init import initialize
-from trainlab.lab._kit_b import (
-    dataset,
-    fit_recipe,
-    generator,
-    mean_std,
-    pick,
-    quietly_built,
-    size_of,
-    with_test_subset,
-)
 from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.data import dataset, with_test_subset
+from trainlab.lab.numbers import mean_std
+from trainlab.lab.runs import built, fit_recipe, generator, pick, size_of
 from trainlab.regularize.dropout import Dropout
 
 P = 0.5
@@ -141,8 +134,8 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     # (one linear layer) and by one that is not (linear -> ReLU -> linear).
     width = pick(size, smoke=32, quick=512, full=1024)
     gen = generator(seed, "exp11", "mc")
-    linear = quietly_built(lambda: nn.Linear(width, 10))
-    deep = quietly_built(lambda: nn.Sequential(nn.Linear(width, width), nn.ReLU(), linear))
+    linear = built(lambda: nn.Linear(width, 10))
+    deep = built(lambda: nn.Sequential(nn.Linear(width, width), nn.ReLU(), linear))
     initialize(deep, "kaiming", activation="relu", generator=gen)
     inputs = torch.rand(256, width, generator=gen)
     err_linear = mc_errors(nn.Identity(), linear, inputs, ks, generator(seed, "exp11", "mcl"))

@@ -17,18 +17,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainlab.lab._kit_b import (
-    accuracy_bars,
-    dataset,
-    fit_recipe,
-    generator,
-    mean_std,
-    pick,
-    size_of,
-    underfit_note,
-    with_test_subset,
-)
-from trainlab.lab.base import Outcome, experiment, verdict_from
+from trainlab.lab.base import Outcome, accuracy_bars, experiment, verdict_from
+from trainlab.lab.data import dataset, with_test_subset
+from trainlab.lab.numbers import mean_std, underfit_note
+from trainlab.lab.runs import fit_recipe, generator, pick, size_of
 
 # name -> (baseline it is compared with, overrides on top of that baseline)
 VARIANTS: dict[str, tuple[str, list[str]]] = {

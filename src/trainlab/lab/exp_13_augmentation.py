@@ -14,19 +14,10 @@ from pathlib import Path
 import torch
 
 from trainlab.augment import make_pipeline, plot_augment
-from trainlab.lab._kit_b import (
-    accuracy_bars,
-    dataset,
-    fit_recipe,
-    generator,
-    mean_std,
-    pick,
-    size_of,
-    subset,
-    underfit_note,
-    with_test_subset,
-)
-from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.base import Outcome, accuracy_bars, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.data import dataset, subset, with_test_subset
+from trainlab.lab.numbers import mean_std, underfit_note
+from trainlab.lab.runs import fit_recipe, generator, pick, size_of
 from trainlab.preprocess import compute_stats
 
 # name -> the recipe's augment.train list

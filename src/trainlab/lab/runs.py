@@ -1,14 +1,17 @@
-"""Small shared pieces of lab experiments 1-7: run sizes, seeded generators, data subsets, models.
+"""How a lab experiment runs: its size, its seeded generators, its networks and batches, and
+its training, which is always the engine's own step.
 
 Three sizes: ``full`` (the default), ``quick`` (``--quick``: under a minute on two cores) and
-``smoke`` (set ``TRAINLAB_LAB_SMOKE=1``: a few seconds, for the test-suite; it checks that the
-code runs and writes well-formed results, not that the claim holds, and may swap real data sets
-for ``synthetic``).
+``smoke`` (``TRAINLAB_LAB_SMOKE=1``: seconds, for the test-suite; it checks that the code runs
+and writes well-formed results, not that the claim holds, and may swap real data sets for
+``synthetic``).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -17,9 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from trainlab.activations import make_activation
-from trainlab.data import load_dataset
-from trainlab.data.loader import make_generator
-from trainlab.errors import DataError
+from trainlab.data import ImageDataset
+from trainlab.seeding import make_generator
 
 SMOKE_ENV = "TRAINLAB_LAB_SMOKE"
 T = TypeVar("T")
@@ -68,39 +70,19 @@ def new_mlp(sizes: list[int], activation: str) -> nn.Sequential:
     return built(lambda: mlp(sizes, activation))
 
 
-def standardize(images: Tensor) -> Tensor:
-    """uint8 (N, C, H, W) -> float32, zero mean and unit std per channel (over this subset)."""
-    x = images.float() / 255.0
-    mean = x.mean(dim=(0, 2, 3), keepdim=True)
-    std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return (x - mean) / std
-
-
-def image_subset(name: str, n: int, gen: torch.Generator, size: str) -> tuple[Tensor, Tensor, str]:
-    """``n`` training images of ``name`` (standardized float) and labels, drawn without
-    replacement; in smoke size, or where the data set is missing, a synthetic stand-in.
-
-    Returns ``(x, y, description)``.
-    """
-    if size != "smoke":
-        try:
-            ds = load_dataset(name)
-        except DataError:
-            ds = None
-        if ds is not None:
-            idx = torch.randperm(len(ds.train_labels), generator=gen)[:n]
-            return standardize(ds.train_images[idx]), ds.train_labels[idx], f"{name} ({n} train)"
-    channels, side = (3, 32) if name.startswith("cifar") else (1, 28)
-    seed = int(torch.randint(2**31, (1,), generator=gen))
-    spec = f"synthetic(n={n}, classes=10, channels={channels}, size={side}, seed={seed})"
-    ds = load_dataset(spec)
-    return standardize(ds.train_images), ds.train_labels, spec
-
-
-def batches(n: int, batch_size: int, gen: torch.Generator) -> list[Tensor]:
+def epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> list[Tensor]:
     """One epoch of shuffled index batches (the last, short one dropped)."""
     order = torch.randperm(n, generator=gen)
     return list(order[: n - n % batch_size].split(batch_size)) or [order]
+
+
+def step_batches(n: int, batch: int, steps: int, gen: torch.Generator) -> list[Tensor]:
+    """Index batches for ``steps`` SGD steps: consecutive slices of fresh permutations."""
+    out: list[Tensor] = []
+    while len(out) < steps:
+        perm = torch.randperm(n, generator=gen)
+        out += [perm[i : i + batch] for i in range(0, n - batch + 1, batch)]
+    return out[:steps]
 
 
 def sgd_steps(
@@ -121,13 +103,55 @@ def sgd_steps(
     run = bare_run(net, opt)
     losses: list[float] = []
     while len(losses) < steps:
-        for idx in batches(len(y), batch_size, gen):
+        for idx in epoch_batches(len(y), batch_size, gen):
             losses.append(train_step(run, x[idx], y[idx]).item())
             if after_step is not None:
                 after_step()
             if len(losses) == steps:
                 break
     return losses
+
+
+def sgd_curve(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    steps: int,
+    lr: float,
+    batch: int,
+    gen: torch.Generator,
+    momentum: float = 0.9,
+) -> list[float]:
+    """Plain SGD with (Nesterov) momentum through the engine's own step
+    (:func:`trainlab.train.train_step`); the loss of every step.
+
+    A non-finite loss stops the run: that step and the remaining ones are reported as ``inf``.
+    """
+    from trainlab.train import bare_run, train_step
+
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0)
+    run = bare_run(model, opt)
+    model.train()
+    losses: list[float] = []
+    for idx in step_batches(len(x), batch, steps, gen):
+        loss = train_step(run, x[idx], y[idx]).item()
+        if not math.isfinite(loss):
+            return losses + [math.inf] * (steps - len(losses))
+        losses.append(loss)
+    return losses
+
+
+def fit_recipe(overrides: list[str], data: ImageDataset) -> dict[str, Any]:
+    """Train ``load_recipe(None, overrides)`` with trainlab's engine in a throw-away folder;
+    returns the last epoch's metrics."""
+    from trainlab.recipe import load_recipe
+    from trainlab.train import fit
+
+    recipe = load_recipe(None, overrides)
+    with tempfile.TemporaryDirectory(prefix="trainlab-lab-") as tmp:
+        result = fit(recipe, tmp, progress=False, report=False, dataset=data)
+    return dict(result.final)
 
 
 class Stopwatch:
@@ -138,15 +162,3 @@ class Stopwatch:
 
     def __call__(self) -> float:
         return time.perf_counter() - self.start
-
-
-def rounded(value: Any, digits: int = 6) -> Any:
-    """Floats to ``digits`` significant digits (recursively), non-finite ones to ``None``."""
-    if isinstance(value, float):
-        ok = value == value and abs(value) != float("inf")
-        return float(f"{value:.{digits}g}") if ok else None
-    if isinstance(value, dict):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [rounded(v, digits) for v in value]
-    return value
