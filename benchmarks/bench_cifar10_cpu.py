@@ -127,6 +127,9 @@ def render(rows: dict, smoke: bool) -> str:
             f"{', '.join(f'{s / 60:.1f}' for s in row['seconds'])} | "
             f"{row['machine']}; {row['date']} |"
         )
+    notes = [f"- {m} min: {rows[m]['note']}" for m in sorted(rows, key=int) if rows[m].get("note")]
+    if notes:
+        lines += ["", "Notes written after the runs:", *notes]
     if "20" in rows:
         row = rows["20"]
         acc = 100 * statistics.fmean(row["test_acc"])
