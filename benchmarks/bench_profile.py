@@ -1,10 +1,11 @@
 """Where one epoch's time goes: data, forward, backward, optimizer step, evaluation.
 
-One epoch of a recipe (default: recipes/fashion-mnist-fast.toml) set up the way the engine sets it
-up (loader, augmentation, channels_last, autocast, test-time flips), each phase timed on its
-own. On a GPU every phase ends with a synchronization so that its time is its own; that costs
-a little, which is why the engine itself never does this inside an epoch. A second table, from
-torch.profiler over 50 training steps, names the operators behind the largest phases.
+One epoch of a recipe (default: recipes/fashion-mnist-fast.toml) as the engine runs it: the Run
+comes from trainlab.train.build_run and its parts are called in train_step's order, each phase
+timed on its own. On a GPU every phase ends with a synchronization so that its time is its own;
+that costs a little, which is why the engine itself never does this inside an epoch. A second
+table, from torch.profiler over 50 training steps, names the operators behind the largest
+phases.
 
 Run:  PYTHONPATH=src .venv/bin/python benchmarks/bench_profile.py [RECIPE] [--set k=v ...]
 Writes docs/benchmarks/profile.md.
@@ -21,23 +22,18 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from trainlab.augment import TTA, make_pipeline  # noqa: E402
 from trainlab.bench import cpu_model  # noqa: E402
-from trainlab.data import DeviceLoader  # noqa: E402
+from trainlab.data import load_dataset  # noqa: E402
 from trainlab.fileio import write_text  # noqa: E402
-from trainlab.preprocess import compute_stats  # noqa: E402
 from trainlab.recipe import load_recipe  # noqa: E402
 from trainlab.train import (  # noqa: E402
-    autocast_for,
-    build_optimizer,
-    build_training_model,
-    evaluate,
-    prepare_splits,
+    begin_epoch,
+    build_run,
+    evaluate_run,
     select_device,
     uses_channels_last,
 )
@@ -57,19 +53,13 @@ def main() -> int:
     device = select_device(cfg.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    splits = prepare_splits(recipe)
-    stats = compute_stats(splits.train[0])
-    model = build_training_model(recipe, splits, stats).to(device)
+    # The engine's own run: data, model, optimizer, augmentation, mixing, loss and schedule are
+    # the Run's, and the phases below call its parts in train_step's order, with a
+    # synchronization between them so that each phase's time is its own.
+    run = build_run(recipe, load_dataset(recipe.data.name), device=device)
+    optimizer, loader, splits = run.optimizer, run.loader, run.splits
     channels_last = uses_channels_last(recipe)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(recipe, model)
-    augment = make_pipeline(recipe.augment.train, stats=stats) if recipe.augment.train else None
-    loader = DeviceLoader(*splits.train, cfg.batch_size, seed=0, device=device, transform=augment)
-    autocast = autocast_for(recipe, device)
-    amp = autocast is not contextlib.nullcontext
-
-    smoothing = recipe.regularize.label_smoothing
+    amp = run.autocast is not contextlib.nullcontext
     phases = dict.fromkeys(("data", "forward", "backward", "optimizer"), 0.0)
 
     def steps(record: bool, limit: int | None = None) -> None:
@@ -77,39 +67,40 @@ def main() -> int:
         for _ in range(limit or len(loader)):
             t0 = time.perf_counter()
             x, y = next(it)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            run.set_lr(run.lr_factor(run.step))
+            x = run.layout(run.augment(x, run.aug_generator))
+            x, target = run.mix(x, y, run.mix_generator)
             sync()
             t1 = time.perf_counter()
-            with autocast():
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+            with run.autocast():
+                logits = run.step_model(x)
+            loss = run.loss(logits.float(), target)
             sync()
             t2 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            run.regularize(loss, 0).backward()
             sync()
             t3 = time.perf_counter()
             optimizer.step()
             sync()
             t4 = time.perf_counter()
+            run.step += 1
             if record:
                 for key, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                     phases[key] += dt
 
-    model.train()
-    loader.set_epoch(0)
+    begin_epoch(run)
     steps(record=False)  # warm-up: allocator, kernels, lazy imports
-    loader.set_epoch(1)
+    run.epoch += 1
+    begin_epoch(run)
     steps(record=True)
-    eval_model = TTA(model, flips=True) if recipe.augment.tta == "flip" else model
     t0 = time.perf_counter()
-    evaluate(eval_model, *splits.test, len(splits.classes), cfg.eval_batch_size, device, autocast)
+    evaluate_run(run, *splits.test)
     sync()
     phases["evaluation"] = time.perf_counter() - t0
 
-    model.train()
-    loader.set_epoch(2)
+    run.epoch += 1
+    begin_epoch(run)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
