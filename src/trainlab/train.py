@@ -1,13 +1,18 @@
-"""The fit loop: one function a reader can follow from data to report.
+"""The engine: one training step for every training in the project.
 
-    data (uint8, on the device) -> augment (uint8, batched) -> mix (float) -> model
+    build_run(recipe, dataset) -> Run
+    fit:  while run.epoch < epochs: train_epoch(run) [train_step per batch]; end_epoch(run, out)
+
+    train_step: data (uint8, on the device) -> augment (uint8, batched) -> mix (float) -> model
         -> loss (+ penalty) -> backward -> optimizer step (lr from the schedule)
 
-Per epoch: append a line to ``metrics.jsonl`` and write the checkpoint atomically; every
-``train.eval_every`` epochs and after the last, evaluate on the test split (and the validation
-split, if any) first. Every random stream (shuffling, augmentation,
-mixing, dropout masks) is derived from ``(seed, epoch)``, so ``--resume`` continues an
-interrupted run exactly as an uninterrupted one would have gone on.
+``trainlab train`` runs :func:`fit`, ``trainlab diagnose`` :func:`run_diagnostics`, the lab
+:func:`bare_run` and :func:`train_step`, the benchmarks the same. Per epoch, :func:`end_epoch`
+appends a line to ``metrics.jsonl`` and writes the checkpoint atomically; every
+``train.eval_every`` epochs and after the last, it first evaluates on the test split (and the
+validation split, if any). Every random stream (shuffling, augmentation, mixing, dropout masks)
+is derived from ``(seed, epoch)``, so ``--resume`` continues an interrupted run exactly as an
+uninterrupted one would have gone on.
 """
 
 from __future__ import annotations
