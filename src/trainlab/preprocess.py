@@ -210,16 +210,15 @@ def _chunk_moments(x: Tensor) -> _Moments:
     scale = 255.0 if x.dtype == torch.uint8 else 1.0  # uint8 moments are scaled once, at the end
     x = x.to(torch.float64, copy=True)  # a copy: the deviations overwrite it
     b = x.shape[0]
-    pixel_var, pixel_mean = torch.var_mean(x, 0, correction=0)
+    pixel_mean = x.mean(0)
     channel_mean = pixel_mean.mean(1)  # every pixel has b values, so this is the channel mean
     dev = x.sub_(pixel_mean)
     within = torch.bmm(dev, dev.transpose(1, 2)).sum(0)  # per image (C, P) @ (P, C)
+    pixel_m2 = dev.square_().sum(0)
     spread = pixel_mean - channel_mean[:, None]
     channel_m2 = within + b * (spread @ spread.T)
     s2 = scale * scale
-    return _Moments(
-        b, pixel_mean / scale, pixel_var * (b / s2), channel_mean / scale, channel_m2 / s2
-    )
+    return _Moments(b, pixel_mean / scale, pixel_m2 / s2, channel_mean / scale, channel_m2 / s2)
 
 
 def _as_tensor(batch: Any) -> Tensor:
