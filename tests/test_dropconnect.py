@@ -12,6 +12,7 @@ from trainlab.regularize.dropconnect import (
     DropConnectLinear,
     dropconnect_layer,
     keep_mask,
+    realised_keep,
 )
 
 
@@ -83,12 +84,20 @@ def test_variance_formula_matches_empirical_variance():
 
 
 @pytest.mark.parametrize("p", [0.5, 0.1, 0.37])
-def test_keep_mask_frequency(p):
+def test_keep_mask_frequency_and_realised_probability(p):
+    assert abs(realised_keep(p) - (1 - p)) <= 2**-17
+    if p == 0.5:
+        assert realised_keep(p) == 0.5
     n = 200_000
     kept = keep_mask((n,), p, torch.Generator().manual_seed(1), torch.device("cpu"))
-    q = 1 - p
+    q = realised_keep(p)
     assert kept.dtype == torch.bool
     assert abs(kept.double().mean().item() - q) < 5 * math.sqrt(q * (1 - q) / n)
+    # the float form is the same draw as 0/1 values
+    as_float = keep_mask(
+        (n,), p, torch.Generator().manual_seed(1), torch.device("cpu"), torch.float32
+    )
+    assert torch.equal(as_float, kept.float())
 
 
 def test_per_sample_gives_identical_samples_different_masks():
@@ -105,7 +114,7 @@ def naive_masks(layer, shape, seed):
     """The masks the layer draws from its stream (seeded ``seed``), scaled by 1/keep."""
     g = torch.Generator().manual_seed(seed)
     keep = keep_mask((*shape, *layer.weight.shape), layer.p, g, torch.device("cpu"))
-    return keep.float() / (1 - layer.p)
+    return keep.float() / realised_keep(layer.p)
 
 
 def naive_per_batch_linear(layer, x, seed):
