@@ -119,9 +119,9 @@ def main() -> int:
         "not; and SGD, one operation a parameter here, runs there as a few multi-tensor kernels), "
         "and the H200's eager step was bound by such launches (docs/benchmarks/speed_gpu.md). CUDA "
         "graphs (`train.compile_mode = "
-        '"reduce-overhead"`) replay the model\'s forward and backward at once; what this table '
-        "shows beyond the bare step (the loader's gather, the augmentation, the bookkeeping, the "
-        "learning-rate update) stays outside them, and is the next thing to capture.",
+        '"reduce-overhead"`) replay the model\'s forward and backward at once, and with '
+        '`train.compile_scope = "step"` the optimizer step too; what this table shows beyond '
+        "that (the loader's gather, the augmentation, the bookkeeping) stays outside them.",
     ]
     write_text(ROOT / "docs" / "benchmarks" / "host_overhead.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
