@@ -204,8 +204,8 @@ def _from_arrays(name: str, folder: Path, expected: dict[str, str] | None) -> Im
     return ImageDataset(name, train_x, train_y, test_x, test_y, list(manifest["classes"]), source)
 
 
-def _is_cifar_pickle_folder(folder: Path, first_file: str) -> bool:
-    return folder.is_dir() and (folder / first_file).is_file()
+def _is_cifar_pickle_folder(folder: Path, batch: str) -> bool:
+    return folder.is_dir() and (folder / batch).is_file()
 
 
 def _get_hint(name: str) -> str:
@@ -223,29 +223,31 @@ def cifar10(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
     Read from the verified arrays ``trainlab data get cifar10`` writes, or from the official
     python-pickle folder. A lossy copy never stands in: the JPEG archive is ``cifar10-jpeg``.
     """
-    looked = []
-    for folder in places("cifar10", data_dir):
-        for path in (folder, folder / CIFAR10_DIR):
-            looked.append(str(path))
-            if is_array_folder(path):
-                return _from_arrays("cifar10", path, CIFAR10_SHA256)
-            if _is_cifar_pickle_folder(path, "data_batch_1"):
-                return _from_cifar_pickles("cifar10", read_cifar10_folder(path), path)
-    raise _missing("cifar10", looked, _get_hint("cifar10"))
+    return _cifar(
+        "cifar10", data_dir, CIFAR10_DIR, "data_batch_1", read_cifar10_folder, CIFAR10_SHA256
+    )
 
 
 @DATASETS.register("cifar100", "cifar-100")
 def cifar100(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
     """CIFAR-100 (Krizhevsky 2009): 50k/10k 32x32 RGB images, 100 fine classes."""
+    return _cifar("cifar100", data_dir, CIFAR100_DIR, "train", read_cifar100_folder, None)
+
+
+def _cifar(
+    name: str, data_dir, pickle_dir: str, batch: str, read_folder, published
+) -> ImageDataset:
+    """The verified arrays of ``trainlab data get``, else the official pickle folder, searched
+    in :func:`places`; ``published`` are the arrays' published sha256, where known."""
     looked = []
-    for folder in places("cifar100", data_dir):
-        for path in (folder, folder / CIFAR100_DIR):
+    for folder in places(name, data_dir):
+        for path in (folder, folder / pickle_dir):
             looked.append(str(path))
             if is_array_folder(path):
-                return _from_arrays("cifar100", path, None)
-            if _is_cifar_pickle_folder(path, "meta") and (path / "train").is_file():
-                return _from_cifar_pickles("cifar100", read_cifar100_folder(path), path)
-    raise _missing("cifar100", looked, _get_hint("cifar100"))
+                return _from_arrays(name, path, published)
+            if _is_cifar_pickle_folder(path, batch):
+                return _from_cifar_pickles(name, read_folder(path), path)
+    raise _missing(name, looked, _get_hint(name))
 
 
 def _jpeg_archive_places(data_dir) -> list[Path]:
