@@ -1,25 +1,11 @@
-"""Dropout and the randomness every stochastic regularizer shares.
+"""Dropout, inverted and classic, element-wise or channel-wise, and Monte-Carlo prediction.
 
 **Dropout** (Srivastava et al. 2014, "Dropout: A Simple Way to Prevent Neural Networks from
-Overfitting"): in training each unit is kept with probability ``1 - p`` and zeroed otherwise,
-``y = x * m, m ~ Bernoulli(1 - p)``. Two equivalent scalings:
-
-* ``inverted`` (the common one): ``y = x * m / (1 - p)`` in training, ``y = x`` at test;
-* ``classic`` (the paper's): ``y = x * m`` in training, ``y = (1 - p) x`` at test.
-
-Both follow trainlab's rule: random in ``train()``, deterministic in ``eval()``, and the eval
-output equals the expected train output, ``E[y_train] = y_eval``.
-
-**Channel-wise dropout** (Tompson et al. 2015, "Efficient Object Localization Using
-Convolutional Networks", SpatialDropout) drops whole feature maps: one mask value per
-(sample, channel), shared over the spatial positions, because neighbouring activations are
-strongly correlated and element-wise dropout barely regularizes them.
-
-**Monte-Carlo dropout** (Gal & Ghahramani 2016, "Dropout as a Bayesian Approximation"): keep
-dropout on at test time and average ``K`` stochastic passes; see :func:`mc_predict`.
-
-**Randomness.** Dropout is a :class:`~trainlab.seeding.RandomModule`: it draws from its own
-generators, never the global RNG, and ``reseed_all`` restarts it (see :mod:`trainlab.seeding`).
+Overfitting"): keep each unit with probability ``1 - p``, ``y = x * m, m ~ Bernoulli(1 - p)``;
+``inverted`` scales kept units by ``1 / (1 - p)`` in training, ``classic`` (the paper's) scales
+by ``1 - p`` at test. Either way ``E[y_train] = y_eval``. **Channel-wise** (Tompson et al. 2015,
+SpatialDropout) drops whole feature maps, whose neighbouring activations are correlated.
+**Monte-Carlo dropout** (Gal & Ghahramani 2016): average ``K`` stochastic passes at test.
 """
 
 from __future__ import annotations
@@ -29,25 +15,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from trainlab import checks
+from trainlab.checks import check_probability
 from trainlab.errors import RegistryError
 from trainlab.registry import Registry
-
-# The home of the shared randomness is trainlab.seeding; these names are re-exported so that
-# older imports (train.py, dropconnect.py) keep working.
-from trainlab.seeding import (  # noqa: F401
-    RandomModule,
-    Seed,
-    derive_seed,
-    random_modules,
-    reseed_all,
-)
-
-
-def check_probability(name: str, value: float) -> float:
-    """Deprecated adapter, (name, value) order, kept only for dropconnect.py's import until it
-    calls :func:`trainlab.checks.check_probability` (value first) itself."""
-    return checks.check_probability(value, name, below_one=True)
+from trainlab.regularize.smoothing import check_choice, check_flag, check_int
+from trainlab.seeding import RandomModule, Seed, reseed_all  # noqa: F401 (train.py imports it here)
 
 
 class Dropout(RandomModule):
@@ -57,10 +29,7 @@ class Dropout(RandomModule):
     ``mode='classic'``: kept units unscaled in training, ``y = (1-p) x`` at test.
     ``channelwise=True``: one mask value per (sample, channel), shared over all remaining
     dimensions, so whole feature maps drop (Tompson et al. 2015); for (B, C) inputs it is the
-    same as element-wise dropout.
-
-    Random in ``train()``, deterministic in ``eval()``, and ``E[train output] = eval output``
-    in both modes.
+    same as element-wise dropout. ``E[train output] = eval output`` in both modes.
     """
 
     monte_carlo: ClassVar[bool] = True
@@ -75,19 +44,12 @@ class Dropout(RandomModule):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(seed=seed, generator=generator)
-        self.p = checks.check_probability(p, "p", below_one=True)
-        if mode not in ("inverted", "classic"):
-            raise RegistryError(f"mode must be 'inverted' or 'classic', got {mode!r}")
-        self.mode = mode
-        self.channelwise = bool(channelwise)
+        self.p = check_probability(p, "p", below_one=True)
+        self.mode = check_choice(mode, "mode", ("inverted", "classic"))
+        self.channelwise = check_flag(channelwise, "channelwise")
 
     def extra_repr(self) -> str:
         return f"p={self.p}, mode={self.mode!r}, channelwise={self.channelwise}"
-
-    def _mask_shape(self, x: torch.Tensor) -> tuple[int, ...]:
-        if self.channelwise and x.dim() > 2:
-            return (*x.shape[:2], *([1] * (x.dim() - 2)))
-        return tuple(x.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         keep = 1.0 - self.p
@@ -95,7 +57,8 @@ class Dropout(RandomModule):
             return x if self.mode == "inverted" else x * keep
         if self.p == 0.0:
             return x
-        mask = torch.empty(self._mask_shape(x), device=x.device, dtype=x.dtype)
+        shape = (*x.shape[:2], *([1] * (x.dim() - 2))) if self.channelwise else x.shape
+        mask = torch.empty(shape, device=x.device, dtype=x.dtype)
         mask.bernoulli_(keep, generator=self.generator_for(x.device))
         if self.mode == "inverted":
             mask.div_(keep)
@@ -108,15 +71,12 @@ def mc_predict(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Monte-Carlo dropout (Gal & Ghahramani 2016): average ``k`` stochastic forward passes.
 
-    Only modules marked ``monte_carlo`` (trainlab's dropout and DropConnect layers) are put in
-    training mode; everything else, BatchNorm included, runs in eval mode, so running
-    statistics are used and left untouched. ``torch.nn.Dropout`` is not switched on: it draws
-    from the global RNG. Every module's mode is restored afterwards, even on error.
-    With ``return_var`` also returns the per-element variance of the ``k`` passes
-    (the model's predictive spread).
+    Only modules marked ``monte_carlo`` (trainlab's dropout and DropConnect) run in training mode;
+    the rest, BatchNorm included, stay in eval (``torch.nn.Dropout`` draws from the global RNG, so
+    it stays off). Modes are restored afterwards, even on error. ``return_var`` also returns the
+    per-element variance of the ``k`` passes.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise RegistryError(f"k (number of Monte-Carlo passes) must be an int >= 1, got {k!r}")
+    check_int(k, "k (number of Monte-Carlo passes)")
     modes = {module: module.training for module in model.modules()}
     stochastic = [m for m in model.modules() if getattr(m, "monte_carlo", False)]
     if not stochastic:
@@ -128,21 +88,20 @@ def mc_predict(
         model.eval()
         for module in stochastic:
             module.train(True)
-        total = model(x).double()
-        total_sq = total.square() if return_var else None
-        for _ in range(k - 1):
+        total = total_sq = 0.0
+        for _ in range(k):
             out = model(x).double()
-            total += out
+            total = total + out
             if return_var:
-                total_sq += out.square()
+                total_sq = total_sq + out.square()
     finally:
         for module, mode in modes.items():
             module.training = mode
+    dtype = x.dtype if x.is_floating_point() else torch.float32
     mean = total / k
     if not return_var:
-        return mean.to(x.dtype if x.is_floating_point() else torch.float32)
+        return mean.to(dtype)
     var = (total_sq / k - mean.square()).clamp_min(0.0) * (k / max(k - 1, 1))
-    dtype = x.dtype if x.is_floating_point() else torch.float32
     return mean.to(dtype), var.to(dtype)
 
 
