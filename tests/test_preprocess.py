@@ -384,6 +384,23 @@ def test_bad_specs_raise_registry_errors(spec, kwargs, match):
         make_normalizer(spec, **kwargs)
 
 
+@pytest.mark.parametrize("name", ["pca_whiten", "zca_whiten"])
+@pytest.mark.parametrize("eps", [-1, 0, float("nan"), float("inf"), True, "small"])
+@pytest.mark.parametrize("shape", [None, (3, 32, 32), (3, 64, 64)])
+def test_whitening_eps_is_checked_before_data_or_shape(name, eps, shape):
+    # A recipe check builds the factory without data: the argument's error must come first.
+    with pytest.raises(ValueError, match=r"eps: expected a positive finite number, got"):
+        NORMALIZERS.get(name)(eps, shape=shape)
+
+
+def test_scale_and_none_check_a_given_shape():
+    for spec in ("scale", "none"):
+        assert make_normalizer(spec).shape is None
+        assert make_normalizer(spec, shape=(1, 2, 2)).shape == (1, 2, 2)
+        with pytest.raises(RegistryError, match=r"shape: expected \(C, H, W\)"):
+            make_normalizer(spec, shape=(3, 0, 2))
+
+
 def test_wrong_statistics_kind_is_refused():
     with pytest.raises(RegistryError, match="FlatStats"):
         make_normalizer("zca_whiten", compute_stats(_uint8(3)))

@@ -1,19 +1,17 @@
 """Data set statistics, computed in one streaming pass, and the normalizers built from them.
 
 Statistics are taken on the [0, 1] scale (``uint8`` images are read as ``x / 255``; float images
-are taken to be in [0, 1] already) and use the *population* (biased) variance,
-``var = sum((x - mean)^2) / n``, because they describe a fixed training set rather than estimate
-a larger population; for CIFAR-10 the two differ by one part in 5e7.
+are taken to be in [0, 1] already) and use the *population* variance ``sum((x - mean)^2) / n``:
+they describe a fixed training set rather than estimate a larger population.
 
-One pass over chunks of images takes each chunk's centred moments in float64 and merges them
-with the parallel algorithm of Chan, Golub & LeVeque (1979), the pairwise form of Welford
-(1962): for two parts with counts ``n_a, n_b``, means ``m_a, m_b`` and centred second moments
-``M_a, M_b``,
+Chunks of images are turned into float64 centred moments and merged with the parallel update
+of Chan, Golub & LeVeque (1979): for parts with counts ``n_a, n_b``, means ``m_a, m_b`` and
+centred second moments ``M_a, M_b``,
 
-    n = n_a + n_b,   d = m_b - m_a,   m = m_a + d n_b / n,   M = M_a + M_b + d d^T n_a n_b / n.
+    n = n_a + n_b,   d = m_b - m_a,   m = m_a + d n_b / n,   M = M_a + M_b + d d^T n_a n_b / n,
 
-So the streamed result matches a one-shot float64 computation to about 1e-14 whatever the batch
-split, and no float64 copy of the whole data set is ever made.
+so any batch split gives the one-shot float64 result to about 1e-14, without a float64 copy of
+the whole data set.
 
 The statistics behind each classic preprocessing:
 
@@ -24,9 +22,8 @@ The statistics behind each classic preprocessing:
 - covariance of the flattened image, for PCA and ZCA whitening (LeCun, Bottou, Orr & Mueller,
   "Efficient BackProp", 1998; Bell & Sejnowski, 1997; Krizhevsky, 2009, appendix A).
 
-The model's first module is a normalizer: it turns ``uint8`` into ``float32`` and applies the
-training set's statistics, which it holds as buffers so they travel in the checkpoint and test
-time uses the training statistics.
+A normalizer is a model's first module: ``uint8`` in, ``float32`` out, with the training
+statistics held as buffers so that they travel in the checkpoint.
 """
 
 from __future__ import annotations
@@ -35,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +72,6 @@ MAX_FLAT_DIM = 4096  # a (D, D) float64 covariance of 4096 inputs is 128 MiB
 class DatasetStats:
     """Statistics of a set of images (N, C, H, W) on the [0, 1] scale; float64 CPU tensors.
 
-    Variances are population (biased) variances: ``sum((x - mean)^2) / n``.
-
     Attributes:
         count: number of images N.
         mean, std: over every value of every image (0-d tensors).
@@ -100,22 +96,23 @@ class DatasetStats:
     eigenvalues: Tensor
     eigenvectors: Tensor
 
+    # each tensor field and its shape, written in the letters of the image's (C, H, W)
+    _TENSORS = {
+        "mean": "",
+        "std": "",
+        "mean_image": "CHW",
+        "pixel_std": "CHW",
+        "channel_mean": "C",
+        "channel_std": "C",
+        "channel_cov": "CC",
+        "eigenvalues": "C",
+        "eigenvectors": "CC",
+    }
+
     @property
     def shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
         return tuple(self.mean_image.shape)
-
-    _TENSORS = (
-        "mean",
-        "std",
-        "mean_image",
-        "pixel_std",
-        "channel_mean",
-        "channel_std",
-        "channel_cov",
-        "eigenvalues",
-        "eigenvectors",
-    )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict; floats are written in full so :meth:`from_dict` round-trips exactly."""
@@ -130,27 +127,17 @@ class DatasetStats:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise DataError(f"{where}: expected format {STATS_FORMAT!r}, got {found!r}")
         try:
-            c, h, w = (int(v) for v in data["shape"])
+            size = dict(zip("CHW", (int(v) for v in data["shape"]), strict=True))
             values = {n: torch.tensor(data[n], dtype=torch.float64) for n in cls._TENSORS}
             count = int(data["count"])
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{where}: malformed statistics ({exc})") from None
-        expected = {
-            "mean": (),
-            "std": (),
-            "mean_image": (c, h, w),
-            "pixel_std": (c, h, w),
-            "channel_mean": (c,),
-            "channel_std": (c,),
-            "channel_cov": (c, c),
-            "eigenvalues": (c,),
-            "eigenvectors": (c, c),
-        }
-        for name, shape in expected.items():
-            if tuple(values[name].shape) != shape:
+        for name, letters in cls._TENSORS.items():
+            expected = tuple(size[letter] for letter in letters)
+            if tuple(values[name].shape) != expected:
                 raise DataError(
                     f"{where}: field {name!r} has shape {tuple(values[name].shape)}, "
-                    f"expected {shape}"
+                    f"expected {expected}"
                 )
         return cls(count=count, **values)
 
@@ -165,201 +152,6 @@ class DatasetStats:
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read statistics file {str(path)!r}: {exc}") from None
         return cls.from_dict(data, where=str(path))
-
-
-@dataclass(frozen=True)
-class _Moments:
-    """Centred moments of a part of the data: everything Chan's merge needs.
-
-    ``n`` images; per pixel (C, P) mean and sum of squared deviations; per channel (C,) mean and
-    (C, C) co-moment ``sum (x - m)(x - m)^T`` over the ``n * P`` pixel vectors.
-    """
-
-    n: int
-    pixel_mean: Tensor
-    pixel_m2: Tensor
-    channel_mean: Tensor
-    channel_m2: Tensor
-
-
-def _merge(na: int, ma: Tensor, m2a: Tensor, nb: int, mb: Tensor, m2b: Tensor, outer: bool):
-    """Chan, Golub & LeVeque (1979): ``M = M_a + M_b + d d^T n_a n_b / n``, ``d = m_b - m_a``;
-    ``outer=False`` keeps only the diagonal (element-wise variances). Returns (mean, M)."""
-    n, d = na + nb, mb - ma
-    return ma + d * (nb / n), m2a + m2b + (torch.outer(d, d) if outer else d * d) * (na * nb / n)
-
-
-def _chan_merge(a: _Moments, b: _Moments, positions: int) -> _Moments:
-    """Two parts' moments as one; channel statistics count every position of every image."""
-    if a.n == 0:
-        return b
-    if b.n == 0:
-        return a
-    pixel = _merge(a.n, a.pixel_mean, a.pixel_m2, b.n, b.pixel_mean, b.pixel_m2, outer=False)
-    na, nb = a.n * positions, b.n * positions
-    channel = _merge(na, a.channel_mean, a.channel_m2, nb, b.channel_mean, b.channel_m2, True)
-    return _Moments(a.n + b.n, *pixel, *channel)
-
-
-def _chunk_moments(x: Tensor) -> _Moments:
-    """Centred float64 moments of a chunk (b, C, P) on the [0, 1] scale: means, then deviations.
-
-    The channel co-moment is the within-pixel part (deviations from each pixel's mean) plus the
-    between-pixel part (pixel means around the channel mean), the law of total covariance.
-    """
-    scale = 255.0 if x.dtype == torch.uint8 else 1.0  # uint8 moments are scaled once, at the end
-    x = x.to(torch.float64, copy=True)  # a copy: the deviations overwrite it
-    b = x.shape[0]
-    pixel_mean = x.mean(0)
-    channel_mean = pixel_mean.mean(1)  # every pixel has b values, so this is the channel mean
-    dev = x.sub_(pixel_mean)
-    within = torch.bmm(dev, dev.transpose(1, 2)).sum(0)  # per image (C, P) @ (P, C)
-    pixel_m2 = dev.square_().sum(0)
-    spread = pixel_mean - channel_mean[:, None]
-    channel_m2 = within + b * (spread @ spread.T)
-    s2 = scale * scale
-    return _Moments(b, pixel_mean / scale, pixel_m2 / s2, channel_mean / scale, channel_m2 / s2)
-
-
-def _as_tensor(batch: Any) -> Tensor:
-    if isinstance(batch, np.ndarray):
-        batch = torch.from_numpy(np.ascontiguousarray(batch))
-    if not isinstance(batch, Tensor):
-        raise TypeError(f"expected a tensor of images (B, C, H, W), got {type(batch).__name__}")
-    return batch
-
-
-def _float64_device(device: torch.device) -> torch.device:
-    return torch.device("cpu") if device.type == "mps" else device  # MPS has no float64
-
-
-class StatsAccumulator:
-    """Streaming statistics of images (B, C, H, W): ``update`` batches, ``merge`` partial results.
-
-    ``uint8`` batches are read as ``x / 255``; float batches are taken on the [0, 1] scale as
-    they are. Accumulators are float64 on the first batch's device (CPU for MPS); results are on
-    the CPU. Merging is Chan, Golub & LeVeque's (1979) parallel update, so any split of the
-    data into batches, and any merge order, gives the one-shot result up to float64 rounding.
-
-    >>> acc = StatsAccumulator()
-    >>> for batch in batches:       # doctest: +SKIP
-    ...     acc.update(batch)
-    >>> stats = acc.result()        # doctest: +SKIP
-    """
-
-    def __init__(self) -> None:
-        self._moments: _Moments | None = None
-        self._shape: tuple[int, int, int] | None = None
-
-    @property
-    def count(self) -> int:
-        return 0 if self._moments is None else self._moments.n
-
-    @property
-    def shape(self) -> tuple[int, int, int] | None:
-        return self._shape
-
-    def update(self, batch: Tensor | np.ndarray) -> StatsAccumulator:
-        """Add a batch (B, C, H, W), uint8 or float; returns ``self``."""
-        x = _as_tensor(batch)
-        if x.dim() != 4:
-            raise ValueError(f"batch: expected images (B, C, H, W), got shape {tuple(x.shape)}")
-        if not (x.dtype == torch.uint8 or x.dtype.is_floating_point):
-            raise TypeError(f"batch: expected uint8 or float images, got {x.dtype}")
-        self._check_shape(tuple(x.shape[1:]))
-        if x.shape[0] == 0:
-            return self
-        x = x.to(_float64_device(x.device))
-        c, h, w = self._shape
-        flat = x.reshape(x.shape[0], c, h * w)
-        step = max(1, CHUNK_ELEMENTS // (c * h * w))
-        for start in range(0, flat.shape[0], step):
-            self._add(_chunk_moments(flat[start : start + step]))
-        return self
-
-    def merge(self, other: StatsAccumulator) -> StatsAccumulator:
-        """Fold ``other``'s data into this accumulator (Chan's merge); returns ``self``."""
-        if not isinstance(other, StatsAccumulator):
-            raise TypeError(f"other: expected a StatsAccumulator, got {type(other).__name__}")
-        if other._moments is None:
-            return self
-        self._check_shape(other._shape)
-        device = self._moments.pixel_mean.device if self._moments is not None else None
-        moments = other._moments
-        if device is not None:
-            moments = _Moments(moments.n, *(getattr(moments, f).to(device) for f in _FIELDS))
-        self._add(moments)
-        return self
-
-    def result(self) -> DatasetStats:
-        """The statistics so far, as float64 CPU tensors."""
-        if self._moments is None:
-            raise ValueError("no images seen yet: call update() with at least one image")
-        m = _Moments(self._moments.n, *(getattr(self._moments, f).cpu() for f in _FIELDS))
-        c, h, w = self._shape
-        positions = m.n * h * w
-        pixel_var = m.pixel_m2 / m.n
-        channel_cov = m.channel_m2 / positions
-        channel_var = channel_cov.diagonal().clone()
-        # All channels count the same number of values, so the global mean is the mean of the
-        # channel means and the law of total variance gives the global variance.
-        mean = m.channel_mean.mean()
-        var = (channel_var + (m.channel_mean - mean) ** 2).mean()
-        eigenvalues, eigenvectors = _sorted_eigh(channel_cov)
-        return DatasetStats(
-            count=m.n,
-            mean=mean,
-            std=var.clamp_min(0).sqrt(),
-            mean_image=m.pixel_mean.reshape(c, h, w),
-            pixel_std=pixel_var.clamp_min(0).sqrt().reshape(c, h, w),
-            channel_mean=m.channel_mean,
-            channel_std=channel_var.clamp_min(0).sqrt(),
-            channel_cov=channel_cov,
-            eigenvalues=eigenvalues,
-            eigenvectors=eigenvectors,
-        )
-
-    def _check_shape(self, shape: tuple[int, ...]) -> None:
-        if self._shape is None:
-            if len(shape) != 3 or min(shape) < 1:
-                raise ValueError(f"batch: expected images of shape (C, H, W), got {shape}")
-            self._shape = tuple(int(s) for s in shape)
-        elif tuple(shape) != self._shape:
-            raise ValueError(f"batch: image shape {tuple(shape)} differs from {self._shape} seen")
-
-    def _add(self, moments: _Moments) -> None:
-        positions = self._shape[1] * self._shape[2]
-        if self._moments is None:
-            self._moments = moments
-        else:
-            self._moments = _chan_merge(self._moments, moments, positions)
-
-
-_FIELDS = ("pixel_mean", "pixel_m2", "channel_mean", "channel_m2")
-
-
-def _sorted_eigh(cov: Tensor) -> tuple[Tensor, Tensor]:
-    """Eigen decomposition of a symmetric matrix, descending, with a fixed sign per vector."""
-    values, vectors = torch.linalg.eigh(cov)
-    values, vectors = values.flip(0), vectors.flip(1)
-    pivot = vectors.abs().argmax(0)
-    signs = torch.sign(vectors[pivot, torch.arange(vectors.shape[1])])
-    signs[signs == 0] = 1
-    return values.clamp_min(0), vectors * signs
-
-
-def compute_stats(images: Tensor | np.ndarray, batch_size: int = 65_536) -> DatasetStats:
-    """Statistics of a whole image tensor (N, C, H, W), streamed in batches of ``batch_size``."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    images = _as_tensor(images)
-    acc = StatsAccumulator()
-    for start in range(0, images.shape[0], batch_size):
-        acc.update(images[start : start + batch_size])
-    return acc.result()
-
-
-# ============================================================================ flat covariance
 
 
 @dataclass(frozen=True, eq=False)
@@ -394,94 +186,211 @@ class FlatStats:
         return cls(count, shape, mean, cov)
 
 
-class FlatStatsAccumulator:
-    """Streaming mean and (D, D) covariance of flattened images, D = C*H*W, merged by Chan's rule.
+def _merge(na: int, ma: Tensor, m2a: Tensor, nb: int, mb: Tensor, m2b: Tensor, outer: bool):
+    """Chan, Golub & LeVeque (1979): ``M = M_a + M_b + d d^T n_a n_b / n``, ``d = m_b - m_a``;
+    ``outer=False`` keeps only the diagonal (element-wise variances). Returns (mean, M)."""
+    n, d = na + nb, mb - ma
+    return ma + d * (nb / n), m2a + m2b + (torch.outer(d, d) if outer else d * d) * (na * nb / n)
 
-    Needed for PCA/ZCA whitening of whole images (for MLPs). Only feasible for small D (Fashion-
-    MNIST's 784, CIFAR's 3072): memory grows as D^2 and time as N D^2, so D above ``max_dim``
-    is refused.
+
+def _as_tensor(batch: Any) -> Tensor:
+    if isinstance(batch, np.ndarray):
+        batch = torch.from_numpy(np.ascontiguousarray(batch))
+    if not isinstance(batch, Tensor):
+        raise TypeError(f"expected a tensor of images (B, C, H, W), got {type(batch).__name__}")
+    return batch
+
+
+class _Accumulator:
+    """Streaming moments of images (B, C, H, W): ``update`` batches, ``merge`` partial results.
+
+    A subclass says what a chunk's moments are (``_chunk``), how two parts' moments merge
+    (``_merge_parts``) and what the result is. Accumulators are float64 on the first batch's
+    device (CPU for MPS, which has no float64); results are on the CPU.
     """
 
-    def __init__(self, max_dim: int = MAX_FLAT_DIM) -> None:
-        if not isinstance(max_dim, int) or max_dim < 1:
-            raise ValueError(f"max_dim: expected a positive integer, got {max_dim!r}")
-        self.max_dim = max_dim
+    def __init__(self) -> None:
         self._shape: tuple[int, int, int] | None = None
         self._n = 0
-        self._mean: Tensor | None = None
-        self._m2: Tensor | None = None
+        self._parts: tuple[Tensor, ...] = ()
 
     @property
     def count(self) -> int:
         return self._n
 
-    def update(self, batch: Tensor | np.ndarray) -> FlatStatsAccumulator:
-        """Add a batch (B, C, H, W): two-pass float64 moments of the batch, then Chan's merge."""
+    @property
+    def shape(self) -> tuple[int, int, int] | None:
+        return self._shape
+
+    def update(self, batch: Tensor | np.ndarray) -> _Accumulator:
+        """Add a batch (B, C, H, W), uint8 or float, in float64 chunks; returns ``self``."""
         x = _as_tensor(batch)
         if x.dim() != 4:
             raise ValueError(f"batch: expected images (B, C, H, W), got shape {tuple(x.shape)}")
         if not (x.dtype == torch.uint8 or x.dtype.is_floating_point):
             raise TypeError(f"batch: expected uint8 or float images, got {x.dtype}")
         self._check_shape(tuple(x.shape[1:]))
-        if x.shape[0] == 0:
-            return self
-        xd = x.to(_float64_device(x.device)).reshape(x.shape[0], -1).to(torch.float64)
-        if x.dtype == torch.uint8:
-            xd = xd / 255.0
-        mean = xd.mean(0)
-        dev = xd - mean
-        self._add(x.shape[0], mean, dev.T @ dev)
+        if x.device.type == "mps":
+            x = x.cpu()
+        step = max(1, CHUNK_ELEMENTS // math.prod(self._shape))
+        for start in range(0, x.shape[0], step):
+            chunk = x[start : start + step]
+            self._add(chunk.shape[0], self._chunk(chunk))
         return self
 
-    def merge(self, other: FlatStatsAccumulator) -> FlatStatsAccumulator:
-        if not isinstance(other, FlatStatsAccumulator):
-            raise TypeError(f"other: expected a FlatStatsAccumulator, got {type(other).__name__}")
-        if other._n == 0:
-            return self
-        self._check_shape(other._shape)
-        device = self._mean.device if self._mean is not None else other._mean.device
-        self._add(other._n, other._mean.to(device), other._m2.to(device))
+    def merge(self, other: _Accumulator) -> _Accumulator:
+        """Fold ``other``'s data into this accumulator (Chan's merge); returns ``self``."""
+        if not isinstance(other, type(self)):
+            raise TypeError(f"other: expected a {type(self).__name__}, got {type(other).__name__}")
+        if other._n:
+            self._check_shape(other._shape)
+            device = (self._parts or other._parts)[0].device
+            self._add(other._n, tuple(t.to(device) for t in other._parts))
         return self
-
-    def result(self) -> FlatStats:
-        if self._n == 0:
-            raise ValueError("no images seen yet: call update() with at least one image")
-        return FlatStats(self._n, self._shape, self._mean.cpu(), (self._m2 / self._n).cpu())
 
     def _check_shape(self, shape: tuple[int, ...]) -> None:
         if self._shape is None:
             if len(shape) != 3 or min(shape) < 1:
                 raise ValueError(f"batch: expected images of shape (C, H, W), got {shape}")
-            d = math.prod(shape)
-            if d > self.max_dim:
-                raise ValueError(
-                    f"flattened images have D = {d} values ({shape}); a (D, D) covariance is "
-                    f"only computed for D <= max_dim = {self.max_dim} (memory grows as D^2); "
-                    "use a per-channel normalizer such as 'standardize' instead"
-                )
             self._shape = tuple(int(s) for s in shape)
         elif tuple(shape) != self._shape:
             raise ValueError(f"batch: image shape {tuple(shape)} differs from {self._shape} seen")
 
-    def _add(self, n: int, mean: Tensor, m2: Tensor) -> None:
-        if self._n == 0:
-            self._n, self._mean, self._m2 = n, mean, m2
-            return
-        self._mean, self._m2 = _merge(self._n, self._mean, self._m2, n, mean, m2, outer=True)
+    def _add(self, n: int, parts: tuple[Tensor, ...]) -> None:
+        self._parts = self._merge_parts(self._n, self._parts, n, parts) if self._n else parts
         self._n += n
+
+    def _moments(self) -> tuple[Tensor, ...]:
+        if not self._n:
+            raise ValueError("no images seen yet: call update() with at least one image")
+        return tuple(t.cpu() for t in self._parts)
+
+
+class StatsAccumulator(_Accumulator):
+    """Streaming :class:`DatasetStats`; any split of the data into batches, and any merge
+    order, gives the one-shot result up to float64 rounding.
+
+    >>> acc = StatsAccumulator()
+    >>> for batch in batches:       # doctest: +SKIP
+    ...     acc.update(batch)
+    >>> stats = acc.result()        # doctest: +SKIP
+
+    Its moments: per pixel (C, P) mean and sum of squared deviations over the images; per
+    channel (C,) mean and (C, C) co-moment ``sum (x - m)(x - m)^T`` over all pixel vectors.
+    """
+
+    def _chunk(self, x: Tensor) -> tuple[Tensor, ...]:
+        """Means, then deviations, in float64. The channel co-moment is the within-pixel part
+        plus the between-pixel part (pixel means around the channel mean): total covariance."""
+        scale = 255.0 if x.dtype == torch.uint8 else 1.0  # uint8 moments are scaled at the end
+        c, h, w = self._shape
+        x = x.to(torch.float64, copy=True).reshape(-1, c, h * w)  # a copy: deviations overwrite it
+        pixel_mean = x.mean(0)
+        channel_mean = pixel_mean.mean(1)  # every pixel has b values, so this is the channel mean
+        dev = x.sub_(pixel_mean)
+        within = torch.bmm(dev, dev.transpose(1, 2)).sum(0)  # per image (C, P) @ (P, C)
+        pixel_m2 = dev.square_().sum(0)
+        spread = pixel_mean - channel_mean[:, None]
+        channel_m2 = within + x.shape[0] * (spread @ spread.T)
+        s2 = scale * scale
+        return pixel_mean / scale, pixel_m2 / s2, channel_mean / scale, channel_m2 / s2
+
+    def _merge_parts(self, na: int, a: tuple, nb: int, b: tuple) -> tuple[Tensor, ...]:
+        positions = self._shape[1] * self._shape[2]  # channel moments count every position
+        pixel = _merge(na, a[0], a[1], nb, b[0], b[1], outer=False)
+        channel = _merge(na * positions, a[2], a[3], nb * positions, b[2], b[3], outer=True)
+        return *pixel, *channel
+
+    def result(self) -> DatasetStats:
+        """The statistics so far, as float64 CPU tensors."""
+        pixel_mean, pixel_m2, channel_mean, channel_m2 = self._moments()
+        c, h, w = self._shape
+        channel_cov = channel_m2 / (self._n * h * w)
+        channel_var = channel_cov.diagonal().clone()
+        # Every channel counts the same number of values, so the global mean is the mean of the
+        # channel means and the law of total variance gives the global variance.
+        mean = channel_mean.mean()
+        var = (channel_var + (channel_mean - mean) ** 2).mean()
+        eigenvalues, eigenvectors = _sorted_eigh(channel_cov)
+        return DatasetStats(
+            count=self._n,
+            mean=mean,
+            std=var.clamp_min(0).sqrt(),
+            mean_image=pixel_mean.reshape(c, h, w),
+            pixel_std=(pixel_m2 / self._n).clamp_min(0).sqrt().reshape(c, h, w),
+            channel_mean=channel_mean,
+            channel_std=channel_var.clamp_min(0).sqrt(),
+            channel_cov=channel_cov,
+            eigenvalues=eigenvalues,
+            eigenvectors=eigenvectors,
+        )
+
+
+class FlatStatsAccumulator(_Accumulator):
+    """Streaming mean and (D, D) covariance of flattened images, D = C*H*W, for PCA/ZCA
+    whitening of whole images (for MLPs). Memory grows as D^2 and time as N D^2, so D above
+    ``max_dim`` is refused (Fashion-MNIST's 784 and CIFAR's 3072 are within it)."""
+
+    def __init__(self, max_dim: int = MAX_FLAT_DIM) -> None:
+        if not isinstance(max_dim, int) or max_dim < 1:
+            raise ValueError(f"max_dim: expected a positive integer, got {max_dim!r}")
+        super().__init__()
+        self.max_dim = max_dim
+
+    def _check_shape(self, shape: tuple[int, ...]) -> None:
+        if self._shape is None and math.prod(shape) > self.max_dim:
+            raise ValueError(
+                f"flattened images have D = {math.prod(shape)} values ({shape}); a (D, D) "
+                f"covariance is only computed for D <= max_dim = {self.max_dim} (memory grows "
+                "as D^2); use a per-channel normalizer such as 'standardize' instead"
+            )
+        super()._check_shape(shape)
+
+    def _chunk(self, x: Tensor) -> tuple[Tensor, ...]:
+        xd = x.reshape(x.shape[0], -1).to(torch.float64)
+        if x.dtype == torch.uint8:
+            xd = xd / 255.0
+        mean = xd.mean(0)
+        dev = xd - mean
+        return mean, dev.T @ dev
+
+    def _merge_parts(self, na: int, a: tuple, nb: int, b: tuple) -> tuple[Tensor, ...]:
+        return _merge(na, a[0], a[1], nb, b[0], b[1], outer=True)
+
+    def result(self) -> FlatStats:
+        mean, m2 = self._moments()
+        return FlatStats(self._n, self._shape, mean, m2 / self._n)
+
+
+def _sorted_eigh(cov: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigen decomposition of a symmetric matrix, descending, with a fixed sign per vector."""
+    values, vectors = torch.linalg.eigh(cov)
+    values, vectors = values.flip(0), vectors.flip(1)
+    pivot = vectors.abs().argmax(0)
+    signs = torch.sign(vectors[pivot, torch.arange(vectors.shape[1])])
+    signs[signs == 0] = 1
+    return values.clamp_min(0), vectors * signs
+
+
+def _stream(acc: _Accumulator, images: Tensor | np.ndarray, batch_size: int) -> Any:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    images = _as_tensor(images)
+    for start in range(0, images.shape[0], batch_size):
+        acc.update(images[start : start + batch_size])
+    return acc.result()
+
+
+def compute_stats(images: Tensor | np.ndarray, batch_size: int = 65_536) -> DatasetStats:
+    """Statistics of a whole image tensor (N, C, H, W), streamed in batches of ``batch_size``."""
+    return _stream(StatsAccumulator(), images, batch_size)
 
 
 def compute_flat_stats(
     images: Tensor | np.ndarray, batch_size: int = 4096, max_dim: int = MAX_FLAT_DIM
 ) -> FlatStats:
     """Mean and covariance of flattened images (N, C, H, W), streamed in batches."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    images = _as_tensor(images)
-    acc = FlatStatsAccumulator(max_dim)
-    for start in range(0, images.shape[0], batch_size):
-        acc.update(images[start : start + batch_size])
-    return acc.result()
+    return _stream(FlatStatsAccumulator(max_dim), images, batch_size)
 
 
 # ============================================================================ caching
@@ -498,51 +407,6 @@ def _fingerprint(images: Tensor) -> str:
     return digest.hexdigest()
 
 
-def _cache_path(dataset: Any, kind: str, suffix: str) -> Path:
-    images = dataset.train_images
-    parts = [kind, str(dataset.name), str(dataset.source), _fingerprint(images)]
-    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(dataset.name))[:60]
-    return cache_dir() / "stats" / f"{safe}-{kind}-{key}{suffix}"
-
-
-def dataset_stats(dataset: Any, cache: bool = True) -> DatasetStats:
-    """Statistics of a data set's training split (``dataset.train_images``, uint8 N x C x H x W).
-
-    Cached as JSON in ``cache_dir()/stats/``, keyed by the data set's name, source, shape and a
-    content fingerprint, so changed data is recomputed and unchanged data never is.
-    """
-    images = _train_images(dataset)
-    if not cache:
-        return compute_stats(images)
-    path = _cache_path(dataset, "stats", ".json")
-    if path.is_file():
-        try:
-            return DatasetStats.load(path)
-        except DataError:
-            pass  # a stale or damaged cache entry is recomputed and overwritten
-    stats = compute_stats(images)
-    stats.save(path)
-    return stats
-
-
-def dataset_flat_stats(dataset: Any, cache: bool = True, max_dim: int = MAX_FLAT_DIM) -> FlatStats:
-    """Flattened-image mean and covariance of a training split, cached like :func:`dataset_stats`
-    (as tensors: a (D, D) matrix is too large for JSON)."""
-    images = _train_images(dataset)
-    if not cache:
-        return compute_flat_stats(images, max_dim=max_dim)
-    path = _cache_path(dataset, "flat", ".pt")
-    if path.is_file():
-        try:
-            return FlatStats.from_tensors(torch.load(path, weights_only=True), where=str(path))
-        except (DataError, OSError, RuntimeError, ValueError, TypeError):
-            pass  # recomputed and overwritten below
-    stats = compute_flat_stats(images, max_dim=max_dim)
-    write_with(path, lambda tmp: torch.save(stats.to_tensors(), tmp))
-    return stats
-
-
 def _train_images(dataset: Any) -> Tensor:
     images = getattr(dataset, "train_images", None)
     if not isinstance(images, Tensor) or images.dim() != 4:
@@ -551,6 +415,49 @@ def _train_images(dataset: Any) -> Tensor:
             f"(N, C, H, W) tensor, got {type(dataset).__name__}"
         )
     return images
+
+
+def _cached(dataset: Any, cache: bool, kind: str, suffix: str, compute, load, save) -> Any:
+    """``compute(images)`` of a data set's training split, kept in ``cache_dir()/stats/`` under
+    a key of the data set's name, source and a content fingerprint: changed data is recomputed,
+    unchanged data never is, and a stale or damaged entry is recomputed and overwritten."""
+    images = _train_images(dataset)
+    if not cache:
+        return compute(images)
+    parts = [kind, str(dataset.name), str(dataset.source), _fingerprint(images)]
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(dataset.name))[:60]
+    path = cache_dir() / "stats" / f"{safe}-{kind}-{key}{suffix}"
+    if path.is_file():
+        try:
+            return load(path)
+        except (DataError, OSError, RuntimeError, ValueError, TypeError):
+            pass
+    stats = compute(images)
+    save(stats, path)
+    return stats
+
+
+def dataset_stats(dataset: Any, cache: bool = True) -> DatasetStats:
+    """Statistics of a data set's training split (``dataset.train_images``, uint8 N x C x H x W),
+    cached as JSON."""
+    return _cached(
+        dataset, cache, "stats", ".json", compute_stats, DatasetStats.load, DatasetStats.save
+    )
+
+
+def dataset_flat_stats(dataset: Any, cache: bool = True, max_dim: int = MAX_FLAT_DIM) -> FlatStats:
+    """Flattened-image mean and covariance of a training split, cached as tensors (a (D, D)
+    matrix is too large for JSON)."""
+    return _cached(
+        dataset,
+        cache,
+        "flat",
+        ".pt",
+        lambda images: compute_flat_stats(images, max_dim=max_dim),
+        lambda path: FlatStats.from_tensors(torch.load(path, weights_only=True), where=str(path)),
+        lambda stats, path: write_with(path, lambda tmp: torch.save(stats.to_tensors(), tmp)),
+    )
 
 
 # ============================================================================ normalizers
@@ -565,26 +472,12 @@ def _to_unit(x: Tensor) -> Tensor:
     return x
 
 
-def _affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-    """``x01 * scale + shift`` in one pass over the float copy; the 1/255 of uint8 input is
-    folded into ``scale`` so the conversion costs nothing extra."""
-    if x.dtype == torch.uint8:
-        return torch.addcmul(shift, x.to(torch.float32), scale / 255.0)
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"normalizer input: expected uint8 or float images, got {x.dtype}")
-    return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
-
-
 class Normalizer(nn.Module):
-    """Base: the first module of a model; ``uint8`` in, float out. ``needs`` says which
-    statistics it is fitted from: ``None``, ``"stats"`` (:class:`DatasetStats`) or ``"flat"``
-    (:class:`FlatStats`)."""
-
-    needs: str | None = None
+    """Base: the first module of a model; ``uint8`` in, float out."""
 
     def __init__(self, shape: tuple[int, int, int] | None = None) -> None:
         super().__init__()
-        self.shape = None if shape is None else tuple(int(s) for s in shape)
+        self.shape = shape
 
     def _check_input(self, x: Tensor) -> None:
         if self.shape is not None and tuple(x.shape[-3:]) != self.shape:
@@ -592,6 +485,9 @@ class Normalizer(nn.Module):
                 f"{type(self).__name__}: expected images (..., {', '.join(map(str, self.shape))})"
                 f", got shape {tuple(x.shape)}"
             )
+
+    def _buffer(self, name: str, value: Tensor, shape: tuple[int, ...]) -> None:
+        self.register_buffer(name, value.to(torch.float32).reshape(shape).clone())
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}"
@@ -617,12 +513,9 @@ class Raw(Normalizer):
 class MeanImage(Normalizer):
     """``x - mean_image``, the mean over training images of each pixel (AlexNet, 2012)."""
 
-    needs = "stats"
-
     def __init__(self, shape: tuple[int, int, int], mean_image: Tensor | None = None) -> None:
         super().__init__(shape)
-        mean = torch.zeros(self.shape) if mean_image is None else mean_image
-        self.register_buffer("mean_image", mean.to(torch.float32).reshape(self.shape).clone())
+        self._buffer("mean_image", torch.zeros(shape) if mean_image is None else mean_image, shape)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
@@ -638,21 +531,13 @@ class ChannelAffine(Normalizer):
     2014); with the training std it is the standardization of ResNet (He et al., 2016).
     """
 
-    needs = "stats"
-
     def __init__(
-        self,
-        channels: int,
-        mean: Tensor | None = None,
-        std: Tensor | None = None,
-        shape: tuple[int, int, int] | None = None,
+        self, shape: tuple[int, int, int], mean: Tensor | None = None, std: Tensor | None = None
     ) -> None:
         super().__init__(shape)
-        self.channels = channels
-        mean = torch.zeros(channels) if mean is None else mean
-        std = torch.ones(channels) if std is None else std
-        self.register_buffer("mean", mean.to(torch.float32).reshape(channels, 1, 1).clone())
-        self.register_buffer("std", std.to(torch.float32).reshape(channels, 1, 1).clone())
+        self.channels = c = shape[0]
+        self._buffer("mean", torch.zeros(c) if mean is None else mean, (c, 1, 1))
+        self._buffer("std", torch.ones(c) if std is None else std, (c, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 3 or x.shape[-3] != self.channels:
@@ -660,8 +545,11 @@ class ChannelAffine(Normalizer):
                 f"{type(self).__name__}: expected images (..., {self.channels}, H, W), "
                 f"got shape {tuple(x.shape)}"
             )
-        inv = 1.0 / self.std
-        return _affine(x, inv, -self.mean * inv)
+        scale = 1.0 / self.std
+        shift = -self.mean * scale
+        if x.dtype == torch.uint8:  # the 1/255 is folded into the scale: one pass over x
+            return torch.addcmul(shift, x.to(torch.float32), scale / 255.0)
+        return torch.addcmul(shift.to(x.dtype), _to_unit(x), scale.to(x.dtype))
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}"
@@ -682,32 +570,22 @@ class Whiten(Normalizer):
     instead of amplifying their noise (LeCun et al., 1998, "Efficient BackProp", sec. 4.3).
     """
 
-    needs = "flat"
-
     def __init__(
-        self,
-        shape: tuple[int, int, int],
-        kind: str,
-        eps: float,
-        stats: FlatStats | None = None,
+        self, shape: tuple[int, int, int], kind: str, eps: float, stats: FlatStats | None = None
     ) -> None:
         super().__init__(shape)
-        if kind not in ("pca", "zca"):
-            raise ValueError(f"kind: expected 'pca' or 'zca', got {kind!r}")
-        if not isinstance(eps, int | float) or not eps > 0 or not math.isfinite(eps):
-            raise ValueError(f"eps: expected a positive number, got {eps!r}")
         self.kind, self.eps = kind, float(eps)
-        d = math.prod(self.shape)
+        d = math.prod(shape)
         if d > MAX_FLAT_DIM:
             raise ValueError(
-                f"{kind}_whiten: images of shape {self.shape} have D = {d} values; whitening "
+                f"{kind}_whiten: images of shape {shape} have D = {d} values; whitening "
                 f"needs a (D, D) matrix and is limited to D <= {MAX_FLAT_DIM}"
             )
         mean, matrix = torch.zeros(d), torch.eye(d)
         if stats is not None:
             mean, matrix = stats.mean, _whitening_matrix(stats.cov, kind, self.eps)
-        self.register_buffer("mean", mean.to(torch.float32).clone())
-        self.register_buffer("matrix", matrix.to(torch.float32).clone())
+        self._buffer("mean", mean, (d,))
+        self._buffer("matrix", matrix, (d, d))
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
@@ -735,73 +613,79 @@ def _whitening_matrix(cov: Tensor, kind: str, eps: float) -> Tensor:
 NORMALIZERS: Registry[Normalizer] = Registry("normalizer")
 
 
-def _shape_of(stats: Any, shape: Any, spec: str) -> tuple[int, int, int]:
-    if stats is not None:
+def _image_shape(spec: str, stats: Any, shape: Any, kind: type | None) -> Any:
+    """The (C, H, W) a normalizer is built for: the statistics' (which must be of ``kind``),
+    else ``shape``. With ``kind=None`` the normalizer needs no statistics and no shape."""
+    if kind is not None and stats is not None:
+        if not isinstance(stats, kind):
+            helper = "compute_stats" if kind is DatasetStats else "compute_flat_stats"
+            raise TypeError(
+                f"{spec}: expected {kind.__name__} (from {helper}), got {type(stats).__name__}"
+            )
         if shape is not None and tuple(shape) != tuple(stats.shape):
             raise ValueError(f"shape: {tuple(shape)} differs from the statistics' {stats.shape}")
         shape = stats.shape
     if shape is None:
+        if kind is None:
+            return None
         raise ValueError(f"{spec}: give statistics to fit it, or shape=(C, H, W) for an empty one")
-    shape = tuple(shape)
-    if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
+    if not (
+        isinstance(shape, tuple | list)
+        and len(shape) == 3
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
+    ):
         raise ValueError(f"shape: expected (C, H, W) of positive integers, got {shape!r}")
-    return shape
-
-
-def _need(stats: Any, cls: type, spec: str) -> None:
-    if stats is not None and not isinstance(stats, cls):
-        helper = "compute_stats" if cls is DatasetStats else "compute_flat_stats"
-        raise TypeError(
-            f"{spec}: expected {cls.__name__} (from {helper}), got {type(stats).__name__}"
-        )
+    return tuple(shape)
 
 
 @NORMALIZERS.register("scale")
 def _scale(*, stats: Any = None, shape: Any = None) -> Normalizer:
-    return Scale(None if shape is None else tuple(shape))
+    return Scale(_image_shape("scale", stats, shape, None))
 
 
 @NORMALIZERS.register("none")
 def _none(*, stats: Any = None, shape: Any = None) -> Normalizer:
-    return Raw(None if shape is None else tuple(shape))
+    return Raw(_image_shape("none", stats, shape, None))
 
 
 @NORMALIZERS.register("mean_image")
 def _mean_image(*, stats: DatasetStats | None = None, shape: Any = None) -> Normalizer:
-    _need(stats, DatasetStats, "mean_image")
-    shape = _shape_of(stats, shape, "mean_image")
+    shape = _image_shape("mean_image", stats, shape, DatasetStats)
     return MeanImage(shape, None if stats is None else stats.mean_image)
 
 
 @NORMALIZERS.register("channel_mean")
 def _channel_mean(*, stats: DatasetStats | None = None, shape: Any = None) -> Normalizer:
-    _need(stats, DatasetStats, "channel_mean")
-    shape = _shape_of(stats, shape, "channel_mean")
-    return ChannelAffine(shape[0], None if stats is None else stats.channel_mean, shape=shape)
+    shape = _image_shape("channel_mean", stats, shape, DatasetStats)
+    return ChannelAffine(shape, None if stats is None else stats.channel_mean)
 
 
 @NORMALIZERS.register("standardize")
 def _standardize(*, stats: DatasetStats | None = None, shape: Any = None) -> Normalizer:
-    _need(stats, DatasetStats, "standardize")
-    shape = _shape_of(stats, shape, "standardize")
+    shape = _image_shape("standardize", stats, shape, DatasetStats)
     if stats is None:
-        return ChannelAffine(shape[0], shape=shape)
+        return ChannelAffine(shape)
     zero = (stats.channel_std <= 0).nonzero().flatten().tolist()
     if zero:
         raise ValueError(f"standardize: channel(s) {zero} are constant (std 0) in the statistics")
-    return ChannelAffine(shape[0], stats.channel_mean, stats.channel_std, shape=shape)
+    return ChannelAffine(shape, stats.channel_mean, stats.channel_std)
 
 
-@NORMALIZERS.register("pca_whiten")
-def _pca_whiten(eps: float = 1e-3, *, stats: FlatStats | None = None, shape: Any = None):
-    _need(stats, FlatStats, "pca_whiten")
-    return Whiten(_shape_of(stats, shape, "pca_whiten"), "pca", eps, stats)
+def _whiten(kind: str) -> Callable[..., Normalizer]:
+    def factory(eps: float = 1e-3, *, stats: FlatStats | None = None, shape: Any = None):
+        # The argument first, so that a recipe check without data reports a bad eps.
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < math.inf:
+            raise ValueError(f"eps: expected a positive finite number, got {eps!r}")
+        return Whiten(_image_shape(f"{kind}_whiten", stats, shape, FlatStats), kind, eps, stats)
+
+    return factory
 
 
-@NORMALIZERS.register("zca_whiten")
-def _zca_whiten(eps: float = 1e-3, *, stats: FlatStats | None = None, shape: Any = None):
-    _need(stats, FlatStats, "zca_whiten")
-    return Whiten(_shape_of(stats, shape, "zca_whiten"), "zca", eps, stats)
+NORMALIZERS.register("pca_whiten")(_whiten("pca"))
+NORMALIZERS.register("zca_whiten")(_whiten("zca"))
+
+# The statistics each normalizer is fitted from; the rest take DatasetStats.
+_NEEDS = {"scale": None, "none": None, "pca_whiten": "flat", "zca_whiten": "flat"}
 
 
 def make_normalizer(
@@ -824,16 +708,12 @@ def fit_normalizer(spec: str, dataset: Any, cache: bool = True) -> Normalizer:
     """Build a normalizer fitted to a data set's training split, computing (or loading from the
     cache) whichever statistics it needs."""
     NORMALIZERS.validate(spec)  # a wrong name fails before any statistics are computed
-    name, _, _ = parse_spec(spec)
-    needs = _NEEDS.get(name, "stats")
+    needs = _NEEDS.get(parse_spec(spec)[0], "stats")
     if needs == "flat":
         return make_normalizer(spec, dataset_flat_stats(dataset, cache=cache))
     if needs is None:
         return make_normalizer(spec, shape=tuple(_train_images(dataset).shape[1:]))
     return make_normalizer(spec, dataset_stats(dataset, cache=cache))
-
-
-_NEEDS = {"scale": None, "none": None, "pca_whiten": "flat", "zca_whiten": "flat"}
 
 
 # ============================================================================ report
