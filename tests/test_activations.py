@@ -9,9 +9,14 @@ from torch import nn
 
 from trainlab.activations import (
     ACTIVATIONS,
+    ELU,
+    GELU,
     SELU_ALPHA,
     SELU_SCALE,
     Activation,
+    LeakyReLU,
+    PReLU,
+    ReLU,
     activation_info,
     make_activation,
     plot_activations,
@@ -249,6 +254,35 @@ def test_unknown_name_lists_valid_names():
 def test_bad_arguments_raise_registry_error(spec):
     with pytest.raises(RegistryError, match="bad arguments"):
         make_activation(spec)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "message"),
+    [
+        (
+            LeakyReLU,
+            {"negative_slope": "abc"},
+            "negative_slope must be a number in [0, 1), got 'abc'",
+        ),
+        (
+            LeakyReLU,
+            {"negative_slope": math.nan},
+            "negative_slope must be a number in [0, 1), got nan",
+        ),
+        (ELU, {"alpha": math.nan}, "alpha must be a positive number, got nan"),
+        (ELU, {"alpha": math.inf}, "alpha must be a positive number, got inf"),
+        (ELU, {"alpha": True}, "alpha must be a positive number, got True"),
+        (PReLU, {"num_parameters": 0}, "num_parameters must be a positive integer, got 0"),
+        (PReLU, {"num_parameters": 2.0}, "num_parameters must be a positive integer, got 2.0"),
+        (PReLU, {"init": -math.inf}, "init must be a finite number, got -inf"),
+        (GELU, {"approximate": "fast"}, "approximate must be one of 'none', 'tanh', got 'fast'"),
+        (ReLU, {"inplace": 1}, "inplace must be True or False, got 1"),
+    ],
+)
+def test_constructors_say_which_argument_is_wrong(cls, kwargs, message):
+    with pytest.raises(ValueError) as err:
+        cls(**kwargs)
+    assert str(err.value) == message
 
 
 @pytest.mark.parametrize("spec", ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "silu"])

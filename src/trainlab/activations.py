@@ -1,20 +1,13 @@
 """Activation functions: the module a model uses, the float64 formula a reader learns from.
 
-Every activation is an ``nn.Module`` chosen by name in recipes (``"leaky_relu(0.1)"``) through
-``make_activation``. Its forward pass calls PyTorch's kernel for the same function, so it costs
-what the native module costs. Beside the kernel each activation writes its formula once, in
-``reference``; everything else is taken from that formula:
-
-* ``f(x)`` and ``df(x)``: the formula and its derivative (autograd, float64) on numpy arrays,
-  used for figures, for the initialization gains in ``trainlab.init`` and in the tests;
-* ``grad(x)``: the same derivative for tensors of any dtype on any device (diagnostics);
-* properties a diagnosis needs: output range, zero-centred or not, where it saturates, whether a
-  unit can die, and a rule that says whether a unit is saturated (``ActivationInfo.saturated``).
+Each activation is an ``nn.Module`` chosen by name in recipes (``"leaky_relu(0.1)"``) through
+``make_activation``; its forward pass is PyTorch's kernel. Its formula is written once, in
+``reference``: the derivative (autograd), the gains of ``trainlab.init``, the figures and the
+tests all take it from there. ``activation_info`` adds what a diagnosis needs: output range,
+zero-centred or not, where it saturates, whether a unit can die.
 
 A unit is *saturated* where its derivative has fallen below ``eps`` (default 0.02) times the
-function's peak slope, so almost no gradient passes through it: for tanh that is ``|y| > 0.99``.
-Only functions whose derivative tends to zero somewhere saturate; leaky ReLU, PReLU and the
-identity never do.
+function's peak slope, so almost no gradient passes: for tanh that is ``|y| > 0.99``.
 """
 
 from __future__ import annotations
@@ -56,12 +49,41 @@ __all__ = [
 
 ACTIVATIONS: Registry[Activation] = Registry("activation")
 
-# Klambauer et al. 2017, "Self-Normalizing Neural Networks", eq. 14: the constants that make
-# mean 0 / variance 1 a stable fixed point of a SELU layer with LeCun-normal weights.
+# Klambauer et al. 2017, eq. 14: the constants that make mean 0 / variance 1 a stable fixed
+# point of a SELU layer with LeCun-normal weights.
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
 _GRID = np.linspace(-12.0, 12.0, 24001)  # where peak slopes and output minima are read off
+
+
+# Argument checks, shared with trainlab.init: a ValueError naming the argument and its value.
+def _number(
+    name: str,
+    value: Any,
+    expected: str = "a finite number",
+    ok: Callable[[float], bool] | None = None,
+) -> float:
+    real = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (real and math.isfinite(value) and (ok is None or ok(value))):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return float(value)
+
+
+def _positive(name: str, value: Any) -> float:
+    return _number(name, value, "a positive number", lambda v: v > 0)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
 
 
 def _f64(x: Any) -> Tensor:
@@ -85,16 +107,11 @@ def _elu(x: Tensor, alpha: float) -> Tensor:
 class ActivationInfo:
     """What a diagnosis or a figure needs to know about one activation.
 
-    ``f``/``df`` are float64 numpy formulas; ``forward`` is the module's own; ``grad`` is the
-    same derivative in torch (for tensors on any device); ``grad_from_output`` gives the
-    derivative from the output alone where the output determines it (monotone functions),
-    else ``None``.
+    ``f``/``df`` are float64 numpy formulas; ``grad`` is the derivative in torch (any device);
+    ``grad_from_output`` gives it from the output alone, for monotone functions (else None).
     """
 
-    name: str
     spec: str
-    formula: str
-    paper: str
     f: Callable[[np.ndarray], np.ndarray]
     df: Callable[[np.ndarray], np.ndarray]
     forward: Callable[[Tensor], Tensor]
@@ -126,9 +143,8 @@ class ActivationInfo:
     def saturated_from_output(self, output: Tensor, eps: float = 0.02) -> Tensor:
         """The same mask decided from the output ``y = f(x)``: ``|tanh| > 0.99`` at eps=0.02.
 
-        Works for the monotone activations. GELU and SiLU dip below zero and come back, so one
-        output value has two inputs with different slopes; pass the pre-activation to
-        ``saturated`` for those.
+        Monotone activations only: GELU and SiLU dip below zero and come back, so one output
+        has two inputs with different slopes; pass the pre-activation to ``saturated``.
         """
         if self.saturates is None:
             return torch.zeros_like(output, dtype=torch.bool)
@@ -141,19 +157,18 @@ class ActivationInfo:
 
 
 class Activation(nn.Module):
-    """Base of trainlab's activations: forward via PyTorch's kernel, ``reference`` the formula.
+    """Base of trainlab's activations: ``forward`` is PyTorch's kernel, ``reference`` the formula.
 
-    Subclasses set the class attributes and implement ``forward``, ``reference`` and, when the
-    function is monotone, ``grad_from_output``; bounded ones override ``output_range``.
+    Monotone subclasses also write f' in terms of the output (``grad_from_output``). Without an
+    ``output_range``, the range is the minimum on [-12, 12] and unbounded above (GELU, SiLU).
     """
 
     name: ClassVar[str]
-    formula: ClassVar[str]
-    paper: ClassVar[str]
     zero_centred: ClassVar[bool]
     saturates: ClassVar[str | None] = None
     can_die: ClassVar[bool] = False
     monotone: ClassVar[bool] = True  # False: one output value has inputs with different slopes
+    output_range: tuple[float, float] | None = None
 
     def __init__(self, inplace: bool = False):
         super().__init__()
@@ -185,26 +200,22 @@ class Activation(nn.Module):
             (dx,) = torch.autograd.grad(self.reference(x).sum(), x)
         return dx
 
-    def output_range(self) -> tuple[float, float]:
-        """(inf f, sup f); by default the minimum on [-12, 12] and unbounded above (GELU, SiLU)."""
-        return (float(self.f(_GRID).min()), math.inf)
-
     def peak_slope(self) -> float:
         """max |f'(x)|, read off a fine grid on [-12, 12]."""
         return float(np.max(np.abs(self.df(_GRID))))
 
-    def spec_args(self) -> list[tuple[str, Any, Any]]:
-        """(argument, value, default) in constructor order; the spec shows the non-defaults."""
+    def spec_args(self) -> list[tuple[Any, Any]]:
+        """(value, default) per constructor argument, in order; the spec shows non-defaults."""
         return []
 
     @property
     def spec(self) -> str:
         """The recipe string that rebuilds this module, e.g. ``"leaky_relu(0.1)"``."""
         args = self.spec_args()
-        last = max((i for i, (_, v, d) in enumerate(args) if v != d), default=-1)
+        last = max((i for i, (v, d) in enumerate(args) if v != d), default=-1)
         if last < 0:
             return self.name
-        return f"{self.name}({', '.join(_fmt(v) for _, v, _ in args[: last + 1])})"
+        return f"{self.name}({', '.join(_fmt(v) for v, _ in args[: last + 1])})"
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}" + (", inplace=True" if self.inplace else "")
@@ -212,16 +223,13 @@ class Activation(nn.Module):
     def info(self) -> ActivationInfo:
         """A frozen snapshot of this activation's math and properties (PReLU: current slope)."""
         return ActivationInfo(
-            name=self.name,
             spec=self.spec,
-            formula=self.formula,
-            paper=self.paper,
             f=self.f,
             df=self.df,
             forward=self.forward,
             grad=self.grad,
             grad_from_output=self.grad_from_output if self.monotone else None,
-            output_range=self.output_range(),
+            output_range=self.output_range or (float(self.f(_GRID).min()), math.inf),
             zero_centred=self.zero_centred,
             saturates=self.saturates,
             can_die=self.can_die,
@@ -229,24 +237,15 @@ class Activation(nn.Module):
         )
 
 
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
 @ACTIVATIONS.register("sigmoid", "logistic")
 class Sigmoid(Activation):
-    """Logistic sigmoid ``f(x) = 1 / (1 + e^-x)`` (Rumelhart, Hinton & Williams 1986).
-
-    Not zero-centred and saturating both sides, which is why LeCun et al. 1998 advise tanh.
-    """
+    """``f(x) = 1 / (1 + e^-x)`` (Rumelhart, Hinton & Williams 1986). Not zero-centred and
+    saturating both sides, which is why LeCun et al. 1998 (Efficient BackProp) advise tanh."""
 
     name = "sigmoid"
-    formula = "f(x) = 1 / (1 + exp(-x)); f'(x) = f(x) (1 - f(x))"
-    paper = "Rumelhart, Hinton & Williams 1986; LeCun et al. 1998 (Efficient BackProp)"
     zero_centred = False
     saturates = "|x| > ~5.3 both sides"
+    output_range = (0.0, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:
         return x.sigmoid_() if self.inplace else torch.sigmoid(x)
@@ -257,19 +256,15 @@ class Sigmoid(Activation):
     def grad_from_output(self, y):
         return y * (1 - y)
 
-    def output_range(self):
-        return (0.0, 1.0)
-
 
 @ACTIVATIONS.register("tanh")
 class Tanh(Activation):
     """``f(x) = tanh x``, the zero-centred sigmoid of LeCun et al. 1998 (Efficient BackProp)."""
 
     name = "tanh"
-    formula = "f(x) = tanh(x); f'(x) = 1 - tanh(x)^2"
-    paper = "LeCun et al. 1998 (Efficient BackProp)"
     zero_centred = True
     saturates = "|x| > ~2.6 both sides"
+    output_range = (-1.0, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:
         return x.tanh_() if self.inplace else torch.tanh(x)
@@ -280,23 +275,17 @@ class Tanh(Activation):
     def grad_from_output(self, y):
         return 1 - y * y
 
-    def output_range(self):
-        return (-1.0, 1.0)
-
 
 @ACTIVATIONS.register("relu")
 class ReLU(Activation):
-    """``f(x) = max(0, x)`` (Nair & Hinton 2010; Glorot, Bordes & Bengio 2011).
-
-    A unit whose input stays negative gets no gradient and can die.
-    """
+    """``f(x) = max(0, x)`` (Nair & Hinton 2010; Glorot, Bordes & Bengio 2011). A unit whose
+    input stays negative gets no gradient and can die."""
 
     name = "relu"
-    formula = "f(x) = max(0, x); f'(x) = 1 if x > 0 else 0"
-    paper = "Nair & Hinton 2010; Glorot, Bordes & Bengio 2011"
     zero_centred = False
     saturates = "x < 0 (zero gradient)"
     can_die = True
+    output_range = (0.0, math.inf)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu_(x) if self.inplace else torch.relu(x)
@@ -307,39 +296,32 @@ class ReLU(Activation):
     def grad_from_output(self, y):
         return (y > 0).to(y.dtype)
 
-    def output_range(self):
-        return (0.0, math.inf)
-
 
 @ACTIVATIONS.register("leaky_relu")
 class LeakyReLU(Activation):
     """``f(x) = x if x > 0 else a x`` (Maas, Hannun & Ng 2013): units cannot die."""
 
     name = "leaky_relu"
-    formula = "f(x) = x if x > 0 else a x; f'(x) = 1 if x > 0 else a"
-    paper = "Maas, Hannun & Ng 2013"
     zero_centred = False
 
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__(inplace)
-        self.negative_slope = _number("negative_slope", negative_slope)
-        if not 0.0 <= negative_slope < 1.0:
-            raise ValueError(f"negative_slope must be in [0, 1), got {negative_slope!r}")
+        self.negative_slope = _number(
+            "negative_slope", negative_slope, "a number in [0, 1)", lambda v: 0 <= v < 1
+        )
+        self.output_range = (-math.inf if self.negative_slope > 0 else 0.0, math.inf)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.leaky_relu(x, self.negative_slope, self.inplace)
 
     def spec_args(self):
-        return [("negative_slope", self.negative_slope, 0.01)]
+        return [(self.negative_slope, 0.01)]
 
     def reference(self, x):
         return torch.where(x > 0, x, self.negative_slope * x)
 
     def grad_from_output(self, y):
         return torch.where(y > 0, torch.ones_like(y), self.negative_slope)
-
-    def output_range(self):
-        return (-math.inf if self.negative_slope > 0 else 0.0, math.inf)
 
 
 @ACTIVATIONS.register("prelu")
@@ -351,17 +333,12 @@ class PReLU(Activation):
     """
 
     name = "prelu"
-    formula = "f(x) = x if x > 0 else a_c x; f'(x) = 1 if x > 0 else a_c (a learned)"
-    paper = "He et al. 2015 (Delving Deep into Rectifiers)"
     zero_centred = False
+    output_range = (-math.inf, math.inf)
 
     def __init__(self, num_parameters: int = 1, init: float = 0.25, inplace: bool = False):
         super().__init__(inplace)  # F.prelu has no in-place form; the flag is accepted and ignored
-        if isinstance(num_parameters, bool) or not isinstance(num_parameters, int):
-            raise ValueError(f"num_parameters must be a positive integer, got {num_parameters!r}")
-        if num_parameters < 1:
-            raise ValueError(f"num_parameters must be a positive integer, got {num_parameters!r}")
-        self.num_parameters = num_parameters
+        self.num_parameters = _positive_int("num_parameters", num_parameters)
         self.init = _number("init", init)
         self.weight = nn.Parameter(torch.full((num_parameters,), self.init))
 
@@ -369,7 +346,7 @@ class PReLU(Activation):
         return F.prelu(x, self.weight)
 
     def spec_args(self):
-        return [("num_parameters", self.num_parameters, 1), ("init", self.init, 0.25)]
+        return [(self.num_parameters, 1), (self.init, 0.25)]
 
     def _slope(self, x: Tensor) -> Tensor:
         a = self.weight.detach().to(x.dtype)
@@ -393,34 +370,26 @@ class PReLU(Activation):
     def peak_slope(self) -> float:
         return max(1.0, float(self.weight.detach().abs().max()))
 
-    def output_range(self):
-        return (-math.inf, math.inf)
-
 
 @ACTIVATIONS.register("elu")
 class ELU(Activation):
     """``f(x) = x if x > 0 else alpha (e^x - 1)`` (Clevert, Unterthiner & Hochreiter 2016).
-
-    Negative outputs pull the mean activation toward zero; saturates to ``-alpha`` for x << 0.
-    """
+    Negative outputs pull the mean activation toward zero; saturates to ``-alpha``."""
 
     name = "elu"
-    formula = "f(x) = x if x > 0 else alpha (exp(x) - 1); f'(x) = 1 if x > 0 else alpha exp(x)"
-    paper = "Clevert, Unterthiner & Hochreiter 2016"
     zero_centred = False
     saturates = "x < ~-4 (to -alpha)"
 
     def __init__(self, alpha: float = 1.0, inplace: bool = False):
         super().__init__(inplace)
-        self.alpha = _number("alpha", alpha)
-        if self.alpha <= 0:
-            raise ValueError(f"alpha must be a positive number, got {alpha!r}")
+        self.alpha = _positive("alpha", alpha)
+        self.output_range = (-self.alpha, math.inf)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.elu(x, self.alpha, self.inplace)
 
     def spec_args(self):
-        return [("alpha", self.alpha, 1.0)]
+        return [(self.alpha, 1.0)]
 
     def reference(self, x):
         return _elu(x, self.alpha)
@@ -428,23 +397,16 @@ class ELU(Activation):
     def grad_from_output(self, y):
         return torch.where(y > 0, torch.ones_like(y), y + self.alpha)
 
-    def output_range(self):
-        return (-self.alpha, math.inf)
-
 
 @ACTIVATIONS.register("selu")
 class SELU(Activation):
-    """``f(x) = lambda elu_alpha(x)``, alpha ~ 1.6733, lambda ~ 1.0507 (Klambauer et al. 2017).
-
-    The constants make E[f(z)] = 0 and E[f(z)^2] = 1 for z ~ N(0, 1), so with LeCun-normal
-    weights mean 0, variance 1 is an attracting fixed point ("Self-Normalizing Neural Networks").
-    """
+    """``f(x) = lambda elu_alpha(x)``, alpha ~ 1.6733, lambda ~ 1.0507 (Klambauer et al. 2017,
+    "Self-Normalizing Neural Networks"): E[f(z)] = 0 and E[f(z)^2] = 1 for z ~ N(0, 1)."""
 
     name = "selu"
-    formula = "f(x) = lambda x if x > 0 else lambda alpha (exp(x) - 1)"
-    paper = "Klambauer et al. 2017 (Self-Normalizing Neural Networks)"
     zero_centred = True
     saturates = "x < ~-4 (to -lambda alpha)"
+    output_range = (-SELU_SCALE * SELU_ALPHA, math.inf)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.selu(x, self.inplace)
@@ -455,36 +417,26 @@ class SELU(Activation):
     def grad_from_output(self, y):
         return torch.where(y > 0, torch.full_like(y, SELU_SCALE), y + SELU_SCALE * SELU_ALPHA)
 
-    def output_range(self):
-        return (-SELU_SCALE * SELU_ALPHA, math.inf)
-
 
 @ACTIVATIONS.register("gelu")
 class GELU(Activation):
-    """``f(x) = x Phi(x)`` (Hendrycks & Gimpel 2016, "Gaussian Error Linear Units").
-
-    ``approximate='tanh'``: the paper's ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.
-    Dips to about -0.17 near x = -0.75, then returns to 0: not monotone.
-    """
+    """``f(x) = x Phi(x)`` (Hendrycks & Gimpel 2016, "Gaussian Error Linear Units");
+    ``approximate='tanh'`` is the paper's ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
 
     name = "gelu"
-    formula = "f(x) = x Phi(x); f'(x) = Phi(x) + x phi(x)"
-    paper = "Hendrycks & Gimpel 2016 (Gaussian Error Linear Units)"
     zero_centred = False
     saturates = "x < ~-2.8 (to 0)"
-    monotone = False
+    monotone = False  # dips to about -0.17 near x = -0.75
 
     def __init__(self, approximate: str = "none", inplace: bool = False):
         super().__init__(inplace)  # F.gelu has no in-place form; the flag is accepted and ignored
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
-        self.approximate = approximate
+        self.approximate = _choice("approximate", approximate, ("none", "tanh"))
 
     def forward(self, x: Tensor) -> Tensor:
         return F.gelu(x, approximate=self.approximate)
 
     def spec_args(self):
-        return [("approximate", self.approximate, "none")]
+        return [(self.approximate, "none")]
 
     def reference(self, x):
         if self.approximate == "tanh":
@@ -494,15 +446,13 @@ class GELU(Activation):
 
 @ACTIVATIONS.register("silu", "swish")
 class SiLU(Activation):
-    """``f(x) = x sigmoid(x)``, a.k.a. swish (Elfwing, Uchibe & Doya 2018; Ramachandran et al.
-    2017). Dips to about -0.28 near x = -1.28: not monotone."""
+    """``f(x) = x sigmoid(x)``, a.k.a. swish (Elfwing, Uchibe & Doya 2018; Ramachandran,
+    Zoph & Le 2017)."""
 
     name = "silu"
-    formula = "f(x) = x sigmoid(x); f'(x) = s (1 + x (1 - s)), s = sigmoid(x)"
-    paper = "Elfwing, Uchibe & Doya 2018; Ramachandran, Zoph & Le 2017"
     zero_centred = False
     saturates = "x < ~-5.5 (to 0)"
-    monotone = False
+    monotone = False  # dips to about -0.28 near x = -1.28
 
     def forward(self, x: Tensor) -> Tensor:
         return F.silu(x, self.inplace)
@@ -516,9 +466,8 @@ class Identity(Activation):
     """No non-linearity, ``f(x) = x``: stacked linear layers stay one linear map."""
 
     name = "identity"
-    formula = "f(x) = x; f'(x) = 1"
-    paper = "-"
     zero_centred = True
+    output_range = (-math.inf, math.inf)
 
     def forward(self, x: Tensor) -> Tensor:
         return x
@@ -529,16 +478,12 @@ class Identity(Activation):
     def grad_from_output(self, y):
         return torch.ones_like(y)
 
-    def output_range(self):
-        return (-math.inf, math.inf)
-
 
 def make_activation(spec: str, inplace: bool = False) -> Activation:
     """Build the activation a recipe names: ``make_activation("leaky_relu(0.1)")``.
 
     ``inplace=True`` overwrites the input where PyTorch has an in-place kernel (sigmoid, tanh,
-    relu, leaky_relu, elu, selu, silu) and is ignored elsewhere. Unknown names raise
-    ``RegistryError`` listing the valid ones.
+    relu, leaky_relu, elu, selu, silu) and is ignored elsewhere.
     """
     return ACTIVATIONS.create(spec, **({"inplace": True} if inplace else {}))
 
@@ -550,29 +495,10 @@ def _info_cached(spec: str) -> ActivationInfo:
 
 def activation_info(spec: str | Activation) -> ActivationInfo:
     """Properties and reference math of an activation, by spec or from a module."""
-    if isinstance(spec, Activation):
-        return spec.info()
-    return _info_cached(spec)
+    return spec.info() if isinstance(spec, Activation) else _info_cached(spec)
 
 
-PLOT_SPECS = (
-    "sigmoid",
-    "tanh",
-    "relu",
-    "leaky_relu(0.1)",
-    "prelu",
-    "elu",
-    "selu",
-    "gelu",
-    "silu",
-    "identity",
-)
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Start and end index of each run of True in a 1-D mask."""
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
-    return list(zip(edges[::2], edges[1::2] - 1, strict=True))
+PLOT_SPECS = tuple("sigmoid tanh relu leaky_relu(0.1) prelu elu selu gelu silu identity".split())
 
 
 def plot_activations(
@@ -584,6 +510,8 @@ def plot_activations(
     """
     from matplotlib.figure import Figure  # Agg canvas, no pyplot global state
 
+    from trainlab.fileio import write_with
+
     x = np.linspace(-6.0, 6.0, 1201)
     cols = 5
     rows = math.ceil(len(specs) / cols)
@@ -591,13 +519,11 @@ def plot_activations(
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, spec in zip(axes, specs, strict=False):
         info = activation_info(spec)
-        y, dy = info.f(x), info.df(x)
-        for lo, hi in _runs(info.saturated_np(x, eps)):
-            ax.axvspan(x[lo], x[hi], color="0.88", lw=0)
+        ax.fill_between(x, -2.0, 3.0, where=info.saturated_np(x, eps), color="0.88", lw=0)
         ax.axhline(0.0, color="0.6", lw=0.6)
         ax.axvline(0.0, color="0.6", lw=0.6)
-        ax.plot(x, y, color="C0", lw=1.6, label="f(x)")
-        ax.plot(x, dy, color="C3", lw=1.2, ls="--", label="f'(x)")
+        ax.plot(x, info.f(x), color="C0", lw=1.6, label="f(x)")
+        ax.plot(x, info.df(x), color="C3", lw=1.2, ls="--", label="f'(x)")
         ax.set_title(info.spec, fontsize=10)
         ax.set_xlim(-6, 6)
         ax.set_ylim(-2.0, 3.0)
@@ -606,7 +532,4 @@ def plot_activations(
     axes[0].legend(loc="upper left", fontsize=8)
     fig.suptitle(f"Activations and derivatives (grey: |f'| < {eps:g} x peak slope)")
     suffix = os.fspath(path).rsplit(".", 1)[-1].lower() if "." in os.fspath(path) else "png"
-
-    from trainlab.fileio import write_with
-
     write_with(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=110))
