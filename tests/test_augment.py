@@ -299,7 +299,7 @@ def test_jitter_sequential_matches_the_definition_with_clamping(order):
 @pytest.mark.parametrize("order", ["fixed", "random"])
 def test_fused_jitter_matches_the_definition_clamped_once(order):
     x = smooth_images(8, h=8, w=8)
-    op = ColorJitter(0.5, 0.5, 0.5, order=order)
+    op = ColorJitter(0.5, 0.5, 0.5, order=order, fused=True)
     assert op.kind == "affine"
     y, params = op(x, gen(13), return_params=True)
     for i in range(8):
@@ -316,8 +316,8 @@ def test_fused_with_hue_equals_sequential_when_nothing_clips():
     x = (smooth_images(8, h=8, w=8).float() * 0.5 + 64).round().to(torch.uint8)  # [64, 192]
     kwargs = dict(brightness=0.15, contrast=0.15, saturation=0.15, hue=0.3, order="random")
     params = ColorJitter(**kwargs).sample_params(x.shape, gen(14))
-    fused = ColorJitter(**kwargs).apply(x, params)
-    sequential = ColorJitter(**kwargs, fused=False).apply(x, params)
+    fused = ColorJitter(**kwargs, fused=True).apply(x, params)
+    sequential = ColorJitter(**kwargs).apply(x, params)
     assert (fused.int() - sequential.int()).abs().max() <= 1
 
 
@@ -468,8 +468,9 @@ def test_pipeline_works_on_float_like_on_uint8():
 def test_pipeline_fused_colour_run_equals_ops_one_by_one_when_nothing_clips():
     x = (smooth_images(6).float() * 0.5 + 64).round().to(torch.uint8)
     pipe = make_pipeline(
-        ["jitter(0.1, 0.1, 0.1)", "grayscale(0.5)", "pca_lighting(0.1)"], stats=STATS
+        ["jitter(0.1, 0.1, 0.1, fused=True)", "grayscale(0.5)", "pca_lighting(0.1)"], stats=STATS
     )
+    assert [op.kind for op in pipe.ops] == ["affine"] * 3  # the default jitter is not fused
     y, params = pipe(x, gen(33), return_params=True)
     step = x.float()
     for op, p in zip(pipe.ops, params, strict=True):

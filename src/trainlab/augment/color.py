@@ -1,28 +1,37 @@
 """Colour augmentations: jitter, random greyscale, PCA lighting, per image, on whole batches.
 
-Definitions are Pillow's ``ImageEnhance`` / torchvision's, with grey ``g = w . x``,
+Jitter means what Pillow's ``ImageEnhance`` and torchvision's ``ColorJitter`` mean: each
+operation is a blend ``x' = clamp(f x + (1 - f) d)`` of the image with a "degenerate" image ``d``,
+clamped to [0, white] before the next operation starts. With grey ``g = w . x``,
 ``w = (0.299, 0.587, 0.114)`` (ITU-R BT.601):
 
-- brightness ``f``: ``x' = f x`` (blend with black);
-- contrast ``f``: ``x' = f x + (1 - f) m``, ``m`` the image's mean grey level (blend with grey);
-- saturation ``f``: ``x' = f x + (1 - f) g`` (blend with the greyscale image);
+- brightness ``f``: ``d = 0`` (blend with black);
+- contrast ``f``: ``d = m``, the mean grey level of the image as it is at that point;
+- saturation ``f``: ``d = g`` (blend with the greyscale image);
 - hue ``h`` in [-0.5, 0.5]: rotate the HSV hue, ``H' = (H + h) mod 1``.
 
-All but hue are affine maps ``x' = A x + t`` per image, and the mean grey after an affine map is
-itself affine in the image's channel means (``m' = w . (A mu + t)``; saturation keeps the grey
-level). So a chain of them composes into **one 3x3 matrix and offset per image**, applied in a
-single float pass. The sequential definition clamps to [0, white] after each operation; the fused
-path clamps once at the end (and before and after hue, which needs values in [0, 1]). The two
-differ only where an intermediate value leaves the valid range, e.g. a bright pixel pushed past
-white by brightness 1.4 and then pulled back by contrast 0.6. ``fused=False`` gives the
-sequential definition exactly.
+Pillow (``ImageEnhance``, ``Image.blend`` in libImaging/Blend.c) computes
+``out = in1 + f (in2 - in1)`` with ``in1 = d``, clips to [0, 255] when ``f`` is outside [0, 1]
+and truncates to uint8; its grey is ``convert("L")``, ``(19595 R + 38470 G + 7471 B + 2^15) >> 16``
+(libImaging/Convert.c, the BT.601 weights in 16-bit fixed point), and Contrast's ``d`` is the
+mean of that grey image rounded to a level, ``int(mean + 0.5)``. Here the chain stays in float
+and rounds once at the end, so a single operation is within 1 level of Pillow and a chain of
+them within a few (tests/test_color_jitter.py measures both on real images).
+
+Brightness, contrast and saturation are each an affine map ``x' = A x + t`` per image, so
+without the intermediate clamps a chain of them composes into one 3x3 matrix and offset per
+image. ``ColorJitter(fused=True)`` does that (one float pass, one clamp at the end); it differs
+from the definition wherever an intermediate value leaves [0, white], e.g. a bright pixel pushed
+past white by brightness 1.4 and pulled back by contrast 0.6 (docs/benchmarks.md measures how
+much on CIFAR-10). The default, ``fused=False``, is the definition.
 
 Single-channel images: grey is the channel itself, so saturation, greyscale and hue leave them
-unchanged (saturation's matrix reduces to 1 by itself; hue is skipped).
+unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -34,7 +43,6 @@ from trainlab.augment._base import (
     bernoulli,
     blocks,
     channel_means,
-    from_work,
     grey_weights,
     rand,
     randn,
@@ -104,6 +112,11 @@ def _factor_range(value: Any, name: str, centre: float = 1.0) -> tuple[float, fl
     return max(0.0, centre - value), centre + value
 
 
+def _col(v: Tensor) -> Tensor:
+    """A per-image scalar (B,) shaped to broadcast over (B, C, H, W)."""
+    return v[:, None, None, None]
+
+
 class AffineColor(Augmentation):
     """A colour operation that is an affine map per image (see module docstring)."""
 
@@ -115,6 +128,12 @@ class AffineColor(Augmentation):
 
     def apply(self, x: Tensor, params: Params) -> Tensor:
         return finish_affine(x, self.affine(params, channel_means(x), value_scale(x)), x)
+
+
+def _truncate(y: Tensor) -> Tensor:
+    """Float values in [0, 256) truncated, as int32: the uint8 copy from int32 is several times
+    faster than from float on the CPU (torch 2.x), for the same values."""
+    return y.to(torch.int32)
 
 
 def finish_affine(x: Tensor, affine: Affine, like: Tensor) -> Tensor:
@@ -130,7 +149,8 @@ def finish_affine(x: Tensor, affine: Affine, like: Tensor) -> Tensor:
     out = torch.empty(x.shape, dtype=like.dtype, device=x.device)
     for part in blocks(x):
         y = apply_affine(to_work(x[part]), (a[part], t[part]))
-        out[part].copy_(y.clamp_(0.0, white))  # float -> uint8 copy truncates
+        y = y.clamp_(0.0, white)
+        out[part].copy_(_truncate(y) if like.dtype == torch.uint8 else y)
     return out
 
 
@@ -139,9 +159,16 @@ class ColorJitter(AffineColor):
 
     Factors are drawn per image, uniform in ``[max(0, 1 - b), 1 + b]`` (brightness, contrast,
     saturation; a pair gives the range) and ``[-hue, hue]`` for the hue shift (hue <= 0.5).
-    ``order="fixed"`` applies brightness, contrast, saturation, hue; ``"random"`` draws a
-    permutation per image. ``fused`` composes the linear operations into one colour matrix (see
-    the module docstring for where clamping happens).
+    Each operation is applied on its own and clamped to [0, white] before the next (the module
+    docstring gives the definitions), one batched pass per operation.
+
+    ``order="fixed"`` (the default) applies brightness, contrast, saturation, hue: the order in
+    which Pillow users chain ``ImageEnhance`` and the order torchvision's ColorJitter lists; it is
+    also the cheapest (operations whose range is the identity are skipped). ``order="random"``
+    draws a permutation per image, as torchvision's ColorJitter does when it is called once per
+    image in a Dataset (called on a batch, torchvision draws one permutation for the whole
+    batch). ``fused=True`` composes brightness, contrast and saturation into one colour matrix
+    per image and clamps once (faster, not the definition; see the module docstring).
     """
 
     def __init__(
@@ -151,7 +178,7 @@ class ColorJitter(AffineColor):
         saturation: Any = 0.0,
         hue: Any = 0.0,
         order: str = "fixed",
-        fused: bool = True,
+        fused: bool = False,
     ):
         self.ranges = (
             _factor_range(brightness, "brightness"),
@@ -161,9 +188,15 @@ class ColorJitter(AffineColor):
         )
         if order not in ("fixed", "random"):
             raise ValueError(f"order must be 'fixed' or 'random', got {order!r}")
-        self.order, self.fused = order, bool(fused)
-        self.has_hue = self.ranges[HUE] != (0.0, 0.0)
-        self.kind = "pixel" if (self.has_hue or not self.fused) else "affine"
+        if not isinstance(fused, bool):
+            raise ValueError(f"fused must be True or False, got {fused!r}")
+        self.order, self.fused = order, fused
+        identity = ((1.0, 1.0), (1.0, 1.0), (1.0, 1.0), (0.0, 0.0))
+        self.active = tuple(r != i for r, i in zip(self.ranges, identity, strict=True))
+        self.has_hue = self.active[HUE]
+        # only the fused form without hue is one affine map, which a pipeline may merge with
+        # its affine neighbours (greyscale, PCA lighting)
+        self.kind = "affine" if (self.fused and not self.has_hue) else "pixel"
 
     @staticmethod
     def _hue_range(hue: Any) -> tuple[float, float]:
@@ -197,55 +230,35 @@ class ColorJitter(AffineColor):
         factors = torch.tensor([1.0, 1.0, 1.0, 0.0], device=device).expand(b, 4).clone()
         return {"factors": factors, "order": torch.arange(4, device=device).expand(b, 4).clone()}
 
-    # -- composition ------------------------------------------------------------------------
-
-    def _step(self, op: Tensor, f: Tensor, affine: Affine, means: Tensor) -> Affine:
-        """One position of the chain: each image applies its own op (3 = hue/skip: unchanged)."""
-        a, t = affine
-        c = a.shape[-1]
-        w = grey_weights(c, a.device)
-        grey = ((a @ means[..., None]).squeeze(-1) + t) @ w  # mean grey after the chain so far
-        eye = torch.eye(c, device=a.device)
-        fb = f[:, None, None]
-        sat = fb * eye + (1 - fb) * w[None, None, :].expand(-1, c, -1)  # f I + (1 - f) 1 w^T
-        a_new = torch.where((op == SATURATION)[:, None, None], sat @ a, fb * a)
-        t_new = torch.where(
-            (op == SATURATION)[:, None], (sat @ t[..., None]).squeeze(-1), f[:, None] * t
-        )
-        t_new = t_new + ((op == CONTRAST) * (1 - f) * grey)[:, None]
-        keep = (op == HUE)[:, None]
-        return torch.where(keep[..., None], a, a_new), torch.where(keep, t, t_new)
-
-    def _chain(self, params: Params, means: Tensor, positions: Tensor) -> Affine:
-        """Compose the linear ops at the selected ``positions`` (B, 4) into one affine map."""
-        affine = identity_affine(means.shape[0], means.shape[1], means.device)
-        factors, order = params["factors"].to(means.device), params["order"].to(means.device)
-        for k in range(4):
-            op = torch.where(positions[:, k], order[:, k], HUE)
-            affine = self._step(op, factors.gather(1, op[:, None]).squeeze(1), affine, means)
-        return affine
-
-    def affine(self, params: Params, means: Tensor, white: float) -> Affine:
-        if self.order == "fixed":
-            return self._fixed_chain(params["factors"].to(means.device), means)
-        every = torch.ones_like(params["order"], dtype=torch.bool, device=means.device)
-        return self._chain(params, means, every)
+    # -- one position of the chain as an affine map ----------------------------------------
 
     @staticmethod
-    def _fixed_chain(factors: Tensor, means: Tensor) -> Affine:
-        """Brightness, contrast, saturation in that order, in closed form (the common case).
+    def _position_affine(op: Tensor, factors: Tensor, means: Tensor) -> Affine:
+        """Each image's own operation ``op[b]`` as ``(A, t)``, given its channel means (B, C).
 
-        ``A = f_b f_c S(f_s)``, ``t = (1 - f_c) f_b (w . mu) 1``: saturation maps the grey
-        offset to itself because ``S 1 = 1``.
+        Brightness ``f I``; contrast ``f I`` and ``t = (1 - f) (w . mu) 1``; saturation
+        ``f I + (1 - f) 1 w^T``; hue (not affine) is the identity here.
         """
         b, c = means.shape
         w = grey_weights(c, means.device)
-        fb, fc, fs = factors[:, BRIGHTNESS], factors[:, CONTRAST], factors[:, SATURATION]
-        eye = torch.eye(c, device=means.device)
-        fsb = fs[:, None, None]
-        sat = fsb * eye + (1 - fsb) * w.expand(c, c)
-        a = (fb * fc)[:, None, None] * sat
-        t = ((1 - fc) * fb * (means @ w))[:, None].expand(b, c)
+        f = factors.gather(1, op[:, None]).squeeze(1).to(means.dtype)
+        f = torch.where(op == HUE, torch.ones_like(f), f)
+        fb = f[:, None, None]
+        eye = torch.eye(c, device=means.device, dtype=means.dtype)
+        sat = fb * eye + (1 - fb) * w.to(means.dtype).expand(c, c)
+        a = torch.where((op == SATURATION)[:, None, None], sat, fb * eye)
+        grey = means @ w.to(means.dtype)
+        t = torch.where(op == CONTRAST, (1 - f) * grey, torch.zeros_like(f))
+        return a, t[:, None].expand(b, c)
+
+    def affine(self, params: Params, means: Tensor, white: float) -> Affine:
+        """The fused map: every linear operation composed, no intermediate clamp."""
+        means = means.float()
+        factors, order = params["factors"].to(means.device), params["order"].to(means.device)
+        a, t = identity_affine(means.shape[0], means.shape[1], means.device)
+        for k in range(4):
+            current = (a @ means[..., None]).squeeze(-1) + t  # channel means after the chain
+            a, t = compose_affine((a, t), self._position_affine(order[:, k], factors, current))
         return a, t
 
     # -- application ------------------------------------------------------------------------
@@ -253,34 +266,119 @@ class ColorJitter(AffineColor):
     def apply(self, x: Tensor, params: Params) -> Tensor:
         if x.shape[1] not in (1, 3):
             raise ValueError(f"colour jitter needs 1 or 3 channels, got C={x.shape[1]}")
-        if not self.fused:
-            return self._apply_sequential(x, params)
+        if self.fused:
+            return self._apply_fused(x, params)
+        out = torch.empty_like(x)
+        for part in blocks(x):
+            sub = {k: v[part] for k, v in params.items()}
+            if self.order == "fixed":
+                y = self._fixed(x[part], sub, x.dtype == torch.uint8)
+            else:
+                y = self._random(x[part], sub, x.dtype == torch.uint8)
+            out[part].copy_(_truncate(y) if x.dtype == torch.uint8 else y)
+        return out
+
+    def _fixed(self, x: Tensor, params: Params, to_uint8: bool) -> Tensor:
+        """Brightness, contrast, saturation, hue in that order, each clamped to [0, white].
+
+        Brightness and contrast scale every channel by one factor ``f >= 0`` and shift it, so
+        the image is carried as ``y = s z + u`` (per-image scalars ``s``, ``u``) and the clamp
+        of ``y`` to [0, W] is the clamp of ``z`` to ``[-u / s, (W - u) / s]``: the same values,
+        without a pass for the scaling. Saturation, ``y' = f y + (1 - f) (w . y)``, takes ``s``
+        and ``u`` in (``w`` sums to 1).
+        """
+        white = value_scale(x)
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        b, c, h, w = x.shape
+        f = params["factors"].to(x.device, dtype)
+        luma = grey_weights(c, x.device).to(dtype)
+        s = torch.ones(b, device=x.device, dtype=dtype)
+        u = torch.zeros_like(s)
+        lazy = False  # whether y = s z + u still has to be applied to z
+        z = None  # the float working copy, made by the first pass that needs it
+        steps = [k for k in range(4) if self.active[k] and (c == 3 or k < SATURATION)]
+        for k in steps:
+            # uint8: add 0.5 before the last clamp, so the truncating conversion rounds
+            end = 0.5 if to_uint8 and k == steps[-1] else 0.0
+            if k in (BRIGHTNESS, CONTRAST):
+                fk = f[:, k]
+                shift = torch.zeros_like(fk)
+                if k == CONTRAST:  # blend with the mean grey of the image as it is now
+                    means = channel_means(x) if z is None else z.mean(dim=(2, 3))
+                    shift = (1 - fk) * (s * (means.to(dtype) @ luma) + u)
+                s, u = fk * s, fk * u + shift
+                flat = s <= 0  # factor 0: the image is the constant clamp(u)
+                u = torch.where(flat, u.clamp(0.0, white), u)
+                safe = torch.where(flat, torch.ones_like(s), s)
+                lo = torch.where(flat, -math.inf, -u / safe)
+                hi = torch.where(flat, math.inf, (white - u) / safe)
+                if z is None:
+                    z = x.to(dtype, copy=True)
+                torch.maximum(z, _col(lo), out=z)  # tensor-bound clamp_ is not vectorized
+                torch.minimum(z, _col(hi), out=z)
+                lazy = True
+            elif k == SATURATION:
+                if z is None:
+                    z = x.to(dtype, copy=True)
+                fs = f[:, SATURATION]
+                grey = (luma @ z.reshape(b, c, h * w)).reshape(b, 1, h, w)
+                grey.mul_(_col((1 - fs) * s)).add_(_col(u + end))
+                z.mul_(_col(fs * s)).add_(grey).clamp_(0.0, white)
+                s, u, lazy = torch.ones_like(s), torch.zeros_like(u), False
+                continue
+            else:  # hue is last
+                if z is None:
+                    z = x.to(dtype, copy=True)
+                if lazy:
+                    z.mul_(_col(s)).add_(_col(u)).clamp_(0.0, white)
+                    lazy = False
+                z = hue_shift(z.div_(white), f[:, HUE]).mul_(white).add_(end).clamp_(0.0, white)
+                continue
+            if k == steps[-1]:
+                z.mul_(_col(s)).add_(_col(u + end)).clamp_(0.0, white)
+        if z is None:
+            z = x.to(dtype, copy=True).add_(0.5 if to_uint8 else 0.0)
+        return z
+
+    def _random(self, x: Tensor, params: Params, to_uint8: bool) -> Tensor:
+        """A permutation per image: at position k each image applies its own ``order[b, k]``."""
+        white = value_scale(x)
+        y = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32, copy=True)
+        f = params["factors"].to(x.device, y.dtype)
+        order = params["order"].to(x.device)
+        hue = self.has_hue and y.shape[1] == 3
+        for k in range(4):
+            op = order[:, k]
+            step = self._position_affine(op, f, y.mean(dim=(2, 3)))
+            y = apply_affine(y, step).clamp_(0.0, white)
+            if hue:
+                at = op == HUE  # a few images per position; boolean indexing keeps it exact
+                y[at] = hue_shift(y[at].div_(white), f[at, HUE]).mul_(white).clamp_(0.0, white)
+        if to_uint8:
+            y.add_(0.5)
+        return y
+
+    def _apply_fused(self, x: Tensor, params: Params) -> Tensor:
+        """One colour matrix per image, clamped once; with hue, the maps before and after it."""
         white, means = value_scale(x), channel_means(x)
         if not self.has_hue or x.shape[1] == 1:
             return finish_affine(x, self.affine(params, means, white), x)
-        work = to_work(x).float()
-        order = params["order"].to(x.device)
-        hue_at = (order == HUE).to(torch.uint8).argmax(dim=1, keepdim=True)
-        position = torch.arange(4, device=x.device)[None]
-        y = apply_affine(work, self._chain(params, means, position < hue_at)).clamp_(0, white)
-        y = hue_shift(y / white, params["factors"][:, HUE].to(x.device)).mul_(white)
-        after = self._chain(params, y.mean(dim=(2, 3)).float(), position > hue_at)
-        return finish_affine(y, after, x)
-
-    def _apply_sequential(self, x: Tensor, params: Params) -> Tensor:
-        """The definition: one operation at a time, clamping to [0, white] after each."""
-        y, white = to_work(x), value_scale(x)
         factors, order = params["factors"].to(x.device), params["order"].to(x.device)
-        for k in range(4):
-            op = order[:, k]
-            only = torch.zeros_like(order, dtype=torch.bool)
-            only[:, k] = True
-            step = self._chain(params, y.mean(dim=(2, 3)), only)
-            y = apply_affine(y, step).clamp_(0, white)
-            if self.has_hue and y.shape[1] == 3:
-                shift = torch.where(op == HUE, factors[:, HUE], 0.0)
-                y = hue_shift(y / white, shift).mul_(white).clamp_(0, white)
-        return from_work(y, x)
+        hue_at = (order == HUE).to(torch.uint8).argmax(dim=1)
+        b = x.shape[0]
+
+        def chain(means: Tensor, before: bool) -> Affine:
+            a, t = identity_affine(b, means.shape[1], x.device)
+            for k in range(4):
+                keep = (k < hue_at) if before else (k > hue_at)
+                op = torch.where(keep, order[:, k], HUE)
+                current = (a @ means[..., None]).squeeze(-1) + t
+                a, t = compose_affine((a, t), self._position_affine(op, factors, current))
+            return a, t
+
+        y = apply_affine(to_work(x).float(), chain(means, True)).clamp_(0, white)
+        y = hue_shift(y / white, factors[:, HUE]).mul_(white)
+        return finish_affine(y, chain(y.mean(dim=(2, 3)), False), x)
 
 
 class RandomGrayscale(AffineColor):
