@@ -1,36 +1,21 @@
 """DropConnect for Linear and Conv2d layers (Wan et al. 2013, "Regularization of Neural Networks
 using DropConnect").
 
-Dropout zeroes activations; DropConnect zeroes **weights**: in training each weight is kept with
-probability ``1 - p``, ``u = (W * M / (1 - p)) x + b``, ``M_ij ~ Bernoulli(1 - p)`` (the inverted
-scaling, so ``E[u] = W x + b``; the bias is never dropped). Masks come from the layer's own
-generator (:class:`~trainlab.seeding.RandomModule`), never the global RNG.
+DropConnect zeroes **weights**: in training ``u = (W * M / (1 - p)) x + b``,
+``M_ij ~ Bernoulli(1 - p)`` (inverted scaling, so ``E[u] = W x + b``; the bias is never
+dropped). ``mode='batch'``: one mask per forward; ``mode='sample'`` (the paper's): one per
+sample, so autograd keeps B masked weight matrices (memory ``B * out * in``,
+docs/benchmarks/dropconnect.md). Test time, deterministic:
 
-* ``mode='batch'``: one mask per forward pass, shared by the batch.
-* ``mode='sample'`` (the paper's): every sample has its own mask, ``u_b = (W * M_b) x_b``.
-  Autograd keeps the B masked weight matrices for backward, so memory grows as
-  ``B * out * in`` (see docs/benchmarks/dropconnect.md).
-
-Test time (``eval()``, deterministic):
-
-* ``inference='mean'``: the mean weights, ``u = W x + b`` (the paper's ``(1 - p) W`` under its
-  unscaled training masks). The eval output equals the expected train output **before** any
-  activation.
-* ``inference='gaussian'``: the paper's moment matching. Each unit's input is approximately
-  Gaussian, ``u ~ N(W x + b, p/(1 - p) * (W o W)(x o x))`` (the paper's
-  ``N((1-p) W x, p(1-p) (W o W)(x o x))`` divided by ``1 - p`` for the inverted scaling);
-  ``mc_samples`` draws of ``u`` pass through ``activation`` and are averaged, which
-  approximates ``E[activation(u)]`` under DropConnect better than ``activation(E[u])``. This
-  needs the activation, so the layer then applies it in every mode. The draws come from a
-  generator re-seeded from ``seed`` on every call, so eval stays deterministic.
-
-Random in ``train()``, deterministic in ``eval()``; ``E[train pre-activation] = eval
-pre-activation`` (exactly for ``'mean'``).
+* ``inference='mean'``: ``u = W x + b``, the expected training pre-activation;
+* ``inference='gaussian'``: the paper's moment matching,
+  ``u ~ N(W x + b, p/(1 - p) (W o W)(x o x))``; ``mc_samples`` draws pass through
+  ``activation`` and are averaged, approximating ``E[activation(u)]``. The draws come from a
+  generator re-seeded from ``seed`` on every call.
 
 Masks compare 16-bit lanes of random 64-bit words with a threshold, four entries per draw, so
-the keep probability is ``1 - p`` rounded to a multiple of 2^-16 (:func:`realised_keep`; exact
-for p = 0.5, 0.25, ..., off by at most 7.7e-6 otherwise). The scale and the Gaussian variance
-use that realised value, so the expectation stays exact.
+the keep probability is ``1 - p`` rounded to a multiple of 2^-16 (:func:`realised_keep`, off by
+at most 7.7e-6); the scale and the variance use that value, so expectations stay exact.
 """
 
 from __future__ import annotations
@@ -46,11 +31,10 @@ from torch import nn
 from trainlab.checks import check_probability
 from trainlab.errors import RegistryError
 from trainlab.registry import Registry
+from trainlab.regularize.smoothing import check_choice, check_int
 from trainlab.seeding import RandomModule, Seed, derive_seed
 
 Activation = nn.Module | Callable[[torch.Tensor], torch.Tensor]
-_MODES = ("batch", "sample")
-_INFERENCES = ("mean", "gaussian")
 _LEVELS = 1 << 16  # resolution of the keep probability
 
 
@@ -68,9 +52,8 @@ def keep_mask(
 ) -> torch.Tensor:
     """Keep mask, 1 with probability ``realised_keep(p)``, as ``dtype`` (bool, or 0/1 floats).
 
-    Each entry compares a 16-bit lane of a random 64-bit word with a threshold: one draw per
-    four entries, which is what keeps per-batch DropConnect within its time target on the CPU
-    (``torch.rand(shape) >= p`` misses it; docs/benchmarks/dropconnect.md).
+    One random 64-bit word per four entries: ``torch.rand(shape) >= p`` misses per-batch
+    DropConnect's time target on the CPU (docs/benchmarks/dropconnect.md).
     """
     n = math.prod(shape)
     words = torch.randint(
@@ -82,25 +65,19 @@ def keep_mask(
 
 
 class _DropConnect(RandomModule):
-    """What DropConnectLinear and DropConnectConv2d share; subclasses supply the operation."""
+    """What DropConnectLinear and DropConnectConv2d share. Subclasses supply ``_op(x, weight)``
+    (the layer without bias), ``_op_per_sample(x, weights)`` and ``_add_bias(y)``."""
 
     monte_carlo: ClassVar[bool] = True
 
     def _configure(
-        self,
-        p: float,
-        mode: str,
-        inference: str,
-        mc_samples: int,
-        activation: Activation | None,
+        self, p: float, mode: str, inference: str, mc_samples: int, activation: Activation | None
     ) -> None:
         self.p = check_probability(p, "p", below_one=True)
         if realised_keep(self.p) == 0.0:
             raise RegistryError(f"p must leave a keep probability of at least 2^-16, got {p!r}")
-        if mode not in _MODES:
-            raise RegistryError(f"mode must be one of {_MODES}, got {mode!r}")
-        if inference not in _INFERENCES:
-            raise RegistryError(f"inference must be one of {_INFERENCES}, got {inference!r}")
+        self.mode = check_choice(mode, "mode", ("batch", "sample"))
+        self.inference = check_choice(inference, "inference", ("mean", "gaussian"))
         if inference == "gaussian" and activation is None:
             raise RegistryError(
                 "inference='gaussian' needs activation= (a module or callable): the moment-"
@@ -108,21 +85,8 @@ class _DropConnect(RandomModule):
             )
         if activation is not None and not callable(activation):
             raise RegistryError(f"activation must be an nn.Module or callable, got {activation!r}")
-        if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
-            raise RegistryError(f"mc_samples must be an int >= 1, got {mc_samples!r}")
-        self.mode, self.inference = mode, inference
-        self.mc_samples = mc_samples
+        self.mc_samples = check_int(mc_samples, "mc_samples")
         self.activation = activation
-
-    # -- supplied by subclasses: the layer's operation without bias, per batch and per sample
-    def _op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _op_per_sample(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _add_bias(self, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
     def extra_repr(self) -> str:
         return (
@@ -140,10 +104,9 @@ class _DropConnect(RandomModule):
 
     def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of each pre-activation unit under the training masks."""
-        mean = self._add_bias(self._op(x, self.weight))
         keep = realised_keep(self.p)
-        var = self._op(x.square(), self.weight.square()) * ((1.0 - keep) / keep)
-        return mean, var
+        mean = self._add_bias(self._op(x, self.weight))
+        return mean, self._op(x.square(), self.weight.square()) * ((1.0 - keep) / keep)
 
     def _gaussian_inference(self, x: torch.Tensor) -> torch.Tensor:
         mean, var = self.moments(x)
@@ -190,30 +153,14 @@ class DropConnectLinear(_DropConnect, nn.Linear):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            in_features,
-            out_features,
-            bias=bias,
-            device=device,
-            dtype=dtype,
-            seed=seed,
-            generator=generator,
+            in_features, out_features, bias, device, dtype, seed=seed, generator=generator
         )
         self._configure(p, mode, inference, mc_samples, activation)
 
     @classmethod
     def from_linear(cls, layer: nn.Linear, p: float = 0.5, **kwargs) -> DropConnectLinear:
         """Wrap an existing layer's parameters (shared, not copied)."""
-        new = cls(
-            layer.in_features,
-            layer.out_features,
-            p,
-            bias=layer.bias is not None,
-            device=layer.weight.device,
-            dtype=layer.weight.dtype,
-            **kwargs,
-        )
-        new.weight, new.bias = layer.weight, layer.bias
-        return new
+        return dropconnect_layer(layer, p, **kwargs)
 
     def _op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.linear(x, weight)
@@ -263,39 +210,18 @@ class DropConnectConv2d(_DropConnect, nn.Conv2d):
             in_channels,
             out_channels,
             kernel_size,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            bias=bias,
-            padding_mode=padding_mode,
-            device=device,
-            dtype=dtype,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            device,
+            dtype,
             seed=seed,
             generator=generator,
         )
         self._configure(p, mode, inference, mc_samples, activation)
-
-    @classmethod
-    def from_conv(cls, layer: nn.Conv2d, p: float = 0.5, **kwargs) -> DropConnectConv2d:
-        """Wrap an existing layer's parameters (shared, not copied)."""
-        new = cls(
-            layer.in_channels,
-            layer.out_channels,
-            layer.kernel_size,
-            p,
-            stride=layer.stride,
-            padding=layer.padding,
-            dilation=layer.dilation,
-            groups=layer.groups,
-            bias=layer.bias is not None,
-            padding_mode=layer.padding_mode,
-            device=layer.weight.device,
-            dtype=layer.weight.dtype,
-            **kwargs,
-        )
-        new.weight, new.bias = layer.weight, layer.bias
-        return new
 
     def _padded(self, x: torch.Tensor) -> tuple[torch.Tensor, int | tuple[int, ...] | str]:
         if self.padding_mode == "zeros":
@@ -327,13 +253,33 @@ class DropConnectConv2d(_DropConnect, nn.Conv2d):
 
 def dropconnect_layer(layer: nn.Module, p: float = 0.5, **kwargs) -> _DropConnect:
     """The DropConnect version of an ``nn.Linear`` or ``nn.Conv2d``, sharing its parameters."""
+    if not isinstance(layer, nn.Linear | nn.Conv2d):
+        raise RegistryError(
+            f"DropConnect applies to nn.Linear or nn.Conv2d, got {type(layer).__name__}"
+        )
+    like = {
+        "bias": layer.bias is not None,
+        "device": layer.weight.device,
+        "dtype": layer.weight.dtype,
+    }
     if isinstance(layer, nn.Linear):
-        return DropConnectLinear.from_linear(layer, p, **kwargs)
-    if isinstance(layer, nn.Conv2d):
-        return DropConnectConv2d.from_conv(layer, p, **kwargs)
-    raise RegistryError(
-        f"DropConnect applies to nn.Linear or nn.Conv2d, got {type(layer).__name__}"
-    )
+        new = DropConnectLinear(layer.in_features, layer.out_features, p, **like, **kwargs)
+    else:
+        new = DropConnectConv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            p,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            padding_mode=layer.padding_mode,
+            **like,
+            **kwargs,
+        )
+    new.weight, new.bias = layer.weight, layer.bias
+    return new
 
 
 DROPCONNECT: Registry[nn.Module] = Registry("dropconnect")
