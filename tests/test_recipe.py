@@ -94,3 +94,64 @@ def test_shipped_default_recipe_equals_the_built_in_defaults():
 
     shipped = Path(__file__).resolve().parents[1] / "recipes" / "default.toml"
     assert load_recipe(shipped) == Recipe()
+
+
+# NaN fails every `value < lo` check and infinity every field without an upper bound, so both
+# are refused by type, for every float field, before any bound is compared.
+FLOAT_FIELDS = [
+    "data.val_fraction", "model.survival_prob", "optim.lr", "optim.momentum", "optim.beta2",
+    "optim.weight_decay", "schedule.warmup_epochs", "schedule.gamma", "schedule.final_lr",
+    "regularize.label_smoothing",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("key", FLOAT_FIELDS)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_float_field_refuses_nan_and_infinity(key, value):
+    with pytest.raises(RecipeError, match=rf"{key} = {value.lstrip('-')}|{key} = -inf"):
+        load_recipe(None, [f"{key}={value}"])
+
+
+def test_the_float_field_list_is_the_whole_schema():
+    import typing
+
+    floats = {
+        f"{section}.{key}"
+        for section, cls in typing.get_type_hints(Recipe).items()
+        for key, hint in typing.get_type_hints(cls).items()
+        if hint is float
+    }
+    assert floats == set(FLOAT_FIELDS)
+
+
+@pytest.mark.parametrize(
+    ("item", "needle"),
+    [
+        ("model.activation=leaky_relu('abc')", "negative_slope"),
+        ("model.activation=elu(alpha=nan)", "alpha"),
+        ("init.scheme=kaiming(mode='sideways')", "mode must be one of"),
+        ("init.scheme=normal(-1)", "std must be a positive number"),
+        ("data.normalize=zca_whiten(eps=-1)", "eps"),
+        ("data.name=foo", "unknown dataset 'foo'"),
+        ("data.name=fashion_mnsit", "did you mean"),
+        ("data.name=synthetic(n=-1)", "synthetic: n must be"),
+        ("data.name=synthetic(noise=nan)", "noise must be a finite number"),
+        ("data.name=synthetic(bogus=1)", "bogus"),
+        ("data.name=cifar10(3)", "takes no arguments"),
+        ("data.name=imagefolder:", "needs a path"),
+        ("schedule.warmup_epochs=9", "at most train.epochs = 8"),
+    ],
+)
+def test_technique_arguments_and_data_names_are_checked_by_meaning(item, needle):
+    key = item.split("=")[0]
+    with pytest.raises(RecipeError) as info:
+        load_recipe(None, [item])
+    message = str(info.value)
+    assert f"{key} = " in message and needle in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "name", ["fashion-mnist", "cifar10", "synthetic(n=64, size=8)", "imagefolder:some/folder"]
+)
+def test_valid_data_names_pass_without_loading_anything(name):
+    assert load_recipe(None, [f"data.name={name!r}"]).data.name == name

@@ -13,6 +13,7 @@ checked against their registries, so a typo fails in a second rather than after 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -154,7 +155,12 @@ class TrainConfig:
         help="what torch.compile captures: the model's forward, or forward, backward and "
         "optimizer step together (needs diagnostics.every = 0)",
     )
-    log_every: int = _f(20, lo=1, help="steps between progress updates (a host sync on GPU)")
+    log_every: int = _f(
+        20, lo=1, help="on a terminal: steps between progress-bar updates (a host sync on GPU)"
+    )
+    log_steps: int = _f(
+        0, lo=0, help="not on a terminal: a progress line every N steps (0: one line per epoch)"
+    )
     sync_batchnorm: bool = _f(
         False, help="under torchrun: batch-norm statistics over the global batch (GPUs only)"
     )
@@ -241,6 +247,12 @@ def recipe_from_dict(raw: dict[str, Any], where: str = "<recipe>") -> Recipe:
         sections[name] = _build_section(name, body, where)
     recipe = Recipe(**sections)
     _check_registries(recipe, where)
+    _check_data_name(recipe.data.name, where)
+    if recipe.schedule.warmup_epochs > recipe.train.epochs:
+        raise RecipeError(
+            f"{where}: schedule.warmup_epochs = {recipe.schedule.warmup_epochs!r}: expected at "
+            f"most train.epochs = {recipe.train.epochs} (the rate would never reach optim.lr)"
+        )
     if recipe.train.compile_scope == "step" and recipe.diagnostics.every > 0:
         raise RecipeError(
             f'{where}: train.compile_scope = "step" needs diagnostics.every = 0 (the diagnostics '
@@ -309,6 +321,8 @@ def _check_scalar(key: str, value: Any, hint: Any, where: str) -> Any:
         raise RecipeError(
             f"{where}: {key} = {value!r}: expected {_expected(hint)}, got {_tname(value)}"
         )
+    if hint is float and not math.isfinite(value):  # NaN passes every `<` check; inf, every `>`
+        raise RecipeError(f"{where}: {key} = {value!r}: expected a finite number")
     return float(value) if hint is float else value
 
 
@@ -367,6 +381,16 @@ def _check_registries(recipe: Recipe, where: str) -> None:
                     raise RecipeError(
                         f"{where}: {section.name}.{f.name} = {spec!r}: {exc}"
                     ) from None
+
+
+def _check_data_name(name: str, where: str) -> None:
+    from trainlab.data.datasets import check_dataset_name
+    from trainlab.errors import DataError
+
+    try:
+        check_dataset_name(name)
+    except DataError as exc:
+        raise RecipeError(f"{where}: data.name = {name!r}: {exc}") from None
 
 
 def validate_spec(kind: str, spec: str) -> None:

@@ -10,6 +10,7 @@ puts them (:func:`trainlab.data.sources.data_home`), then system places; a missi
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from trainlab.data.sources import (
     search_dirs,
 )
 from trainlab.errors import DataError
-from trainlab.registry import Registry
+from trainlab.registry import Registry, parse_spec
 
 DATASETS: Registry[ImageDataset] = Registry("dataset")
 
@@ -101,6 +102,25 @@ def load_dataset(
     if "(" not in name:  # plain names may hold '-', which the spec parser reads as minus
         return DATASETS.get(name)(data_dir=data_dir)
     return DATASETS.create(name, data_dir=data_dir)
+
+
+def check_dataset_name(name: str) -> None:
+    """Raise `DataError` unless ``name`` is a known data set, ``imagefolder:PATH`` with a path,
+    or a ``synthetic(...)`` whose arguments are valid: a recipe's check, before anything loads."""
+    name = name.strip()
+    if name.startswith("imagefolder:") and name.removeprefix("imagefolder:").strip():
+        return
+    if name in ("imagefolder", "imagefolder:"):
+        raise DataError("the imagefolder data set needs a path: 'imagefolder:/path/to/folder'")
+    try:
+        spec_name, args, kwargs = parse_spec(name) if "(" in name else (name, (), {})
+        DATASETS.get(spec_name)
+        if spec_name == "synthetic":
+            _check_synthetic(**inspect.signature(synthetic).bind(*args, **kwargs).arguments)
+        elif args or kwargs:
+            raise ValueError(f"{spec_name} takes no arguments")
+    except (ValueError, TypeError) as exc:
+        raise DataError(str(exc)) from None
 
 
 def dataset_names() -> list[str]:
@@ -355,16 +375,8 @@ def synthetic(
     classifier scores about 79%, a least-squares linear one 77%, a small MLP about 89%), so
     techniques have room to differ. ``test_n`` defaults to n // 4.
     """
-    _positive("n", n)
-    _positive("size", size)
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
-        raise ValueError(f"synthetic: classes must be an int >= 2, got {classes!r}")
-    if isinstance(noise, bool) or not isinstance(noise, int | float) or noise < 0:
-        raise ValueError(f"synthetic: noise must be a number >= 0, got {noise!r}")
-    if channels not in (1, 3):
-        raise ValueError(f"synthetic: channels must be 1 or 3, got {channels!r}")
+    _check_synthetic(n, classes, channels, size, seed, test_n, noise)
     test_n = max(1, n // 4) if test_n is None else test_n
-    _positive("test_n", test_n)
     train = _bars(n, classes, channels, size, noise, make_generator(seed, "synthetic", "train"))
     test = _bars(test_n, classes, channels, size, noise, make_generator(seed, "synthetic", "test"))
     names = [f"bar {180 * k / classes:g} deg" for k in range(classes)]
@@ -393,6 +405,19 @@ def _bars(n: int, classes: int, channels: int, size: int, noise: float, gen: tor
     return images, labels.to(torch.int64)
 
 
-def _positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"synthetic: {name} must be a positive int, got {value!r}")
+def _check_synthetic(
+    n=2048, classes=4, channels=1, size=16, seed=0, test_n=None, noise=0.3, data_dir=None
+) -> None:
+    for key, value, hi in (("n", n, 10**7), ("size", size, 1024), ("test_n", test_n, 10**7)):
+        if value is None and key == "test_n":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+            raise ValueError(f"synthetic: {key} must be an int in [1, {hi}], got {value!r}")
+    if isinstance(classes, bool) or not isinstance(classes, int) or not 2 <= classes <= 1000:
+        raise ValueError(f"synthetic: classes must be an int in [2, 1000], got {classes!r}")
+    if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 <= noise < math.inf:
+        raise ValueError(f"synthetic: noise must be a finite number >= 0, got {noise!r}")
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise ValueError(f"synthetic: channels must be 1 or 3, got {channels!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"synthetic: seed must be an int >= 0, got {seed!r}")
