@@ -348,3 +348,43 @@ def test_the_whole_update_compiles_to_the_same_weights_as_eager():
     pairs = zip(eager.model.state_dict().items(), captured.model.state_dict().values(), strict=True)
     for (name, a), b in pairs:
         assert torch.allclose(a.float(), b.float(), atol=1e-5, rtol=1e-4), name
+
+
+@pytest.mark.parametrize(("log_steps", "step_lines"), [(0, 0), (2, 2)])
+def test_a_log_gets_a_line_per_epoch_and_no_progress_bar(tmp_path, capfd, log_steps, step_lines):
+    # pytest's captured stderr is not a terminal, as a redirected `make demo > log` is not
+    recipe = tiny("train.epochs=2", f"train.log_steps={log_steps}")  # 6 steps an epoch
+    fit(recipe, tmp_path, progress=True, report=False)
+    out, err = capfd.readouterr()
+    assert "\r" not in out + err
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines if "step" not in line] == ["epoch 1", "epoch 2"]
+    assert len([line for line in lines if " step " in line]) == 2 * step_lines
+
+
+def test_on_a_terminal_the_bar_refreshes_every_log_every_steps(tmp_path, monkeypatch):
+    updates = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            updates.append(("new", kwargs["total"]))
+
+        def set_postfix(self, **values):
+            updates.append(("postfix", values["loss"]))
+
+        def update(self, n):
+            updates.append(("update", n))
+
+        def close(self):
+            updates.append(("close", 0))
+
+    import tqdm
+
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    recipe = tiny("train.epochs=1", "train.log_every=4")
+    run = train_mod.build_run(recipe)
+    watch = train_mod._Progress(recipe.train, terminal=True)
+    train_mod.train_epoch(run, watch)
+    kinds = [kind for kind, _ in updates]
+    assert updates[0] == ("new", 6) and kinds.count("update") == 6
+    assert kinds.count("postfix") == 2  # after steps 4 and 6 (the epoch's last)

@@ -163,7 +163,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=256, help="--init: images in the probe batch")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_diagnose)
+    _add_verbose(parser)
     return parser
+
+
+def _add_verbose(parser: argparse.ArgumentParser, top: bool = True) -> None:
+    """``--verbose`` wherever it is written: before the command or after it."""
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="on an error, show the whole chain of causes (or set TRAINLAB_VERBOSE=1)",
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_verbose(child, top=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,7 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except TrainlabError as exc:
-        print(f"trainlab: error: {exc}", file=sys.stderr)
+        if args.verbose or os.environ.get("TRAINLAB_VERBOSE", "") not in ("", "0"):
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+        # One line, always: a wrapped library error keeps its full text in the chain.
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        more = " (--verbose shows the cause)" if len(lines) > 1 or exc.__cause__ else ""
+        print(f"trainlab: error: {lines[0]}{more}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("trainlab: interrupted", file=sys.stderr)

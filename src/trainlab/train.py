@@ -21,6 +21,7 @@ import contextlib
 import functools
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -655,6 +656,11 @@ def build_run(
     if device.type == "cuda":  # fixed shapes: cuDNN's one-off algorithm search pays back soon
         torch.backends.cudnn.benchmark = True
     splits = prepare_splits(recipe, dataset)
+    if cfg.batch_size > len(splits.train[0]):  # one short batch per epoch is not what was asked
+        raise RecipeError(
+            f"train.batch_size = {cfg.batch_size}: the training split has only "
+            f"{len(splits.train[0])} images (see data.subset and data.val_fraction)"
+        )
     data_seconds = time.perf_counter() - t_start
     stats = compute_stats(splits.train[0])  # the training split's, never the test split's
     model = build_training_model(recipe, splits, stats).to(device)
@@ -960,32 +966,44 @@ class _Quiet:
 
 
 class _Progress(_Quiet):
-    """A bar per epoch. The host reads the device's tallies only at log points, and only here:
-    a silent run (benchmarks, the lab) has no host-device sync inside an epoch."""
+    """On a terminal, a bar per epoch refreshed every ``train.log_every`` steps; in a log (not a
+    terminal), a line every ``train.log_steps`` steps (0: none) and the epoch line. The host reads
+    the device's tallies only at these points, and only here: a silent run (benchmarks, the lab)
+    has no host-device sync inside an epoch."""
 
-    def __init__(self, cfg: Any, out: Path | None = None) -> None:
+    def __init__(self, cfg: Any, out: Path | None = None, terminal: bool | None = None) -> None:
         self.cfg, self.out, self.bar = cfg, out, None
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal
+        self.every = cfg.log_every if self.terminal else cfg.log_steps
 
     def begin(self, run: Run) -> None:
-        from tqdm import tqdm
+        if self.terminal:
+            from tqdm import tqdm
 
-        desc = f"epoch {run.epoch + 1}/{self.cfg.epochs}"
-        self.bar = tqdm(total=len(run.loader), desc=desc, leave=False, dynamic_ncols=True)
+            desc = f"epoch {run.epoch + 1}/{self.cfg.epochs}"
+            self.bar = tqdm(total=len(run.loader), desc=desc, leave=False, dynamic_ncols=True)
 
     def step(self, run: Run, i: int) -> None:
-        if (i + 1) % self.cfg.log_every == 0 or i + 1 == len(run.loader):
+        done, steps = i + 1, len(run.loader)
+        if self.every and (done % self.every == 0 or (self.terminal and done == steps)):
             tally = run.tally
             if not run.ctx.distributed:  # ranks stop together, at the end of the epoch
                 if int(tally.first_bad.item()) >= 0:
                     self.end(run)
                     _stop_if_diverged(tally.first_bad, run.epoch, self.out)
             elapsed = time.perf_counter() - run.timing["epoch_start"]
-            self.bar.set_postfix(
-                loss=f"{tally.loss_sum.item() / tally.seen:.4f}",
-                acc=f"{tally.correct.item() / tally.seen:.3f}",
-                img_s=f"{tally.seen / max(1e-9, elapsed):,.0f}",
-            )
-        self.bar.update(1)
+            loss, acc = tally.loss_sum.item() / tally.seen, tally.correct.item() / tally.seen
+            rate = tally.seen / max(1e-9, elapsed)
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}", img_s=f"{rate:,.0f}")
+            elif done < steps:  # the epoch line follows the last step
+                print(
+                    f"epoch {run.epoch + 1} step {done}/{steps}: train_loss {loss:.4f}  "
+                    f"train_acc {acc:.4f}  ({rate:,.0f} img/s)",
+                    flush=True,
+                )
+        if self.bar is not None:
+            self.bar.update(1)
 
     def end(self, run: Run) -> None:
         if self.bar is not None:

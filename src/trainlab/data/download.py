@@ -92,7 +92,10 @@ def _fetch(url: str, part: Path, timeout: float, retries: int, progress: bool) -
                         if progress and bar is None:
                             from tqdm import tqdm
 
-                            bar = tqdm(total=total, unit="B", unit_scale=True, desc=part.stem)
+                            bar = tqdm(  # disable=None: no bar where stderr is not a terminal
+                                total=total, unit="B", unit_scale=True, desc=part.stem,
+                                disable=None,
+                            )  # fmt: skip
                     with open(part, "ab" if have else "wb") as out:
                         while block := response.read(CHUNK):
                             out.write(block)
