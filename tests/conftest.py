@@ -1,8 +1,17 @@
-"""Shared test set-up: a private cache folder, and the data sets' locations."""
+"""Shared test set-up: a private cache folder, the data sets' locations, hypothesis profiles."""
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests (tests/test_corrupt_files.py): "ci" keeps the whole file to seconds on two
+# cores; "nightly" (HYPOTHESIS_PROFILE=nightly) searches far longer. No examples database: a
+# failing input is printed in the report, nothing is written into the checkout.
+settings.register_profile("ci", max_examples=30, deadline=None, database=None)
+settings.register_profile("nightly", max_examples=3000, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"

@@ -28,3 +28,20 @@ class CheckpointError(TrainlabError):
 
 class TrainingDiverged(TrainlabError):
     """The loss became non-finite; the last good checkpoint is kept."""
+
+
+def summary(exc: BaseException, limit: int = 300) -> str:
+    """A library's exception in one line: its type name and the first non-empty line of its text.
+
+    Readers put this after the file's name in the one-line message of the error they raise
+    ``from exc``; the whole text stays reachable through ``__cause__``.
+    """
+    try:
+        text = str(exc)
+    except Exception:  # a broken __str__ must not hide the original error
+        text = ""
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    if len(line) > limit:
+        line = line[: limit - 3] + "..."
+    name = type(exc).__name__
+    return f"{name}: {line}" if line else name
