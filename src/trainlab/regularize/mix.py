@@ -3,27 +3,15 @@
 * **Mixup** (Zhang et al. 2018, "mixup: Beyond Empirical Risk Minimization"):
   ``x = lam * x_i + (1 - lam) * x_j``, ``t = lam * t_i + (1 - lam) * t_j``, ``lam ~ Beta(a, a)``.
 * **CutMix** (Yun et al. 2019, "CutMix"): paste a box of area fraction ``1 - lam`` from the
-  partner image, with sides ``H * sqrt(1 - lam)`` and ``W * sqrt(1 - lam)`` and a centre uniform
-  over the image, clipped to it; the targets are mixed by the pixel fractions actually used.
+  partner image; targets are mixed by the pixel fractions actually used.
 * **Cutout** (DeVries & Taylor 2017, "Improved Regularization of CNNs with Cutout"): blank
   square boxes of side ``size`` centred uniformly over the image (clipped at the borders).
 
-Train vs eval: these are batch transforms like data augmentation. They are random in training
-and *not applied* at test time, where the model sees clean inputs. The "eval output equals the
-expected train output" rule cannot hold for the inputs (the expected mixup of a batch is not the
-clean batch), so what trainlab guarantees is about the labels: targets are mixed with exactly the
-weights used for the pixels (for CutMix, the pixel fraction actually pasted, after clipping), so
-a mixed input's target is the label mix of its pixels; Cutout leaves labels untouched. Tests
-check this pixel/target consistency and the expected target ``E[lam] t_i + E[1 - lam] t_perm``.
-
-Randomness: every draw comes from the ``generator`` the caller passes, on the generator's device,
-and the parameters are moved to the data's device. Per-sample parameters are drawn as whole
-tensors. Partners are a seeded permutation of the batch, so any batch size works (odd, or 1,
-where an image is mixed with itself and nothing changes).
-
-Every mix returns ``(x, targets, params)`` with float32 soft targets (B, K) whose rows sum to 1,
-so the loss path is always :func:`~trainlab.regularize.smoothing.soft_target_cross_entropy`.
-None of them smooths labels; label smoothing is a separate, explicit option (smoothing.py).
+Like augmentation, they are random in training and not applied at test time. What holds is
+about labels: targets are mixed with exactly the weights used for the pixels; Cutout leaves
+labels untouched. Draws come from the caller's ``generator``, as whole tensors; partners are a
+permutation of the batch, so any batch size works. Every mix returns float32 soft targets
+(B, K), so the loss is always :func:`~trainlab.regularize.smoothing.soft_target_cross_entropy`.
 """
 
 from __future__ import annotations
@@ -38,36 +26,15 @@ from torch import Tensor
 from trainlab.checks import check_probability
 from trainlab.errors import RegistryError
 from trainlab.registry import Registry
-from trainlab.regularize.smoothing import as_soft_targets
-
-__all__ = [
-    "MIXES",
-    "CutMix",
-    "Cutout",
-    "Mix",
-    "MixParams",
-    "Mixup",
-    "NoMix",
-    "box_masks",
-    "boxes_from_centres",
-    "cutmix",
-    "cutout",
-    "mixup",
-    "sample_beta",
-    "sample_gamma",
-]
+from trainlab.regularize.smoothing import (
+    as_soft_targets,
+    check_choice,
+    check_flag,
+    check_int,
+    check_number,
+)
 
 _CANDIDATES = 16
-
-
-# --------------------------------------------------------------------------------------------
-# Gamma and Beta draws that honour an explicit generator
-# --------------------------------------------------------------------------------------------
-
-
-def _sample_dtype(device: torch.device) -> torch.dtype:
-    # float64 keeps the rejection test exact for large shapes; MPS has no float64.
-    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def _log_gamma_at_least_one(shape: float, n: int, generator: torch.Generator) -> Tensor:
@@ -81,7 +48,8 @@ def _log_gamma_at_least_one(shape: float, n: int, generator: torch.Generator) ->
     below 0.05 ** 16 ~ 1e-21 per draw; that draw then keeps its first proposal.
     """
     device = generator.device
-    dtype = _sample_dtype(device)
+    # float64 keeps the rejection test exact for large shapes; MPS has no float64.
+    dtype = torch.float32 if device.type == "mps" else torch.float64
     d = shape - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * d)
     z = torch.randn((_CANDIDATES, n), generator=generator, dtype=dtype, device=device)
@@ -106,12 +74,8 @@ def _log_gamma(shape: float, n: int, generator: torch.Generator) -> Tensor:
     return log_g + torch.log(u) / shape
 
 
-def _check_positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise RegistryError(f"{name} must be a number > 0, got {value!r}")
-    if not math.isfinite(value):
-        raise RegistryError(f"{name} must be finite, got {value!r}")
-    return float(value)
+def _check_alpha(name: str, value: float) -> float:
+    return check_number(value, name, 0.0, open_low=True)
 
 
 def sample_gamma(shape: float, n: int, generator: torch.Generator) -> Tensor:
@@ -120,7 +84,7 @@ def sample_gamma(shape: float, n: int, generator: torch.Generator) -> Tensor:
     ``torch.distributions`` cannot take a generator, so this implements Marsaglia & Tsang (2000)
     with ``torch.randn``/``torch.rand`` drawing from ``generator``.
     """
-    shape = _check_positive("Gamma shape", shape)
+    shape = _check_alpha("Gamma shape", shape)
     return torch.exp(_log_gamma(shape, n, generator))
 
 
@@ -131,16 +95,8 @@ def sample_beta(alpha: float, beta: float, n: int, generator: torch.Generator) -
     ``sigmoid(log X - log Y)``: exact in log space, so small shapes (draws piled against 0 and
     1, where both gammas underflow) never give 0/0.
     """
-    alpha = _check_positive("alpha", alpha)
-    beta = _check_positive("beta", beta)
-    log_x = _log_gamma(alpha, n, generator)
-    log_y = _log_gamma(beta, n, generator)
-    return torch.sigmoid(log_x - log_y)
-
-
-# --------------------------------------------------------------------------------------------
-# Shared pieces
-# --------------------------------------------------------------------------------------------
+    alpha, beta = _check_alpha("alpha", alpha), _check_alpha("beta", beta)
+    return torch.sigmoid(_log_gamma(alpha, n, generator) - _log_gamma(beta, n, generator))
 
 
 @dataclass(frozen=True)
@@ -159,12 +115,14 @@ class MixParams:
     boxes: Tensor | None = None
 
 
-def _check_batch(x: Tensor, y: Tensor) -> None:
+def _soft_targets(x: Tensor, y: Tensor, num_classes: int) -> Tensor:
+    """``y`` as float32 soft targets (B, K), after checking it matches the batch ``x``."""
     if x.dim() < 1 or y.dim() < 1 or x.shape[0] != y.shape[0]:
         raise ValueError(
             f"x and y must share the batch dimension, got shapes {tuple(x.shape)} and "
             f"{tuple(y.shape)}"
         )
+    return as_soft_targets(y, num_classes)
 
 
 def _check_image(x: Tensor, what: str) -> None:
@@ -176,30 +134,9 @@ def _permutation(batch: int, generator: torch.Generator, device: torch.device) -
     return torch.randperm(batch, generator=generator, device=generator.device).to(device)
 
 
-def _lam_draw(alpha: float, batch: int, per_sample: bool, generator: torch.Generator) -> Tensor:
-    """(B,) lambdas: one per sample, or one per batch expanded."""
-    lam = sample_beta(alpha, alpha, batch if per_sample else 1, generator).to(torch.float32)
-    return lam.expand(batch) if not per_sample else lam
-
-
 def _mix_targets(t: Tensor, lam: Tensor, perm: Tensor) -> Tensor:
     lam = lam.to(t.device, t.dtype)[:, None]
     return lam * t + (1.0 - lam) * t[perm]
-
-
-def _as_float_image(x: Tensor) -> Tensor:
-    # Stored images are uint8; a convex blend is not an integer, so it leaves on the [0, 1]
-    # scale the normalizer expects of float inputs (architecture.md, "Images").
-    if x.dtype == torch.uint8:
-        return x.to(torch.float32) / 255.0
-    if not x.is_floating_point():
-        raise ValueError(f"mixup expects uint8 or floating-point inputs, got {x.dtype}")
-    return x
-
-
-# --------------------------------------------------------------------------------------------
-# Mixup
-# --------------------------------------------------------------------------------------------
 
 
 def mixup(
@@ -212,29 +149,26 @@ def mixup(
 ) -> tuple[Tensor, Tensor, MixParams]:
     """Mixup (Zhang et al. 2018): ``lam * x + (1 - lam) * x[perm]`` and the same for targets.
 
-    ``lam ~ Beta(alpha, alpha)``, one per batch (the paper) or one per sample (``per_sample``);
-    ``perm`` is a seeded permutation of the batch. ``x`` may have any shape (B, ...); uint8 inputs
-    come back as float32 on the [0, 1] scale, float inputs keep their dtype. ``y`` is class
-    indices (B,) or soft targets (B, K); the returned targets are float32 (B, K).
-
-    ``alpha`` must be > 0 (``alpha = 0`` would mean "off": use the ``"none"`` mix instead). Not
-    applied at test time (see the module docstring for how the train/eval rule reads here).
+    ``lam ~ Beta(alpha, alpha)``, one per batch (the paper) or per sample; ``alpha > 0`` (for
+    "off" use the ``"none"`` mix). ``x`` is (B, ...); uint8 comes back as float32 on the [0, 1]
+    scale. ``y`` is class indices (B,) or soft targets (B, K).
     """
-    alpha = _check_positive("mixup alpha", alpha)
-    _check_batch(x, y)
-    targets = as_soft_targets(y, num_classes)
+    alpha = _check_alpha("mixup alpha", alpha)
+    targets = _soft_targets(x, y, num_classes)
     batch = x.shape[0]
-    lam = _lam_draw(alpha, batch, per_sample, generator).to(x.device)
+    lam = sample_beta(alpha, alpha, batch if per_sample else 1, generator).to(torch.float32)
+    lam = lam.expand(batch).to(x.device)
     perm = _permutation(batch, generator, x.device)
-    xf = _as_float_image(x)
+    # A blend of uint8 images is not an integer: it leaves on the [0, 1] scale of float inputs.
+    if x.dtype == torch.uint8:
+        xf = x.to(torch.float32) / 255.0
+    elif x.is_floating_point():
+        xf = x
+    else:
+        raise ValueError(f"mixup expects uint8 or floating-point inputs, got {x.dtype}")
     lam_x = lam.to(xf.dtype).view(batch, *([1] * (x.dim() - 1)))
     mixed = lam_x * xf + (1.0 - lam_x) * xf[perm]
     return mixed, _mix_targets(targets, lam, perm), MixParams(lam=lam, perm=perm)
-
-
-# --------------------------------------------------------------------------------------------
-# Boxes: CutMix and Cutout
-# --------------------------------------------------------------------------------------------
 
 
 def boxes_from_centres(
@@ -274,21 +208,12 @@ def _union(masks: Tensor) -> Tensor:
     return union
 
 
-def _box_areas(boxes: Tensor) -> Tensor:
-    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-
-
 def _centres(
     n: Sequence[int], height: int, width: int, generator: torch.Generator, device: torch.device
 ) -> tuple[Tensor, Tensor]:
     cy = torch.randint(0, height, tuple(n), generator=generator, device=generator.device)
     cx = torch.randint(0, width, tuple(n), generator=generator, device=generator.device)
     return cy.to(device), cx.to(device)
-
-
-# --------------------------------------------------------------------------------------------
-# CutMix
-# --------------------------------------------------------------------------------------------
 
 
 def cutmix(
@@ -304,17 +229,13 @@ def cutmix(
 
     ``lam ~ Beta(alpha, alpha)``; the box has sides ``round(H sqrt(1 - lam))`` and
     ``round(W sqrt(1 - lam))`` and a centre uniform over the pixels, clipped to the image.
-    With ``correct_lambda`` (default) the target weight is the pixel fraction actually kept,
-    ``lam = 1 - box_area / (H W)``, so targets match pixels even when a box is clipped; without
-    it the drawn lam is used (as some implementations do). One lam and box per batch (the
-    paper) or one per sample (``per_sample``), all drawn as tensors. ``x`` is (B, C, H, W) of
-    any dtype (pixels are copied, never blended); targets come back float32 (B, K).
-    Not applied at test time (see the module docstring).
+    With ``correct_lambda`` the target weight is the pixel fraction actually kept,
+    ``1 - box_area / (H W)``; without, the drawn lam. One box per batch (the paper) or per
+    sample. ``x`` is (B, C, H, W) of any dtype (pixels are copied, never blended).
     """
-    alpha = _check_positive("cutmix alpha", alpha)
+    alpha = _check_alpha("cutmix alpha", alpha)
     _check_image(x, "cutmix")
-    _check_batch(x, y)
-    targets = as_soft_targets(y, num_classes)
+    targets = _soft_targets(x, y, num_classes)
     batch, _, height, width = x.shape
     n = batch if per_sample else 1
     lam = sample_beta(alpha, alpha, n, generator).to(x.device)
@@ -325,30 +246,24 @@ def cutmix(
     boxes = boxes_from_centres(cy, cx, box_h, box_w, height, width).expand(batch, 4)
     perm = _permutation(batch, generator, x.device)
     if correct_lambda:
-        lam = 1.0 - _box_areas(boxes).to(torch.float32) / (height * width)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        lam = 1.0 - area.to(torch.float32) / (height * width)
     lam = lam.to(torch.float32).expand(batch)
     inside = box_masks(boxes, height, width)[:, None]  # (B, 1, H, W)
     mixed = torch.where(inside, x[perm], x)
     return mixed, _mix_targets(targets, lam, perm), MixParams(lam=lam, perm=perm, boxes=boxes)
 
 
-# --------------------------------------------------------------------------------------------
-# Cutout
-# --------------------------------------------------------------------------------------------
-
-_FILLS = ("zero", "mean", "noise")
-
-
 def _check_cutout_args(size: int, count: int, fill: str, p: float, mean: object) -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise RegistryError(f"cutout size must be an integer >= 1 (pixels), got {size!r}")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise RegistryError(f"cutout count must be an integer >= 1, got {count!r}")
-    if fill not in _FILLS:
-        raise RegistryError(f"cutout fill must be one of {', '.join(_FILLS)}, got {fill!r}")
+    check_int(size, "cutout size (pixels)")
+    check_int(count, "cutout count")
+    check_choice(fill, "cutout fill", ("zero", "mean", "noise"))
     check_probability(p, "cutout probability p")
-    if fill == "mean" and mean is None:
-        raise RegistryError("cutout fill='mean' needs the per-channel data mean: pass mean=(...)")
+    if fill == "mean":
+        if mean is None:
+            raise RegistryError("cutout fill='mean' needs the per-channel data mean: pass mean=...")
+        for m in torch.as_tensor(mean, dtype=torch.float64).reshape(-1).tolist():
+            check_number(m, "cutout mean (per channel, on the [0, 1] scale)", 0.0, 1.0)
 
 
 def _fill_values(
@@ -385,13 +300,10 @@ def cutout(
 ) -> tuple[Tensor, MixParams]:
     """Cutout (DeVries & Taylor 2017): blank ``count`` squares of side ``size`` per image.
 
-    Centres are uniform over the pixels, so a square near a border is clipped (the paper's
-    choice: it lets the network also see images with less removed). Each image is cut with
-    probability ``p``; for the others the boxes are empty. ``fill``: ``'zero'``; ``'mean'``, the
-    per-channel data mean given on the [0, 1] scale (scaled to 0..255 for uint8 data); or
-    ``'noise'``, uniform noise from the generator (0..255 for uint8, [0, 1) for float).
-    Works on (B, C, H, W) uint8 or float and keeps the dtype. Returns the images and
-    ``MixParams(lam=1, boxes=(B, count, 4))``. Not applied at test time.
+    Centres are uniform over the pixels, so a square near a border is clipped (as in the paper).
+    Each image is cut with probability ``p`` (the others get empty boxes). ``fill``: ``'zero'``;
+    ``'mean'``, the per-channel data mean on the [0, 1] scale; or ``'noise'``, uniform noise.
+    Keeps the dtype of uint8 or float (B, C, H, W) images; ``MixParams.boxes`` is (B, count, 4).
     """
     _check_cutout_args(size, count, fill, p, mean)
     _check_image(x, "cutout")
@@ -408,16 +320,9 @@ def cutout(
     return filled, MixParams(lam=lam, boxes=boxes)
 
 
-# --------------------------------------------------------------------------------------------
-# Registry: one interface for the training engine
-# --------------------------------------------------------------------------------------------
-
-
 class Mix:
-    """A configured mix: ``mix(x, y, num_classes, generator) -> (x, soft_targets, params)``.
-
-    The engine calls it on training batches only; evaluation uses clean inputs.
-    """
+    """A configured mix, called on training batches only (evaluation uses clean inputs):
+    ``mix(x, y, num_classes, generator) -> (x, soft_targets, params)``."""
 
     def __call__(
         self, x: Tensor, y: Tensor, num_classes: int, generator: torch.Generator
@@ -429,9 +334,9 @@ class NoMix(Mix):
     """No mix: the batch as it is, targets as one-hot float32 rows."""
 
     def __call__(self, x, y, num_classes, generator):
-        _check_batch(x, y)
+        targets = _soft_targets(x, y, num_classes)
         lam = torch.ones(x.shape[0], dtype=torch.float32, device=x.device)
-        return x, as_soft_targets(y, num_classes), MixParams(lam=lam)
+        return x, targets, MixParams(lam=lam)
 
     def __repr__(self) -> str:
         return "none"
@@ -441,8 +346,8 @@ class Mixup(Mix):
     """Mixup (Zhang et al. 2018) with ``lam ~ Beta(alpha, alpha)``; see :func:`mixup`."""
 
     def __init__(self, alpha: float, per_sample: bool = False):
-        self.alpha = _check_positive("mixup alpha", alpha)
-        self.per_sample = bool(per_sample)
+        self.alpha = _check_alpha("mixup alpha", alpha)
+        self.per_sample = check_flag(per_sample, "per_sample")
 
     def __call__(self, x, y, num_classes, generator):
         return mixup(x, y, num_classes, self.alpha, generator, self.per_sample)
@@ -455,9 +360,9 @@ class CutMix(Mix):
     """CutMix (Yun et al. 2019) with ``lam ~ Beta(alpha, alpha)``; see :func:`cutmix`."""
 
     def __init__(self, alpha: float, per_sample: bool = False, correct_lambda: bool = True):
-        self.alpha = _check_positive("cutmix alpha", alpha)
-        self.per_sample = bool(per_sample)
-        self.correct_lambda = bool(correct_lambda)
+        self.alpha = _check_alpha("cutmix alpha", alpha)
+        self.per_sample = check_flag(per_sample, "per_sample")
+        self.correct_lambda = check_flag(correct_lambda, "correct_lambda")
 
     def __call__(self, x, y, num_classes, generator):
         return cutmix(
@@ -487,9 +392,9 @@ class Cutout(Mix):
         self.mean = None if mean is None else tuple(float(m) for m in mean)
 
     def __call__(self, x, y, num_classes, generator):
-        _check_batch(x, y)
+        targets = _soft_targets(x, y, num_classes)
         out, params = cutout(x, self.size, generator, self.count, self.fill, self.p, self.mean)
-        return out, as_soft_targets(y, num_classes), params
+        return out, targets, params
 
     def __repr__(self) -> str:
         return (
