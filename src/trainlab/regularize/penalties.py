@@ -1,38 +1,27 @@
 """Weight penalties added to the loss, and decoupled weight decay through optimizer groups.
 
-Conventions (one for all of trainlab):
-
-* **L2** (Tikhonov; Krogh & Hertz 1992 for networks): ``R(w) = lam/2 * sum w^2``. The 1/2 makes
-  the gradient ``lam * w``, so for plain SGD an L2 penalty with ``lam = wd`` gives exactly the
-  step of ``torch.optim.SGD(weight_decay=wd)``: ``w <- w - lr (g + wd w)``.
+* **L2** (Tikhonov; Krogh & Hertz 1992 for networks): ``R(w) = lam/2 * sum w^2``, gradient
+  ``lam * w``, so for plain SGD it is exactly ``torch.optim.SGD(weight_decay=lam)``.
 * **L1** (Tibshirani 1996): ``R(w) = lam * sum |w|``.
-* **Elastic net** (Zou & Hastie 2005; glmnet's parameterisation):
-  ``R(w) = lam * (l1_ratio * sum |w| + (1 - l1_ratio)/2 * sum w^2)``, so ``l1_ratio = 1`` is L1
-  and ``l1_ratio = 0`` is L2 with the same ``lam``.
+* **Elastic net** (Zou & Hastie 2005; glmnet's form):
+  ``R(w) = lam * (l1_ratio * sum |w| + (1 - l1_ratio)/2 * sum w^2)``.
 
-Which parameters: by default the ``weight`` of every Linear and Conv layer (subclasses
-included, e.g. DropConnect layers); biases, normalization scales and shifts, PReLU slopes and
-everything else are left alone, because shrinking them towards zero does not reduce the
-capacity of the function and can hurt it (a BatchNorm scale of 0 kills the unit).
-
-**L2 in the loss vs decoupled weight decay.** For SGD they are the same step (up to the lr
-scaling of ``wd``). For adaptive optimizers they differ: Adam divides the whole gradient,
-penalty included, by ``sqrt(v)``, so weights with large gradient history are barely
-regularized. AdamW (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization") applies
-``w <- w - lr * wd * w`` outside the adaptive update; use :func:`decay_param_groups` with
-``torch.optim.AdamW`` for that.
+By default only the ``weight`` of Linear, Bilinear and Conv layers (subclasses included) is
+penalized: shrinking biases or normalization scales does not reduce capacity and can hurt (a
+BatchNorm scale of 0 kills the unit). Adam divides an L2 penalty's gradient by ``sqrt(v)``, so
+weights with large gradients are barely regularized; AdamW (Loshchilov & Hutter 2019, "Decoupled
+Weight Decay Regularization") decays outside the adaptive update: :func:`decay_param_groups`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from trainlab.errors import RegistryError
 from trainlab.registry import Registry
+from trainlab.regularize.smoothing import check_flag, check_number
 
 _WEIGHT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd, nn.Bilinear)
 
@@ -57,19 +46,15 @@ def penalized_parameters(
                 yield (f"{module_name}.weight" if module_name else "weight"), weight
 
 
-def _check_strength(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise RegistryError(f"{name} must be a finite number >= 0, got {value!r}")
-    if value < 0:
-        raise RegistryError(f"{name} must be >= 0, got {value!r}")
-    return float(value)
+PENALTIES: Registry[Penalty] = Registry("penalty")
 
 
 class Penalty:
     """A loss term over the penalized parameters: ``loss = task_loss + penalty(model)``."""
 
-    def __init__(self, exclude_bias_and_norm: bool = True) -> None:
-        self.exclude_bias_and_norm = exclude_bias_and_norm
+    def __init__(self, lam: float, exclude_bias_and_norm: bool = True) -> None:
+        self.lam = check_number(lam, "lam", 0.0)
+        self.exclude_bias_and_norm = check_flag(exclude_bias_and_norm, "exclude_bias_and_norm")
 
     def term(self, w: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -84,9 +69,16 @@ class Penalty:
 
     __call__ = penalty
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(lam={self.lam})"
 
+
+@PENALTIES.register("none")
 class NoPenalty(Penalty):
     """No penalty: always 0."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
 
     def term(self, w: torch.Tensor) -> torch.Tensor:
         return w.new_zeros(())
@@ -98,42 +90,23 @@ class NoPenalty(Penalty):
 class L2Penalty(Penalty):
     """``lam/2 * sum w^2``; gradient ``lam * w`` (equals SGD ``weight_decay=lam``)."""
 
-    def __init__(self, lam: float, exclude_bias_and_norm: bool = True) -> None:
-        super().__init__(exclude_bias_and_norm)
-        self.lam = _check_strength("lam", lam)
-
     def term(self, w: torch.Tensor) -> torch.Tensor:
         return (self.lam / 2) * w.square().sum()
-
-    def __repr__(self) -> str:
-        return f"L2Penalty(lam={self.lam})"
 
 
 class L1Penalty(Penalty):
     """``lam * sum |w|``: drives weights to exactly 0 under proximal steps, towards 0 under SGD."""
 
-    def __init__(self, lam: float, exclude_bias_and_norm: bool = True) -> None:
-        super().__init__(exclude_bias_and_norm)
-        self.lam = _check_strength("lam", lam)
-
     def term(self, w: torch.Tensor) -> torch.Tensor:
         return self.lam * w.abs().sum()
-
-    def __repr__(self) -> str:
-        return f"L1Penalty(lam={self.lam})"
 
 
 class ElasticNetPenalty(Penalty):
     """``lam * (l1_ratio * sum |w| + (1 - l1_ratio)/2 * sum w^2)`` (Zou & Hastie 2005)."""
 
     def __init__(self, lam: float, l1_ratio: float = 0.5, exclude_bias_and_norm: bool = True):
-        super().__init__(exclude_bias_and_norm)
-        self.lam = _check_strength("lam", lam)
-        if isinstance(l1_ratio, bool) or not isinstance(l1_ratio, int | float):
-            raise RegistryError(f"l1_ratio must be a number in [0, 1], got {l1_ratio!r}")
-        if not 0.0 <= l1_ratio <= 1.0:
-            raise RegistryError(f"l1_ratio must be in [0, 1], got {l1_ratio!r}")
-        self.l1_ratio = float(l1_ratio)
+        super().__init__(lam, exclude_bias_and_norm)
+        self.l1_ratio = check_number(l1_ratio, "l1_ratio", 0.0, 1.0)
 
     def term(self, w: torch.Tensor) -> torch.Tensor:
         l1 = w.abs().sum()
@@ -153,7 +126,7 @@ def decay_param_groups(
     ``weight_decay``; group 1 everything else with ``weight_decay=0``. Empty groups are
     dropped. Pass the result to ``torch.optim.AdamW`` (or SGD).
     """
-    weight_decay = _check_strength("weight_decay", weight_decay)
+    weight_decay = check_number(weight_decay, "weight_decay", 0.0)
     decayed = [p for _, p in penalized_parameters(model, exclude_bias_and_norm)]
     chosen = {id(p) for p in decayed}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
@@ -162,15 +135,6 @@ def decay_param_groups(
         {"params": rest, "weight_decay": 0.0},
     ]
     return [g for g in groups if g["params"]]
-
-
-PENALTIES: Registry[Penalty] = Registry("penalty")
-
-
-@PENALTIES.register("none")
-def none() -> Penalty:
-    """``"none"``: no penalty."""
-    return NoPenalty()
 
 
 @PENALTIES.register("l2", "weight_penalty")

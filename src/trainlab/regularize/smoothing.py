@@ -39,7 +39,7 @@ def check_number(
         and (value < high if open_high else value <= high)
     ):
         interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-        raise RegistryError(f"{name} must be a finite number in {interval}, got {value!r}")
+        raise RegistryError(f"{name} must be in {interval}, got {value!r}")
     return float(value)
 
 
