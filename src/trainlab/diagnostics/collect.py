@@ -1,44 +1,40 @@
 """Hooks that collect per-layer and per-unit statistics on the device.
 
 Every ``every``-th step is *sampled*: the hooks reduce each watched tensor to a few numbers and
-add them to accumulators that live on the same device as the model. Nothing is read back by the
-host until :meth:`Diagnostics.report`; the hooks contain no ``.item()``, no ``bool(tensor)``, no
-``nonzero`` and no Python branch that depends on a tensor's value, so a CUDA stream never waits
-for the host between reports. Unsampled steps cost one Python attribute check per hook.
+add them to accumulators on the model's device. They hold no ``.item()``, ``bool(tensor)``,
+``nonzero`` or branch on a tensor's value, so nothing is read back until
+:meth:`Diagnostics.report` and a CUDA stream never waits for the host between reports.
+Unsampled steps cost one attribute check per hook.
 
-Statistics are gathered over *windows* of ``window`` training steps. At the first sampled step
-of a new window the accumulators of the last one are moved into the history (a device-side
-copy, still no sync) and zeroed. Per window and per layer:
+Statistics are summed over *windows* of ``window`` steps; the first sample of a new window moves
+the last one's accumulators into the history (on the device) and starts from zero. Per window
+and watched tensor:
 
-* element statistics: mean, std, fraction of exact zeros and max (activations only), the
-  number of units holding a non-finite value (excluded from the other statistics), and a
-  ``bins``-bin histogram over a fixed range (values outside land in the edge bins) of the
-  first whole samples of each batch, up to ``HIST_SAMPLE`` values;
-* per unit (channel of a (B, C, ...) tensor, feature of a (B, F) one): mean output, maximum
-  output (a ReLU unit whose maximum over the window is <= 0 is *dead*: it passed no gradient
-  for any sample), and the fraction of outputs in the activation's saturated region, where
-  ``|f'(x)| < sat_eps * max|f'|`` (``|tanh| > 0.99`` at the default 0.02; see
-  ``trainlab.activations.ActivationInfo.saturated``).
+* mean, std, fraction of exact zeros and max (activations only), the number of units holding a
+  non-finite value (left out of the rest), and a ``bins``-bin histogram over a fixed range
+  (values outside in the edge bins) of each batch's first whole samples, up to ``HIST_SAMPLE``
+  values;
+* per unit (channel of a (B, C, ...) tensor, feature of a (B, F) one): mean and maximum output
+  (a ReLU unit whose maximum over the window is <= 0 is *dead*: it passed no gradient for any
+  sample), and the fraction of outputs in the saturated region ``|f'(x)| < sat_eps * max|f'|``
+  (``|tanh| > 0.99`` at the default 0.02; ``trainlab.activations.ActivationInfo.saturated``).
 
-For weighted layers (Linear, Conv, any module whose ``weight`` has >= 2 dimensions):
+Per weighted layer (any module whose ``weight`` has >= 2 dimensions): the gradient norm
+``||dL/dW||`` and the update-to-weight ratio ``||W_after - W_before|| / ||W_before||`` of the
+optimizer's actual step, right for Adam, momentum and weight decay alike (``lr ||g|| / ||W||`` is
+right only for plain SGD); the lecture's rule of thumb is ~1e-3.
 
-* the gradient norm ``||dL/dW||`` after ``backward``;
-* the update-to-weight ratio ``||W_after - W_before|| / ||W_before||`` measured from the
-  optimizer's step itself, so it is right for Adam, momentum and weight decay alike (the usual
-  ``lr * ||g|| / ||W||`` is right only for plain SGD); the lecture's rule of thumb is ~1e-3.
-
-The first step at which each layer's activations or gradients held a non-finite value is kept
-on the device with ``torch.where``; its resolution is the sampling interval.
-
-What the hooks cannot see: activations applied as functions inside ``forward``
-(``F.relu(x)``) have no module to hook; the report names the activation modules it found and
-says so. In-place activations (``nn.ReLU(inplace=True)``) are fine: a forward hook runs before
-the next module overwrites the tensor, so the preceding layer's pre-activations are read first.
+The first step at which a layer's activations or gradients held a non-finite value is kept on the
+device with ``torch.where``, to the sampling interval. In-place activations are fine: a forward
+hook runs before the next module overwrites the tensor.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,26 +44,15 @@ from torch import Tensor, nn
 
 from trainlab.activations import Activation, ActivationInfo, activation_info
 
-__all__ = [
-    "Diagnostics",
-    "DiagnosticsReport",
-    "LayerSeries",
-    "WeightSeries",
-    "DEFAULT_EVERY",
-    "DEFAULT_WINDOW",
-    "HIST_BINS",
-    "SAT_EPS",
-    "activation_spec",
-]
-
-# Sampling every 50th step costs about 1% of the default recipe's training time
-# (docs/benchmarks/diagnostics.md); a window of 200 steps holds 4 sampled batches at that rate.
+# Every 50th step costs about 1% of the default recipe's training time (docs/benchmarks.md);
+# a window of 200 steps then holds 4 sampled batches.
 DEFAULT_EVERY = 50
 DEFAULT_WINDOW = 200
 HIST_BINS = 48
 HIST_RANGE = 4.0  # histogram range for unbounded outputs: [-4, 4]
 HIST_SAMPLE = 1 << 16  # values per batch and layer read by the histogram (whole samples)
 SAT_EPS = 0.02  # saturated where |f'(x)| < SAT_EPS * max|f'| (|tanh| > 0.99)
+UNIT_SATURATED = 0.5  # a unit is saturated when more than this fraction of its outputs are
 
 # torch.nn activation modules -> the trainlab spec with the same formula.
 _TORCH_ACTIVATIONS: dict[type[nn.Module], Any] = {
@@ -101,10 +86,8 @@ def activation_spec(module: nn.Module) -> str | None:
     """The trainlab spec of an activation module (trainlab's or torch.nn's), else None."""
     if isinstance(module, Activation):
         return module.spec
-    for cls, spec in _TORCH_ACTIVATIONS.items():
-        if type(module) is cls:
-            return spec(module)
-    return None
+    spec = _TORCH_ACTIVATIONS.get(type(module))
+    return None if spec is None else spec(module)
 
 
 def _is_activation(module: nn.Module) -> bool:
@@ -125,6 +108,11 @@ def _hist_range(info: ActivationInfo | None) -> tuple[float, float]:
     return -HIST_RANGE, HIST_RANGE
 
 
+def _unit_dims(x: Tensor) -> tuple[int, ...]:
+    """The dimensions reduced per unit: all but dim 1 of (B, C, ...); dim 0 of a vector."""
+    return tuple(d for d in range(x.dim()) if d != 1) if x.dim() >= 2 else (0,)
+
+
 class _Probe:
     """Accumulators for one watched tensor (an activation's output or a layer's output)."""
 
@@ -136,45 +124,30 @@ class _Probe:
         self.spec = activation_spec(module) if role == "activation" else None
         self.info = activation_info(self.spec) if self.spec is not None else None
         self.inplace = bool(getattr(module, "inplace", False))
+        self.can_die = self.info is not None and self.info.can_die
         # Saturation needs the slope; ReLU's flat half is its dead rule, not saturation.
         self.rates_saturation = (
-            self.info is not None and self.info.saturates is not None and not self.info.can_die
+            self.info is not None and self.info.saturates is not None and not self.can_die
         )
         self.monotone = self.info is not None and self.info.grad_from_output is not None
         self.bins, self.sat_eps = bins, sat_eps
         self.lo, self.hi = _hist_range(self.info)
         self.units: int | None = None
         self.acc: dict[str, Tensor] = {}
-        self.history: list[dict[str, Tensor]] = []
+        self.history: list[dict[str, Tensor]] = []  # one per window; {} if the layer did not run
         self.first_bad: Tensor | None = None
 
     def _zero(self, y: Tensor) -> None:
-        dev, f64 = y.device, torch.float64
-        units = y.shape[1] if y.dim() >= 2 else 1
-        self.units = units
-        self.acc = {
-            "n": torch.zeros((), dtype=f64, device=dev),
-            "sum": torch.zeros((), dtype=f64, device=dev),
-            "sumsq": torch.zeros((), dtype=f64, device=dev),
-            "zeros": torch.zeros((), dtype=f64, device=dev),
-            "nonfinite": torch.zeros((), dtype=f64, device=dev),
-            "max": torch.full((), -math.inf, dtype=f64, device=dev),
-            "hist": torch.zeros(self.bins, dtype=f64, device=dev),
-            "unit_n": torch.zeros((), dtype=f64, device=dev),
-            "unit_sum": torch.zeros(units, dtype=f64, device=dev),
-            "unit_sumsq": torch.zeros(units, dtype=f64, device=dev),
-            "within_var": torch.zeros((), dtype=f64, device=dev),
-            "batches": torch.zeros((), dtype=f64, device=dev),
-            "unit_max": torch.full((units,), -math.inf, dtype=f64, device=dev),
-            "unit_sat": torch.zeros(units, dtype=f64, device=dev),
-        }
+        self.units = units = y.shape[1] if y.dim() >= 2 else 1
+        kw: dict[str, Any] = {"dtype": torch.float64, "device": y.device}
+        scalars = ("n", "sum", "sumsq", "zeros", "nonfinite", "unit_n", "within_var", "batches")
+        self.acc = {k: torch.zeros((), **kw) for k in scalars}
+        self.acc |= {k: torch.zeros(units, **kw) for k in ("unit_sum", "unit_sumsq", "unit_sat")}
+        self.acc["hist"] = torch.zeros(self.bins, **kw)
+        self.acc["max"] = torch.full((), -math.inf, **kw)
+        self.acc["unit_max"] = torch.full((units,), -math.inf, **kw)
         if self.first_bad is None:
-            self.first_bad = torch.full((), -1, dtype=torch.int64, device=dev)
-
-    def close_window(self) -> None:
-        if self.acc and self.history is not None:
-            self.history.append(self.acc)
-        self.acc = {}
+            self.first_bad = torch.full((), -1, dtype=torch.int64, device=y.device)
 
     @torch.no_grad()
     def observe(self, y: Tensor, x: Tensor | None, step: Tensor) -> None:
@@ -188,8 +161,8 @@ class _Probe:
             self._zero(y)
         a = self.acc
         yf = y.detach().float()
-        dims = tuple(d for d in range(yf.dim()) if d != 1) if yf.dim() >= 2 else (0,)
-        per_unit = yf.numel() // max(1, self.units or 1)
+        dims = _unit_dims(yf)
+        per_unit = yf.numel() // max(1, self.units)
         s = yf.sum(dim=dims).double().reshape(-1)
         ss = torch.linalg.vector_norm(yf, dim=dims).double().reshape(-1).square()
         # A NaN or inf anywhere in a unit makes its sum non-finite: no extra pass to find it.
@@ -221,8 +194,7 @@ class _Probe:
         # The first samples of the (shuffled) batch, at most HIST_SAMPLE values: a slice of
         # dim 0 is a view, so nothing is copied but what is counted.
         per_sample = max(1, yf[0].numel()) if yf.dim() >= 1 and len(yf) else 1
-        take = max(1, HIST_SAMPLE // per_sample)
-        part = yf[:take].reshape(-1)
+        part = yf[: max(1, HIST_SAMPLE // per_sample)].reshape(-1)
         part = torch.where(torch.isfinite(part), part, 0.0)
         # index_add_ into fixed bins: unlike histc/bincount it never asks the host for a size.
         scale = self.bins / (self.hi - self.lo)
@@ -240,6 +212,42 @@ class _Probe:
         else:  # non-monotone and its input was overwritten in place: undecidable
             return
         self.acc["unit_sat"] += sat.sum(dim=dims).reshape(-1)
+
+    def window_row(self, acc: dict[str, Tensor]) -> dict[str, Any]:
+        """One window's statistics on the host; NaN (empty histogram) if the layer did not run."""
+        units, nan = self.units, math.nan
+        if not acc:
+            row: dict[str, Any] = dict.fromkeys(_ELEMENTS + _UNIT_FRACTIONS, nan) | {
+                "hist": np.zeros(self.bins)
+            }
+            return row | {k: np.full(units, nan) for k in _PER_UNIT}
+        a = {k: v.cpu().numpy() for k, v in acc.items()}
+        act = self.role == "activation"
+        good = float(a["n"])  # elements of the units that stayed finite
+        mean = float(a["sum"]) / good if good else nan
+        per_unit = float(a["unit_n"])
+        rates = self.rates_saturation
+        unit_sat = a["unit_sat"] / per_unit if rates else np.full(units, nan)
+        return {
+            "mean": mean,
+            "std": math.sqrt(max(float(a["sumsq"]) / good - mean * mean, 0.0)) if good else nan,
+            "signal_std": math.sqrt(float(a["within_var"]) / float(a["batches"])),
+            "zero_fraction": float(a["zeros"]) / (per_unit * units) if act else nan,
+            "max": float(a["max"]) if act else nan,
+            "nonfinite": float(a["nonfinite"]),  # units holding NaN/inf
+            "dead_fraction": float((a["unit_max"] <= 0).mean()) if self.can_die else nan,
+            "saturated_fraction": float((unit_sat > UNIT_SATURATED).mean()) if rates else nan,
+            "hist": a["hist"],
+            "unit_saturation": unit_sat,
+            "unit_mean": a["unit_sum"] / per_unit,
+            "unit_max": a["unit_max"] if act else np.full(units, nan),
+        }
+
+
+# The columns of a window's row: element statistics, fractions of units, per-unit values.
+_ELEMENTS = ("mean", "std", "signal_std", "zero_fraction", "max", "nonfinite")
+_UNIT_FRACTIONS = ("dead_fraction", "saturated_fraction")
+_PER_UNIT = ("unit_saturation", "unit_mean", "unit_max")
 
 
 class _Weight:
@@ -280,13 +288,6 @@ class LayerSeries:
     zero_centred: bool | None
     saturates: str | None
 
-    def to_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        for k, v in out.items():
-            if isinstance(v, np.ndarray):
-                out[k] = _json_array(v)
-        return out
-
 
 @dataclass
 class WeightSeries:
@@ -299,23 +300,18 @@ class WeightSeries:
     update_ratio_max: np.ndarray  # (windows,)
     first_nonfinite_grad_step: int | None
 
-    def to_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        for k, v in out.items():
-            if isinstance(v, np.ndarray):
-                out[k] = _json_array(v)
-        return out
 
-
-def _json_array(a: np.ndarray) -> Any:
-    """Lists with None for non-finite values (JSON has no NaN)."""
-    if a.dtype.kind == "f":
-        return (
-            [None if not math.isfinite(v) else v for v in a.reshape(-1).tolist()]
-            if a.ndim == 1
-            else [_json_array(r) for r in a]
-        )
-    return a.tolist()
+def _jsonable(value: Any) -> Any:
+    """Dataclasses as dicts, arrays as lists with None for non-finite values (JSON has no NaN)."""
+    if dataclasses.is_dataclass(value):
+        return {k: _jsonable(v) for k, v in value.__dict__.items()}
+    if isinstance(value, list) or (isinstance(value, np.ndarray) and value.ndim > 1):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind != "f":
+            return value.tolist()
+        return [v if math.isfinite(v) else None for v in value.tolist()]
+    return value
 
 
 @dataclass
@@ -342,24 +338,7 @@ class DiagnosticsReport:
         raise KeyError(f"no watched layer named {name!r}; watched: {[s.name for s in self.layers]}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "every": self.every,
-            "window": self.window,
-            "sampled_steps": self.sampled_steps,
-            "window_start": self.window_start.tolist(),
-            "window_end": self.window_end.tolist(),
-            "layers": [s.to_dict() for s in self.layers],
-            "weights": [w.to_dict() for w in self.weights],
-            "input_name": self.input_name,
-            "input_channel_mean": None
-            if self.input_channel_mean is None
-            else _json_array(self.input_channel_mean),
-            "input_channel_std": None
-            if self.input_channel_std is None
-            else _json_array(self.input_channel_std),
-            "activation_kinds": dict(self.activation_kinds),
-            "notes": list(self.notes),
-        }
+        return _jsonable(self)
 
 
 class NoDiagnostics:
@@ -379,8 +358,7 @@ class Diagnostics:
 
     ``every``: sample every this many steps (1: every step). ``window``: steps per window of the
     time series. ``bins``: histogram bins. ``sat_eps``: slope fraction below which an output
-    counts as saturated. ``unit_saturated``: a unit is saturated when more than this fraction of
-    its outputs in a window are.
+    counts as saturated.
     """
 
     def __init__(
@@ -391,27 +369,20 @@ class Diagnostics:
         *,
         bins: int = HIST_BINS,
         sat_eps: float = SAT_EPS,
-        unit_saturated: float = 0.5,
-        layers: bool = True,
     ):
         _check_int("every", every)
         _check_int("window", window)
         _check_int("bins", bins, lo=2)
         if not (isinstance(sat_eps, (int, float)) and 0 < sat_eps < 1):
             raise ValueError(f"Diagnostics: sat_eps must be in (0, 1), got {sat_eps!r}")
-        if not (isinstance(unit_saturated, (int, float)) and 0 <= unit_saturated < 1):
-            raise ValueError(
-                f"Diagnostics: unit_saturated must be in [0, 1), got {unit_saturated!r}"
-            )
         if not isinstance(model, nn.Module):
             raise ValueError(f"Diagnostics: model must be an nn.Module, got {type(model).__name__}")
         self.model, self.every, self.window = model, every, window
-        self.unit_saturated = float(unit_saturated)
         self.sampling = False
         self.step = -1
         self.sampled_steps = 0
         self._window_index = -1
-        self._window_bounds: list[tuple[int, int]] = []
+        self._window_bounds: list[list[int]] = []  # [first, last + 1] sampled step per window
         self._step_t: Tensor | None = None
         self._handles: list[Any] = []
         self.probes: list[_Probe] = []
@@ -422,11 +393,7 @@ class Diagnostics:
         self._before: list[Tensor] | None = None
         self._input_acc: dict[str, Tensor] = {}
         self.input_name: str | None = None
-        self._attach(bins, sat_eps, layers)
-
-    # -- set-up ----------------------------------------------------------------------------------
-    def _attach(self, bins: int, sat_eps: float, layers: bool) -> None:
-        for name, module in self.model.named_modules():
+        for name, module in model.named_modules():
             name = name or type(module).__name__
             if _is_activation(module):
                 self._watch(name, module, "activation", bins, sat_eps)
@@ -435,8 +402,7 @@ class Diagnostics:
                     self.input_name = name
                     self._handles.append(module.register_forward_pre_hook(self._input_hook))
                 self.weights.append(_Weight(len(self.weights), name, module))
-                if layers:
-                    self._watch(name, module, "layer", bins, sat_eps)
+                self._watch(name, module, "layer", bins, sat_eps)
 
     def _watch(self, name: str, module: nn.Module, role: str, bins: int, sat_eps: float) -> None:
         probe = _Probe(len(self.probes), name, module, role, bins, sat_eps)
@@ -455,17 +421,17 @@ class Diagnostics:
             return
         with torch.no_grad():
             x = inputs[0].detach().float()
-            dims = tuple(d for d in range(x.dim()) if d != 1) if x.dim() >= 2 else (0,)
-            n = x.numel() // (x.shape[1] if x.dim() >= 2 else 1)
+            dims = _unit_dims(x)
             s = x.sum(dim=dims, dtype=torch.float64).reshape(-1)
             ss = x.square().sum(dim=dims, dtype=torch.float64).reshape(-1)
             if not self._input_acc:
+                n = torch.zeros((), dtype=torch.float64, device=x.device)
                 self._input_acc = {
-                    "n": torch.zeros((), dtype=torch.float64, device=x.device),
+                    "n": n,
                     "sum": torch.zeros_like(s),
                     "sumsq": torch.zeros_like(ss),
                 }
-            self._input_acc["n"] += n
+            self._input_acc["n"] += x.numel() // s.numel()
             self._input_acc["sum"] += s
             self._input_acc["sumsq"] += ss
 
@@ -487,11 +453,11 @@ class Diagnostics:
         if index != self._window_index:
             self._close_window()
             self._window_index = index
-            self._window_bounds.append((self.step, self.step))
-        start, _ = self._window_bounds[-1]
-        self._window_bounds[-1] = (start, self.step + 1)
+            self._window_bounds.append([self.step, self.step])
+        self._window_bounds[-1][1] = self.step + 1
         self.sampled_steps += 1
-        device = self._device()
+        first = next(itertools.chain(self.model.parameters(), self.model.buffers()), None)
+        device = torch.device("cpu") if first is None else first.device
         # A device scalar made by a fill kernel: no host-to-device copy on a CUDA stream.
         self._step_t = torch.full((), self.step, dtype=torch.int64, device=device)
 
@@ -500,21 +466,18 @@ class Diagnostics:
         if not self.sampling or not self.weights:
             return
         with torch.no_grad():
+            zero = torch.zeros((), device=self._step_t.device)
             grads = [w.param.grad for w in self.weights]
-            norms = torch.stack(
-                [
-                    torch.linalg.vector_norm(g.detach().float())
-                    if g is not None
-                    else torch.zeros((), device=self._step_t.device)
-                    for g in grads
-                ]
-            ).double()
+            norms = [
+                zero if g is None else torch.linalg.vector_norm(g.detach().float()) for g in grads
+            ]
+            norms = torch.stack(norms).double()
+            finite = torch.isfinite(norms)
             acc = self._grad_window()
-            acc["grad_sum"] += torch.where(torch.isfinite(norms), norms, 0.0)
+            acc["grad_sum"] += torch.where(finite, norms, 0.0)
             acc["grad_n"] += 1
-            bad = ~torch.isfinite(norms)
             first = self._grad_first_bad
-            self._grad_first_bad = torch.where((first < 0) & bad, self._step_t, first)
+            self._grad_first_bad = torch.where((first < 0) & ~finite, self._step_t, first)
 
     def before_optimizer_step(self) -> None:
         """Snapshot the weights (sampled steps only) to measure the step's actual update."""
@@ -526,10 +489,9 @@ class Diagnostics:
         """``||W_after - W_before|| / ||W_before||`` per weighted layer (sampled steps only).
 
         Ends the step: forward passes after it (evaluation) are not sampled."""
-        if not self.sampling or self._before is None:
-            self.sampling = False
+        sampled, self.sampling = self.sampling, False
+        if not sampled or self._before is None:
             return
-        self.sampling = False
         with torch.no_grad():
             after = [w.param.detach() for w in self.weights]
             delta = torch._foreach_sub(after, self._before)
@@ -550,66 +512,42 @@ class Diagnostics:
         No host sync. ``step`` (the engine's current step) is accepted for the call's symmetry
         with ``begin_step``; the window bounds are the sampled steps themselves.
         """
-        del step
         self._close_window()
         self._window_index = -2  # even inside the same `window` span, the next sample opens one
 
     # -- internals -------------------------------------------------------------------------------
-    def _device(self) -> torch.device:
-        for p in self.model.parameters():
-            return p.device
-        for b in self.model.buffers():
-            return b.device
-        return torch.device("cpu")
-
     def _grad_window(self) -> dict[str, Tensor]:
+        kw: dict[str, Any] = {"dtype": torch.float64, "device": self._step_t.device}
         if not self._grad_acc:
-            dev, n = self._step_t.device, len(self.weights)
-            z = lambda: torch.zeros(n, dtype=torch.float64, device=dev)  # noqa: E731
-            self._grad_acc = {
-                "grad_sum": z(),
-                "grad_n": torch.zeros((), dtype=torch.float64, device=dev),
-                "ratio_sum": z(),
-                "ratio_max": z(),
-                "ratio_bad": z(),
-                "ratio_n": torch.zeros((), dtype=torch.float64, device=dev),
-            }
+            per_layer = ("grad_sum", "ratio_sum", "ratio_max", "ratio_bad")
+            self._grad_acc = {k: torch.zeros(len(self.weights), **kw) for k in per_layer}
+            self._grad_acc |= {k: torch.zeros((), **kw) for k in ("grad_n", "ratio_n")}
         if self._grad_first_bad is None:
-            self._grad_first_bad = torch.full(
-                (len(self.weights),), -1, dtype=torch.int64, device=self._step_t.device
-            )
+            kw["dtype"] = torch.int64
+            self._grad_first_bad = torch.full((len(self.weights),), -1, **kw)
         return self._grad_acc
 
     def _close_window(self) -> None:
-        if not self._window_bounds or len(self._grad_history) >= len(self._window_bounds):
+        if len(self._grad_history) >= len(self._window_bounds):  # none open
             return
         for probe in self.probes:
-            if not probe.acc:  # the layer did not run in this window: keep rows aligned
-                probe.history.append({})
-            probe.close_window()
+            probe.history.append(probe.acc)
+            probe.acc = {}
         self._grad_history.append(self._grad_acc)
         self._grad_acc = {}
 
     # -- the report: the one place that reads back from the device ---------------------------------
     def report(self) -> DiagnosticsReport:
         """Copy the statistics to the host (this is where a GPU synchronises)."""
-        self._close_window()
-        self._window_index = -2
+        self.snapshot()
         starts = np.array([a for a, _ in self._window_bounds], dtype=np.int64)
         ends = np.array([b for _, b in self._window_bounds], dtype=np.int64)
-        layers = [self._layer_series(p) for p in self.probes if p.units is not None]
-        kinds: dict[str, int] = {}
-        for p in self.probes:
-            if p.role == "activation":
-                key = p.spec or p.type
-                kinds[key] = kinds.get(key, 0) + 1
+        kinds = Counter(p.spec or p.type for p in self.probes if p.role == "activation")
         mean = std = None
         if self._input_acc:
             n = float(self._input_acc["n"])
-            s = self._input_acc["sum"].cpu().numpy()
-            ss = self._input_acc["sumsq"].cpu().numpy()
-            mean = s / n
-            std = np.sqrt(np.maximum(ss / n - mean**2, 0.0))
+            mean = self._input_acc["sum"].cpu().numpy() / n
+            std = np.sqrt(np.maximum(self._input_acc["sumsq"].cpu().numpy() / n - mean**2, 0.0))
         notes = [
             "Activations applied as functions inside forward (F.relu(x), torch.tanh(x)) are "
             "not seen: only activation modules are hooked.",
@@ -630,106 +568,36 @@ class Diagnostics:
             sampled_steps=self.sampled_steps,
             window_start=starts,
             window_end=ends,
-            layers=layers,
+            layers=[self._layer_series(p) for p in self.probes if p.units is not None],
             weights=self._weight_series(len(starts)),
             input_channel_mean=mean,
             input_channel_std=std,
             input_name=self.input_name,
-            activation_kinds=kinds,
+            activation_kinds=dict(kinds),
             notes=notes,
         )
 
     def _layer_series(self, p: _Probe) -> LayerSeries:
-        rows = p.history
-        units = int(p.units or 0)
-        nan = float("nan")
+        rows = [p.window_row(acc) for acc in p.history]
 
-        def host(row: dict[str, Tensor]) -> dict[str, np.ndarray]:
-            return {k: v.cpu().numpy() for k, v in row.items()}
+        def column(key: str, width: int | None = None) -> np.ndarray:
+            shape = (len(rows),) if width is None else (len(rows), width)
+            return np.array([r[key] for r in rows], dtype=np.float64).reshape(shape)
 
-        cols: dict[str, list[Any]] = {
-            k: []
-            for k in (
-                "mean",
-                "std",
-                "signal_std",
-                "zero_fraction",
-                "max",
-                "nonfinite",
-                "hist",
-                "dead_fraction",
-                "saturated_fraction",
-                "unit_saturation",
-                "unit_mean",
-                "unit_max",
-            )
-        }
-        for row in map(host, rows):
-            if not row:
-                for k in (
-                    "mean",
-                    "std",
-                    "signal_std",
-                    "zero_fraction",
-                    "max",
-                    "nonfinite",
-                    "dead_fraction",
-                    "saturated_fraction",
-                ):
-                    cols[k].append(nan)
-                cols["hist"].append(np.zeros(p.bins))
-                for k in ("unit_saturation", "unit_mean", "unit_max"):
-                    cols[k].append(np.full(units, nan))
-                continue
-            good = float(row["n"])  # elements of the units that stayed finite
-            m = float(row["sum"]) / good if good else nan
-            cols["mean"].append(m)
-            cols["std"].append(
-                math.sqrt(max(float(row["sumsq"]) / good - m * m, 0.0)) if good else nan
-            )
-            act = p.role == "activation"
-            cols["zero_fraction"].append(
-                float(row["zeros"]) / (float(row["unit_n"]) * units) if act else nan
-            )
-            cols["max"].append(float(row["max"]) if act else nan)
-            cols["nonfinite"].append(float(row["nonfinite"]))  # units holding NaN/inf
-            cols["hist"].append(row["hist"])
-            un = float(row["unit_n"])
-            umean = row["unit_sum"] / un
-            cols["signal_std"].append(math.sqrt(float(row["within_var"]) / float(row["batches"])))
-            cols["unit_mean"].append(umean)
-            cols["unit_max"].append(row["unit_max"] if act else np.full(units, nan))
-            dead = (row["unit_max"] <= 0).mean() if p.info is not None and p.info.can_die else nan
-            cols["dead_fraction"].append(float(dead))
-            usat = row["unit_sat"] / un
-            cols["unit_saturation"].append(usat if p.rates_saturation else np.full(units, nan))
-            cols["saturated_fraction"].append(
-                float((usat > self.unit_saturated).mean()) if p.rates_saturation else nan
-            )
-        first = int(p.first_bad) if p.first_bad is not None else -1
-        stack = lambda v, w: np.array(v, dtype=np.float64).reshape(len(rows), w)  # noqa: E731
+        first = int(p.first_bad)
         return LayerSeries(
             index=p.index,
             name=p.name,
             type=p.type,
             role=p.role,
             spec=p.spec,
-            units=units,
+            units=p.units,
             hist_range=(p.lo, p.hi),
-            mean=np.array(cols["mean"]),
-            std=np.array(cols["std"]),
-            signal_std=np.array(cols["signal_std"]),
-            zero_fraction=np.array(cols["zero_fraction"]),
-            max=np.array(cols["max"]),
-            nonfinite=np.array(cols["nonfinite"]),
-            hist=stack(cols["hist"], p.bins),
-            dead_fraction=np.array(cols["dead_fraction"]),
-            saturated_fraction=np.array(cols["saturated_fraction"]),
-            unit_saturation=stack(cols["unit_saturation"], units),
-            unit_mean=stack(cols["unit_mean"], units),
-            unit_max=stack(cols["unit_max"], units),
+            **{k: column(k) for k in _ELEMENTS + _UNIT_FRACTIONS},
+            hist=column("hist", p.bins),
+            **{k: column(k, p.units) for k in _PER_UNIT},
             first_nonfinite_step=first if first >= 0 else None,
-            can_die=bool(p.info is not None and p.info.can_die),
+            can_die=p.can_die,
             rates_saturation=p.rates_saturation,
             zero_centred=None if p.info is None else bool(p.info.zero_centred),
             saturates=None if p.info is None else p.info.saturates,
@@ -737,25 +605,17 @@ class Diagnostics:
 
     def _weight_series(self, windows: int) -> list[WeightSeries]:
         n = len(self.weights)
-        grad = np.full((windows, n), np.nan)
-        ratio = np.full((windows, n), np.nan)
-        rmax = np.full((windows, n), np.nan)
-        for i, row in enumerate(self._grad_history[:windows]):
-            if not row:
-                continue
-            h = {k: v.cpu().numpy() for k, v in row.items()}
-            if h["grad_n"] > 0:
+        grad, ratio, rmax = (np.full((windows, n), np.nan) for _ in range(3))
+        for i, acc in enumerate(self._grad_history[:windows]):
+            h = {k: v.cpu().numpy() for k, v in acc.items()}
+            if h and h["grad_n"] > 0:
                 grad[i] = h["grad_sum"] / h["grad_n"]
-            if h["ratio_n"] > 0:
+            if h and h["ratio_n"] > 0:
                 good = np.maximum(h["ratio_n"] - h["ratio_bad"], 1.0)
                 # A step whose update or weights went non-finite makes the window's ratio inf.
                 ratio[i] = np.where(h["ratio_bad"] > 0, np.inf, h["ratio_sum"] / good)
                 rmax[i] = h["ratio_max"]
-        first = (
-            self._grad_first_bad.cpu().numpy()
-            if self._grad_first_bad is not None
-            else np.full(n, -1)
-        )
+        first = [-1] * n if self._grad_first_bad is None else self._grad_first_bad.tolist()
         return [
             WeightSeries(
                 index=w.index,
@@ -765,7 +625,7 @@ class Diagnostics:
                 grad_norm=grad[:, j],
                 update_ratio=ratio[:, j],
                 update_ratio_max=rmax[:, j],
-                first_nonfinite_grad_step=int(first[j]) if first[j] >= 0 else None,
+                first_nonfinite_grad_step=first[j] if first[j] >= 0 else None,
             )
             for j, w in enumerate(self.weights)
         ]
