@@ -1,39 +1,28 @@
 """Fractional max pooling (Graham 2014, "Fractional Max-Pooling").
 
-Shrinks each spatial dimension by a factor ``ratio`` in (1, 2) instead of 2, with pooling
-regions laid out by a random sequence of boundaries ``0 = a_0 < a_1 < ... < a_n = L`` whose
-increments are 1 or 2:
+Shrinks each spatial dimension by ``ratio`` in (1, 2) with pooling regions between boundaries
+``0 = a_0 < ... < a_n = L`` whose increments are 1 or 2: **random** (a random order of the
+increments) or **pseudo-random**, ``a_i = ceil(alpha (i + u)) - ceil(alpha u)``, ``alpha = L / n``,
+``u ~ U(0, 1)``. Regions are disjoint, ``[a_{i-1}, a_i - 1]`` (``L = N``), or overlapping,
+``[a_{i-1}, a_i]`` (``L = N - 1``); ``n = floor(N / ratio)`` clamped to ``[ceil(L / 2), L]``.
 
-* **random**: the increments are a random permutation of ``L - n`` twos and ``2n - L`` ones;
-* **pseudo-random**: ``a_i = ceil(alpha (i + u)) - ceil(alpha u)``, ``alpha = L / n``,
-  ``u ~ U(0, 1)`` (Graham's formula, shifted so that ``a_0 = 0`` and ``a_n = L``).
-
-Regions are **disjoint**, ``[a_{i-1}, a_i - 1]`` (``L = N``, sizes 1-2), or **overlapping**,
-``[a_{i-1}, a_i]`` (``L = N - 1``, sizes 2-3). The output size per dimension is
-``floor(N / ratio)``, clamped to the feasible range ``[ceil(L / 2), L]``, or ``output_size``.
-
-Train vs eval. In ``train()`` new regions are drawn on every forward: one sequence per
-dimension for the whole batch (as in the paper) or, with ``per_sample=True``, one per sample.
-Max pooling is not linear, so no deterministic rule equals the expected training output; this
-module's eval rule is honest about that:
-
-* ``test_samples=0`` (default): a fixed canonical layout, the pseudo-random formula with
-  ``u = 1/2`` (evenly spread increments), deterministic;
-* ``test_samples=k``: the paper's rule, the average of ``k`` pooling draws, taken from a
-  generator re-seeded from ``seed`` on every call, so it is also deterministic.
-
-Unlike ``torch.nn.functional.fractional_max_pool2d``, which stays random in eval and draws
-from the global RNG, the draws here come from the module's own generator.
+``train()`` draws new regions every forward, per batch (the paper's) or per sample. Max pooling
+is not linear, so no fixed rule equals the expected training output; eval uses the canonical
+layout (``u = 1/2``) or, with ``test_samples=k``, the paper's average of ``k`` draws from a
+generator re-seeded from ``seed`` on every call. Both are deterministic, unlike
+``torch.nn.functional.fractional_max_pool2d``, which draws from the global RNG even in eval.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from trainlab.errors import RegistryError
 from trainlab.registry import Registry
+from trainlab.regularize.smoothing import check_flag, check_int, check_number
 from trainlab.seeding import RandomModule, Seed, derive_seed
 
 
@@ -92,34 +81,19 @@ def _pool_dim(x: torch.Tensor, dim: int, bounds: torch.Tensor, overlapping: bool
     return pooled
 
 
-def _ratio_pair(ratio: float | tuple[float, float]) -> tuple[float, float]:
-    pair = ratio if isinstance(ratio, tuple | list) else (ratio, ratio)
+def _pair(value: Any, name: str) -> tuple:
+    pair = tuple(value) if isinstance(value, tuple | list) else (value, value)
     if len(pair) != 2:
-        raise RegistryError(f"ratio must be a number or a pair (rh, rw), got {ratio!r}")
-    for r in pair:
-        if isinstance(r, bool) or not isinstance(r, int | float) or not 1.0 < r < 2.0:
-            raise RegistryError(
-                f"ratio must be in (1, 2) exclusive (use max pooling for 2), got {ratio!r}"
-            )
-    return float(pair[0]), float(pair[1])
-
-
-def _size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
-    pair = size if isinstance(size, tuple | list) else (size, size)
-    if len(pair) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in pair):
-        raise RegistryError(f"output_size must be a positive int or a pair, got {size!r}")
-    return int(pair[0]), int(pair[1])
+        raise RegistryError(f"{name} must be a number or a pair, got {value!r}")
+    return pair
 
 
 class FractionalMaxPool2d(RandomModule):
     """Fractional max pooling (Graham 2014) over (B, C, H, W); see the module docstring.
 
-    ``ratio``: shrink factor in (1, 2), a number or (rh, rw); default sqrt(2).
-    ``output_size``: (H_out, W_out) instead of ``ratio``.
-    ``pseudo_random``: Graham's ``ceil(alpha (i + u))`` sequence (default) or a random
-    permutation of the increments. ``overlapping``: regions share their boundary positions.
-    ``per_sample``: a fresh layout per sample in training instead of one per batch.
-    ``test_samples``: 0 for the canonical fixed layout in eval, k > 0 to average k draws.
+    ``ratio`` in (1, 2), a number or (rh, rw), default sqrt(2); or ``output_size``.
+    ``pseudo_random``: Graham's sequence, else a random order of the increments.
+    ``test_samples``: 0 for the canonical layout in eval, k > 0 to average k draws.
     """
 
     def __init__(
@@ -140,12 +114,20 @@ class FractionalMaxPool2d(RandomModule):
                 f"give ratio or output_size, not both (got ratio={ratio!r}, "
                 f"output_size={output_size!r})"
             )
-        self.output_size = None if output_size is None else _size_pair(output_size)
-        self.ratio = None if output_size is not None else _ratio_pair(ratio or math.sqrt(2))
-        if isinstance(test_samples, bool) or not isinstance(test_samples, int) or test_samples < 0:
-            raise RegistryError(f"test_samples must be an int >= 0, got {test_samples!r}")
-        self.pseudo_random, self.overlapping = bool(pseudo_random), bool(overlapping)
-        self.per_sample, self.test_samples = bool(per_sample), test_samples
+        self.ratio = self.output_size = None
+        if output_size is not None:
+            self.output_size = tuple(
+                check_int(n, "output_size") for n in _pair(output_size, "output_size")
+            )
+        else:
+            pair = _pair(math.sqrt(2) if ratio is None else ratio, "ratio")
+            self.ratio = tuple(
+                check_number(r, "ratio", 1.0, 2.0, open_low=True, open_high=True) for r in pair
+            )
+        self.test_samples = check_int(test_samples, "test_samples", 0)
+        self.pseudo_random = check_flag(pseudo_random, "pseudo_random")
+        self.overlapping = check_flag(overlapping, "overlapping")
+        self.per_sample = check_flag(per_sample, "per_sample")
 
     def extra_repr(self) -> str:
         size = f"output_size={self.output_size}" if self.ratio is None else f"ratio={self.ratio}"
