@@ -53,6 +53,30 @@ def test_user_mistakes_are_one_line_and_exit_2(capsys, tmp_path):
     assert not (tmp_path / "o").exists(), "nothing is written before the recipe is valid"
 
 
+@pytest.mark.parametrize(
+    "item",
+    ["schedule.warmup_epochs=nan", "regularize.label_smoothing=nan", "data.val_fraction=nan",
+     "optim.lr=inf", "model.activation=leaky_relu('abc')", "init.scheme=kaiming(mode='sideways')",
+     "init.scheme=normal(-1)", "data.normalize=zca_whiten(eps=-1)", "data.name=synthetic(n=0)"],
+)  # fmt: skip
+def test_the_issue_examples_end_before_any_work(capsys, tmp_path, item):
+    out = tmp_path / "o"
+    one_line_error(capsys, ["train", "--set", item, "--out", str(out)], item.split("=")[0])
+    assert not out.exists()
+
+
+def test_verbose_shows_the_chain_and_still_ends_in_the_one_line(capsys, tmp_path, monkeypatch):
+    junk = tmp_path / "checkpoint.pt"
+    junk.write_bytes(b"PK\x03\x04 not a zip archive at all")
+    monkeypatch.delenv("TRAINLAB_VERBOSE", raising=False)
+    quiet = one_line_error(capsys, ["eval", str(junk)], str(junk))
+    assert main(["eval", str(junk), "--verbose"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.splitlines()[-1] == quiet.strip()
+    monkeypatch.setenv("TRAINLAB_VERBOSE", "1")
+    assert main(["--verbose", "eval", str(junk)]) == 2 and "Traceback" in capsys.readouterr().err
+
+
 def test_argument_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--bogus"])

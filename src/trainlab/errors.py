@@ -45,3 +45,8 @@ def summary(exc: BaseException, limit: int = 300) -> str:
         line = line[: limit - 3] + "..."
     name = type(exc).__name__
     return f"{name}: {line}" if line else name
+
+
+class OutputError(TrainlabError):
+    """A file or folder trainlab writes cannot be written (permissions, a full disk), or a run
+    folder is in use by another process."""

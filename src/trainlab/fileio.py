@@ -1,31 +1,44 @@
-"""Atomic file writes and the cache folder.
+"""Atomic file writes, the run folder's lock and the cache folder.
 
 Everything trainlab writes goes to a temporary name in the target's folder and is renamed into
-place, so a crash or a full disk never leaves a half-written file behind.
+place, so a crash or a full disk never leaves a half-written file behind; a write that fails
+(permissions, no space) is an `OutputError` naming the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from trainlab.errors import OutputError
+
+LOCK = ".lock"
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as exc:  # no space, a file-size limit: the previous file stays whole
+        tmp_path.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -54,6 +67,71 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> 
     """Atomically write a file produced by ``writer(tmp_path)`` (torch.save, savefig, np.save)."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold ``folder/.lock`` (the owner's process id and host) while a run writes ``folder``.
+
+    A second writer is refused with an `OutputError` naming the owner. A lock whose process has
+    died on this host is stale and taken over. The lock appears whole or not at all (written
+    aside, then hard-linked into place, which fails if one exists). A folder made here and
+    left empty (the run failed before writing anything) is removed again.
+    """
+    folder = Path(folder)
+    made = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the run folder {folder}: {exc.strerror or exc}") from exc
+    lock = folder / LOCK
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    with atomic_path(folder / f"{LOCK}.{os.getpid()}") as mine:
+        mine.write_text(json.dumps(owner))
+    try:
+        while True:
+            try:
+                os.link(folder / f"{LOCK}.{os.getpid()}", lock)
+                break
+            except FileExistsError:
+                held = _lock_owner(lock)
+                if held is not None and _alive(held):
+                    since = time.strftime("%Y-%m-%d %H:%M", time.localtime(held.get("since", 0)))
+                    raise OutputError(
+                        f"{folder} is in use by process {held['pid']} on {held['host']} (since "
+                        f"{since}); wait for it, or delete {lock} if that process is gone"
+                    ) from None
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+    finally:
+        (folder / f"{LOCK}.{os.getpid()}").unlink(missing_ok=True)
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+        if made and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _lock_owner(lock: Path) -> dict[str, Any] | None:
+    try:
+        held = json.loads(lock.read_text())
+        return (
+            held if isinstance(held.get("pid"), int) and isinstance(held.get("host"), str) else None
+        )
+    except (OSError, ValueError, AttributeError):
+        return None  # unreadable or half-written by someone else's tool: treated as stale
+
+
+def _alive(owner: dict[str, Any]) -> bool:
+    if owner["host"] != socket.gethostname():
+        return True  # another machine's process cannot be checked from here
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 def _jsonable(obj: Any) -> Any:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import math
 import sys
@@ -52,8 +53,8 @@ from trainlab.distributed import (
     shard_bounds,
     wrap_model,
 )
-from trainlab.errors import CheckpointError, RecipeError, TrainingDiverged
-from trainlab.fileio import write_json, write_text, write_with
+from trainlab.errors import CheckpointError, OutputError, RecipeError, TrainingDiverged
+from trainlab.fileio import atomic_open, folder_lock, write_json, write_text
 from trainlab.recipe import Recipe, load_recipe
 
 CHECKPOINT = "checkpoint.pt"
@@ -294,7 +295,12 @@ def evaluate_sharded(
 
 
 def save_checkpoint(path: Path, **state: Any) -> None:
-    write_with(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp))
+    # Serialized in memory first: torch.save reports a failed write (a full disk) as a
+    # RuntimeError of its zip writer, a plain write as an OSError that names the cause.
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
+    with atomic_open(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -546,7 +552,9 @@ def fit(
     # Under torchrun every rank runs this; rank 0 alone shows progress and writes files.
     with distributed_run(recipe.train.device) as (ctx, device):
         out = Path(broadcast_object(str(out), ctx))  # a timestamped default may differ per rank
-        with torch.random.fork_rng(devices=[]):  # the caller's global RNG is left as it was
+        owner = folder_lock(out) if ctx.is_main else contextlib.nullcontext()
+        # the caller's global RNG is left as it was
+        with owner, torch.random.fork_rng(devices=[]):
             run = build_run(recipe, dataset, ctx=ctx, device=device, state=state)
             start_run_folder(run, out, resumed=state is not None)
             watch = _Progress(recipe.train, out) if progress and ctx.is_main else _Quiet()
@@ -880,19 +888,23 @@ def start_run_folder(run: Run, out: Path, resumed: bool) -> None:
 
 def save_run_checkpoint(run: Run, out: Path) -> None:
     assert run.splits is not None
-    save_checkpoint(
-        out / CHECKPOINT,
-        model=run.model.state_dict(),
-        optimizer=run.optimizer.state_dict(),
-        epoch=run.epoch,
-        step=run.step,
-        recipe=run.recipe.to_toml(),
-        classes=run.splits.classes,
-        in_shape=list(run.splits.in_shape),
-        num_classes=len(run.splits.classes),
-        confusion=run.confusion,
-        metrics=run.metrics,
-    )
+    try:
+        save_checkpoint(
+            out / CHECKPOINT,
+            model=run.model.state_dict(),
+            optimizer=run.optimizer.state_dict(),
+            epoch=run.epoch,
+            step=run.step,
+            recipe=run.recipe.to_toml(),
+            classes=run.splits.classes,
+            in_shape=list(run.splits.in_shape),
+            num_classes=len(run.splits.classes),
+            confusion=run.confusion,
+            metrics=run.metrics,
+        )
+    except OutputError as exc:  # the write is atomic: the previous checkpoint is still whole
+        kept = f"; the last good checkpoint is kept in {out / CHECKPOINT}"
+        raise OutputError(f"{exc}{kept if (out / CHECKPOINT).exists() else ''}") from exc
 
 
 def finish_run(run: Run, out: Path, report: bool) -> RunResult:
