@@ -273,6 +273,34 @@ def test_scheme_names_and_errors():
             make_init(bad)
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("normal", {"std": math.nan}, "std must be a positive number, got nan"),
+        ("uniform", {"a": math.inf}, "a must be a positive number, got inf"),
+        ("constant", {"value": math.nan}, "value must be a finite number, got nan"),
+        ("glorot_normal", {"gain": -1.0}, "gain must be a positive number, got -1.0"),
+        ("orthogonal", {"gain": True}, "gain must be a positive number, got True"),
+        ("lsuv", {"tol": math.nan}, "tol must be a positive number, got nan"),
+        ("lsuv", {"max_iter": 2.5}, "max_iter must be a positive integer, got 2.5"),
+        (
+            "kaiming",
+            {"mode": "sideways"},
+            "mode must be one of 'fan_in', 'fan_out', got 'sideways'",
+        ),
+        (
+            "xavier",
+            {"distribution": "cauchy"},
+            "distribution must be one of 'normal', 'uniform', got 'cauchy'",
+        ),
+    ],
+)
+def test_factories_say_which_argument_is_wrong(name, kwargs, message):
+    with pytest.raises(ValueError) as err:
+        INITS.get(name)(**kwargs)
+    assert str(err.value) == message
+
+
 # -------------------------------------------------------------------------------- deep nets
 def relu_mlp(depth=20, width=256):
     layers = []

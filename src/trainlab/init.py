@@ -1,22 +1,14 @@
 """Weight initialization: schemes by name, gains for any activation, LSUV, residual zero-init.
 
 The rule behind every scale here: for ``y = W x`` with zero-mean weights of variance ``s^2``
-and ``n = fan_in`` inputs, ``Var[y] = n s^2 E[x^2]``. If ``x = f(z)`` with ``z ~ N(0, 1)``
-(the previous layer's pre-activations), keeping ``Var[y] = 1`` layer after layer needs
-
-    s = g / sqrt(fan_in),   g = 1 / sqrt(E[f(z)^2])
-
-(He et al. 2015; LeCun et al. 1998 for the linear case). ``gain`` computes ``g`` for any
-activation. Note it is the *second moment* ``E[f^2]`` that matters, not the variance: a
-non-zero-centred unit such as the sigmoid (mean 1/2) feeds its mean squared into ``Var[y]``.
+and ``n = fan_in`` inputs, ``Var[y] = n s^2 E[x^2]``. If ``x = f(z)`` with ``z ~ N(0, 1)``,
+keeping ``Var[y] = 1`` layer after layer needs ``s = g / sqrt(fan_in)``, ``g = 1 / sqrt(E[f(z)^2])``
+(He et al. 2015; LeCun et al. 1998 for the linear case). It is the *second moment* that
+matters, not the variance: the sigmoid's mean of 1/2 feeds into ``Var[y]`` too.
 
 Schemes are chosen by name in recipes (``"kaiming(fan_in)"``, ``"normal(0.01)"``, ``"xavier"``)
-from ``INITS``; ``initialize(model, scheme)`` applies one to every Linear and Conv layer, sets
-biases to zero and norm layers to the identity, and returns a table of what it did.
-``signal_check`` runs one forward and backward pass and says which layer collapses or explodes.
-
-Randomness: every draw uses the caller's ``torch.Generator`` (drawn on the generator's device
-and copied into the weight, so a seed gives the same weights on any device).
+from ``INITS``. Every draw uses the caller's ``torch.Generator``, on the generator's device,
+so a seed gives the same weights on any device.
 """
 
 from __future__ import annotations
@@ -32,15 +24,14 @@ import torch
 from torch import Tensor, nn
 
 from trainlab.activations import (
-    ELU,
-    SELU,
-    SELU_ALPHA,
-    SELU_SCALE,
     Activation,
     Identity,
     LeakyReLU,
     PReLU,
-    ReLU,
+    _choice,
+    _number,
+    _positive,
+    _positive_int,
     make_activation,
 )
 from trainlab.errors import RegistryError, TrainlabError
@@ -68,36 +59,16 @@ _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _WEIGHTED = (nn.Linear, *_CONV, *_CONV_T)
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
-# torch.nn activation modules signal_check also watches, with their trainlab spec.
-_TORCH_ACTIVATIONS: dict[type[nn.Module], str] = {
-    nn.ReLU: "relu",
-    nn.LeakyReLU: "leaky_relu",
-    nn.PReLU: "prelu",
-    nn.ELU: "elu",
-    nn.SELU: "selu",
-    nn.GELU: "gelu",
-    nn.SiLU: "silu",
-    nn.Tanh: "tanh",
-    nn.Sigmoid: "sigmoid",
-}
 
-
-# ---------------------------------------------------------------------------------------------
-# Fans
-# ---------------------------------------------------------------------------------------------
 def fans(module: nn.Module) -> tuple[float, float]:
-    """(fan_in, fan_out) of a Linear, Conv or ConvTranspose layer: how many terms are summed.
+    """(fan_in, fan_out) of a Linear, Conv or ConvTranspose layer: inputs summed into one output
+    (the forward variance), outputs one input feeds (the backward variance).
 
-    * fan_in: inputs summed into one output element (what the forward variance depends on);
-    * fan_out: outputs one input element feeds (what the backward variance depends on).
-
-    Linear ``(out, in)``: ``in``, ``out``. ConvNd, weight ``(out, in/groups, *k)``: each output
-    sums ``in/groups * prod(k)`` inputs; each input reaches ``out/groups * prod(k) / prod(stride)``
-    outputs on average. ConvTransposeNd, weight ``(in, out/groups, *k)``, is the adjoint of a
-    conv, so the roles swap: each input *scatters* to ``out/groups * prod(k)`` outputs (fan_out)
-    and each output *gathers* ``in/groups * prod(k) / prod(stride)`` inputs (fan_in).
-    PyTorch's own ``_calculate_fan_in_and_fan_out`` reads the transposed weight like a conv's,
-    which makes its fan_in the true fan_out, and ignores groups and stride for fan_out.
+    ConvNd, weight ``(out, in/groups, *k)``: each output sums ``in/groups * prod(k)`` inputs;
+    each input reaches ``out/groups * prod(k) / prod(stride)`` outputs on average. A
+    ConvTransposeNd is a conv's adjoint, so the roles swap. PyTorch's
+    ``_calculate_fan_in_and_fan_out`` reads a transposed weight like a conv's (its fan_in is the
+    true fan_out) and ignores groups and stride for fan_out.
     """
     if isinstance(module, nn.Linear):
         return float(module.in_features), float(module.out_features)
@@ -111,36 +82,15 @@ def fans(module: nn.Module) -> tuple[float, float]:
     raise TypeError(f"fans() expects a Linear, Conv or ConvTranspose layer, got {type(module)}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Gains
-# ---------------------------------------------------------------------------------------------
-def _normal_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
-def _elu_second_moment(alpha: float, scale: float) -> float:
-    """E[f(z)^2] for ``f = scale * elu_alpha`` in closed form, z ~ N(0, 1).
-
-    Positive half: E[z^2; z > 0] = 1/2. Negative half: E[(e^z - 1)^2; z < 0] expands with
-    E[e^{tz}; z < 0] = e^{t^2/2} Phi(-t) into e^2 Phi(-2) - 2 e^{1/2} Phi(-1) + 1/2.
-    """
-    neg = math.exp(2.0) * _normal_cdf(-2.0) - 2.0 * math.exp(0.5) * _normal_cdf(-1.0) + 0.5
-    return scale**2 * (0.5 + alpha**2 * neg)
-
-
 @lru_cache(maxsize=1)
 def _gauss_legendre_panels() -> tuple[np.ndarray, np.ndarray]:
-    """Nodes and weights on [-10, 0] and [0, 10]: 40 panels of 20 points each side.
-
-    Split at 0 because every piecewise activation has its kink there, where Gauss-Hermite
-    converges slowly; beyond 10 sigma the normal density is below 1e-22.
-    """
+    """Nodes and weights on [-10, 10]: 80 panels of 20 points. A panel edge at 0, where every
+    piecewise activation has its kink, makes them exact there; beyond 10 sigma the normal
+    density is below 1e-22."""
     t, w = np.polynomial.legendre.leggauss(20)
     edges = np.linspace(-10.0, 10.0, 81)
     lo, hi = edges[:-1, None], edges[1:, None]
-    nodes = (0.5 * (hi - lo) * t + 0.5 * (hi + lo)).ravel()
-    weights = (0.5 * (hi - lo) * w).ravel()
-    return nodes, weights
+    return (0.5 * (hi - lo) * t + 0.5 * (hi + lo)).ravel(), (0.5 * (hi - lo) * w).ravel()
 
 
 def normal_expectation(fn: Callable[[np.ndarray], np.ndarray]) -> float:
@@ -153,48 +103,26 @@ def normal_expectation(fn: Callable[[np.ndarray], np.ndarray]) -> float:
 def _as_activation(activation: str | Activation | None) -> Activation:
     if activation is None:
         return Identity()
-    if isinstance(activation, Activation):
-        return activation
-    return make_activation(activation)
-
-
-def _exact_second_moment(act: Activation) -> float:
-    """E[f(z)^2], z ~ N(0, 1): closed form where known, quadrature otherwise."""
-    if isinstance(act, Identity):
-        return 1.0
-    if isinstance(act, ReLU):
-        return 0.5
-    if isinstance(act, LeakyReLU):
-        return 0.5 * (1.0 + act.negative_slope**2)
-    if isinstance(act, PReLU) and act.num_parameters == 1:
-        return 0.5 * (1.0 + float(act.weight.detach()) ** 2)
-    if isinstance(act, ELU):
-        return _elu_second_moment(act.alpha, 1.0)
-    if isinstance(act, SELU):
-        return _elu_second_moment(SELU_ALPHA, SELU_SCALE)
-    if isinstance(act, PReLU):  # per-channel slopes: average the second moment over channels
-        a = act.weight.detach().double().cpu().numpy()
-        return float(np.mean(0.5 * (1.0 + a**2)))
-    return normal_expectation(lambda z: act.f(z) ** 2)
+    return activation if isinstance(activation, Activation) else make_activation(activation)
 
 
 def gain(activation: str | Activation | None = None, convention: str = "exact") -> float:
     """The factor ``g`` for ``std = g / sqrt(fan_in)``.
 
     ``convention='exact'``: ``g = 1 / sqrt(E[f(z)^2])``, z ~ N(0, 1), which keeps the second
-    moment of pre-activations at 1 through depth (He et al. 2015). Closed forms: identity 1,
-    ReLU sqrt(2), leaky ReLU / PReLU(a) sqrt(2 / (1 + a^2)), ELU and SELU via the normal
-    distribution function (SELU gives 1 up to the rounding of its published constants,
-    Klambauer et al. 2017); tanh, sigmoid, GELU, SiLU by quadrature. The sigmoid's value
-    (~1.85) includes its mean of 1/2, since Var[Wx] depends on E[x^2].
+    moment of pre-activations at 1 through depth (He et al. 2015), by quadrature of the
+    activation's formula: ReLU sqrt(2), leaky ReLU / PReLU(a) sqrt(2 / (1 + a^2)), SELU 1
+    (Klambauer et al. 2017), sigmoid ~1.85 (its mean of 1/2 counts).
 
-    ``convention='pytorch'``: ``torch.nn.init.calculate_gain``'s conventional values (tanh 5/3,
-    SELU 3/4, sigmoid 1, ...). PReLU maps to leaky_relu at its slope; PyTorch has no value for
-    ELU, GELU or SiLU, which raise ``RegistryError``.
+    ``convention='pytorch'``: ``torch.nn.init.calculate_gain``'s values (tanh 5/3, SELU 3/4,
+    sigmoid 1); PReLU maps to leaky_relu at its slope; ELU, GELU and SiLU have none and raise
+    ``RegistryError``.
     """
     act = _as_activation(activation)
     if convention == "exact":
-        return 1.0 / math.sqrt(_exact_second_moment(act))
+        # f of a column: per-channel PReLU slopes broadcast across it, and are averaged.
+        second_moment = normal_expectation(lambda z: np.mean(act.f(z[:, None]) ** 2, axis=1))
+        return 1.0 / math.sqrt(second_moment)
     if convention != "pytorch":
         raise RegistryError(f"gain convention must be 'exact' or 'pytorch', got {convention!r}")
     if isinstance(act, Identity):
@@ -214,346 +142,206 @@ def gain(activation: str | Activation | None = None, convention: str = "exact") 
 # ---------------------------------------------------------------------------------------------
 # Schemes
 # ---------------------------------------------------------------------------------------------
-INITS: Registry[InitScheme] = Registry("init scheme")
-
-
-def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
-
-
-def _require(generator: torch.Generator | None) -> torch.Generator:
-    if generator is None:
-        raise TrainlabError(
-            "this init scheme draws random numbers: pass generator=torch.Generator().manual_seed(s)"
-        )
-    return generator
-
-
-def _draw(weight: Tensor, generator: torch.Generator | None, sampler: str, scale: float) -> None:
-    """Fill ``weight`` with N(0, scale^2) or U(-scale, scale), drawn from ``generator``."""
-    generator = _require(generator)
-    buf = torch.empty(weight.shape, dtype=_draw_dtype(weight), device=generator.device)
-    if sampler == "normal":
-        nn.init.normal_(buf, 0.0, scale, generator=generator)
-    else:
-        nn.init.uniform_(buf, -scale, scale, generator=generator)
-    with torch.no_grad():
-        weight.copy_(buf)
-
-
-def _draw_dtype(weight: Tensor) -> torch.dtype:
-    """float64 weights get float64 draws; everything else is drawn in float32 and cast."""
-    return torch.float64 if weight.dtype == torch.float64 else torch.float32
-
-
+@dataclass(frozen=True)
 class InitScheme:
-    """How to set one layer's weight. Subclasses say ``std`` (or override ``apply``)."""
+    """A scheme as a spec builds it. ``apply(weight, fan_in, fan_out, activation, generator)``
+    sets the weight in place and returns the std it has in expectation (None: left as it was)."""
 
-    name: str = ""
-    distribution: str = "normal"
-
-    def spec_args(self) -> list[tuple[Any, Any]]:
-        return []
-
-    @property
-    def spec(self) -> str:
-        args = self.spec_args()
-        last = max((i for i, (v, d) in enumerate(args) if v != d), default=-1)
-        if last < 0:
-            return self.name
-        return f"{self.name}({', '.join(repr(v) for v, _ in args[: last + 1])})"
+    spec: str
+    rule: str  # the formula as a reader would write it
+    apply: Callable[[Tensor, float, float, Activation, torch.Generator | None], float | None]
+    activation: str = "identity"  # the activation assumed when initialize is given none
+    resets: bool = True  # biases to 0, norm layers to the identity
+    lsuv: tuple[float, int] | None = None  # (tol, max_iter) of the LSUV pass that follows
 
     def __repr__(self) -> str:
         return f"InitScheme({self.spec!r})"
 
-    def std(self, fan_in: float, fan_out: float, activation: Activation) -> float:
-        raise NotImplementedError
 
-    def rule(self) -> str:
-        """The formula as a reader would write it."""
-        return self.spec
+INITS: Registry[InitScheme] = Registry("init scheme")
 
-    def apply(
-        self, weight: Tensor, fan_in: float, fan_out: float, activation: Activation, generator
-    ) -> float | None:
-        """Set ``weight`` in place and return the std it now has in expectation."""
-        std = self.std(fan_in, fan_out, activation)
-        if self.distribution == "uniform":
-            _draw(weight, generator, "uniform", std * math.sqrt(3.0))  # U(-a, a): std a/sqrt(3)
-        else:
-            _draw(weight, generator, "normal", std)
-        return std
+
+def _spec(name: str, *args: tuple[Any, Any]) -> str:
+    """``name(v1, v2)`` from (value, default) pairs, up to the last value that is not a default."""
+    last = max((i for i, (v, d) in enumerate(args) if v != d), default=-1)
+    return name if last < 0 else f"{name}({', '.join(repr(v) for v, _ in args[: last + 1])})"
+
+
+def _draw(weight: Tensor, generator: torch.Generator | None, kind: str, scale: float) -> None:
+    """Fill ``weight`` with N(0, scale^2), U(-a, a) of std ``scale`` or an orthogonal matrix
+    times ``scale``: drawn on the generator's device (float32, float64 for float64 weights)."""
+    if generator is None:
+        raise TrainlabError(
+            "this init scheme draws random numbers: pass generator=torch.Generator().manual_seed(s)"
+        )
+    dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    buf = torch.empty(weight.shape, dtype=dtype, device=generator.device)
+    if kind == "normal":
+        nn.init.normal_(buf, 0.0, scale, generator=generator)
+    elif kind == "uniform":  # U(-a, a) has std a / sqrt(3)
+        nn.init.uniform_(buf, -scale * math.sqrt(3.0), scale * math.sqrt(3.0), generator=generator)
+    else:
+        nn.init.orthogonal_(buf, scale, generator=generator)
+    with torch.no_grad():
+        weight.copy_(buf)
+
+
+def _random(
+    spec: str, rule: str, std: Callable[..., float], distribution: str = "normal", **options: Any
+) -> InitScheme:
+    """A scheme that draws zero-mean weights of std ``std(fan_in, fan_out, activation)``."""
+
+    def apply(weight, fan_in, fan_out, activation, generator):
+        s = std(fan_in, fan_out, activation)
+        _draw(weight, generator, distribution, s)
+        return s
+
+    return InitScheme(spec, rule, apply, **options)
+
+
+def _fill(value: float) -> Callable[..., float]:
+    def apply(weight, *_):
+        with torch.no_grad():
+            weight.fill_(value)
+        return 0.0
+
+    return apply
+
+
+def _orthogonal_apply(g: float) -> Callable[..., float]:
+    def apply(weight, fan_in, fan_out, activation, generator):
+        _draw(weight, generator, "orthogonal", g)
+        rows, cols = weight.shape[0], weight[0].numel()
+        return g * math.sqrt(min(rows, cols) / (rows * cols))
+
+    return apply
+
+
+def _lecun_std(fan_in: float, fan_out: float, activation: Activation) -> float:
+    return 1.0 / math.sqrt(fan_in)
 
 
 @INITS.register("default")
-class Default(InitScheme):
+def _default() -> InitScheme:
     """Leave PyTorch's own initialization (Kaiming-uniform with a=sqrt(5)) and norms alone."""
-
-    name = "default"
-
-    def apply(self, weight, fan_in, fan_out, activation, generator):
-        return None
-
-    def rule(self):
-        return "pytorch default (unchanged)"
+    return InitScheme("default", "pytorch default (unchanged)", lambda *_: None, resets=False)
 
 
 @INITS.register("zeros")
-class Zeros(InitScheme):
+def _zeros() -> InitScheme:
     """All weights 0: every unit computes the same thing, so symmetry is never broken."""
-
-    name = "zeros"
-
-    def apply(self, weight, fan_in, fan_out, activation, generator):
-        with torch.no_grad():
-            weight.zero_()
-        return 0.0
-
-    def rule(self):
-        return "w = 0"
+    return InitScheme("zeros", "w = 0", _fill(0.0))
 
 
 @INITS.register("constant")
-class Constant(InitScheme):
-    """All weights ``value``: like zeros, symmetric, and a demonstration of why that fails."""
-
-    name = "constant"
-
-    def __init__(self, value: float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"value must be a number, got {value!r}")
-        self.value = float(value)
-
-    def spec_args(self):
-        return [(self.value, None)]
-
-    def apply(self, weight, fan_in, fan_out, activation, generator):
-        with torch.no_grad():
-            weight.fill_(self.value)
-        return 0.0
-
-    def rule(self):
-        return f"w = {self.value:g}"
+def _constant(value: float) -> InitScheme:
+    """All weights ``value``: symmetric like zeros, a demonstration of why that fails."""
+    value = _number("value", value)
+    return InitScheme(_spec("constant", (value, None)), f"w = {value:g}", _fill(value))
 
 
 @INITS.register("normal")
-class Normal(InitScheme):
-    """``w ~ N(0, std^2)`` with a fixed std (0.01: the small-random-numbers recipe that makes
-    deep nets' activations collapse toward zero, cs231n / Glorot & Bengio 2010, Fig. 3)."""
-
-    name = "normal"
-
-    def __init__(self, std: float = 0.01):
-        self.fixed = _check_positive("std", std)
-
-    def spec_args(self):
-        return [(self.fixed, 0.01)]
-
-    def std(self, fan_in, fan_out, activation):
-        return self.fixed
-
-    def rule(self):
-        return f"N(0, {self.fixed:g}^2)"
+def _normal(std: float = 0.01) -> InitScheme:
+    """``w ~ N(0, std^2)``; 0.01 is the small-random-numbers recipe under which deep nets'
+    activations collapse toward zero (cs231n; Glorot & Bengio 2010, Fig. 3)."""
+    std = _positive("std", std)
+    return _random(_spec("normal", (std, 0.01)), f"N(0, {std:g}^2)", lambda *_: std)
 
 
 @INITS.register("uniform")
-class Uniform(InitScheme):
-    """``w ~ U(-a, a)`` with a fixed ``a`` (std a / sqrt(3))."""
-
-    name = "uniform"
-    distribution = "uniform"
-
-    def __init__(self, a: float = 0.01):
-        self.a = _check_positive("a", a)
-
-    def spec_args(self):
-        return [(self.a, 0.01)]
-
-    def std(self, fan_in, fan_out, activation):
-        return self.a / math.sqrt(3.0)
-
-    def rule(self):
-        return f"U(-{self.a:g}, {self.a:g})"
+def _uniform(a: float = 0.01) -> InitScheme:
+    """``w ~ U(-a, a)`` (std a / sqrt(3))."""
+    a = _positive("a", a)
+    std = a / math.sqrt(3.0)
+    return _random(_spec("uniform", (a, 0.01)), f"U(-{a:g}, {a:g})", lambda *_: std, "uniform")
 
 
 @INITS.register("xavier")
-class Xavier(InitScheme):
-    """The lecture / Caffe form of Xavier: ``std = 1 / sqrt(fan_in)``.
-
-    Glorot & Bengio 2010 as taught (cs231n) and as Caffe's "xavier" filler implements it (which
-    draws U(-sqrt(3/fan_in), sqrt(3/fan_in)), the same std); keeps Var[y] = Var[x] for a linear
-    or tanh-like unit near 0. The paper's compromise of forward and backward is
-    ``glorot_normal`` / ``glorot_uniform``.
-    """
-
-    name = "xavier"
-
-    def __init__(self, distribution: str = "normal"):
-        self.distribution = _check_choice("distribution", distribution, ("normal", "uniform"))
-
-    def spec_args(self):
-        return [(self.distribution, "normal")]
-
-    def std(self, fan_in, fan_out, activation):
-        return 1.0 / math.sqrt(fan_in)
-
-    def rule(self):
-        return "std = 1/sqrt(fan_in)"
+def _xavier(distribution: str = "normal") -> InitScheme:
+    """``std = 1 / sqrt(fan_in)``: Glorot & Bengio 2010 as taught (cs231n) and as Caffe's
+    "xavier" filler has it. The paper's compromise of both fans is ``glorot_normal``."""
+    distribution = _choice("distribution", distribution, ("normal", "uniform"))
+    spec = _spec("xavier", (distribution, "normal"))
+    return _random(spec, "std = 1/sqrt(fan_in)", _lecun_std, distribution)
 
 
 @INITS.register("lecun_normal")
-class LecunNormal(InitScheme):
+def _lecun_normal() -> InitScheme:
     """``std = 1 / sqrt(fan_in)`` (LeCun et al. 1998, Efficient BackProp), the init SELU's
-    self-normalization assumes (Klambauer et al. 2017). Same rule as ``xavier``, other name."""
-
-    name = "lecun_normal"
-
-    def std(self, fan_in, fan_out, activation):
-        return 1.0 / math.sqrt(fan_in)
-
-    def rule(self):
-        return "std = 1/sqrt(fan_in)"
+    self-normalization assumes (Klambauer et al. 2017)."""
+    return _random("lecun_normal", "std = 1/sqrt(fan_in)", _lecun_std)
 
 
-class _Glorot(InitScheme):
-    """Glorot & Bengio 2010, eq. 16: ``Var[w] = 2 / (fan_in + fan_out)``, a compromise between
-    keeping forward (1/fan_in) and backward (1/fan_out) variances; times ``gain^2``."""
+def _glorot(name: str, gain: float, distribution: str) -> InitScheme:
+    g = _positive("gain", gain)
+    rule = "std = " + ("" if g == 1.0 else f"{g:g} * ") + "sqrt(2/(fan_in+fan_out))"
 
-    def __init__(self, gain: float = 1.0):
-        self.gain = _check_positive("gain", gain)
+    def std(fan_in, fan_out, activation):
+        return g * math.sqrt(2.0 / (fan_in + fan_out))
 
-    def spec_args(self):
-        return [(self.gain, 1.0)]
-
-    def std(self, fan_in, fan_out, activation):
-        return self.gain * math.sqrt(2.0 / (fan_in + fan_out))
-
-    def rule(self):
-        g = "" if self.gain == 1.0 else f"{self.gain:g} * "
-        return f"std = {g}sqrt(2/(fan_in+fan_out))"
+    return _random(_spec(name, (g, 1.0)), rule, std, distribution)
 
 
 @INITS.register("glorot_normal")
-class GlorotNormal(_Glorot):
-    __doc__ = _Glorot.__doc__
-    name = "glorot_normal"
+def _glorot_normal(gain: float = 1.0) -> InitScheme:
+    """``std = gain sqrt(2 / (fan_in + fan_out))`` (Glorot & Bengio 2010, eq. 16), between
+    keeping forward (1/fan_in) and backward (1/fan_out) variances."""
+    return _glorot("glorot_normal", gain, "normal")
 
 
 @INITS.register("glorot_uniform")
-class GlorotUniform(_Glorot):
-    __doc__ = "U(-a, a), a = gain sqrt(6 / (fan_in + fan_out)). " + (_Glorot.__doc__ or "")
-    name = "glorot_uniform"
-    distribution = "uniform"
+def _glorot_uniform(gain: float = 1.0) -> InitScheme:
+    """``U(-a, a)``, ``a = gain sqrt(6 / (fan_in + fan_out))`` (Glorot & Bengio 2010, eq. 16)."""
+    return _glorot("glorot_uniform", gain, "uniform")
 
 
 @INITS.register("kaiming", "he")
-class Kaiming(InitScheme):
-    """He et al. 2015 (Delving Deep into Rectifiers): ``std = g / sqrt(fan)``.
+def _kaiming(
+    mode: str = "fan_in",
+    activation: str | None = None,
+    distribution: str = "normal",
+    convention: str = "exact",
+) -> InitScheme:
+    """``std = g / sqrt(fan)`` (He et al. 2015, Delving Deep into Rectifiers): ``fan_in`` keeps
+    forward variances (eq. 10), ``fan_out`` backward ones (eq. 14). ``g = gain(activation,
+    convention)``; without an activation, the one given to ``initialize`` (ReLU if none)."""
+    mode = _choice("mode", mode, ("fan_in", "fan_out"))
+    distribution = _choice("distribution", distribution, ("normal", "uniform"))
+    convention = _choice("convention", convention, ("exact", "pytorch"))
+    own = None if activation is None else gain(activation, convention)  # a bad name fails now
 
-    ``mode='fan_in'`` keeps forward activations' variance (eq. 10), ``'fan_out'`` the backward
-    gradients' (eq. 14). ``g = gain(activation)``: by default the activation given to
-    ``initialize`` (ReLU if none), exact or PyTorch's ``convention``.
-    """
+    def std(fan_in, fan_out, act):
+        g = gain(act, convention) if own is None else own
+        return g / math.sqrt(fan_in if mode == "fan_in" else fan_out)
 
-    name = "kaiming"
-
-    def __init__(
-        self,
-        mode: str = "fan_in",
-        activation: str | None = None,
-        distribution: str = "normal",
-        convention: str = "exact",
-    ):
-        self.mode = _check_choice("mode", mode, ("fan_in", "fan_out"))
-        self.distribution = _check_choice("distribution", distribution, ("normal", "uniform"))
-        self.convention = _check_choice("convention", convention, ("exact", "pytorch"))
-        self.activation = activation
-        if activation is not None:
-            gain(activation, convention)  # fail at construction on a bad name or convention
-
-    def spec_args(self):
-        return [
-            (self.mode, "fan_in"),
-            (self.activation, None),
-            (self.distribution, "normal"),
-            (self.convention, "exact"),
-        ]
-
-    def _act(self, activation: Activation | None) -> Activation:
-        if self.activation is not None:
-            return make_activation(self.activation)
-        return ReLU() if activation is None else activation
-
-    def std(self, fan_in, fan_out, activation):
-        fan = fan_in if self.mode == "fan_in" else fan_out
-        return gain(self._act(activation), self.convention) / math.sqrt(fan)
-
-    def rule(self):
-        return f"std = g/sqrt({self.mode})"
+    spec = _spec(
+        "kaiming",
+        (mode, "fan_in"),
+        (activation, None),
+        (distribution, "normal"),
+        (convention, "exact"),
+    )
+    return _random(spec, f"std = g/sqrt({mode})", std, distribution, activation="relu")
 
 
 @INITS.register("orthogonal")
-class Orthogonal(InitScheme):
-    """A random orthogonal matrix times ``gain`` (Saxe, McClelland & Ganguli 2014).
-
-    The weight is viewed as ``(out, in * prod(k))``; its rows (or columns) are orthonormal, so
-    every singular value is ``gain`` and the layer preserves norms exactly in that subspace.
-    """
-
-    name = "orthogonal"
-
-    def __init__(self, gain: float = 1.0):
-        self.gain = _check_positive("gain", gain)
-
-    def spec_args(self):
-        return [(self.gain, 1.0)]
-
-    def apply(self, weight, fan_in, fan_out, activation, generator):
-        generator = _require(generator)
-        buf = torch.empty(weight.shape, dtype=_draw_dtype(weight), device=generator.device)
-        nn.init.orthogonal_(buf, self.gain, generator=generator)
-        with torch.no_grad():
-            weight.copy_(buf)
-        rows, cols = weight.shape[0], weight[0].numel()
-        return self.gain * math.sqrt(min(rows, cols) / (rows * cols))
-
-    def rule(self):
-        return f"orthogonal * {self.gain:g}"
+def _orthogonal(gain: float = 1.0) -> InitScheme:
+    """A random orthogonal matrix times ``gain`` (Saxe, McClelland & Ganguli 2014): the weight,
+    viewed as ``(out, in * prod(k))``, has every singular value equal to ``gain``."""
+    g = _positive("gain", gain)
+    return InitScheme(_spec("orthogonal", (g, 1.0)), f"orthogonal * {g:g}", _orthogonal_apply(g))
 
 
 @INITS.register("lsuv")
-class LSUV(InitScheme):
-    """Layer-sequential unit variance (Mishkin & Matas 2016, "All you need is a good init").
-
-    Orthogonal pre-init, then for each layer in forward order: run the data batch, divide the
-    weight by the std of the layer's output, until ``|Var - 1| < tol`` or ``max_iter`` rounds.
-    Needs ``initialize(..., batch=x)``.
-    """
-
-    name = "lsuv"
-
-    def __init__(self, tol: float = 0.05, max_iter: int = 10):
-        self.tol = _check_positive("tol", tol)
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
-        self.max_iter = max_iter
-
-    def spec_args(self):
-        return [(self.tol, 0.05), (self.max_iter, 10)]
-
-    def apply(self, weight, fan_in, fan_out, activation, generator):
-        return Orthogonal().apply(weight, fan_in, fan_out, activation, generator)
-
-    def rule(self):
-        return "orthogonal, then w /= std(output) until Var = 1"
+def _lsuv(tol: float = 0.05, max_iter: int = 10) -> InitScheme:
+    """Layer-sequential unit variance (Mishkin & Matas 2016, "All you need is a good init"):
+    orthogonal weights, then each layer's weight divided by its output std on a data batch,
+    in forward order, until ``|Var - 1| < tol``. Needs ``initialize(..., batch=x)``."""
+    tol = _positive("tol", tol)
+    max_iter = _positive_int("max_iter", max_iter)
+    spec = _spec("lsuv", (tol, 0.05), (max_iter, 10))
+    rule = "orthogonal, then w /= std(output) until Var = 1"
+    return InitScheme(spec, rule, _orthogonal_apply(1.0), lsuv=(tol, max_iter))
 
 
 def make_init(spec: str | InitScheme) -> InitScheme:
@@ -642,19 +430,16 @@ def initialize(
     ``zero_init_residual``.
     """
     init = make_init(scheme)
-    if isinstance(init, Kaiming) and activation is None:
-        act = ReLU()
-    else:
-        act = _as_activation(activation)
-    if isinstance(init, LSUV) and batch is None:
+    act = _as_activation(init.activation if activation is None else activation)
+    if init.lsuv is not None and batch is None:
         raise TrainlabError("init scheme 'lsuv' needs a data batch: initialize(..., batch=x)")
     report = InitReport(scheme=init.spec, activation=act.spec)
     for name, module in model.named_modules():
         row = _init_module(name, module, init, act, generator)
         if row is not None:
             report.rows.append(row)
-    if isinstance(init, LSUV):
-        report.lsuv_variance = lsuv(model, batch, tol=init.tol, max_iter=init.max_iter)
+    if init.lsuv is not None:
+        report.lsuv_variance = lsuv(model, batch, *init.lsuv)
         # LSUV's scale is measured, not set by a formula: report the std it left.
         weights = {
             n: m.weight.detach() for n, m in model.named_modules() if isinstance(m, _WEIGHTED)
@@ -675,11 +460,11 @@ def _init_module(
     if isinstance(module, _WEIGHTED):
         fan_in, fan_out = fans(module)
         std = init.apply(module.weight, fan_in, fan_out, act, generator)
-        if module.bias is not None and not isinstance(init, Default):
+        if module.bias is not None and init.resets:
             with torch.no_grad():
                 module.bias.zero_()
-        return InitRow(name, kind, fan_in, fan_out, std, init.rule())
-    if isinstance(module, _NORMS) and not isinstance(init, Default):
+        return InitRow(name, kind, fan_in, fan_out, std, init.rule)
+    if isinstance(module, _NORMS) and init.resets:
         with torch.no_grad():
             if getattr(module, "weight", None) is not None:
                 module.weight.fill_(1.0)
@@ -805,20 +590,6 @@ class SignalReport:
         return "\n".join(lines)
 
 
-def _watched(module: nn.Module) -> bool:
-    return isinstance(module, (*_WEIGHTED, Activation, *_TORCH_ACTIVATIONS))
-
-
-def _activation_spec(model: nn.Module) -> str | None:
-    for m in model.modules():
-        if isinstance(m, Activation) and not isinstance(m, Identity):
-            return m.spec
-        for cls, spec in _TORCH_ACTIVATIONS.items():
-            if type(m) is cls:
-                return spec
-    return None
-
-
 def signal_check(
     model: nn.Module,
     batch: Tensor | tuple[Tensor, Tensor],
@@ -845,10 +616,17 @@ def signal_check(
             f"signal_check: loss_fn must be callable, got {type(loss_fn).__name__}; "
             "pass targets inside the batch: signal_check(model, (x, y), loss_fn)"
         )
+    from trainlab.diagnostics.collect import activation_spec  # trainlab's and torch.nn's
+
     x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
-    names = [(n, m) for n, m in model.named_modules() if _watched(m)]
-    stats: dict[str, list[float]] = {n: [math.nan, math.nan, 0] for n, _ in names}
-    handles = [m.register_forward_hook(_signal_hook(stats[n])) for n, m in names]
+    specs = {n: activation_spec(m) for n, m in model.named_modules()}
+    watched = [
+        (n, m, "layer" if isinstance(m, _WEIGHTED) else "activation")
+        for n, m in model.named_modules()
+        if isinstance(m, _WEIGHTED) or specs[n] is not None
+    ]
+    stats: dict[str, list[float]] = {n: [math.nan, math.nan, 0] for n, _, _ in watched}
+    handles = [m.register_forward_hook(_signal_hook(stats[n])) for n, m, _ in watched]
     try:
         with torch.enable_grad():
             out = model(x)
@@ -864,8 +642,8 @@ def signal_check(
             h.remove()
         model.zero_grad(set_to_none=True)
     residual_last = {id(getattr(m, "residual_last", None)) for m in model.modules()}
-    rows = _flag_rows(names, stats, factor, skip=residual_last)
-    act = _activation_spec(model)
+    rows = _flag_rows(watched, stats, factor, skip=residual_last)
+    act = next((s for s in specs.values() if s not in (None, "identity")), None)
     findings, advice = _findings(rows, act, factor)
     return SignalReport(rows=rows, activation=act, findings=findings, advice=advice, factor=factor)
 
@@ -882,29 +660,25 @@ def _signal_hook(slot: list[float]) -> Callable[..., None]:
     return hook
 
 
-def _kind(module: nn.Module) -> str:
-    return "layer" if isinstance(module, _WEIGHTED) else "activation"
-
-
-def _flag_rows(names, stats, factor: float, skip: set[int]) -> list[SignalRow]:
+def _flag_rows(watched, stats, factor: float, skip: set[int]) -> list[SignalRow]:
     """Compare each layer with the first of its kind (Linear/Conv outputs with the first
     Linear/Conv, activation outputs with the first activation): a norm layer in between rescales
     by design, so only like with like is a fair comparison. Modules in ``skip`` (the zeroed
     ``residual_last`` of residual blocks, silent by design) are never flagged."""
     refs: dict[str, float] = {}
-    for n, m in names:
-        refs.setdefault(_kind(m), stats[n][0])
+    for n, _, kind in watched:
+        refs.setdefault(kind, stats[n][0])
     rows = []
-    for n, m in names:
+    for n, m, kind in watched:
         a, g, size = stats[n]
-        ref = refs[_kind(m)]
+        ref = refs[kind]
         flag = ""
         if ref > 0 and math.isfinite(a) and id(m) not in skip:
             if a < ref / factor:
                 flag = "collapse"
             elif a > ref * factor:
                 flag = "explode"
-        rows.append(SignalRow(n, type(m).__name__, _kind(m), int(size), a, g, flag))
+        rows.append(SignalRow(n, type(m).__name__, kind, int(size), a, g, flag))
     return rows
 
 
