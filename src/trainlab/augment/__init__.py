@@ -13,6 +13,7 @@ and reproduces its output when they are replayed.
 - test time: :class:`TTA`; figures: :func:`plot_augment`
 """
 
+# ruff: noqa: F401 (this module re-exports)
 from trainlab.augment._base import Augmentation, Params
 from trainlab.augment.color import (
     ColorJitter,
@@ -38,30 +39,3 @@ from trainlab.augment.geometric import (
 from trainlab.augment.pipeline import AUGMENTATIONS, Pipeline, make_pipeline
 from trainlab.augment.plot import plot_augment
 from trainlab.augment.tta import TTA
-
-__all__ = [
-    "AUGMENTATIONS",
-    "Augmentation",
-    "CenterCrop",
-    "ColorJitter",
-    "HFlip",
-    "PCALighting",
-    "PadCrop",
-    "Params",
-    "Pipeline",
-    "RandomGrayscale",
-    "RandomResizedCrop",
-    "ScaleAug",
-    "TTA",
-    "VFlip",
-    "center_crop",
-    "eigen_from_stats",
-    "five_crop",
-    "gather_maps",
-    "hflip",
-    "hue_shift",
-    "make_pipeline",
-    "plot_augment",
-    "resample_boxes",
-    "ten_crop",
-]

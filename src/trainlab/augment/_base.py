@@ -118,14 +118,15 @@ def randn(shape: tuple[int, ...] | int, generator: torch.Generator, device: Any 
     return z.to(device) if device is not None else z
 
 
-def uniform(n: int, low: float, high: float, generator: torch.Generator, device: Any) -> Tensor:
-    """n draws from U[low, high]."""
-    return low + (high - low) * rand(n, generator, device)
-
-
 def bernoulli(n: int, p: float, generator: torch.Generator, device: Any) -> Tensor:
     """n booleans, each True with probability p."""
     return rand(n, generator, device) < p
+
+
+def check_int(value: Any, name: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
 
 
 def check_size(size: Any, name: str = "size") -> tuple[int, int]:

@@ -1,12 +1,9 @@
 """Geometric augmentations: translations, flips, crops and rescaling, per image, on whole batches.
 
-Index operations (pad-and-crop, flips, centre crop) never build padded or flipped copies: each
-gives, per image, the input row read by every output row and the input column read by every
-output column (``-1`` reads zero). Maps compose by indexing one into the other, so a chain of
-them costs a single gather on the uint8 batch (:func:`gather_maps`).
-
-Rescaling operations (random resized crop, scale augmentation) give a box per image in input
-pixels; :func:`resample_boxes` reads every box with one bilinear ``F.grid_sample`` call.
+Index operations (pad-and-crop, flips) give per image the input row of every output row and the
+input column of every output column (``-1`` reads zero); maps compose, so a chain of them is one
+gather on the uint8 batch (:func:`gather_maps`). Rescaling operations give a box per image,
+read by one bilinear ``F.grid_sample`` (:func:`resample_boxes`).
 """
 
 from __future__ import annotations
@@ -22,6 +19,7 @@ from trainlab.augment._base import (
     Augmentation,
     Params,
     bernoulli,
+    check_int,
     check_size,
     from_work,
     rand,
@@ -33,14 +31,6 @@ Maps = tuple[Tensor, Tensor]  # rows (B, H_out), cols (B, W_out); long, -1 = zer
 
 
 # --------------------------------------------------------------------------- index maps
-
-
-def identity_maps(batch: int, hw: tuple[int, int], device: Any = None) -> Maps:
-    """Maps that copy every pixel to itself."""
-    h, w = hw
-    rows = torch.arange(h, device=device).expand(batch, h)
-    cols = torch.arange(w, device=device).expand(batch, w)
-    return rows, cols
 
 
 def compose_maps(first: Maps, second: Maps) -> Maps:
@@ -107,8 +97,7 @@ class PadCrop(IndexAugmentation):
     """
 
     def __init__(self, pad: int = 4, mode: str = "zero"):
-        if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-            raise ValueError(f"pad must be a non-negative int, got {pad!r}")
+        check_int(pad, "pad", 0)
         if mode not in ("zero", "reflect", "replicate"):
             raise ValueError(f"mode must be 'zero', 'reflect' or 'replicate', got {mode!r}")
         self.pad, self.mode = pad, mode
@@ -154,9 +143,9 @@ class _Flip(IndexAugmentation):
         return {"flip": torch.zeros(batch_shape[0], dtype=torch.bool, device=device)}
 
     def index_maps(self, params: Params, hw: tuple[int, int]) -> Maps:
-        maps = list(identity_maps(params["flip"].shape[0], hw, params["flip"].device))
-        line = maps[self.axis]
-        maps[self.axis] = torch.where(params["flip"][:, None], line.flip(1), line)
+        flip = params["flip"]
+        maps = [torch.arange(n, device=flip.device).expand(flip.shape[0], n) for n in hw]
+        maps[self.axis] = torch.where(flip[:, None], maps[self.axis].flip(1), maps[self.axis])
         return maps[0], maps[1]
 
 
@@ -311,12 +300,13 @@ class RandomResizedCrop(_BoxAugmentation):
         tries: int = 10,
     ):
         super().__init__(size)
-        if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
-            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
-        if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1]:
-            raise ValueError(f"ratio must be (low, high) with 0 < low <= high, got {ratio!r}")
-        if isinstance(tries, bool) or not isinstance(tries, int) or tries < 1:
-            raise ValueError(f"tries must be a positive int, got {tries!r}")
+        for name, pair in (("scale", scale), ("ratio", ratio)):
+            numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)
+            if not (len(pair) == 2 and numbers and 0 < pair[0] <= pair[1] < math.inf):
+                raise ValueError(
+                    f"{name} must be finite (low, high), 0 < low <= high, got {pair!r}"
+                )
+        check_int(tries, "tries")
         self.scale = (float(scale[0]), float(scale[1]))
         self.ratio = (float(ratio[0]), float(ratio[1]))
         self.tries = tries
@@ -368,8 +358,7 @@ class ScaleAug(_BoxAugmentation):
 
     def __init__(self, min_size: int = 256, max_size: int = 480, crop: int = 224):
         for name, v in (("min_size", min_size), ("max_size", max_size), ("crop", crop)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            check_int(v, name)
         if not crop <= min_size <= max_size:
             raise ValueError(
                 f"need crop <= min_size <= max_size, got crop={crop}, "

@@ -60,24 +60,17 @@ AUGMENTATIONS.register("grayscale", "greyscale")(RandomGrayscale)
 AUGMENTATIONS.register("pca_lighting")(PCALighting)
 
 
-@AUGMENTATIONS.register("brightness")
-def _brightness(value: Any = 0.4) -> ColorJitter:
-    return ColorJitter(brightness=value)
+def _one_jitter(name: str, default: float):
+    """A factory for jitter of one property: ``"brightness(0.4)"`` is ``jitter(brightness=0.4)``."""
+
+    def factory(value: Any = default) -> ColorJitter:
+        return ColorJitter(**{name: value})
+
+    return factory
 
 
-@AUGMENTATIONS.register("contrast")
-def _contrast(value: Any = 0.4) -> ColorJitter:
-    return ColorJitter(contrast=value)
-
-
-@AUGMENTATIONS.register("saturation")
-def _saturation(value: Any = 0.4) -> ColorJitter:
-    return ColorJitter(saturation=value)
-
-
-@AUGMENTATIONS.register("hue")
-def _hue(value: Any = 0.1) -> ColorJitter:
-    return ColorJitter(hue=value)
+for _name, _default in (("brightness", 0.4), ("contrast", 0.4), ("saturation", 0.4), ("hue", 0.1)):
+    AUGMENTATIONS.register(_name)(_one_jitter(_name, _default))
 
 
 def _where_params(mask: Tensor, chosen: Params, otherwise: Params) -> Params:

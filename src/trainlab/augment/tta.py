@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from trainlab.augment._base import check_images, check_size
+from trainlab.augment._base import check_images, check_int, check_size
 from trainlab.augment.geometric import center_crop, five_crop, ten_crop
 
 
@@ -36,28 +36,20 @@ class TTA(nn.Module):
             raise ValueError(f"crops={crops} needs crop_size")
         if average not in ("logits", "probs"):
             raise ValueError(f"average must be 'logits' or 'probs', got {average!r}")
-        if max_batch is not None and (isinstance(max_batch, bool) or max_batch < 1):
-            raise ValueError(f"max_batch must be a positive int or None, got {max_batch!r}")
+        if max_batch is not None:
+            check_int(max_batch, "max_batch")
+        if not isinstance(flips, bool):
+            raise ValueError(f"flips must be True or False, got {flips!r}")
         self.model = model
-        self.flips, self.crops, self.average, self.max_batch = (
-            bool(flips),
-            crops,
-            average,
-            max_batch,
-        )
+        self.flips, self.crops, self.average, self.max_batch = flips, crops, average, max_batch
         self.crop_size = None if crop_size is None else check_size(crop_size, "crop_size")
-
-    @property
-    def n_views(self) -> int:
-        base = 5 if self.crops in (5, 10) else 1
-        return base * 2 if (self.flips or self.crops == 10) else base
 
     def views(self, x: Tensor) -> Tensor:
         """All views of the batch, (V, B, C, h, w)."""
         check_images(x)
         if self.crops in (5, 10):
-            many = ten_crop(x, self.crop_size) if self.flips or self.crops == 10 else None
-            return many if many is not None else five_crop(x, self.crop_size)
+            ten = self.flips or self.crops == 10
+            return ten_crop(x, self.crop_size) if ten else five_crop(x, self.crop_size)
         base = x if self.crop_size is None else center_crop(x, self.crop_size)
         return torch.stack([base, base.flip(-1)]) if self.flips else base[None]
 
