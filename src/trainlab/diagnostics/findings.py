@@ -35,18 +35,6 @@ import numpy as np
 
 from trainlab.diagnostics.collect import DiagnosticsReport, LayerSeries
 
-__all__ = [
-    "Finding",
-    "findings",
-    "DEAD_FRACTION",
-    "SATURATED_FRACTION",
-    "INPUT_MEAN_RATIO",
-    "OUTPUT_MEAN_RATIO",
-    "DEPTH_RATIO",
-    "GRAD_RATIO",
-    "UPDATE_RATIO_HIGH",
-]
-
 DEAD_FRACTION = 0.4
 SATURATED_FRACTION = 0.3
 INPUT_MEAN_RATIO = 0.5
@@ -97,8 +85,7 @@ def findings(report: DiagnosticsReport) -> list[Finding]:
         _updates,
     ):
         found.extend(rule(report))
-    order = {s: i for i, s in enumerate(SEVERITIES)}
-    return sorted(found, key=lambda f: order[f.severity])
+    return sorted(found, key=lambda f: SEVERITIES.index(f.severity))
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -110,6 +97,10 @@ def _since(report: DiagnosticsReport, flagged: np.ndarray) -> int | None:
     while i > 0 and flagged[i - 1]:
         i -= 1
     return int(report.window_start[i])
+
+
+def _when(since: int | None) -> str:
+    return f" since step {since}" if since is not None else ""
 
 
 def _activation_layers(report: DiagnosticsReport) -> list[LayerSeries]:
@@ -179,20 +170,17 @@ def _non_finite(report: DiagnosticsReport) -> list[Finding]:
 def _dead(report: DiagnosticsReport) -> list[Finding]:
     out = []
     for s in _activation_layers(report):
-        if not s.can_die or len(s.dead_fraction) == 0:
-            continue
         frac = _last(s.dead_fraction)
-        if not frac >= DEAD_FRACTION:
+        if not (s.can_die and frac >= DEAD_FRACTION):
             continue
         since = _since(report, np.nan_to_num(s.dead_fraction) >= DEAD_FRACTION)
-        when = f" since step {since}" if since is not None else ""
         out.append(
             Finding(
                 "dead_units",
                 [s.name],
                 "warning",
-                f"{_label(s)}: {100 * frac:.0f}% of units dead{when} (never positive over a window "
-                f"of {report.window} steps)",
+                f"{_label(s)}: {100 * frac:.0f}% of units dead{_when(since)} (never positive over "
+                f"a window of {report.window} steps)",
                 "lower the learning rate, or use Leaky ReLU or ELU; "
                 "check for a large negative bias",
                 since_step=since,
@@ -218,13 +206,12 @@ def _saturated(report: DiagnosticsReport) -> list[Finding]:
     since = min((x for x in sinces if x is not None), default=None)
     kinds = sorted({s.spec or s.type for s in hits})
     names = [s.name for s in hits]
-    when = f" since step {since}" if since is not None else ""
     return [
         Finding(
             "saturated",
             names,
             "warning",
-            f"{'/'.join(kinds)} layers {_ranges(names)} saturated{when}: up to "
+            f"{'/'.join(kinds)} layers {_ranges(names)} saturated{_when(since)}: up to "
             f"{100 * max(fracs):.0f}% of units have |f'| below 2% of its peak on most outputs",
             _init_advice(hits[0].spec) + "; saturated units pass almost no gradient",
             since_step=since,
@@ -285,15 +272,10 @@ def _output_centred(report: DiagnosticsReport) -> list[Finding]:
     ]
 
 
-def _depth_layers(report: DiagnosticsReport) -> list[LayerSeries]:
-    acts = _activation_layers(report)
-    if len(acts) >= 2:
-        return acts
-    return [s for s in report.layers if s.role == "layer"][:-1]  # the logits are not a layer
-
-
 def _depth(report: DiagnosticsReport) -> list[Finding]:
-    layers = _depth_layers(report)
+    layers = _activation_layers(report)
+    if len(layers) < 2:  # no activation modules: the layer outputs but the logits
+        layers = [s for s in report.layers if s.role == "layer"][:-1]
     if len(layers) < 2 or len(report.window_start) == 0:
         return []
     # Variation over samples, not across units: a layer whose units are constant (biases only)
@@ -304,9 +286,9 @@ def _depth(report: DiagnosticsReport) -> list[Finding]:
         ratio = last / first
     spec = next((s.spec for s in layers if s.spec), None)
     out = []
-    for code, flagged, word in (
-        ("collapse", ratio < 1 / DEPTH_RATIO, "falls"),
-        ("explode", ratio > DEPTH_RATIO, "grows"),
+    for code, flagged, word, unbounded in (
+        ("collapse", ratio < 1 / DEPTH_RATIO, "falls", "to zero"),
+        ("explode", ratio > DEPTH_RATIO, "grows", "without bound"),
     ):
         idx = np.flatnonzero(flagged)
         if len(idx) == 0:
@@ -314,13 +296,7 @@ def _depth(report: DiagnosticsReport) -> list[Finding]:
         w = int(idx[0])
         with np.errstate(divide="ignore"):
             factor = 1 / ratio[w] if code == "collapse" else ratio[w]
-        fac = (
-            f"{factor:.3g}x"
-            if math.isfinite(factor)
-            else "to zero"
-            if code == "collapse"
-            else "without bound"
-        )
+        fac = f"{factor:.3g}x" if math.isfinite(factor) else unbounded
         out.append(
             Finding(
                 code,
