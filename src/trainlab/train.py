@@ -312,7 +312,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated file, a foreign pickle: all unreadable to us
-        raise CheckpointError(f"{path}: not a readable trainlab checkpoint ({exc})") from None
+        import re
+
+        from trainlab.errors import summary
+
+        # torch wraps the unpickler's one-line reason in paragraphs of advice: keep the reason.
+        text = str(exc)
+        refused = re.search(r"GLOBAL (\S+)", text)
+        reason = text.split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+        if refused:
+            cause = f"refused to unpickle {refused.group(1)}"
+        elif text.startswith("Weights only load failed") and reason.strip():
+            cause = next(line.strip() for line in reason.splitlines() if line.strip())
+        else:
+            cause = summary(exc)
+        cause = cause[:300]
+        raise CheckpointError(f"{path}: not a readable trainlab checkpoint ({cause})") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a trainlab checkpoint (format {CHECKPOINT_FORMAT})")
     return state
