@@ -508,3 +508,24 @@ def test_plot_augment_writes_a_grid(tmp_path):
     with Image.open(path) as im:
         assert im.format == "PNG" and im.size[0] == im.size[1]  # 3 rows, 1 + 2 columns
     assert not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.parametrize(
+    "factory, args, kwargs, name",
+    [
+        ("pad_crop", (-1,), {}, "pad"),
+        ("pad_crop", (1.5,), {}, "pad"),
+        ("pad_crop", (4,), {"mode": "wrap"}, "mode"),
+        ("hflip", (float("nan"),), {}, "p"),
+        ("vflip", (float("inf"),), {}, "p"),
+        ("center_crop", (0,), {}, "size"),
+        ("random_resized_crop", (8,), {"scale": (0.08, float("inf"))}, "scale"),
+        ("random_resized_crop", (8,), {"ratio": (float("nan"), 1.0)}, "ratio"),
+        ("random_resized_crop", (8,), {"tries": 0}, "tries"),
+        ("scale_aug", (16, 20, 0), {}, "crop"),
+    ],
+)
+def test_geometric_factories_refuse_values_by_meaning(factory, args, kwargs, name):
+    # ValueError naming the argument and its value, at construction
+    with pytest.raises(ValueError, match=rf"{name}.* must be .*got"):
+        AUGMENTATIONS.get(factory)(*args, **kwargs)

@@ -237,3 +237,16 @@ def test_drop_path_module_bad_arguments():
         DropPath(0.0)
     with pytest.raises(RegistryError, match="mode"):
         DropPath(0.5, mode="row")
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"survival_prob": float("nan")}, "survival_prob"),
+        ({"survival_prob": float("inf")}, "survival_prob"),
+        ({"survival_prob": 0.5, "scale_by_keep": "yes"}, "scale_by_keep"),
+    ],
+)
+def test_values_refused_by_meaning(kwargs, name):
+    with pytest.raises(ValueError, match=rf"{name}.* must be .*got"):
+        DropPath(**kwargs)

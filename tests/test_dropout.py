@@ -136,3 +136,20 @@ def test_registry_factories():
         DROPOUT.create("dropout(1.0)")
     with pytest.raises(RegistryError, match="mode"):
         DROPOUT.create("dropout(0.5, mode='weird')")
+
+
+@pytest.mark.parametrize(
+    "factory, args, kwargs, name",
+    [
+        ("dropout", (float("nan"),), {}, "p"),
+        ("dropout", (float("inf"),), {}, "p"),
+        ("dropout", (0.5,), {"channelwise": "yes"}, "channelwise"),
+        ("dropout", (0.5,), {"mode": "scaled"}, "mode"),
+        ("dropout2d", (-0.1,), {}, "p"),
+        ("classic_dropout", (1.0,), {}, "p"),
+    ],
+)
+def test_factories_refuse_values_by_meaning(factory, args, kwargs, name):
+    # ValueError naming the argument and its value, at construction
+    with pytest.raises(ValueError, match=rf"{name}.* must be .*got"):
+        DROPOUT.get(factory)(*args, **kwargs)

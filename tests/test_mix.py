@@ -448,3 +448,24 @@ def test_registry_refuses_bad_specs(spec):
 def test_registry_names():
     assert MIXES.names() == ["cutmix", "cutout", "mixup", "none"]
     assert repr(MIXES.create("cutmix(0.5)")).startswith("cutmix(0.5")
+
+
+@pytest.mark.parametrize(
+    "factory, args, kwargs, name",
+    [
+        ("mixup", (), {"alpha": -1}, "alpha"),
+        ("mixup", (float("nan"),), {}, "alpha"),
+        ("cutmix", (float("inf"),), {}, "alpha"),
+        ("mixup", (1.0,), {"per_sample": "yes"}, "per_sample"),
+        ("cutmix", (1.0,), {"correct_lambda": 1}, "correct_lambda"),
+        ("cutout", (), {"size": 0}, "size"),
+        ("cutout", (8,), {"count": 1.5}, "count"),
+        ("cutout", (8,), {"p": float("nan")}, "p"),
+        ("cutout", (8,), {"fill": "mean", "mean": (0.5, float("nan"), 0.5)}, "mean"),
+        ("cutout", (8,), {"fill": "mean", "mean": (0.5, 2.0, 0.5)}, "mean"),
+    ],
+)
+def test_factories_refuse_values_by_meaning(factory, args, kwargs, name):
+    # ValueError naming the argument and its value, at construction
+    with pytest.raises(ValueError, match=rf"{name}.* must be .*got"):
+        MIXES.get(factory)(*args, **kwargs)

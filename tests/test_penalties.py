@@ -138,3 +138,20 @@ def test_registry_names_and_bad_arguments():
         ElasticNetPenalty(1e-4, 1.5)
     with pytest.raises(RegistryError, match="weight_decay"):
         decay_param_groups(small_model(), float("nan"))
+
+
+@pytest.mark.parametrize(
+    "factory, args, kwargs, name",
+    [
+        ("l2", (float("inf"),), {}, "lam"),
+        ("l2", (float("nan"),), {}, "lam"),
+        ("l1", (-1e-5,), {}, "lam"),
+        ("l2", (True,), {}, "lam"),
+        ("elastic_net", (1e-4, float("nan")), {}, "l1_ratio"),
+        ("l2", (5e-4,), {"exclude_bias_and_norm": "no"}, "exclude_bias_and_norm"),
+    ],
+)
+def test_factories_refuse_values_by_meaning(factory, args, kwargs, name):
+    # ValueError naming the argument and its value, at construction
+    with pytest.raises(ValueError, match=rf"{name}.* must be .*got"):
+        PENALTIES.get(factory)(*args, **kwargs)

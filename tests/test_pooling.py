@@ -156,3 +156,19 @@ def test_registry():
     assert layer.ratio == (1.5, 1.5) and layer.overlapping and layer.test_samples == 4
     with pytest.raises(RegistryError, match="ratio"):
         POOLING.create("fmp(2.0)")
+
+
+@pytest.mark.parametrize(
+    "factory, args, kwargs, name",
+    [
+        ("fmp", (), {"ratio": float("nan")}, "ratio"),
+        ("fmp", (float("inf"),), {}, "ratio"),
+        ("fmp", (0,), {}, "ratio"),
+        ("fmp", (1.5,), {"overlapping": "yes"}, "overlapping"),
+        ("fmp", (1.5,), {"test_samples": 2.5}, "test_samples"),
+    ],
+)
+def test_factories_refuse_values_by_meaning(factory, args, kwargs, name):
+    # ValueError naming the argument and its value, at construction
+    with pytest.raises(ValueError, match=rf"{name}.* must be .*got"):
+        POOLING.get(factory)(*args, **kwargs)

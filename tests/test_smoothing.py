@@ -103,3 +103,9 @@ def test_bad_arguments_refused():
         LabelSmoothingCrossEntropy(0.1, reduction="avg")
     with pytest.raises(ValueError, match=r"\(B, K\)"):
         soft_target_cross_entropy(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("eps", [float("nan"), float("inf"), 1.0, -0.1])
+def test_eps_refused_by_meaning(eps):
+    with pytest.raises(ValueError, match=r"eps must be in \[0, 1\), got"):
+        LabelSmoothingCrossEntropy(eps)

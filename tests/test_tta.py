@@ -98,3 +98,11 @@ def test_bad_arguments_are_rejected():
         TTA(TinyNet(), average="votes")
     with pytest.raises(ValueError, match="crops"):
         TTA(TinyNet(), crops=3, crop_size=4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name", [({"max_batch": 2.5}, "max_batch"), ({"flips": 1}, "flips")]
+)
+def test_values_refused_by_meaning(kwargs, name):
+    with pytest.raises(ValueError, match=rf"{name} must be .*got"):
+        TTA(nn.Identity(), **kwargs)
