@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from trainlab.augment._base import (
+    LUMA,
     Augmentation,
     Params,
     bernoulli,
@@ -110,6 +111,13 @@ def _factor_range(value: Any, name: str, centre: float = 1.0) -> tuple[float, fl
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError(f"{name} must be a number >= 0 or a range (low, high), got {value!r}")
     return max(0.0, centre - value), centre + value
+
+
+def _luma(channels: int, like: Tensor) -> Tensor:
+    """``grey_weights`` in ``like``'s dtype, made from the decimal weights (exact in float64)."""
+    if channels == 3:
+        return torch.tensor(LUMA, dtype=like.dtype, device=like.device)
+    return grey_weights(channels, like.device).to(like.dtype)
 
 
 def _col(v: Tensor) -> Tensor:
@@ -240,14 +248,14 @@ class ColorJitter(AffineColor):
         ``f I + (1 - f) 1 w^T``; hue (not affine) is the identity here.
         """
         b, c = means.shape
-        w = grey_weights(c, means.device)
+        w = _luma(c, means)
         f = factors.gather(1, op[:, None]).squeeze(1).to(means.dtype)
         f = torch.where(op == HUE, torch.ones_like(f), f)
         fb = f[:, None, None]
         eye = torch.eye(c, device=means.device, dtype=means.dtype)
-        sat = fb * eye + (1 - fb) * w.to(means.dtype).expand(c, c)
+        sat = fb * eye + (1 - fb) * w.expand(c, c)
         a = torch.where((op == SATURATION)[:, None, None], sat, fb * eye)
-        grey = means @ w.to(means.dtype)
+        grey = means @ w
         t = torch.where(op == CONTRAST, (1 - f) * grey, torch.zeros_like(f))
         return a, t[:, None].expand(b, c)
 
@@ -291,7 +299,7 @@ class ColorJitter(AffineColor):
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         b, c, h, w = x.shape
         f = params["factors"].to(x.device, dtype)
-        luma = grey_weights(c, x.device).to(dtype)
+        luma = _luma(c, f)
         s = torch.ones(b, device=x.device, dtype=dtype)
         u = torch.zeros_like(s)
         lazy = False  # whether y = s z + u still has to be applied to z
@@ -304,7 +312,10 @@ class ColorJitter(AffineColor):
                 fk = f[:, k]
                 shift = torch.zeros_like(fk)
                 if k == CONTRAST:  # blend with the mean grey of the image as it is now
-                    means = channel_means(x) if z is None else z.mean(dim=(2, 3))
+                    if z is None:  # exact integer sums for uint8, the input's precision else
+                        means = channel_means(x) if to_uint8 else x.to(dtype).mean(dim=(2, 3))
+                    else:
+                        means = z.mean(dim=(2, 3))
                     shift = (1 - fk) * (s * (means.to(dtype) @ luma) + u)
                 s, u = fk * s, fk * u + shift
                 flat = s <= 0  # factor 0: the image is the constant clamp(u)
