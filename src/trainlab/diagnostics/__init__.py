@@ -1,11 +1,8 @@
 """Training diagnostics that are cheap enough to leave on.
 
-Attach to any PyTorch model; the hooks watch activation modules (trainlab's and torch.nn's) and
-the outputs of Linear/Conv layers, accumulate statistics on the device at every ``every``-th
-step, and bring them to the host only in :meth:`Diagnostics.report`. Rules then turn the
-statistics into findings with advice (dead ReLUs, saturated tanh/sigmoid units, inputs and
-outputs that are not zero-centred, activations that collapse or explode with depth, vanishing
-gradients, updates that are too large, non-finite values).
+Hooks on any PyTorch model's activation modules (trainlab's and torch.nn's) and weighted layers
+collect statistics on the device (``collect``); rules turn them into findings with advice
+(``findings``, thresholds there); ``render`` draws and writes them.
 
 How a training loop uses it (``trainlab.train.train_step`` makes these calls)::
 
@@ -25,12 +22,10 @@ How a training loop uses it (``trainlab.train.train_step`` makes these calls)::
     section = diagnostics_markdown(report, found)  # for a run report
     diag.detach()
 
-``trainlab.train.run_diagnostics(recipe, out, steps=...)`` runs the engine's step for a short
-while with these hooks and writes the report (``trainlab diagnose RECIPE``). This package
-imports nothing of the engine: it watches whatever model it is given.
-
-Not seen: activations applied as functions inside ``forward`` (``F.relu(x)``); the report lists
-the activation modules it found and says so.
+``trainlab diagnose RECIPE`` (``trainlab.train.run_diagnostics``) runs the engine's step for a
+while with these hooks. This package imports nothing of the engine: it watches whatever model
+it is given. Not seen: activations applied as functions inside ``forward`` (``F.relu(x)``); the
+report says so.
 """
 
 from trainlab.diagnostics.collect import (
@@ -43,29 +38,12 @@ from trainlab.diagnostics.collect import (
     WeightSeries,
     activation_spec,
 )
-from trainlab.diagnostics.findings import (
-    DEAD_FRACTION,
-    DEPTH_RATIO,
-    GRAD_RATIO,
-    INPUT_MEAN_RATIO,
-    OUTPUT_MEAN_RATIO,
-    SATURATED_FRACTION,
-    UPDATE_RATIO_HIGH,
-    Finding,
-    findings,
-)
+from trainlab.diagnostics.findings import Finding, findings
 from trainlab.diagnostics.render import diagnostics_figures, diagnostics_markdown, write_diagnostics
 
 __all__ = [
     "DEFAULT_EVERY",
     "DEFAULT_WINDOW",
-    "DEAD_FRACTION",
-    "DEPTH_RATIO",
-    "GRAD_RATIO",
-    "INPUT_MEAN_RATIO",
-    "OUTPUT_MEAN_RATIO",
-    "SATURATED_FRACTION",
-    "UPDATE_RATIO_HIGH",
     "Diagnostics",
     "DiagnosticsReport",
     "Finding",

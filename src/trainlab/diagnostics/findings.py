@@ -258,15 +258,16 @@ def _output_centred(report: DiagnosticsReport) -> list[Finding]:
     if not hits:
         return []
     names = [s.name for s, _ in hits]
+    worst = max(r for _, r in hits)
     return [
         Finding(
             "not_zero_centred",
             names,
             "info",
-            f"{hits[0][0].spec} outputs not zero-centred in {_ranges(names)}: mean "
-            f"{max(r for _, r in hits):.2g} x std",
+            f"{hits[0][0].spec} outputs not zero-centred in {_ranges(names)}: "
+            f"mean {worst:.2g} x std",
             "use tanh or a zero-centred activation, or batch norm after it",
-            value=max(r for _, r in hits),
+            value=worst,
             threshold=OUTPUT_MEAN_RATIO,
         )
     ]
@@ -276,7 +277,7 @@ def _depth(report: DiagnosticsReport) -> list[Finding]:
     layers = _activation_layers(report)
     if len(layers) < 2:  # no activation modules: the layer outputs but the logits
         layers = [s for s in report.layers if s.role == "layer"][:-1]
-    if len(layers) < 2 or len(report.window_start) == 0:
+    if len(layers) < 2:
         return []
     # Variation over samples, not across units: a layer whose units are constant (biases only)
     # carries no signal however different the constants are.
@@ -316,7 +317,7 @@ def _depth(report: DiagnosticsReport) -> list[Finding]:
 
 def _vanishing(report: DiagnosticsReport) -> list[Finding]:
     ws = report.weights
-    if len(ws) < 3 or len(report.window_start) == 0:
+    if len(ws) < 3:
         return []
     rms = np.stack([w.grad_norm / math.sqrt(w.numel) for w in ws])  # (layers, windows)
     with np.errstate(divide="ignore", invalid="ignore"):
