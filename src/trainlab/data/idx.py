@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainlab.errors import DataError
+from trainlab.errors import DataError, summary
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -64,8 +64,8 @@ def _read_bytes(path: Path) -> bytes:
         return raw
     try:
         return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"corrupt gzip stream in IDX file {path}: {exc}") from exc
+    except (OSError, EOFError, zlib.error, MemoryError) as exc:
+        raise DataError(f"corrupt gzip stream in IDX file {path}: {summary(exc)}") from exc
 
 
 def _parse_header(raw: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
