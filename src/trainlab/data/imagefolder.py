@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import lzma
 import os
+import struct
 import tarfile
 import warnings
 import zlib
@@ -32,7 +34,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from trainlab import fileio
-from trainlab.errors import DataError
+from trainlab.errors import DataError, summary
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SPLIT_NAMES = ("train", "val", "test")
@@ -129,9 +131,29 @@ def _list_archive(path: Path) -> tuple[dict[Parts, Source], set[Parts]]:
                     handle = tar.extractfile(member)
                     files[parts] = handle.read() if handle is not None else b""
                 # links, devices and fifos are skipped: never followed, never created
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise DataError(f"cannot read archive {path}: {exc}") from exc
+    except (
+        tarfile.TarError,
+        EOFError,
+        zlib.error,
+        lzma.LZMAError,
+        OSError,
+        ValueError,
+        MemoryError,
+    ) as exc:
+        raise DataError(f"cannot read archive {path}: {_archive_fault(path, exc)}") from exc
     return files, folders
+
+
+def _archive_fault(path: Path, exc: BaseException) -> str:
+    if isinstance(exc, tarfile.ReadError) and "could not be opened" in str(exc):
+        try:
+            with open(path, "rb") as handle:
+                if handle.read(4) == b"PK\x03\x04":
+                    return "a zip archive; only tar archives are read (.tar, .tar.gz, .tgz)"
+        except OSError:
+            pass
+        return "not a tar archive (plain, gzip, bzip2 or xz compressed)"
+    return summary(exc)
 
 
 def _safe_parts(name: str, archive: Path) -> Parts:
@@ -253,9 +275,12 @@ def _decode_image(data: Source, name: str, size: tuple[int, int] | None) -> np.n
         OSError,
         SyntaxError,
         ValueError,
+        EOFError,
+        struct.error,
+        MemoryError,
         Image.DecompressionBombError,
     ) as exc:
-        raise DataError(f"cannot decode image {name}: {exc}") from exc
+        raise DataError(f"cannot decode image {name}: {summary(exc)}") from exc
 
 
 def _decode_chunk(chunk: list[_Entry], size: tuple[int, int] | None) -> list[np.ndarray]:
