@@ -9,15 +9,17 @@ rebuilt and refuses everything else before it is called.
 
 from __future__ import annotations
 
+import lzma
 import os
 import pickle
 import tarfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trainlab.errors import DataError
+from trainlab.errors import DataError, summary
 
 try:  # numpy >= 2 keeps the implementation in numpy._core
     from numpy._core.multiarray import _reconstruct
@@ -57,8 +59,9 @@ class RestrictedUnpickler(pickle.Unpickler):
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
             raise DataError(
-                f"refusing to unpickle {self.path}: it names the global {module}.{name}, "
-                "which is not needed to rebuild numpy arrays (possibly a hostile file)"
+                f"refusing to unpickle {self.path}: it names the global {_shown(module)}."
+                f"{_shown(name)}, which is not needed to rebuild numpy arrays (possibly a hostile "
+                "file)"
             ) from None
 
 
@@ -78,10 +81,10 @@ def _unpickle(handle: Any, where: str) -> dict[str, Any]:
     except DataError:
         raise
     except Exception as exc:  # malformed pickle streams raise many types
-        raise DataError(f"corrupt CIFAR pickle {where}: {type(exc).__name__}: {exc}") from exc
+        raise DataError(f"corrupt CIFAR pickle {where}: {summary(exc)}") from exc
     if not isinstance(obj, dict):
         raise DataError(f"CIFAR file {where} holds a {type(obj).__name__}: expected a dict")
-    return {_text(k): v for k, v in obj.items()}
+    return {_text(k, where): v for k, v in obj.items()}
 
 
 def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +95,7 @@ def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray
 def _batch_arrays(batch: dict[str, Any], path: str, label_key: str):
     for key in ("data", label_key):
         if key not in batch:
-            raise DataError(f"CIFAR file {path} has no {key!r} entry; keys: {sorted(batch)}")
+            raise DataError(f"CIFAR file {path} has no {key!r} entry; keys: {_keys(batch)}")
     data = batch["data"]
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2):
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
@@ -103,7 +106,10 @@ def _batch_arrays(batch: dict[str, Any], path: str, label_key: str):
         raise DataError(
             f"CIFAR file {path}: 'data' rows have {data.shape[1]} values, expected {IMAGE_BYTES}"
         )
-    labels = np.asarray(batch[label_key])
+    try:
+        labels = np.asarray(batch[label_key])
+    except (ValueError, TypeError, OverflowError) as exc:  # ragged or mixed lists
+        raise DataError(f"CIFAR file {path}: {label_key!r} is not a list of integers") from exc
     if labels.ndim != 1 or len(labels) != len(data) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(
             f"CIFAR file {path}: {label_key!r} must be {len(data)} integers, "
@@ -144,11 +150,20 @@ def read_cifar_archive(path: str | os.PathLike[str], hundred: bool = False) -> d
             train = [batch(name) for name in train_names]
             test_x, test_y = batch(test_name)
             meta_dict = member(meta)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable CIFAR archive: {exc}") from exc
-    if names_key not in meta_dict:
-        raise DataError(f"{path}:{folder}/{meta} has no {names_key!r} entry")
-    classes = [_text(name) for name in meta_dict[names_key]]
+    except (
+        tarfile.TarError,
+        OSError,
+        EOFError,
+        zlib.error,
+        lzma.LZMAError,
+        ValueError,
+        MemoryError,
+    ) as exc:
+        cause = summary(exc)
+        if isinstance(exc, tarfile.ReadError) and "could not be opened" in str(exc):
+            cause = "not a tar archive (plain, gzip, bzip2 or xz compressed)"
+        raise DataError(f"{path}: not a readable CIFAR archive: {cause}") from exc
+    classes = _class_names(meta_dict, names_key, f"{path}:{folder}/{meta}")
     return _assemble(train, test_x, test_y, classes, path)
 
 
@@ -183,11 +198,31 @@ def _assemble(train, test_x, test_y, classes, folder: Path) -> dict[str, Any]:
 
 
 def _names(path: Path, key: str) -> list[str]:
-    meta = read_cifar_pickle(path)
+    return _class_names(read_cifar_pickle(path), key, f"CIFAR meta file {path}")
+
+
+def _class_names(meta: dict[str, Any], key: str, where: str) -> list[str]:
     if key not in meta:
-        raise DataError(f"CIFAR meta file {path} has no {key!r} entry; keys: {sorted(meta)}")
-    return [_text(name) for name in meta[key]]
+        raise DataError(f"{where} has no {key!r} entry; keys: {_keys(meta)}")
+    names = meta[key]
+    if not isinstance(names, list | tuple) or not all(isinstance(n, bytes | str) for n in names):
+        raise DataError(f"{where}: {key!r} must be a list of class names")
+    return [_text(name, where) for name in names]
 
 
-def _text(value: Any) -> Any:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
+def _text(value: Any, where: str) -> Any:
+    if not isinstance(value, bytes):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where}: {value[:40]!r} is not UTF-8 text") from exc
+
+
+def _keys(entries: dict[Any, Any]) -> str:
+    # Keys of any type, some of them not comparable with each other, shown on one line.
+    return ", ".join(sorted(repr(k) for k in entries))[:300]
+
+
+def _shown(name: str) -> str:
+    return name if name.isprintable() else repr(name)
