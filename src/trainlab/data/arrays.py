@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
+import tokenize
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trainlab.errors import DataError
+from trainlab.errors import DataError, summary
 
 ARRAY_NAMES = ("train_images", "train_labels", "test_images", "test_labels")
 MANIFEST = "manifest.json"
@@ -123,11 +125,48 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        raise DataError(f"cannot read {path}: {summary(exc)}") from exc
     if not isinstance(manifest, dict) or not {"classes", "sha256", "source"} <= set(manifest):
         raise DataError(f"{path} is not a trainlab data manifest (classes, sha256, source)")
+    classes, digests = manifest["classes"], manifest["sha256"]
+    if not (
+        isinstance(classes, list)
+        and all(isinstance(c, str) for c in classes)
+        and isinstance(digests, dict)
+        and all(isinstance(d, str) for d in digests.values())
+        and isinstance(manifest["source"], str)
+    ):
+        raise DataError(
+            f"{path}: expected classes as a list of names, sha256 as an object of hex digests "
+            "and source as text"
+        )
     return manifest
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """One ``.npy`` file, its header checked against the file's length before any allocation."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                raise DataError(f"{path}: unsupported .npy format version {version}")
+            need = math.prod(shape) * dtype.itemsize
+            have = os.fstat(handle.fileno()).st_size - handle.tell()
+            if dtype.hasobject or need != have:
+                raise DataError(
+                    f"{path}: its header describes {dtype} {tuple(shape)} ({need} bytes) but "
+                    f"{have} bytes follow it: the file is damaged; run 'trainlab data get' again"
+                )
+            handle.seek(0)
+            return np.load(handle, allow_pickle=False)
+    # numpy parses the header text with tokenize and ast: a damaged one raises their errors too
+    except (OSError, ValueError, EOFError, MemoryError, SyntaxError, tokenize.TokenError) as exc:
+        raise DataError(f"cannot read {path}: {summary(exc)}") from exc
 
 
 def read_arrays(
@@ -143,10 +182,7 @@ def read_arrays(
     arrays = {}
     for key in ARRAY_NAMES:
         path = folder / f"{key}.npy"
-        try:
-            arrays[key] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise DataError(f"cannot read {path}: {exc}") from exc
+        arrays[key] = _load_npy(path)
         digest = sha256_of(arrays[key])
         for want in (manifest["sha256"].get(key), (expected or {}).get(key)):
             if want is not None and digest != want:
