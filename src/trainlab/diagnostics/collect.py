@@ -4,29 +4,15 @@ Every ``every``-th step is *sampled*: the hooks reduce each watched tensor to a 
 add them to accumulators on the model's device. They hold no ``.item()``, ``bool(tensor)``,
 ``nonzero`` or branch on a tensor's value, so nothing is read back until
 :meth:`Diagnostics.report` and a CUDA stream never waits for the host between reports.
-Unsampled steps cost one attribute check per hook.
 
-Statistics are summed over *windows* of ``window`` steps; the first sample of a new window moves
-the last one's accumulators into the history (on the device) and starts from zero. Per window
-and watched tensor:
-
-* mean, std, fraction of exact zeros and max (activations only), the number of units holding a
-  non-finite value (left out of the rest), and a ``bins``-bin histogram over a fixed range
-  (values outside in the edge bins) of each batch's first whole samples, up to ``HIST_SAMPLE``
-  values;
-* per unit (channel of a (B, C, ...) tensor, feature of a (B, F) one): mean and maximum output
-  (a ReLU unit whose maximum over the window is <= 0 is *dead*: it passed no gradient for any
-  sample), and the fraction of outputs in the saturated region ``|f'(x)| < sat_eps * max|f'|``
-  (``|tanh| > 0.99`` at the default 0.02; ``trainlab.activations.ActivationInfo.saturated``).
-
-Per weighted layer (any module whose ``weight`` has >= 2 dimensions): the gradient norm
-``||dL/dW||`` and the update-to-weight ratio ``||W_after - W_before|| / ||W_before||`` of the
-optimizer's actual step, right for Adam, momentum and weight decay alike (``lr ||g|| / ||W||`` is
-right only for plain SGD); the lecture's rule of thumb is ~1e-3.
-
-The first step at which a layer's activations or gradients held a non-finite value is kept on the
-device with ``torch.where``, to the sampling interval. In-place activations are fine: a forward
-hook runs before the next module overwrites the tensor.
+Statistics are summed over *windows* of ``window`` steps: one row per window in the fields of
+:class:`LayerSeries` and :class:`WeightSeries`. A ReLU unit whose maximum output over a window
+is <= 0 is *dead*: it passed no gradient for any sample. An output is *saturated* where
+``|f'(x)| < sat_eps * max|f'|`` (``|tanh| > 0.99`` at the default 0.02). The update-to-weight
+ratio ``||W_after - W_before|| / ||W_before||`` is measured from the optimizer's actual step, so
+it is right for Adam, momentum and weight decay alike (``lr ||g|| / ||W||`` is right only for
+plain SGD); the lecture's rule of thumb is ~1e-3. In-place activations are fine: a forward hook
+runs before the next module overwrites the tensor.
 """
 
 from __future__ import annotations
@@ -275,8 +261,8 @@ class LayerSeries:
     signal_std: np.ndarray  # sqrt(mean over batches and units of the variance over a batch)
     zero_fraction: np.ndarray
     max: np.ndarray
-    nonfinite: np.ndarray
-    hist: np.ndarray  # (windows, bins) counts
+    nonfinite: np.ndarray  # units holding NaN/inf, left out of the other statistics
+    hist: np.ndarray  # (windows, bins) counts of each batch's first samples; edges take outliers
     dead_fraction: np.ndarray  # fraction of units with max output <= 0 (only for can-die kinds)
     saturated_fraction: np.ndarray  # fraction of units saturated on > UNIT_SATURATED of outputs
     unit_saturation: np.ndarray  # (windows, units): fraction of each unit's outputs saturated
