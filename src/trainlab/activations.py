@@ -90,8 +90,11 @@ def _f64(x: Any) -> Tensor:
     return torch.from_numpy(np.array(x, dtype=np.float64))
 
 
-def _fmt(value: Any) -> str:
-    return repr(value) if not isinstance(value, float) else f"{value:g}"
+def _spec(name: str, *args: tuple[Any, Any]) -> str:
+    """The recipe string ``name(v1, v2)`` from (value, default) pairs, up to the last value that
+    is not its default. Shared with trainlab.init."""
+    last = max((i for i, (v, d) in enumerate(args) if v != d), default=-1)
+    return name if last < 0 else f"{name}({', '.join(repr(v) for v, _ in args[: last + 1])})"
 
 
 def _sigmoid(x: Tensor) -> Tensor:
@@ -211,11 +214,7 @@ class Activation(nn.Module):
     @property
     def spec(self) -> str:
         """The recipe string that rebuilds this module, e.g. ``"leaky_relu(0.1)"``."""
-        args = self.spec_args()
-        last = max((i for i, (v, d) in enumerate(args) if v != d), default=-1)
-        if last < 0:
-            return self.name
-        return f"{self.name}({', '.join(_fmt(v) for v, _ in args[: last + 1])})"
+        return _spec(self.name, *self.spec_args())
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}" + (", inplace=True" if self.inplace else "")

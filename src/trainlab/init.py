@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from trainlab.activations import (
     _number,
     _positive,
     _positive_int,
+    _spec,
     make_activation,
 )
 from trainlab.errors import RegistryError, TrainlabError
@@ -82,22 +82,15 @@ def fans(module: nn.Module) -> tuple[float, float]:
     raise TypeError(f"fans() expects a Linear, Conv or ConvTranspose layer, got {type(module)}")
 
 
-@lru_cache(maxsize=1)
-def _gauss_legendre_panels() -> tuple[np.ndarray, np.ndarray]:
-    """Nodes and weights on [-10, 10]: 80 panels of 20 points. A panel edge at 0, where every
-    piecewise activation has its kink, makes them exact there; beyond 10 sigma the normal
-    density is below 1e-22."""
-    t, w = np.polynomial.legendre.leggauss(20)
-    edges = np.linspace(-10.0, 10.0, 81)
-    lo, hi = edges[:-1, None], edges[1:, None]
-    return (0.5 * (hi - lo) * t + 0.5 * (hi + lo)).ravel(), (0.5 * (hi - lo) * w).ravel()
-
-
 def normal_expectation(fn: Callable[[np.ndarray], np.ndarray]) -> float:
-    """E[fn(z)] for z ~ N(0, 1) by composite Gauss-Legendre quadrature (float64)."""
-    z, w = _gauss_legendre_panels()
+    """E[fn(z)] for z ~ N(0, 1) in float64: Gauss-Legendre, 20 points on each of 80 panels of
+    [-10, 10] (the density beyond is below 1e-22). A panel edge at 0, where piecewise
+    activations have their kink, keeps them exact."""
+    t, w = np.polynomial.legendre.leggauss(20)
+    half = 10.0 / 80  # half a panel's width
+    z = (np.linspace(-10.0 + half, 10.0 - half, 80)[:, None] + half * t).ravel()
     density = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    return float(np.sum(w * density * fn(z)))
+    return float(np.sum(np.tile(half * w, 80) * density * fn(z)))
 
 
 def _as_activation(activation: str | Activation | None) -> Activation:
@@ -159,12 +152,6 @@ class InitScheme:
 
 
 INITS: Registry[InitScheme] = Registry("init scheme")
-
-
-def _spec(name: str, *args: tuple[Any, Any]) -> str:
-    """``name(v1, v2)`` from (value, default) pairs, up to the last value that is not a default."""
-    last = max((i for i, (v, d) in enumerate(args) if v != d), default=-1)
-    return name if last < 0 else f"{name}({', '.join(repr(v) for v, _ in args[: last + 1])})"
 
 
 def _draw(weight: Tensor, generator: torch.Generator | None, kind: str, scale: float) -> None:
@@ -435,43 +422,31 @@ def initialize(
         raise TrainlabError("init scheme 'lsuv' needs a data batch: initialize(..., batch=x)")
     report = InitReport(scheme=init.spec, activation=act.spec)
     for name, module in model.named_modules():
-        row = _init_module(name, module, init, act, generator)
-        if row is not None:
-            report.rows.append(row)
+        kind = type(module).__name__
+        if isinstance(module, _WEIGHTED):
+            fan_in, fan_out = fans(module)
+            std = init.apply(module.weight, fan_in, fan_out, act, generator)
+            report.rows.append(InitRow(name, kind, fan_in, fan_out, std, init.rule))
+        elif isinstance(module, _NORMS) and init.resets:
+            report.rows.append(InitRow(name, kind, None, None, None, "weight 1, bias 0"))
+        else:
+            continue
+        if init.resets:
+            with torch.no_grad():
+                if isinstance(module, _NORMS) and module.weight is not None:
+                    module.weight.fill_(1.0)
+                if module.bias is not None:
+                    module.bias.zero_()
     if init.lsuv is not None:
         report.lsuv_variance = lsuv(model, batch, *init.lsuv)
-        # LSUV's scale is measured, not set by a formula: report the std it left.
-        weights = {
-            n: m.weight.detach() for n, m in model.named_modules() if isinstance(m, _WEIGHTED)
-        }
+        modules = dict(model.named_modules())  # LSUV's scale is measured: report what it left
         report.rows = [
-            replace(r, std=float(weights[r.name].std())) if r.name in weights else r
+            r if r.fan_in is None else replace(r, std=float(modules[r.name].weight.detach().std()))
             for r in report.rows
         ]
     if zero_residual:
         report.zeroed_residual = zero_init_residual(model)
     return report
-
-
-def _init_module(
-    name: str, module: nn.Module, init: InitScheme, act: Activation, generator
-) -> InitRow | None:
-    kind = type(module).__name__
-    if isinstance(module, _WEIGHTED):
-        fan_in, fan_out = fans(module)
-        std = init.apply(module.weight, fan_in, fan_out, act, generator)
-        if module.bias is not None and init.resets:
-            with torch.no_grad():
-                module.bias.zero_()
-        return InitRow(name, kind, fan_in, fan_out, std, init.rule)
-    if isinstance(module, _NORMS) and init.resets:
-        with torch.no_grad():
-            if getattr(module, "weight", None) is not None:
-                module.weight.fill_(1.0)
-            if getattr(module, "bias", None) is not None:
-                module.bias.zero_()
-        return InitRow(name, kind, None, None, None, "weight 1, bias 0")
-    return None
 
 
 class _StopForward(Exception):
@@ -644,7 +619,8 @@ def signal_check(
     residual_last = {id(getattr(m, "residual_last", None)) for m in model.modules()}
     rows = _flag_rows(watched, stats, factor, skip=residual_last)
     act = next((s for s in specs.values() if s not in (None, "identity")), None)
-    findings, advice = _findings(rows, act, factor)
+    findings = _findings(rows, factor)
+    advice = [_recommendation(act)] if findings else []
     return SignalReport(rows=rows, activation=act, findings=findings, advice=advice, factor=factor)
 
 
@@ -696,27 +672,24 @@ def _recommendation(act: str | None) -> str:
     return f"use kaiming(fan_in) with gain g = {gain(act):.3g} for {act}"
 
 
-def _findings(rows: list[SignalRow], act: str | None, factor: float) -> tuple[list, list]:
-    findings, advice = [], []
-    collapse = [r.name for r in rows if r.flag == "collapse"]
-    explode = [r.name for r in rows if r.flag == "explode"]
-    if collapse:
-        findings.append(
-            f"activations collapse: {len(collapse)} layer(s) below 1/{factor:g} of the std of "
-            f"the first of their kind, from {collapse[0]!r}; the weights are too small"
-        )
-    if explode:
-        findings.append(
-            f"activations explode: {len(explode)} layer(s) above {factor:g}x the std of the "
-            f"first of their kind, from {explode[0]!r}; the weights are too large"
-        )
+def _findings(rows: list[SignalRow], factor: float) -> list[str]:
+    findings = []
+    for flag, bound, size in (
+        ("collapse", f"below 1/{factor:g} of", "small"),
+        ("explode", f"above {factor:g}x", "large"),
+    ):
+        names = [r.name for r in rows if r.flag == flag]
+        if names:
+            findings.append(
+                f"activations {flag}: {len(names)} layer(s) {bound} the std of the first of "
+                f"their kind, from {names[0]!r}; the weights are too {size}"
+            )
     # Pooling, resolution changes and norm layers rescale per-element gradients by design, so
     # the first layer is compared with the deepest of the same kind and size per sample.
-    first = rows[0] if rows else None
     same = [
         r
         for r in rows
-        if first and (r.kind, r.size) == (first.kind, first.size) and math.isfinite(r.grad_std)
+        if (r.kind, r.size) == (rows[0].kind, rows[0].size) and math.isfinite(r.grad_std)
     ]
     if len(same) >= 2 and same[-1].grad_std > 0:
         ratio = same[0].grad_std / same[-1].grad_std
@@ -726,6 +699,4 @@ def _findings(rows: list[SignalRow], act: str | None, factor: float) -> tuple[li
                 f"gradients {trend} toward the input: {same[0].name!r}'s gradient std is "
                 f"{ratio:.3g}x that of {same[-1].name!r} (same kind and size, deeper)"
             )
-    if findings:
-        advice.append(_recommendation(act))
-    return findings, advice
+    return findings

@@ -155,9 +155,7 @@ class BasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int, cfg: ModelConfig, survival_prob: float):
         super().__init__()
         branch = [
-            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=cfg.norm == "none"),
-            _norm2d(cfg.norm, c_out),
-            make_activation(cfg.activation),
+            *_conv_unit(c_in, c_out, cfg, stride),
             nn.Conv2d(c_out, c_out, 3, padding=1, bias=cfg.norm == "none"),
             _norm2d(cfg.norm, c_out),
         ]
