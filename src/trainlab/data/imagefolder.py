@@ -280,7 +280,10 @@ def _decode_image(data: Source, name: str, size: tuple[int, int] | None) -> np.n
         MemoryError,
         Image.DecompressionBombError,
     ) as exc:
-        raise DataError(f"cannot decode image {name}: {summary(exc)}") from exc
+        # Pillow's "cannot identify" text names a BytesIO object or repeats the path
+        unknown = isinstance(exc, UnidentifiedImageError)
+        cause = "not a PNG or JPEG image" if unknown else summary(exc)
+        raise DataError(f"cannot decode image {name}: {cause}") from exc
 
 
 def _decode_chunk(chunk: list[_Entry], size: tuple[int, int] | None) -> list[np.ndarray]:

@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from trainlab.errors import DataError, summary
 
@@ -53,7 +53,8 @@ def decode_sprite(data: bytes, name: str) -> np.ndarray:
         MemoryError,
         Image.DecompressionBombError,
     ) as exc:
-        raise DataError(f"{name}: cannot decode the PNG sprite: {summary(exc)}") from exc
+        cause = "not a PNG image" if isinstance(exc, UnidentifiedImageError) else summary(exc)
+        raise DataError(f"{name}: cannot decode the PNG sprite: {cause}") from exc
     return pixels.reshape(-1, SIDE, SIDE, 3)
 
 
