@@ -26,27 +26,6 @@ from torch import Tensor, nn
 
 from trainlab.registry import Registry
 
-__all__ = [
-    "ACTIVATIONS",
-    "Activation",
-    "ActivationInfo",
-    "Sigmoid",
-    "Tanh",
-    "ReLU",
-    "LeakyReLU",
-    "PReLU",
-    "ELU",
-    "SELU",
-    "GELU",
-    "SiLU",
-    "Identity",
-    "make_activation",
-    "activation_info",
-    "plot_activations",
-    "SELU_ALPHA",
-    "SELU_SCALE",
-]
-
 ACTIVATIONS: Registry[Activation] = Registry("activation")
 
 # Klambauer et al. 2017, eq. 14: the constants that make mean 0 / variance 1 a stable fixed
@@ -162,8 +141,9 @@ class ActivationInfo:
 class Activation(nn.Module):
     """Base of trainlab's activations: ``forward`` is PyTorch's kernel, ``reference`` the formula.
 
-    Monotone subclasses also write f' in terms of the output (``grad_from_output``). Without an
-    ``output_range``, the range is the minimum on [-12, 12] and unbounded above (GELU, SiLU).
+    Monotone subclasses also write f' in terms of the output, ``grad_from_output(y)``; the
+    others set ``monotone = False``. Without an ``output_range``, the range is the minimum on
+    [-12, 12] and unbounded above (GELU, SiLU).
     """
 
     name: ClassVar[str]
@@ -181,10 +161,6 @@ class Activation(nn.Module):
 
     def reference(self, x: Tensor) -> Tensor:
         """The formula, written once; with float64 input it is the reference the tests trust."""
-        raise NotImplementedError
-
-    def grad_from_output(self, y: Tensor) -> Tensor:
-        """f' written in the output ``y = f(x)`` (monotone activations only)."""
         raise NotImplementedError
 
     def f(self, x: np.ndarray) -> np.ndarray:

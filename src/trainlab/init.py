@@ -14,7 +14,7 @@ so a seed gives the same weights on any device.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -37,23 +37,6 @@ from trainlab.activations import (
 from trainlab.errors import RegistryError, TrainlabError
 from trainlab.registry import Registry
 
-__all__ = [
-    "INITS",
-    "InitScheme",
-    "InitReport",
-    "InitRow",
-    "SignalReport",
-    "SignalRow",
-    "fans",
-    "gain",
-    "initialize",
-    "lsuv",
-    "make_init",
-    "normal_expectation",
-    "signal_check",
-    "zero_init_residual",
-]
-
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _WEIGHTED = (nn.Linear, *_CONV, *_CONV_T)
@@ -65,10 +48,9 @@ def fans(module: nn.Module) -> tuple[float, float]:
     (the forward variance), outputs one input feeds (the backward variance).
 
     ConvNd, weight ``(out, in/groups, *k)``: each output sums ``in/groups * prod(k)`` inputs;
-    each input reaches ``out/groups * prod(k) / prod(stride)`` outputs on average. A
-    ConvTransposeNd is a conv's adjoint, so the roles swap. PyTorch's
-    ``_calculate_fan_in_and_fan_out`` reads a transposed weight like a conv's (its fan_in is the
-    true fan_out) and ignores groups and stride for fan_out.
+    each input reaches ``out/groups * prod(k) / prod(stride)`` outputs on average; a
+    ConvTransposeNd, a conv's adjoint, swaps the roles. PyTorch's ``_calculate_fan_in_and_fan_out``
+    takes a transposed conv's fan_out for its fan_in and ignores groups and stride for fan_out.
     """
     if isinstance(module, nn.Linear):
         return float(module.in_features), float(module.out_features)
@@ -102,10 +84,9 @@ def _as_activation(activation: str | Activation | None) -> Activation:
 def gain(activation: str | Activation | None = None, convention: str = "exact") -> float:
     """The factor ``g`` for ``std = g / sqrt(fan_in)``.
 
-    ``convention='exact'``: ``g = 1 / sqrt(E[f(z)^2])``, z ~ N(0, 1), which keeps the second
-    moment of pre-activations at 1 through depth (He et al. 2015), by quadrature of the
-    activation's formula: ReLU sqrt(2), leaky ReLU / PReLU(a) sqrt(2 / (1 + a^2)), SELU 1
-    (Klambauer et al. 2017), sigmoid ~1.85 (its mean of 1/2 counts).
+    ``convention='exact'``: ``g = 1 / sqrt(E[f(z)^2])``, z ~ N(0, 1) (He et al. 2015), by
+    quadrature of the activation's formula: ReLU sqrt(2), leaky ReLU / PReLU(a)
+    sqrt(2 / (1 + a^2)), SELU 1 (Klambauer et al. 2017), sigmoid ~1.85 (its mean counts).
 
     ``convention='pytorch'``: ``torch.nn.init.calculate_gain``'s values (tanh 5/3, SELU 3/4,
     sigmoid 1); PReLU maps to leaky_relu at its slope; ELU, GELU and SiLU have none and raise
@@ -118,14 +99,12 @@ def gain(activation: str | Activation | None = None, convention: str = "exact") 
         return 1.0 / math.sqrt(second_moment)
     if convention != "pytorch":
         raise RegistryError(f"gain convention must be 'exact' or 'pytorch', got {convention!r}")
-    if isinstance(act, Identity):
-        return nn.init.calculate_gain("linear")
     if isinstance(act, LeakyReLU):
         return nn.init.calculate_gain("leaky_relu", act.negative_slope)
     if isinstance(act, PReLU) and act.num_parameters == 1:
         return nn.init.calculate_gain("leaky_relu", float(act.weight.detach()))
-    if act.name in ("relu", "tanh", "sigmoid", "selu"):
-        return nn.init.calculate_gain(act.name)
+    if act.name in ("identity", "relu", "tanh", "sigmoid", "selu"):
+        return nn.init.calculate_gain("linear" if act.name == "identity" else act.name)
     raise RegistryError(
         f"PyTorch has no conventional gain for activation {act.spec!r}; "
         f"use convention='exact' (gives {gain(act):.4f})"
@@ -142,13 +121,10 @@ class InitScheme:
 
     spec: str
     rule: str  # the formula as a reader would write it
-    apply: Callable[[Tensor, float, float, Activation, torch.Generator | None], float | None]
+    apply: Callable[..., float | None] = field(repr=False)
     activation: str = "identity"  # the activation assumed when initialize is given none
     resets: bool = True  # biases to 0, norm layers to the identity
     lsuv: tuple[float, int] | None = None  # (tol, max_iter) of the LSUV pass that follows
-
-    def __repr__(self) -> str:
-        return f"InitScheme({self.spec!r})"
 
 
 INITS: Registry[InitScheme] = Registry("init scheme")
@@ -365,14 +341,7 @@ class InitReport:
     def __str__(self) -> str:
         header = ("layer", "type", "fan_in", "fan_out", "std", "rule")
         body = [
-            (
-                r.name or "(model)",
-                r.type,
-                _num(r.fan_in),
-                _num(r.fan_out),
-                "-" if r.std is None else f"{r.std:.4g}",
-                r.rule,
-            )
+            (r.name or "(model)", r.type, _num(r.fan_in), _num(r.fan_out), _num(r.std), r.rule)
             for r in self.rows
         ]
         lines = [f"init {self.scheme} (activation {self.activation})", *_table(header, body)]
@@ -390,8 +359,7 @@ def _num(x: float | None) -> str:
     return f"{x:.0f}" if float(x).is_integer() else f"{x:.4g}"
 
 
-def _table(header: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> list[str]:
-    rows = list(rows)
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [
@@ -494,13 +462,9 @@ def _output_variance(model: nn.Module, layer: nn.Module, batch: Tensor) -> float
 
 
 def zero_init_residual(model: nn.Module) -> list[str]:
-    """Zero the last scale of every residual branch, so each block starts as the identity.
-
-    Goyal et al. 2017 (zero gamma of each block's last BN); He et al. 2019 (Bag of Tricks).
-    Protocol: a block marks the module to zero as ``block.residual_last``; a norm layer gets
-    ``weight = 0`` (its bias stays), a Linear / Conv gets ``weight = 0``. Returns the names of
-    the modules zeroed.
-    """
+    """Zero the weight of each block's ``residual_last`` (a norm, Linear or Conv module), so
+    every residual block starts as the identity (Goyal et al. 2017; He et al. 2019, Bag of
+    Tricks). Returns the names of the modules zeroed."""
     names = {id(m): n for n, m in model.named_modules()}
     zeroed: list[str] = []
     for block in model.modules():
@@ -514,7 +478,7 @@ def zero_init_residual(model: nn.Module) -> list[str]:
             )
         with torch.no_grad():
             last.weight.zero_()
-        zeroed.append(names.get(id(last), type(last).__name__))
+        zeroed.append(names[id(last)])
     return zeroed
 
 
@@ -626,8 +590,6 @@ def signal_check(
 
 def _signal_hook(slot: list[float]) -> Callable[..., None]:
     def hook(_mod, _inp, out):
-        if not isinstance(out, Tensor):
-            return
         slot[0] = float(out.detach().float().std())
         slot[2] = out[0].numel() if out.dim() > 1 else 1
         if out.requires_grad:
@@ -637,9 +599,8 @@ def _signal_hook(slot: list[float]) -> Callable[..., None]:
 
 
 def _flag_rows(watched, stats, factor: float, skip: set[int]) -> list[SignalRow]:
-    """Compare each layer with the first of its kind (Linear/Conv outputs with the first
-    Linear/Conv, activation outputs with the first activation): a norm layer in between rescales
-    by design, so only like with like is a fair comparison. Modules in ``skip`` (the zeroed
+    """Compare each output with the first of its kind (Linear/Conv or activation): a norm layer
+    in between rescales by design, so only like with like is fair. Modules in ``skip`` (zeroed
     ``residual_last`` of residual blocks, silent by design) are never flagged."""
     refs: dict[str, float] = {}
     for n, _, kind in watched:

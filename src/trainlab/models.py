@@ -131,16 +131,11 @@ def build_cnn(
         layers.append(nn.AdaptiveAvgPool2d(1))
     layers += [nn.Flatten(), make_dropout(cfg.dropout)]
     features = nn.Sequential(*layers)
-    return features, LINEARS.create(cfg.linear)(_feature_count(features, in_shape), num_classes)
-
-
-def _feature_count(features: nn.Module, in_shape: tuple[int, ...]) -> int:
-    """Features a module produces for one image; measured in eval mode, so no statistics move."""
-    features.eval()
+    features.eval()  # count the features of one image without moving norm statistics
     with torch.no_grad():
         n = features(torch.zeros(1, *in_shape)).shape[1]
     features.train()
-    return n
+    return features, LINEARS.create(cfg.linear)(n, num_classes)
 
 
 class BasicBlock(nn.Module):
