@@ -10,7 +10,7 @@ float and rounds once. So:
 - a chain: Pillow's truncation after each step (up to 1 level, always downwards) is carried on
   and scaled by the later steps: by the contrast factor, and by up to ``1.8 - 0.8 w_B`` = 1.71
   (the largest row sum of ``|S|``) for saturation 1.4. With contrast and saturation both at 1.4
-  the bound is above 4 levels and CIFAR-10 reaches 4 on about 2% of images; every other corner of
+  the bound is above 4 levels and CIFAR-10 reaches 4 on up to 2% of images; every other corner of
   ``jitter(0.4, 0.4, 0.4)`` stays within 3.
 
 Also here: the sequential chain against its float64 definition in edge cases (a factor of 0,
