@@ -285,6 +285,11 @@ def test_scheme_names_and_errors():
         ("lsuv", {"max_iter": 2.5}, "max_iter must be a positive integer, got 2.5"),
         (
             "kaiming",
+            {"activation": 5},
+            "activation must be an activation spec such as 'relu', got 5",
+        ),
+        (
+            "kaiming",
             {"mode": "sideways"},
             "mode must be one of 'fan_in', 'fan_out', got 'sideways'",
         ),

@@ -271,20 +271,20 @@ def _kaiming(
     mode = _choice("mode", mode, ("fan_in", "fan_out"))
     distribution = _choice("distribution", distribution, ("normal", "uniform"))
     convention = _choice("convention", convention, ("exact", "pytorch"))
+    if not isinstance(activation, str | None):
+        raise ValueError(
+            f"activation must be an activation spec such as 'relu', got {activation!r}"
+        )
     own = None if activation is None else gain(activation, convention)  # a bad name fails now
 
     def std(fan_in, fan_out, act):
         g = gain(act, convention) if own is None else own
         return g / math.sqrt(fan_in if mode == "fan_in" else fan_out)
 
-    spec = _spec(
-        "kaiming",
-        (mode, "fan_in"),
-        (activation, None),
-        (distribution, "normal"),
-        (convention, "exact"),
+    args = (mode, "fan_in"), (activation, None), (distribution, "normal"), (convention, "exact")
+    return _random(
+        _spec("kaiming", *args), f"std = g/sqrt({mode})", std, distribution, activation="relu"
     )
-    return _random(spec, f"std = g/sqrt({mode})", std, distribution, activation="relu")
 
 
 @INITS.register("orthogonal")
