@@ -211,6 +211,6 @@ def test_kit_helpers():
     assert len(set(torch.cat(batches[:3]).tolist())) == 9
     assert lab_numbers.tail_mean([5.0] * 90 + [1.0] * 10) == 1.0
     assert lab_numbers.mean_std([1.0, 3.0]) == (2.0, math.sqrt(2.0))
-    assert lab_numbers.finite(math.inf) is None
+    assert lab_numbers.rounded([math.inf, 1.23456789]) == [None, 1.23457]
     assert lab_numbers.diverged_at([2.0, 1.0, math.inf, math.inf]) == 3
     assert lab_numbers.diverged_at([2.0, 1.0]) is None

@@ -10,9 +10,9 @@ from trainlab.lab.base import (
     experiment_names,
     get_experiment,
     run_experiment,
-    save_figure,
     verdict_from,
 )
+from trainlab.lab.figures import save_figure
 
 __all__ = [
     "EXPERIMENTS",

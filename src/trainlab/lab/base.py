@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from trainlab.errors import TrainlabError
-from trainlab.fileio import write_json, write_with
+from trainlab.fileio import write_json
+from trainlab.lab.numbers import rounded
+from trainlab.lab.runs import size_of
 from trainlab.registry import Registry
 
 VERDICTS = ("held", "did not hold", "partly held")
@@ -46,15 +48,16 @@ class Outcome:
 class Experiment:
     """A claim of the lecture made measurable.
 
-    ``run(out: Path, quick: bool, seed: int) -> Outcome`` does the work; figures are written
-    into ``out`` (use :func:`save_figure`) and named in the outcome.
+    ``run(out: Path, size: str, seed: int) -> Outcome`` does the work at ``size`` (see
+    :func:`trainlab.lab.runs.size_of`); figures are written into ``out`` (use
+    :func:`trainlab.lab.figures.save_figure`) and named in the outcome.
     """
 
     name: str
     claim: str
     source: str
     rule: str
-    run: Callable[[Path, bool, int], Outcome]
+    run: Callable[[Path, str, int], Outcome]
 
 
 EXPERIMENTS: Registry[Experiment] = Registry("lab experiment")
@@ -62,9 +65,9 @@ _ORDER: list[str] = []
 
 
 def experiment(name: str, *, claim: str, source: str, rule: str):
-    """Register ``run(out, quick, seed) -> Outcome`` as the experiment ``name``."""
+    """Register ``run(out, size, seed) -> Outcome`` as the experiment ``name``."""
 
-    def decorate(run: Callable[[Path, bool, int], Outcome]) -> Callable[[Path, bool, int], Outcome]:
+    def decorate(run: Callable[[Path, str, int], Outcome]) -> Callable[[Path, str, int], Outcome]:
         exp = Experiment(name, claim, source, rule, run)
         EXPERIMENTS.register(name)(lambda: exp)
         _ORDER.append(name)
@@ -92,7 +95,7 @@ def run_experiment(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    outcome = exp.run(out, quick, seed)
+    outcome = exp.run(out, size_of(quick), seed)
     result = {
         "name": exp.name,
         "claim": exp.claim,
@@ -110,30 +113,20 @@ def run_experiment(
     return result
 
 
-def save_figure(fig: Any, out: Path, name: str) -> str:
-    """Save a matplotlib figure atomically as ``out/name`` and close it; returns ``name``."""
-    import matplotlib.pyplot as plt
-
-    write_with(out / name, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-    return name
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def verdict_from(checks: dict[str, bool]) -> str:
     """All checks true: held; none: did not hold; some: partly held."""
     if not checks:
         raise TrainlabError("an experiment's verdict needs at least one check")
     passed = sum(checks.values())
     return "held" if passed == len(checks) else "did not hold" if passed == 0 else "partly held"
+
+
+def conclude(
+    checks: dict[str, bool], measured: dict[str, Any], figures: list[str], notes: str
+) -> Outcome:
+    """The outcome of an experiment that its checks decide: the verdict of :func:`verdict_from`,
+    the checks stored last under ``measured``, and every number :func:`rounded` for JSON."""
+    return Outcome(verdict_from(checks), rounded({**measured, "checks": checks}), figures, notes)
 
 
 def _load_all() -> None:
@@ -146,29 +139,3 @@ def _load_all() -> None:
     for info in sorted(pkgutil.iter_modules(lab.__path__), key=lambda i: i.name):
         if info.name.startswith("exp_"):
             importlib.import_module(f"trainlab.lab.{info.name}")
-
-
-def accuracy_bars(
-    out: Path,
-    name: str,
-    title: str,
-    runs: dict[str, list[dict]],
-    acc: dict[str, tuple[float, float]],
-    colors: list[str],
-) -> str:
-    """Mean test accuracy per variant with its spread, each seed's run as a dot; saved as
-    ``out/name``."""
-    plt = pyplot()
-    names = list(runs)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    means = [acc[n][0] for n in names]
-    ax.bar(range(len(names)), means, yerr=[acc[n][1] for n in names], color=colors, alpha=0.7)
-    for i, n in enumerate(names):
-        values = [r["test_acc"] for r in runs[n]]
-        ax.scatter([i] * len(values), values, color="k", s=8, zorder=3)
-    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(max(0.0, min(means) - 0.1), None)
-    ax.set_title(title)
-    fig.tight_layout()
-    return save_figure(fig, out, name)

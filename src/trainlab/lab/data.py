@@ -61,6 +61,12 @@ def subset(images: Tensor, labels: Tensor, n: int, gen: torch.Generator) -> tupl
     return images[keep], labels[keep]
 
 
+def train_subset(name: str, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``n`` uint8 training images of the data set ``name`` and their labels (:func:`subset`)."""
+    data = dataset(name)
+    return subset(data.train_images, data.train_labels, n, gen)
+
+
 def test_split(data: ImageDataset, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     """``n`` test examples drawn at random. Not the first ``n``: CIFAR-10 read from its JPEG
     class folders is sorted by class, so a prefix would hold a single class."""

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from trainlab.activations import PLOT_SPECS, make_activation, plot_activations
-from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
-from trainlab.lab.numbers import rounded
-from trainlab.lab.runs import generator, pick, size_of
+from trainlab.lab.base import Outcome, conclude, experiment
+from trainlab.lab.figures import pyplot, save_figure
+from trainlab.lab.runs import generator, pick
 
 TIMED = tuple(s for s in PLOT_SPECS if s != "identity")
 EXP_BASED = ("sigmoid", "tanh", "elu", "selu", "gelu", "silu")
@@ -55,8 +55,7 @@ def _timings(elements: int, rounds: int, seed: int) -> dict[str, dict[str, float
 
 
 def _figure(out: Path, timings, elements: int) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+    fig, ax = pyplot().subplots(figsize=(9, 3.8))
     specs = list(timings)
     pos = range(len(specs))
     scale = 1e9 / elements  # nanoseconds per element
@@ -65,10 +64,11 @@ def _figure(out: Path, timings, elements: int) -> str:
     ax.bar([p - 0.2 for p in pos], fwd, width=0.4, label="forward")
     ax.bar([p + 0.2 for p in pos], bwd, width=0.4, label="backward")
     ax.set_xticks(list(pos), specs, rotation=30, fontsize=8)
-    ax.set_ylabel("ns per element (median)")
-    ax.set_title(f"Cost of each activation on {elements:,} float32 values (CPU)")
+    ax.set(
+        ylabel="ns per element (median)",
+        title=f"Cost of each activation on {elements:,} float32 values (CPU)",
+    )
     ax.legend()
-    fig.tight_layout()
     return save_figure(fig, out, "activation_cost.png")
 
 
@@ -90,8 +90,7 @@ def _figure(out: Path, timings, elements: int) -> str:
         "reproducibility guarantee."
     ),
 )
-def run(out: Path, quick: bool, seed: int) -> Outcome:
-    size = size_of(quick)
+def run(out: Path, size: str, seed: int) -> Outcome:
     elements = pick(size, smoke=1 << 14, quick=1 << 20, full=1 << 22)
     rounds = pick(size, smoke=3, quick=15, full=40)
     plot_activations(out / "activations.png")
@@ -108,19 +107,12 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         for s in timings
     }
     figures = ["activations.png", _figure(out, timings, elements)]
-    measured = {
-        "elements": elements,
-        "rounds": rounds,
-        "timing": {"median_seconds": timings, "relative_to_relu": relative},
-        "checks": checks,
-    }
-    return Outcome(
-        verdict_from(checks),
-        rounded(measured),
+    timing = {"median_seconds": timings, "relative_to_relu": relative}
+    return conclude(
+        checks,
+        {"elements": elements, "rounds": rounds, "timing": timing},
         figures,
-        notes=(
-            f"{elements:,} float32 values, {rounds} interleaved rounds, torch "
-            f"{torch.__version__} with {torch.get_num_threads()} thread(s). Every number under "
-            "'timing' (and the verdict) depends on the machine and its load."
-        ),
+        f"{elements:,} float32 values, {rounds} interleaved rounds, torch {torch.__version__} "
+        f"with {torch.get_num_threads()} thread(s). Every number under 'timing' (and the "
+        "verdict) depends on the machine and its load.",
     )

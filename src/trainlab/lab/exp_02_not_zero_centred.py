@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
-from trainlab.lab.numbers import rounded
-from trainlab.lab.runs import generator, pick, size_of
+from trainlab.lab.base import Outcome, conclude, experiment
+from trainlab.lab.figures import pyplot, save_figure
+from trainlab.lab.runs import generator, pick
 
 W_STAR = torch.tensor([1.0, -1.0], dtype=torch.float64)
 TOLERANCE = 0.01  # converged: ||w - w*|| < 1% of ||w*||
@@ -112,8 +112,7 @@ def _toy(samples: int, repeats: int, budget: int, spread: float, seed: int) -> d
 
 
 def _figure(out: Path, paths: dict[str, Tensor], shown: int) -> str:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 4.4))
     for ax, (kind, path) in zip(axes, paths.items(), strict=True):
         p = path[: shown + 1].numpy()
         ax.plot(p[:, 0], p[:, 1], "-o", ms=2, lw=0.8, color="C0" if kind == "positive" else "C2")
@@ -121,13 +120,9 @@ def _figure(out: Path, paths: dict[str, Tensor], shown: int) -> str:
         ax.plot(0, 0, "ks", ms=5, label="start")
         ax.axhline(0, color="0.7", lw=0.5)
         ax.axvline(0, color="0.7", lw=0.5)
-        ax.set_xlim(-0.6, 2.0)
-        ax.set_ylim(-1.8, 0.6)
-        ax.set_xlabel("w1")
-        ax.set_ylabel("w2")
+        ax.set(xlim=(-0.6, 2.0), ylim=(-1.8, 0.6), xlabel="w1", ylabel="w2")
         ax.set_title(f"{kind} inputs: first {shown} SGD steps")
         ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
     return save_figure(fig, out, "zigzag_paths.png")
 
 
@@ -153,8 +148,7 @@ def _figure(out: Path, paths: dict[str, Tensor], shown: int) -> str:
         "else partly held."
     ),
 )
-def run(out: Path, quick: bool, seed: int) -> Outcome:
-    size = size_of(quick)
+def run(out: Path, size: str, seed: int) -> Outcome:
     samples = pick(size, smoke=64, quick=2048, full=20000)
     repeats = pick(size, smoke=4, quick=32, full=200)
     budget = 5000
@@ -184,17 +178,14 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         "toy": {"sigmoid(z)": toys[1.0], "sigmoid(2z)": toys[2.0]},
         "toy_repeats": repeats,
         "step_budget": budget,
-        "checks": checks,
     }
-    return Outcome(
-        verdict_from(checks),
-        rounded(measured),
+    return conclude(
+        checks,
+        measured,
         figures,
-        notes=(
-            f"Inputs: sigmoid(z), z ~ N(0, I), {samples} samples; centred = minus the mean. "
-            "Toy: noiseless targets w* . x, per-sample SGD from w = 0 with lr = 1 / mean "
-            "||x||^2 (each input kind gets its own normalised step, so the comparison is not "
-            f"one of step size); median over {repeats} sample orders. The rule uses "
-            "sigmoid(z); sigmoid(2z) (wider spread, better conditioned) is reported alongside."
-        ),
+        f"Inputs: sigmoid(z), z ~ N(0, I), {samples} samples; centred = minus the mean. "
+        "Toy: noiseless targets w* . x, per-sample SGD from w = 0 with lr = 1 / mean "
+        "||x||^2 (each input kind gets its own normalised step, so the comparison is not "
+        f"one of step size); median over {repeats} sample orders. The rule uses "
+        "sigmoid(z); sigmoid(2z) (wider spread, better conditioned) is reported alongside.",
     )

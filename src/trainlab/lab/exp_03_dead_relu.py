@@ -24,26 +24,14 @@ import torch
 from torch import Tensor, nn
 
 from trainlab.activations import activation_info
-from trainlab.init import initialize
-from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import image_subset
-from trainlab.lab.numbers import rounded
-from trainlab.lab.runs import generator, new_mlp, pick, sgd_steps, size_of
+from trainlab.lab.figures import pyplot, save_figure
+from trainlab.lab.runs import generator, initialized_mlp, outputs_of, pick, sgd_curve
 
 ACTIVATIONS = ("relu", "leaky_relu(0.01)", "elu")
 MIN_DEAD = 0.05  # ReLU's dead fraction at the largest learning rate must reach this
 MOMENTUM = 0.9
-
-
-def _pre_activations(net: nn.Sequential, x: Tensor) -> list[Tensor]:
-    """Each hidden layer's pre-activation on ``x`` (N, units)."""
-    pre = []
-    with torch.no_grad():
-        for layer in list(net)[:-1]:
-            x = layer(x)
-            if isinstance(layer, nn.Linear):
-                pre.append(x)
-    return pre
 
 
 def dead_fractions(spec: str, pre: list[Tensor]) -> dict[str, float]:
@@ -58,31 +46,29 @@ def dead_fractions(spec: str, pre: list[Tensor]) -> dict[str, float]:
 
 
 def _train(spec, lr, x, y, probe, widths, steps, seed) -> dict[str, float]:
-    net = new_mlp(widths, spec)
-    initialize(net, "kaiming", spec, generator=generator(seed, "dead-relu", "weights"))
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=MOMENTUM)
+    net = initialized_mlp(widths, spec, "kaiming", generator(seed, "dead-relu", "weights"))
     gen = generator(seed, "dead-relu", "batches")  # same init and batches for every run
-    losses = sgd_steps(net, opt, x, y, steps, gen)
+    losses = sgd_curve(
+        net, x, y, steps=steps, lr=lr, batch=128, gen=gen, momentum=MOMENTUM, nesterov=False
+    )
     diverged = not all(math.isfinite(v) for v in losses[-20:])
     result = {"final_loss": sum(losses[-20:]) / len(losses[-20:]), "diverged": diverged}
     if diverged:
         return {**result, "dead": math.nan, "never_positive": math.nan}
-    return {**result, **dead_fractions(spec, _pre_activations(net, probe))}
+    hidden = [m for m in net if isinstance(m, nn.Linear)][:-1]
+    return {**result, **dead_fractions(spec, outputs_of(net, hidden, probe, train=False))}
 
 
 def _figure(out: Path, lrs: list[float], results) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     for i, spec in enumerate(ACTIVATIONS):
         dead = [results[spec][str(lr)]["dead"] for lr in lrs]
         never = [results[spec][str(lr)]["never_positive"] for lr in lrs]
         ax.semilogx(lrs, dead, "-o", color=f"C{i}", label=f"{spec}: dead")
         ax.semilogx(lrs, never, ":", color=f"C{i}", label=f"{spec}: never positive")
-    ax.set_xlabel(f"learning rate (SGD, momentum {MOMENTUM})")
-    ax.set_ylabel("fraction of hidden units")
+    ax.set(xlabel=f"learning rate (SGD, momentum {MOMENTUM})", ylabel="fraction of hidden units")
     ax.set_title("Dead units after training, against learning rate")
     ax.legend(fontsize=7)
-    fig.tight_layout()
     return save_figure(fig, out, "dead_fraction_vs_lr.png")
 
 
@@ -106,8 +92,7 @@ def _figure(out: Path, lrs: list[float], results) -> str:
         "else partly held."
     ),
 )
-def run(out: Path, quick: bool, seed: int) -> Outcome:
-    size = size_of(quick)
+def run(out: Path, size: str, seed: int) -> Outcome:
     n = pick(size, smoke=512, quick=8192, full=30000)
     hidden = pick(size, smoke=32, quick=128, full=256)
     steps = pick(size, smoke=10, quick=150, full=1000)
@@ -144,15 +129,12 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         "learning_rates": lrs,
         "probe_inputs": len(probe),
         "per_activation": results,
-        "checks": checks,
     }
-    return Outcome(
-        verdict_from(checks),
-        rounded(measured),
+    return conclude(
+        checks,
+        measured,
         figures,
-        notes=(
-            f"MLP {widths}, Kaiming init for each activation's gain, SGD momentum 0.9, batch "
-            f"128, {steps} steps on {data}; dead counted on {len(probe)} training inputs. "
-            "Learning rates stop at 0.1: at 0.3 all three activations diverged in a trial run."
-        ),
+        f"MLP {widths}, Kaiming init for each activation's gain, SGD momentum 0.9, batch "
+        f"128, {steps} steps on {data}; dead counted on {len(probe)} training inputs. "
+        "Learning rates stop at 0.1: at 0.3 all three activations diverged in a trial run.",
     )

@@ -10,17 +10,18 @@ sweep as the one that reaches the target in the fewest epochs.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from trainlab.activations import make_activation
-from trainlab.init import initialize
-from trainlab.lab.base import Outcome, experiment, pyplot, save_figure
+from trainlab.lab.base import Outcome, experiment
 from trainlab.lab.data import image_subset
+from trainlab.lab.figures import plot_curves
 from trainlab.lab.numbers import rounded
-from trainlab.lab.runs import Stopwatch, built, epoch_batches, generator, pick, size_of
+from trainlab.lab.runs import epoch_batches, generator, initialized, pick
 from trainlab.train import bare_run, train_step
 
 ACTIVATIONS = ("relu", "tanh")
@@ -40,12 +41,12 @@ def four_layer_cnn(activation: str, channels: tuple[int, int], hidden: int) -> n
 
 def _run(activation, lr, x, y, config, seed) -> dict:
     """Train until the running training error of an epoch is <= the target, or the budget."""
-    net = built(lambda: four_layer_cnn(activation, config["channels"], config["hidden"]))
-    initialize(net, "kaiming", activation, generator=generator(seed, "relu-vs-tanh", "weights"))
+    make = lambda: four_layer_cnn(activation, config["channels"], config["hidden"])  # noqa: E731
+    net = initialized(make, "kaiming", activation, generator(seed, "relu-vs-tanh", "weights"))
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     gen = generator(seed, "relu-vs-tanh", "batches")  # same batches for every run
     errors: list[float] = []
-    watch, reached_at = Stopwatch(), None
+    start, reached_at = time.perf_counter(), None
     run = bare_run(net, opt)  # the engine's own step, fed this experiment's batches
     for epoch in range(1, config["epochs"] + 1):
         run.reset_tally()
@@ -57,7 +58,11 @@ def _run(activation, lr, x, y, config, seed) -> dict:
         if errors[-1] <= config["target"]:
             reached_at = epoch
             break
-    return {"epochs_to_target": reached_at, "error_curve": errors, "seconds": watch()}
+    return {
+        "epochs_to_target": reached_at,
+        "error_curve": errors,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def _best(runs: dict[str, dict]) -> str:
@@ -85,21 +90,6 @@ def verdict_for(relu_epochs: int | None, tanh_epochs: int | None, budget: int) -
     return "partly held" if (tanh_epochs is None or ratio > 1.0) else "did not hold"
 
 
-def _figure(out: Path, best: dict[str, dict], target: float) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, (act, r) in enumerate(best.items()):
-        epochs = range(1, len(r["error_curve"]) + 1)
-        ax.plot(epochs, r["error_curve"], "-o", ms=3, color=f"C{i}", label=f"{act} (lr {r['lr']})")
-    ax.axhline(target, color="0.4", ls="--", lw=0.8, label=f"target {target:.0%}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training error (running, over the epoch)")
-    ax.set_title("Four-layer CNN on CIFAR-10: ReLU vs tanh")
-    ax.legend()
-    fig.tight_layout()
-    return save_figure(fig, out, "relu_vs_tanh_error.png")
-
-
 @experiment(
     "relu-vs-tanh",
     claim=(
@@ -117,8 +107,7 @@ def _figure(out: Path, best: dict[str, dict], target: float) -> str:
         "target."
     ),
 )
-def run(out: Path, quick: bool, seed: int) -> Outcome:
-    size = size_of(quick)
+def run(out: Path, size: str, seed: int) -> Outcome:
     config = pick(
         size,
         smoke={"n": 128, "channels": (4, 8), "hidden": 16, "epochs": 2, "lrs": [0.01]},
@@ -146,7 +135,17 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     ratio = (tanh_e or config["epochs"]) / relu_e if relu_e else None
     timing = {act: {lr: r.pop("seconds") for lr, r in runs.items()} for act, runs in sweep.items()}
     seconds = {act: best[act].pop("seconds") for act in ACTIVATIONS}
-    figures = [_figure(out, best, config["target"])]
+    figures = [
+        plot_curves(
+            out,
+            "relu_vs_tanh_error.png",
+            {f"{act} (lr {r['lr']})": r["error_curve"] for act, r in best.items()},
+            style={"marker": "o", "ms": 3},
+            xlabel="epoch",
+            ylabel="training error (running, over the epoch)",
+            title=f"Four-layer CNN on CIFAR-10: ReLU vs tanh (target {config['target']:.0%})",
+        )
+    ]
     measured = {
         "data": data,
         "config": {**config, "channels": list(config["channels"])},

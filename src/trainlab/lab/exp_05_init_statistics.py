@@ -16,10 +16,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from trainlab.init import initialize
-from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
-from trainlab.lab.numbers import rounded
-from trainlab.lab.runs import generator, new_mlp, pick, size_of
+from trainlab.lab.base import Outcome, conclude, experiment
+from trainlab.lab.figures import plot_curves, pyplot, save_figure
+from trainlab.lab.runs import generator, initialized_mlp, outputs_of, pick
 
 LAYERS = 6
 SETTINGS = (  # (label, activation, init spec)
@@ -34,17 +33,13 @@ SATURATED = 0.99  # |tanh| above this: derivative below 0.02
 
 def _forward(activation: str, scheme: str, units: int, samples: int, seed: int):
     """Pre-activations and activations of each layer for one setting (no bias, no training)."""
-    net = new_mlp([units] * (LAYERS + 1), activation)
-    initialize(net, scheme, activation, generator=generator(seed, "init-statistics", scheme))
+    gen = generator(seed, "init-statistics", scheme)
+    net = initialized_mlp([units] * (LAYERS + 1), activation, scheme, gen)
     x = torch.randn(samples, units, generator=generator(seed, "init-statistics", "input"))
-    pre: list[Tensor] = []
-    post: list[Tensor] = []
-    act = net[1]  # the net ends in a Linear; its sixth activation is applied here
-    with torch.no_grad():
-        for layer in net:
-            x = layer(x)
-            (pre if isinstance(layer, torch.nn.Linear) else post).append(x)
-        post.append(act(pre[-1]))
+    outputs = outputs_of(net, list(net), x, train=False)  # Linear, activation, Linear, ...
+    pre, post = outputs[0::2], outputs[1::2]
+    with torch.no_grad():  # the net ends in a Linear; its sixth activation is applied here
+        post.append(net[1](pre[-1]))
     return pre, post
 
 
@@ -87,8 +82,7 @@ def _checks(stats: dict[str, dict[str, list[float]]]) -> dict[str, bool]:
 
 
 def _figure(out: Path, activations: dict[str, list[Tensor]], stats) -> str:
-    plt = pyplot()
-    fig, axes = plt.subplots(
+    fig, axes = pyplot().subplots(
         len(SETTINGS), LAYERS, figsize=(2.2 * LAYERS, 1.9 * len(SETTINGS)), squeeze=False
     )
     for row, (label, act, _) in enumerate(SETTINGS):
@@ -102,21 +96,7 @@ def _figure(out: Path, activations: dict[str, list[Tensor]], stats) -> str:
             ax.set_title(f"layer {col + 1}: std {stats[label]['std'][col]:.2g}", fontsize=7)
         axes[row, 0].set_ylabel(label, fontsize=8)
     fig.suptitle("Activations per layer at initialization (one row per setting)")
-    fig.tight_layout()
     return save_figure(fig, out, "init_histograms.png")
-
-
-def _std_figure(out: Path, stats) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    layers = range(1, LAYERS + 1)
-    for label, _, _ in SETTINGS:
-        ax.semilogy(layers, [max(s, 1e-30) for s in stats[label]["std"]], marker="o", label=label)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("activation std")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, out, "init_std_per_layer.png")
 
 
 @experiment(
@@ -139,8 +119,7 @@ def _std_figure(out: Path, stats) -> str:
         "held."
     ),
 )
-def run(out: Path, quick: bool, seed: int) -> Outcome:
-    size = size_of(quick)
+def run(out: Path, size: str, seed: int) -> Outcome:
     units = pick(size, smoke=256, quick=4096, full=4096)
     samples = pick(size, smoke=64, quick=256, full=2048)
     stats, activations = {}, {}
@@ -150,13 +129,22 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         activations[label] = post
     for label, _, _ in SETTINGS:
         stats[label]["pre_activation_var_ratio"] = _var_ratios(stats[label]["pre_activation_var"])
-    checks = _checks(stats)
-    figures = [_figure(out, activations, stats), _std_figure(out, stats)]
-    measured = {"units": units, "samples": samples, "layers": LAYERS, "per_setting": stats}
-    measured["checks"] = checks
-    return Outcome(
-        verdict_from(checks),
-        rounded(measured),
+    stds = {label: [max(s, 1e-30) for s in stats[label]["std"]] for label in stats}
+    figures = [
+        _figure(out, activations, stats),
+        plot_curves(
+            out,
+            "init_std_per_layer.png",
+            stds,
+            style={"marker": "o"},
+            xlabel="layer",
+            ylabel="activation std",
+            yscale="log",
+        ),
+    ]
+    return conclude(
+        _checks(stats),
+        {"units": units, "samples": samples, "layers": LAYERS, "per_setting": stats},
         figures,
-        notes=f"{LAYERS} layers x {units} units, {samples} input vectors N(0, I), biases 0.",
+        f"{LAYERS} layers x {units} units, {samples} input vectors N(0, I), biases 0.",
     )

@@ -15,11 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainlab.init import initialize
-from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import image_subset
-from trainlab.lab.numbers import rounded
-from trainlab.lab.runs import generator, new_mlp, pick, sgd_steps, size_of
+from trainlab.lab.figures import draw_curves, pyplot, save_figure
+from trainlab.lab.runs import generator, initialized_mlp, pick, sgd_curve
 
 INITS = ("zeros", "constant(0.1)", "xavier")
 ACTIVATION = "tanh"
@@ -38,19 +37,14 @@ def unit_spread(weight: torch.Tensor) -> float:
     return float((w - w[:1]).abs().max()) / scale if scale > 0 else 0.0
 
 
-def _hidden_layers(net: nn.Sequential) -> list[nn.Linear]:
-    return [m for m in net if isinstance(m, nn.Linear)][:-1]
-
-
 def _train(scheme: str, x, y, widths, steps, batch_size, lr, seed):
-    net = new_mlp(widths, ACTIVATION)
-    initialize(net, scheme, ACTIVATION, generator=generator(seed, "zero-init", "weights"))
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-    gen = generator(seed, "zero-init", "batches")  # same batches for every init
+    net = initialized_mlp(widths, ACTIVATION, scheme, generator(seed, "zero-init", "weights"))
+    hidden = [m for m in net if isinstance(m, nn.Linear)][:-1]
     spreads: list[list[float]] = []
-    losses = sgd_steps(
-        net, opt, x, y, steps, gen, batch_size,
-        after_step=lambda: spreads.append([unit_spread(m.weight) for m in _hidden_layers(net)]),
+    losses = sgd_curve(
+        net, x, y, steps=steps, lr=lr, batch=batch_size, nesterov=False,
+        gen=generator(seed, "zero-init", "batches"),  # same batches for every init
+        after_step=lambda: spreads.append([unit_spread(m.weight) for m in hidden]),
     )  # fmt: skip
     with torch.no_grad():
         accuracy = float((net(x).argmax(1) == y).float().mean())
@@ -58,8 +52,7 @@ def _train(scheme: str, x, y, widths, steps, batch_size, lr, seed):
 
 
 def _figure(out: Path, results) -> str:
-    plt = pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=(10, 3.8))
     for i, scheme in enumerate(INITS):
         spreads = torch.tensor(results[scheme]["spread_curve"])
         for layer in range(spreads.shape[1]):
@@ -69,15 +62,12 @@ def _figure(out: Path, results) -> str:
                 ls=("-", "--", ":")[layer % 3],
                 label=f"{scheme}, hidden {layer + 1}",
             )
-        ax2.plot(results[scheme]["loss_curve"], color=f"C{i}", label=scheme)
-    ax1.set_xlabel("step")
-    ax1.set_ylabel("max unit difference / max |w| (0 shown as 1e-12)")
+    draw_curves(ax2, {s: results[s]["loss_curve"] for s in INITS})
+    ax1.set(xlabel="step", ylabel="max unit difference / max |w| (0 shown as 1e-12)")
+    ax2.set(xlabel="step", ylabel="training loss")
     ax1.legend(fontsize=7)
-    ax2.set_xlabel("step")
-    ax2.set_ylabel("training loss")
     ax2.legend(fontsize=8)
     fig.suptitle(f"Symmetry between units of a {ACTIVATION} MLP under constant vs random init")
-    fig.tight_layout()
     return save_figure(fig, out, "zero_init_symmetry.png")
 
 
@@ -97,8 +87,7 @@ def _figure(out: Path, results) -> str:
         "not hold; else partly held."
     ),
 )
-def run(out: Path, quick: bool, seed: int) -> Outcome:
-    size = size_of(quick)
+def run(out: Path, size: str, seed: int) -> Outcome:
     n = pick(size, smoke=256, quick=4096, full=20000)
     steps = pick(size, smoke=20, quick=300, full=2000)
     hidden = pick(size, smoke=16, quick=64, full=128)
@@ -136,14 +125,11 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         "steps": steps,
         "curve_stride": stride,
         "per_init": results,
-        "checks": checks,
     }
-    return Outcome(
-        verdict_from(checks),
-        rounded(measured),
+    return conclude(
+        checks,
+        measured,
         figures,
-        notes=(
-            f"MLP {widths} with {ACTIVATION}, SGD lr 0.05 momentum 0.9, batch 64, {steps} steps "
-            f"on {data}; biases start at 0."
-        ),
+        f"MLP {widths} with {ACTIVATION}, SGD lr 0.05 momentum 0.9, batch 64, {steps} steps "
+        f"on {data}; biases start at 0.",
     )

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from trainlab.init import initialize
-from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import image_subset
-from trainlab.lab.numbers import rounded
-from trainlab.lab.runs import generator, new_mlp, pick, sgd_steps, size_of
+from trainlab.lab.figures import plot_curves
+from trainlab.lab.runs import generator, initialized_mlp, pick, sgd_curve
 
 DEPTH = 30  # weight layers, as in the paper's deep model
 INITS = ("xavier", "kaiming")
@@ -28,11 +25,9 @@ WINDOW = 20  # steps averaged at the start and at the end of a loss curve
 
 
 def _train(scheme, x, y, widths, steps, lr, seed) -> list[float]:
-    net = new_mlp(widths, "relu")
-    initialize(net, scheme, "relu", generator=generator(seed, "deep-init", "weights", scheme))
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    net = initialized_mlp(widths, "relu", scheme, generator(seed, "deep-init", "weights", scheme))
     gen = generator(seed, "deep-init", "batches")  # the same batches for both inits
-    return sgd_steps(net, opt, x, y, steps, gen)
+    return sgd_curve(net, x, y, steps=steps, lr=lr, batch=128, gen=gen, nesterov=False)
 
 
 def _mean(values: list[float]) -> float:
@@ -49,19 +44,6 @@ def steps_to_leave_start(losses: list[float]) -> int | None:
     return None
 
 
-def _figure(out: Path, curves: dict[str, list[float]], depth: int) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for scheme, losses in curves.items():
-        ax.plot(losses, label=scheme, lw=1.2)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (cross-entropy)")
-    ax.set_title(f"{depth}-layer plain ReLU MLP: Xavier vs Kaiming init")
-    ax.legend()
-    fig.tight_layout()
-    return save_figure(fig, out, "deep_init_loss.png")
-
-
 @experiment(
     "deep-init",
     claim=(
@@ -76,8 +58,7 @@ def _figure(out: Path, curves: dict[str, list[float]], depth: int) -> str:
         "not hold; one: partly held."
     ),
 )
-def run(out: Path, quick: bool, seed: int) -> Outcome:
-    size = size_of(quick)
+def run(out: Path, size: str, seed: int) -> Outcome:
     n = pick(size, smoke=512, quick=8192, full=30000)
     width = pick(size, smoke=32, quick=128, full=256)
     steps = pick(size, smoke=2 * WINDOW, quick=300, full=2000)
@@ -97,7 +78,12 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         f"kaiming's loss falls by >= {FALL:.0%}": summary["kaiming"]["relative_change"] <= -FALL,
         f"xavier's loss stays within {FLAT:.0%}": abs(summary["xavier"]["relative_change"]) <= FLAT,
     }
-    figures = [_figure(out, curves, DEPTH)]
+    title = f"{DEPTH}-layer plain ReLU MLP: Xavier vs Kaiming init"
+    figures = [
+        plot_curves(
+            out, "deep_init_loss.png", curves, xlabel="step", ylabel="training loss", title=title
+        )
+    ]
     measured = {
         "data": data,
         "depth": DEPTH,
@@ -106,15 +92,12 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         "lr": lr,
         "per_init": summary,
         "loss_curves": curves,
-        "checks": checks,
     }
-    return Outcome(
-        verdict_from(checks),
-        rounded(measured),
+    return conclude(
+        checks,
+        measured,
         figures,
-        notes=(
-            f"{DEPTH}-layer ReLU MLP of width {width} (the paper: a 30-layer conv net on "
-            f"ImageNet), no batch norm, SGD lr {lr} momentum 0.9, batch 128, {steps} steps on "
-            f"{data}."
-        ),
+        f"{DEPTH}-layer ReLU MLP of width {width} (the paper: a 30-layer conv net on "
+        f"ImageNet), no batch norm, SGD lr {lr} momentum 0.9, batch 128, {steps} steps on "
+        f"{data}.",
     )

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
-from trainlab.init import initialize, zero_init_residual
-from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
-from trainlab.lab.data import dataset, subset
-from trainlab.lab.numbers import diverged_at, finite, tail_mean
-from trainlab.lab.runs import built, generator, pick, sgd_curve, size_of
+from trainlab.init import zero_init_residual
+from trainlab.lab.base import Outcome, conclude, experiment
+from trainlab.lab.data import train_subset
+from trainlab.lab.figures import plot_curves
+from trainlab.lab.numbers import loss_summary
+from trainlab.lab.runs import generator, initialized, outputs_of, pick, sgd_curve
 from trainlab.models import BasicBlock, build_model
 from trainlab.preprocess import compute_stats, make_normalizer
 from trainlab.recipe import ModelConfig
@@ -33,29 +33,17 @@ TOLERANCE = 1.05  # zero-init "trains at least as well": tail loss within 5% of 
 
 def _resnet(norm: str, blocks: int, width: int, zero: bool, seed: int, normalize: nn.Module):
     cfg = ModelConfig(kind="resnet", widths=[width], depth=blocks, norm=norm)
-    model = built(lambda: build_model(cfg, (3, 32, 32), 10, normalize))
-    initialize(model, "kaiming", activation="relu", generator=generator(seed, "exp08", "init"))
+    make = lambda: build_model(cfg, (3, 32, 32), 10, normalize)  # noqa: E731
+    model = initialized(make, "kaiming", "relu", generator(seed, "exp08", "init"))
     if zero:
         zero_init_residual(model)
     return model
 
 
-@torch.no_grad()
 def block_variances(model: nn.Module, x: Tensor) -> list[float]:
     """Variance of each residual block's output on the batch ``x`` (batch statistics in BN)."""
-    seen: list[float] = []
-    hooks = [
-        m.register_forward_hook(lambda _m, _i, out: seen.append(float(out.double().var())))
-        for m in model.modules()
-        if isinstance(m, BasicBlock)
-    ]
-    try:
-        model.train()  # batch norm normalizes with the batch's statistics, as in training
-        model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    return [float(out.double().var()) for out in outputs_of(model, blocks, x, train=True)]
 
 
 @experiment(
@@ -77,8 +65,7 @@ def block_variances(model: nn.Module, x: Tensor) -> list[float]:
         "infinite loss). Held if all six checks pass, partly if some do."
     ),
 )
-def run(out: Path, quick: bool, seed: int) -> Outcome:
-    size = size_of(quick)
+def run(out: Path, size: str, seed: int) -> Outcome:
     depth = pick(size, smoke=4, quick=16, full=32)
     train_depth = pick(size, smoke=2, quick=8, full=16)
     width = pick(size, smoke=4, quick=8, full=16)
@@ -87,8 +74,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     n_train = pick(size, smoke=256, quick=2000, full=10000)
     lr, batch = 0.02, 32
 
-    data = dataset("cifar10")
-    x, y = subset(data.train_images, data.train_labels, n_train, generator(seed, "exp08", "data"))
+    x, y = train_subset("cifar10", n_train, generator(seed, "exp08", "data"))
     normalize = make_normalizer("standardize", compute_stats(x))
     probe = x[:64]
 
@@ -106,7 +92,8 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
             )  # fmt: skip
 
     ratio = {k: v[-1] / v[0] for k, v in variances.items()}
-    final = {k: tail_mean(c) for k, c in curves.items()}
+    losses = loss_summary(curves)
+    final = losses["final_train_loss"]
     checks: dict[str, bool] = {}
     for prefix in ("bn", "no_bn"):
         std, zero = f"{prefix}/standard", f"{prefix}/zero"
@@ -123,13 +110,32 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         "lr": lr,
         "batch_size": batch,
         "train_images": n_train,
-        "variance_ratio_last_over_first": {k: finite(v) for k, v in ratio.items()},
-        "variance_last_block": {k: finite(v[-1]) for k, v in variances.items()},
-        "final_train_loss": {k: finite(v) for k, v in final.items()},
-        "diverged_at_step": {k: diverged_at(v) for k, v in curves.items()},
-        "checks": checks,
+        "variance_ratio_last_over_first": ratio,
+        "variance_last_block": {k: v[-1] for k, v in variances.items()},
+        **losses,
     }
-    figures = [_plot_variance(out, variances), _plot_curves(out, curves)]
+    figures = [
+        plot_curves(
+            out,
+            "variance_vs_block.png",
+            variances,
+            style={"marker": "o", "ms": 3},
+            xlabel="residual block",
+            ylabel="output variance (log)",
+            yscale="log",
+            title="Activation variance with depth at initialization",
+        ),
+        plot_curves(
+            out,
+            "training_curves.png",
+            curves,
+            hide_above=1e3,
+            xlabel="SGD step",
+            ylabel="training loss (batch)",
+            yscale="log",
+            title="Training: standard vs zero-initialized residual branches",
+        ),
+    ]
     notes = (
         f"Variance measured at init on 64 training images through {depth} blocks of width "
         f"{width} (BN in training mode, i.e. batch statistics); training uses {train_depth} "
@@ -139,33 +145,4 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     )
     if size != "full":
         notes += f" Size '{size}': fewer blocks and steps than the full run."
-    return Outcome(verdict_from(checks), measured, figures, notes)
-
-
-def _plot_variance(out: Path, variances: dict[str, list[float]]) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, values in variances.items():
-        ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=key)
-    ax.set_yscale("log")
-    ax.set_xlabel("residual block")
-    ax.set_ylabel("output variance (log)")
-    ax.set_title("Activation variance with depth at initialization")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, out, "variance_vs_block.png")
-
-
-def _plot_curves(out: Path, curves: dict[str, list[float]]) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, losses in curves.items():
-        shown = [v if v < 1e3 else float("nan") for v in losses]
-        ax.plot(range(1, len(shown) + 1), shown, label=key, lw=1)
-    ax.set_xlabel("SGD step")
-    ax.set_ylabel("training loss (batch)")
-    ax.set_yscale("log")
-    ax.set_title("Training: standard vs zero-initialized residual branches")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, out, "training_curves.png")
+    return conclude(checks, measured, figures, notes)

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from trainlab.init import initialize
-from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
-from trainlab.lab.data import dataset, subset
-from trainlab.lab.numbers import diverged_at, finite, tail_mean
-from trainlab.lab.runs import built, generator, pick, sgd_curve, size_of
+from trainlab.lab.base import Outcome, conclude, experiment
+from trainlab.lab.data import train_subset
+from trainlab.lab.figures import draw_curves, plot_curves, pyplot, save_figure
+from trainlab.lab.numbers import loss_summary
+from trainlab.lab.runs import generator, initialized, outputs_of, pick, sgd_curve
 from trainlab.models import build_model
 from trainlab.preprocess import compute_stats, make_normalizer
 from trainlab.recipe import ModelConfig
@@ -32,9 +32,8 @@ NETS = {"selu": ("selu", "lecun_normal"), "relu": ("relu", "kaiming")}
 
 def _mlp(activation: str, scheme: str, depth: int, width: int, seed: int, normalize: nn.Module):
     cfg = ModelConfig(kind="mlp", widths=[width] * depth, activation=activation, norm="none")
-    model = built(lambda: build_model(cfg, (1, 28, 28), 10, normalize))
-    initialize(model, scheme, activation=activation, generator=generator(seed, "exp09", "init"))
-    return model
+    make = lambda: build_model(cfg, (1, 28, 28), 10, normalize)  # noqa: E731
+    return initialized(make, scheme, activation, generator(seed, "exp09", "init"))
 
 
 def _activations(model: nn.Module) -> list[nn.Module]:
@@ -43,24 +42,10 @@ def _activations(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.features if not isinstance(m, nn.Linear | nn.Identity | nn.Flatten)]
 
 
-@torch.no_grad()
 def layer_stats(model: nn.Module, x: Tensor) -> tuple[list[float], list[float]]:
     """Mean and std (over samples and units) of each hidden activation on the batch ``x``."""
-    means: list[float] = []
-    stds: list[float] = []
-
-    def hook(_m, _i, out):
-        means.append(float(out.double().mean()))
-        stds.append(float(out.double().std()))
-
-    hooks = [m.register_forward_hook(hook) for m in _activations(model)]
-    try:
-        model.eval()
-        model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return means, stds
+    outputs = [out.double() for out in outputs_of(model, _activations(model), x, train=False)]
+    return [float(h.mean()) for h in outputs], [float(h.std()) for h in outputs]
 
 
 @experiment(
@@ -79,16 +64,14 @@ def layer_stats(model: nn.Module, x: Tensor) -> tuple[list[float], list[float]]:
         "same SGD steps. Held if all pass, partly if some do."
     ),
 )
-def run(out: Path, quick: bool, seed: int) -> Outcome:
-    size = size_of(quick)
+def run(out: Path, size: str, seed: int) -> Outcome:
     depth = pick(size, smoke=4, quick=32, full=32)
     width = pick(size, smoke=16, quick=128, full=256)
     steps = pick(size, smoke=5, quick=200, full=1000)
     n_train = pick(size, smoke=256, quick=5000, full=20000)
     lr, batch = 0.01, 128
 
-    data = dataset("fashion-mnist")
-    x, y = subset(data.train_images, data.train_labels, n_train, generator(seed, "exp09", "data"))
+    x, y = train_subset("fashion-mnist", n_train, generator(seed, "exp09", "data"))
     normalize = make_normalizer("standardize", compute_stats(x))
     probe = x[:512]
 
@@ -102,7 +85,8 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         )
 
     selu_means, selu_stds = stats["selu"]
-    final = {k: tail_mean(v) for k, v in curves.items()}
+    losses = loss_summary(curves)
+    final = losses["final_train_loss"]
     chance = float(torch.log(torch.tensor(10.0)))
     checks = {
         "selu: every layer near zero mean": max(abs(m) for m in selu_means) <= MEAN_TOL,
@@ -123,12 +107,22 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         "std_range": {k: [min(v[1]), max(v[1])] for k, v in stats.items()},
         "last_layer_mean": {k: v[0][-1] for k, v in stats.items()},
         "last_layer_std": {k: v[1][-1] for k, v in stats.items()},
-        "initial_train_loss": {k: finite(v[0]) for k, v in curves.items()},
-        "final_train_loss": {k: finite(v) for k, v in final.items()},
-        "diverged_at_step": {k: diverged_at(v) for k, v in curves.items()},
-        "checks": checks,
+        "initial_train_loss": {k: v[0] for k, v in curves.items()},
+        **losses,
     }
-    figures = [_plot_stats(out, stats), _plot_curves(out, curves)]
+    figures = [
+        _plot_stats(out, stats),
+        plot_curves(
+            out,
+            "training_curves.png",
+            curves,
+            hide_above=1e3,
+            xlabel="SGD step",
+            ylabel="training loss (batch)",
+            yscale="log",
+            title="Deep MLP without batch norm: SELU vs ReLU",
+        ),
+    ]
     notes = (
         f"{depth} hidden layers of {width} units, no batch norm, no dropout; statistics at "
         f"initialization on 512 training images; SGD lr {lr}, Nesterov momentum 0.9, batch "
@@ -137,37 +131,14 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     )
     if size != "full":
         notes += f" Size '{size}': narrower layers and fewer steps than the full run."
-    return Outcome(verdict_from(checks), measured, figures, notes)
+    return conclude(checks, measured, figures, notes)
 
 
 def _plot_stats(out: Path, stats: dict[str, tuple[list[float], list[float]]]) -> str:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for name, (means, stds) in stats.items():
-        layers = range(1, len(means) + 1)
-        axes[0].plot(layers, means, marker="o", ms=3, label=name)
-        axes[1].plot(layers, stds, marker="o", ms=3, label=name)
-    axes[0].axhline(0, color="gray", lw=0.5)
-    axes[1].axhline(1, color="gray", lw=0.5)
-    axes[0].set_title("activation mean per layer")
-    axes[1].set_title("activation std per layer")
-    for ax in axes:
-        ax.set_xlabel("hidden layer")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig, axes = pyplot().subplots(1, 2, figsize=(9, 3.6))
+    for i, (what, level) in enumerate((("mean", 0), ("std", 1))):
+        draw_curves(axes[i], {name: s[i] for name, s in stats.items()}, marker="o", ms=3)
+        axes[i].axhline(level, color="gray", lw=0.5)
+        axes[i].set(xlabel="hidden layer", title=f"activation {what} per layer")
+        axes[i].legend(fontsize=8)
     return save_figure(fig, out, "layer_stats.png")
-
-
-def _plot_curves(out: Path, curves: dict[str, list[float]]) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, losses in curves.items():
-        shown = [v if v < 1e3 else float("nan") for v in losses]  # a diverged run leaves the plot
-        ax.plot(range(1, len(shown) + 1), shown, lw=1, label=name)
-    ax.set_xlabel("SGD step")
-    ax.set_ylabel("training loss (batch)")
-    ax.set_yscale("log")
-    ax.set_title("Deep MLP without batch norm: SELU vs ReLU")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, out, "training_curves.png")

@@ -22,11 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainlab.init import initialize
-from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import dataset, subset, test_split
-from trainlab.lab.numbers import finite
-from trainlab.lab.runs import built, generator, pick, sgd_curve, size_of
+from trainlab.lab.figures import draw_curves, pyplot, save_figure
+from trainlab.lab.runs import generator, initialized, pick, sgd_curve
 from trainlab.preprocess import compute_stats, make_normalizer
 
 PREPROCESSINGS = ("none", "scale", "mean_image", "channel_mean", "standardize")
@@ -43,9 +42,7 @@ def _model(kind: str, dim: int, hidden: int, seed: int) -> nn.Module:
             return nn.Sequential(nn.Flatten(), nn.Linear(dim, 10))
         return nn.Sequential(nn.Flatten(), nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 10))
 
-    model = built(make)
-    initialize(model, "kaiming", activation="relu", generator=generator(seed, "exp10", kind))
-    return model
+    return initialized(make, "kaiming", "relu", generator(seed, "exp10", kind))
 
 
 @torch.no_grad()
@@ -101,8 +98,7 @@ def _features(spec: str, x: Tensor, stats) -> Tensor:
         "Held if all four checks pass, partly if some do."
     ),
 )
-def run(out: Path, quick: bool, seed: int) -> Outcome:
-    size = size_of(quick)
+def run(out: Path, size: str, seed: int) -> Outcome:
     n_train = pick(size, smoke=512, quick=5000, full=20000)
     n_eval = pick(size, smoke=256, quick=1000, full=5000)
     steps = pick(size, smoke=5, quick=150, full=800)
@@ -164,11 +160,10 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         "lr_grid": list(grid),
         "weight_noise": NOISE,
         **{
-            f"{kind}_{field}": {s: finite(r[field]) for s, r in rows.items()}
+            f"{kind}_{field}": {s: r[field] for s, r in rows.items()}
             for kind, rows in results.items()
             for field in ("loss", "accuracy", "lr", "sensitivity", "sensitivity_at_init")
         },
-        "checks": checks,
     }
     figures = [_plot(out, results)]
     notes = (
@@ -180,7 +175,7 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     )
     if size != "full":
         notes += f" Size '{size}': fewer images and steps, a shorter lr grid, a narrower MLP."
-    return Outcome(verdict_from(checks), measured, figures, notes)
+    return conclude(checks, measured, figures, notes)
 
 
 @torch.no_grad()
@@ -190,17 +185,12 @@ def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
 
 
 def _plot(out: Path, results: dict[str, dict[str, dict]]) -> str:
-    plt = pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    fig, axes = pyplot().subplots(2, 2, figsize=(10, 7))
     for row, (kind, rows) in enumerate(results.items()):
         ax = axes[row][0]
-        for spec, r in rows.items():
-            curve = [v if math.isfinite(v) else float("nan") for v in r["curve"]]
-            ax.plot(range(1, len(curve) + 1), curve, lw=1, label=f"{spec} (lr {r['lr']:.2g})")
-        ax.set_title(f"{kind}: training loss at the best learning rate")
-        ax.set_xlabel("SGD step")
-        ax.set_ylabel("batch loss")
-        ax.set_ylim(0.0, 5.0)  # raw pixels start with losses in the hundreds
+        draw_curves(ax, {f"{s} (lr {r['lr']:.2g})": r["curve"] for s, r in rows.items()}, lw=1)
+        ax.set(title=f"{kind}: training loss at the best learning rate", xlabel="SGD step")
+        ax.set(ylabel="batch loss", ylim=(0.0, 5.0))  # raw pixels start with losses in the 100s
         ax.legend(fontsize=7)
         ax = axes[row][1]
         specs = list(rows)
@@ -208,5 +198,4 @@ def _plot(out: Path, results: dict[str, dict[str, dict]]) -> str:
         ax.set_xticks(range(len(specs)), specs, rotation=20, fontsize=8)
         ax.set_title(f"{kind}: relative loss change, {NOISE:.0%} weight noise")
         ax.set_yscale("log")
-    fig.tight_layout()
     return save_figure(fig, out, "preprocessing.png")

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from trainlab.init import initialize
-from trainlab.lab.base import Outcome, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.arms import accuracy_table, fit_arms
+from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import dataset, with_test_subset
-from trainlab.lab.numbers import mean_std
-from trainlab.lab.runs import built, fit_recipe, generator, pick, size_of
+from trainlab.lab.figures import accuracy_bars, pyplot, save_figure
+from trainlab.lab.runs import built, generator, initialized, pick
 from trainlab.regularize.dropout import Dropout
 
 P = 0.5
@@ -72,7 +72,7 @@ def mc_errors(
     return errors
 
 
-def _mlp_overrides(size: str, seed: int, dropout: str) -> list[str]:
+def _mlp_overrides(size: str, seed: int) -> list[str]:
     widths = pick(size, smoke="[32, 32]", quick="[512, 512]", full="[1024, 1024]")
     return [
         "data.name=fashion-mnist",
@@ -80,7 +80,6 @@ def _mlp_overrides(size: str, seed: int, dropout: str) -> list[str]:
         "model.kind=mlp",
         f"model.widths={widths}",
         "model.norm=none",
-        f"model.dropout={dropout}",
         "augment.train=[]",
         "optim.weight_decay=0.0",
         "optim.lr=0.02",
@@ -111,8 +110,7 @@ def _mlp_overrides(size: str, seed: int, dropout: str) -> list[str]:
         "over seeds with dropout(0.5) > without. Held if all pass, partly if some do."
     ),
 )
-def run(out: Path, quick: bool, seed: int) -> Outcome:
-    size = size_of(quick)
+def run(out: Path, size: str, seed: int) -> Outcome:
     draws = pick(size, smoke=50, quick=1000, full=4000)
     k_max = pick(size, smoke=8, quick=256, full=1024)
     seeds = [seed + i for i in range(pick(size, smoke=1, quick=1, full=2))]
@@ -122,26 +120,28 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     x = torch.rand(256, 1024, generator=generator(seed, "exp11", "x"))
     expect = {mode: expectation_check(x, mode, draws, seed) for mode in ("inverted", "classic")}
 
-    data = dataset("fashion-mnist")
-    test_data = with_test_subset(data, n_test, generator(seed, "exp11", "test"))
-    runs: dict[str, list[dict]] = {"none": [], "dropout": [], "classic": []}
-    specs = {"none": "none", "dropout": f"dropout({P})", "classic": f"dropout({P}, mode='classic')"}
-    for s in seeds:
-        for name, spec in specs.items():
-            runs[name].append(fit_recipe(_mlp_overrides(size, s, spec), test_data))
+    data = with_test_subset(dataset("fashion-mnist"), n_test, generator(seed, "exp11", "test"))
+    arms = {"none": "none", "dropout": f"dropout({P})", "classic": f"dropout({P}, mode='classic')"}
+    runs = fit_arms(
+        lambda s: _mlp_overrides(size, s),
+        {name: [f"model.dropout={spec}"] for name, spec in arms.items()},
+        seeds,
+        data,
+    )
+    table = accuracy_table(runs, "none")
 
     # Monte-Carlo convergence: dropout followed by a part that is linear in the mask
     # (one linear layer) and by one that is not (linear -> ReLU -> linear).
     width = pick(size, smoke=32, quick=512, full=1024)
     gen = generator(seed, "exp11", "mc")
     linear = built(lambda: nn.Linear(width, 10))
-    deep = built(lambda: nn.Sequential(nn.Linear(width, width), nn.ReLU(), linear))
-    initialize(deep, "kaiming", activation="relu", generator=gen)
+    deep = initialized(
+        lambda: nn.Sequential(nn.Linear(width, width), nn.ReLU(), linear), "kaiming", "relu", gen
+    )
     inputs = torch.rand(256, width, generator=gen)
     err_linear = mc_errors(nn.Identity(), linear, inputs, ks, generator(seed, "exp11", "mcl"))
     err_deep = mc_errors(nn.Identity(), deep, inputs, ks, generator(seed, "exp11", "mcd"))
 
-    acc = {name: mean_std([r["test_acc"] for r in rows]) for name, rows in runs.items()}
     checks = {
         "inverted: mean of draws equals eval output": expect["inverted"]["ratio"]
         <= EXPECTATION_TOL,
@@ -149,7 +149,8 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         <= EXPECTATION_TOL,
         "MC average converges to the scaled output (linear after dropout)": err_linear[-1]
         <= DECAY_TOL * err_linear[0] / math.sqrt(ks[-1]),
-        "dropout improves test accuracy of the large MLP": acc["dropout"][0] > acc["none"][0],
+        "dropout improves test accuracy of the large MLP": table["test_acc_mean"]["dropout"]
+        > table["test_acc_mean"]["none"],
     }
     measured = {
         "p": P,
@@ -160,13 +161,13 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         "mc_error_nonlinear": err_deep,
         "mc_error_nonlinear_floor": err_deep[-1],
         "seeds": seeds,
-        "test_acc_mean": {k: v[0] for k, v in acc.items()},
-        "test_acc_std": {k: v[1] for k, v in acc.items()},
-        "train_acc_mean": {k: mean_std([r["train_acc"] for r in v])[0] for k, v in runs.items()},
-        "test_loss_mean": {k: mean_std([r["test_loss"] for r in v])[0] for k, v in runs.items()},
-        "checks": checks,
+        **table,
     }
-    figures = [_plot_mc(out, ks, err_linear, err_deep), _plot_acc(out, runs)]
+    title = "Large MLP on a Fashion-MNIST subset"
+    figures = [
+        _plot_mc(out, ks, err_linear, err_deep),
+        accuracy_bars(out, "accuracy.png", title, runs, lambda arm: "none"),
+    ]
     notes = (
         f"Expectation: M = {draws} draws on a 256 x 1024 uniform input. MC: one dropout layer "
         f"(p = {P}) on 256 random inputs of width {width}, followed by a linear layer (linear "
@@ -177,35 +178,15 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     )
     if size != "full":
         notes += f" Size '{size}': narrower MLP, fewer images, epochs and seeds than the full run."
-    return Outcome(verdict_from(checks), measured, figures, notes)
+    return conclude(checks, measured, figures, notes)
 
 
 def _plot_mc(out: Path, ks: list[int], linear: list[float], deep: list[float]) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     ax.loglog(ks, linear, marker="o", ms=3, label="dropout -> linear (exact in expectation)")
     ax.loglog(ks, deep, marker="s", ms=3, label="dropout -> linear -> ReLU -> linear")
     ax.loglog(ks, [linear[0] / math.sqrt(k) for k in ks], "k--", lw=0.8, label="error(1)/sqrt(K)")
-    ax.set_xlabel("Monte-Carlo passes K")
-    ax.set_ylabel("relative error vs scaled output")
+    ax.set(xlabel="Monte-Carlo passes K", ylabel="relative error vs scaled output")
     ax.set_title("Monte-Carlo dropout against the test-time rule")
     ax.legend(fontsize=7)
-    fig.tight_layout()
     return save_figure(fig, out, "mc_error_vs_k.png")
-
-
-def _plot_acc(out: Path, runs: dict[str, list[dict]]) -> str:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    names = list(runs)
-    for i, name in enumerate(names):
-        values = [r["test_acc"] for r in runs[name]]
-        ax.scatter([i] * len(values), values, zorder=3)
-        ax.bar(i, sum(values) / len(values), alpha=0.4)
-    ax.set_xticks(range(len(names)), ["no dropout", "inverted dropout", "classic dropout"])
-    ax.set_ylabel("test accuracy")
-    lo = min(r["test_acc"] for rows in runs.values() for r in rows)
-    ax.set_ylim(max(0.0, lo - 0.05), None)
-    ax.set_title("Large MLP on a Fashion-MNIST subset")
-    fig.tight_layout()
-    return save_figure(fig, out, "accuracy.png")

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainlab.lab.base import Outcome, accuracy_bars, experiment, verdict_from
+from trainlab.lab.arms import accuracy_table, fit_arms, underfit_note
+from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import dataset, with_test_subset
-from trainlab.lab.numbers import mean_std, underfit_note
-from trainlab.lab.runs import fit_recipe, generator, pick, size_of
+from trainlab.lab.figures import accuracy_bars
+from trainlab.lab.runs import generator, pick
 
 # name -> (baseline it is compared with, overrides on top of that baseline)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -85,48 +86,36 @@ def base_overrides(size: str, seed: int) -> list[str]:
         "Held if all four beat it, partly if some do."
     ),
 )
-def run(out: Path, quick: bool, seed: int) -> Outcome:
-    size = size_of(quick)
+def run(out: Path, size: str, seed: int) -> Outcome:
     names = pick(size, smoke=SMOKE_VARIANTS, quick=QUICK_VARIANTS, full=tuple(VARIANTS))
     seeds = [seed + i for i in range(pick(size, smoke=1, quick=1, full=2))]
     n_test = pick(size, smoke=256, quick=500, full=2000)
     data = with_test_subset(dataset("cifar10"), n_test, generator(seed, "exp12", "test"))
 
-    runs: dict[str, list[dict]] = {}
-    for name in names:
-        runs[name] = [fit_recipe(base_overrides(size, s) + VARIANTS[name][1], data) for s in seeds]
-
-    acc = {name: mean_std([r["test_acc"] for r in rows]) for name, rows in runs.items()}
+    runs = fit_arms(
+        lambda s: base_overrides(size, s), {n: VARIANTS[n][1] for n in names}, seeds, data
+    )
+    table = accuracy_table(runs, "baseline", lambda arm: VARIANTS[arm][0])
+    acc = table["test_acc_mean"]
     checks = {
-        f"{name} beats the baseline": acc[name][0] > acc["baseline"][0]
-        for name in CLAIMED
-        if name in acc
+        f"{name} beats the baseline": acc[name] > acc["baseline"] for name in CLAIMED if name in acc
     }
     measured = {
         "train_images": train_images(size),
         "test_images": n_test,
         "seeds": seeds,
         "variants": {name: VARIANTS[name][1] for name in names},
-        "test_acc_mean": {k: v[0] for k, v in acc.items()},
-        "test_acc_std": {k: v[1] for k, v in acc.items()},
-        "test_acc_runs": {k: [r["test_acc"] for r in v] for k, v in runs.items()},
-        "train_acc_mean": {k: mean_std([r["train_acc"] for r in v])[0] for k, v in runs.items()},
-        "gain_over_baseline": {
-            k: v[0] - acc[VARIANTS[k][0]][0] for k, v in acc.items() if VARIANTS[k][0] in acc
-        },
-        "baseline_train_minus_test_acc": measured_gap(runs["baseline"]),
-        "checks": checks,
+        **table,
     }
-    figures = [_plot(out, runs, acc)]
+    title = "Small CIFAR-10 subset: each technique alone"
+    figures = [accuracy_bars(out, "small_data.png", title, runs, lambda arm: VARIANTS[arm][0])]
     notes = (
         f"Baseline overrides: {' '.join(base_overrides(size, seed))}. Accuracy on {n_test} random "
         f"CIFAR-10 test images (the same for every run); seeds {seeds} (the seed also draws the "
         "training subset). Stochastic depth (survival 0.8 at the last block) is compared with a "
         "ResNet of the same widths without it."
     )
-    notes += underfit_note(
-        mean_std([r["train_acc"] for r in runs["baseline"]])[0], acc["baseline"][0], "baseline"
-    )
+    notes += underfit_note(table, "baseline", "baseline")
     if size == "quick":
         notes += (
             " Quick size: 1,000 training images, 3 epochs, one seed, narrow widths: far too "
@@ -134,19 +123,4 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         )
     elif size == "smoke":
         notes += f" Smoke size: only {', '.join(names)}."
-    return Outcome(verdict_from(checks), measured, figures, notes)
-
-
-def measured_gap(rows: list[dict]) -> float:
-    """Mean train minus test accuracy (last epoch): how much the run overfits."""
-    return mean_std([r["train_acc"] - r["test_acc"] for r in rows])[0]
-
-
-def _plot(out: Path, runs: dict[str, list[dict]], acc: dict[str, tuple[float, float]]) -> str:
-    colors = [
-        "tab:gray" if VARIANTS[n][0] == n else "tab:green" if acc[n][0] > acc[VARIANTS[n][0]][0]
-        else "tab:red"
-        for n in runs
-    ]  # fmt: skip
-    title = "Small CIFAR-10 subset: each technique alone (green: beats its baseline)"
-    return accuracy_bars(out, "small_data.png", title, runs, acc, colors)
+    return conclude(checks, measured, figures, notes)

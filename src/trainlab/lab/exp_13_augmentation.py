@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 
 from trainlab.augment import make_pipeline, plot_augment
-from trainlab.lab.base import Outcome, accuracy_bars, experiment, pyplot, save_figure, verdict_from
+from trainlab.lab.arms import accuracy_table, fit_arms, underfit_note
+from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import dataset, subset, with_test_subset
-from trainlab.lab.numbers import mean_std, underfit_note
-from trainlab.lab.runs import fit_recipe, generator, pick, size_of
+from trainlab.lab.figures import accuracy_bars, pyplot, save_figure
+from trainlab.lab.runs import generator, pick
 from trainlab.preprocess import compute_stats
 
 # name -> the recipe's augment.train list
@@ -54,10 +55,9 @@ def base_overrides(size: str, seed: int) -> list[str]:
 
 def _grid(out: Path, images: torch.Tensor, stats, seed: int) -> str:
     """One row per augmentation: the original image, then ``VERSIONS`` augmented versions."""
-    plt = pyplot()
     names = [n for n in AUGMENTS if n != "none"]
     rows = len(names) * len(images)
-    fig, axes = plt.subplots(
+    fig, axes = pyplot().subplots(
         rows, VERSIONS + 1, figsize=(1.2 * (VERSIONS + 1), 1.2 * rows), squeeze=False
     )
     row = 0
@@ -75,7 +75,6 @@ def _grid(out: Path, images: torch.Tensor, stats, seed: int) -> str:
             axes[row][0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
             row += 1
     axes[0][0].set_title("original", fontsize=8)
-    fig.tight_layout()
     return save_figure(fig, out, "augmentation_grid.png")
 
 
@@ -96,8 +95,7 @@ def _grid(out: Path, images: torch.Tensor, stats, seed: int) -> str:
         "partly if some do."
     ),
 )
-def run(out: Path, quick: bool, seed: int) -> Outcome:
-    size = size_of(quick)
+def run(out: Path, size: str, seed: int) -> Outcome:
     names = pick(size, smoke=SMOKE_AUGMENTS, quick=tuple(AUGMENTS), full=tuple(AUGMENTS))
     seeds = [seed + i for i in range(pick(size, smoke=1, quick=1, full=2))]
     n_test = pick(size, smoke=256, quick=1000, full=2000)
@@ -113,41 +111,30 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
     plot_augment(shown, out / "standard_pipeline.png", standard, generator(seed, "exp13", "std"))
     figures.append("standard_pipeline.png")
 
-    runs = {
-        name: [
-            fit_recipe(base_overrides(size, s) + [f"augment.train={AUGMENTS[name]!r}"], data)
-            for s in seeds
-        ]
-        for name in names
-    }
-    acc = {name: mean_std([r["test_acc"] for r in rows]) for name, rows in runs.items()}
-    checks = {f"{name} beats no augmentation": acc[name][0] > acc["none"][0] for name in names[1:]}
+    runs = fit_arms(
+        lambda s: base_overrides(size, s),
+        {name: [f"augment.train={AUGMENTS[name]!r}"] for name in names},
+        seeds,
+        data,
+    )
+    table = accuracy_table(runs, "none")
+    acc = table["test_acc_mean"]
+    checks = {f"{name} beats no augmentation": acc[name] > acc["none"] for name in names[1:]}
     measured = {
         "test_images": n_test,
         "seeds": seeds,
         "augmentations": {name: AUGMENTS[name] for name in names},
-        "test_acc_mean": {k: v[0] for k, v in acc.items()},
-        "test_acc_std": {k: v[1] for k, v in acc.items()},
-        "test_acc_runs": {k: [r["test_acc"] for r in v] for k, v in runs.items()},
-        "train_acc_mean": {k: mean_std([r["train_acc"] for r in v])[0] for k, v in runs.items()},
-        "gain_over_none": {k: v[0] - acc["none"][0] for k, v in acc.items()},
-        "none_train_minus_test_acc": mean_std(
-            [r["train_acc"] - r["test_acc"] for r in runs["none"]]
-        )[0],
-        "checks": checks,
+        **table,
     }
-    figures.append(_plot(out, runs, acc))
+    title = "Each augmentation alone on a CIFAR-10 subset"
+    figures.append(accuracy_bars(out, "augmentation_accuracy.png", title, runs, lambda arm: "none"))
     notes = (
         f"Base overrides: {' '.join(base_overrides(size, seed))}; accuracy on {n_test} random "
         f"CIFAR-10 test images, seeds {seeds}. The grid shows two test images under each "
         "augmentation (PCA lighting uses the eigenvectors of 5,000 training images' RGB "
         "covariance); 'standard_pipeline.png' shows crop + flip + jitter together."
     )
-    notes += underfit_note(
-        mean_std([r["train_acc"] for r in runs["none"]])[0],
-        acc["none"][0],
-        "run without augmentation",
-    )
+    notes += underfit_note(table, "none", "run without augmentation")
     if size == "quick":
         notes += (
             " Quick size: 1,000 images, 3 epochs, one seed, narrow widths: augmentation needs "
@@ -155,13 +142,4 @@ def run(out: Path, quick: bool, seed: int) -> Outcome:
         )
     elif size == "smoke":
         notes += f" Smoke size: only {', '.join(names)}."
-    return Outcome(verdict_from(checks), measured, figures, notes)
-
-
-def _plot(out: Path, runs: dict[str, list[dict]], acc: dict[str, tuple[float, float]]) -> str:
-    base = acc["none"][0]
-    colors = [
-        "tab:gray" if n == "none" else "tab:green" if acc[n][0] > base else "tab:red" for n in runs
-    ]
-    title = "Each augmentation alone on a CIFAR-10 subset (green: beats none)"
-    return accuracy_bars(out, "augmentation_accuracy.png", title, runs, acc, colors)
+    return conclude(checks, measured, figures, notes)

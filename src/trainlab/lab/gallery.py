@@ -24,7 +24,6 @@ from trainlab.fileio import write_text
 from trainlab.lab.base import VERDICTS, experiment_names, run_experiment
 
 VERDICT_COLOURS = {"held": "#1a7f37", "partly held": "#9a6700", "did not hold": "#cf222e"}
-TIMING_KEYS = ("seconds",)  # excluded from the same-seed-same-numbers guarantee
 
 
 def run_lab(
@@ -32,33 +31,21 @@ def run_lab(
 ) -> list[dict[str, Any]]:
     """Run each experiment (``"all"``: every registered one, in order) into ``out/<name>/``;
     returns their results (the content of each ``result.json``)."""
-    out = Path(out)
-    wanted = experiment_names() if names == "all" else list(names)
-    if isinstance(names, str) and names != "all":
-        wanted = [names]
     known = experiment_names()
+    wanted = known if names == "all" else [names] if isinstance(names, str) else list(names)
     unknown = [n for n in wanted if n not in known]
     if unknown:
         raise TrainlabError(
             f"unknown lab experiment(s) {', '.join(map(repr, unknown))}; valid names: "
             f"{', '.join(known)}, all"
         )
-    return [run_experiment(name, out / name, quick=quick, seed=seed) for name in wanted]
+    return [run_experiment(name, Path(out) / name, quick=quick, seed=seed) for name in wanted]
 
 
 def load_results(out: str | Path) -> list[dict[str, Any]]:
     """The results already written under ``out`` (``out/<name>/result.json``), in lab order."""
-    out = Path(out)
-    found = []
-    for name in experiment_names():
-        path = out / name / "result.json"
-        if path.is_file():
-            found.append(json.loads(path.read_text(encoding="utf-8")))
-    return found
-
-
-# --------------------------------------------------------------------------------------------
-# Flattening measured numbers into table rows
+    paths = [Path(out) / name / "result.json" for name in experiment_names()]
+    return [json.loads(p.read_text(encoding="utf-8")) for p in paths if p.is_file()]
 
 
 def flatten(measured: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -91,10 +78,6 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-# --------------------------------------------------------------------------------------------
-# HTML
-
-
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #1f2328; }
 section { border: 1px solid #d0d7de; border-radius: 8px; padding: 1em 1.5em; margin: 1.5em 0; }
@@ -104,6 +87,10 @@ td, th { border: 1px solid #d0d7de; padding: 0.2em 0.6em; text-align: left; vert
 img { max-width: 100%; margin: 0.5em 0; border: 1px solid #eee; }
 .meta { color: #57606a; font-size: 0.85em; }
 """
+
+
+def _size(result: dict[str, Any]) -> str:
+    return "quick" if result.get("quick") else "full"
 
 
 def _badge(verdict: str) -> str:
@@ -126,7 +113,6 @@ def _section(result: dict[str, Any], folder: Path) -> str:
         for k, v in flatten(result.get("measured", {}))
     )
     figures = "".join(_figure_tag(folder, f) for f in result.get("figures", []))
-    size = "quick" if result.get("quick") else "full"
     return f"""
 <section id="{e(result["name"])}">
 <h2>{e(result["name"])} {_badge(result["verdict"])}</h2>
@@ -136,7 +122,7 @@ def _section(result: dict[str, Any], folder: Path) -> str:
 <table><tr><th>measured</th><th>value</th></tr>{rows}</table>
 {figures}
 <p><b>Notes.</b> {e(result.get("notes", ""))}</p>
-<p class="meta">{size} size, seed {result.get("seed")}, {result.get("seconds")} s</p>
+<p class="meta">{_size(result)} size, seed {result.get("seed")}, {result.get("seconds")} s</p>
 </section>"""
 
 
@@ -167,19 +153,6 @@ Verdicts: {", ".join(VERDICTS)}.</p>
     return path
 
 
-# --------------------------------------------------------------------------------------------
-# Markdown (docs/lab.md)
-
-
-def _key_numbers(measured: dict[str, Any], limit: int = 40) -> list[str]:
-    lines = []
-    for key, value in flatten(measured):
-        if key.startswith("checks."):
-            continue
-        lines.append(f"| {key} | {format_value(value)} |")
-    return lines[:limit]
-
-
 def lab_markdown(
     results: Sequence[dict[str, Any]],
     *,
@@ -208,23 +181,27 @@ def lab_markdown(
     if command:
         lines.append(f"- Command: `{command}`")
     lines += ["", "| experiment | size | verdict | seconds |", "|---|---|---|---|"]
-    for r in results:
-        size = "quick" if r.get("quick") else "full"
-        lines.append(
-            f"| [{r['name']}](#{r['name']}) | {size} | **{r['verdict']}** | {r['seconds']} |"
-        )
-    for name in not_run:
-        lines.append(f"| {name} | not run | - | - |")
+    lines += [
+        f"| [{r['name']}](#{r['name']}) | {_size(r)} | **{r['verdict']}** | {r['seconds']} |"
+        for r in results
+    ]
+    lines += [f"| {name} | not run | - | - |" for name in not_run]
     if remarks.strip():
         lines += ["", "## Remarks on this run (written after it)", "", remarks.strip()]
     for r in results:
-        checks = r.get("measured", {}).get("checks", {})
+        measured = r.get("measured", {})
+        checks = measured.get("checks", {})
+        numbers = [
+            f"| {k} | {format_value(v)} |"
+            for k, v in flatten(measured)
+            if not k.startswith("checks.")
+        ][:40]
         lines += [
             "",
             f"## {r['name']}",
             "",
-            f"**Verdict: {r['verdict']}** ({'quick' if r.get('quick') else 'full'} size, seed "
-            f"{r.get('seed')}, {r.get('seconds')} s)",
+            f"**Verdict: {r['verdict']}** ({_size(r)} size, seed {r.get('seed')}, "
+            f"{r.get('seconds')} s)",
             "",
             f"- Claim: {r['claim']}",
             f"- Source: {r['source']}",
@@ -233,7 +210,7 @@ def lab_markdown(
         if checks:
             lines += ["", "Checks:", ""]
             lines += [f"- {'pass' if ok else 'FAIL'}: {name}" for name, ok in checks.items()]
-        lines += ["", "| measured | value |", "|---|---|", *_key_numbers(r.get("measured", {}))]
+        lines += ["", "| measured | value |", "|---|---|", *numbers]
         if r.get("notes"):
             lines += ["", f"Notes: {r['notes']}"]
         if r.get("figures"):

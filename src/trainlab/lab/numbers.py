@@ -34,6 +34,15 @@ def tail_mean(values: Sequence[float], fraction: float = 0.1) -> float:
     return float(sum(values[-k:]) / k)
 
 
+def loss_summary(curves: dict[str, Sequence[float]]) -> dict[str, dict[str, Any]]:
+    """Per run: the mean training loss over the last 10% of steps (:func:`tail_mean`; infinite
+    for a diverged run) and the step at which it diverged (:func:`diverged_at`)."""
+    return {
+        "final_train_loss": {k: tail_mean(c) for k, c in curves.items()},
+        "diverged_at_step": {k: diverged_at(c) for k, c in curves.items()},
+    }
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     n = len(values)
@@ -41,20 +50,3 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     if n < 2:
         return mean, 0.0
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-
-
-def finite(x: float) -> float | None:
-    """JSON has no infinity: a diverged number is written as ``null``."""
-    return float(x) if math.isfinite(x) else None
-
-
-def underfit_note(train_acc: float, test_acc: float, what: str) -> str:
-    """A sentence for the notes when the reference run did not overfit: regularizers and
-    augmentation fight overfitting, so without it they can only slow fitting down."""
-    gap = train_acc - test_acc
-    if gap >= 0.1:
-        return ""
-    return (
-        f" The {what} did not overfit (train - test accuracy = {gap:+.3f}): the run was too "
-        "short for the regime the claim is about, so these techniques could only slow fitting."
-    )

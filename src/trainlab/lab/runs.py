@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -65,9 +64,34 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def new_mlp(sizes: list[int], activation: str) -> nn.Sequential:
-    """:func:`mlp` built under :func:`built` (no global-RNG side effect)."""
-    return built(lambda: mlp(sizes, activation))
+def initialized(make: Callable[[], T], scheme: str, activation: str, gen: torch.Generator) -> T:
+    """``make()`` under :func:`built`, then every weight drawn by ``initialize(scheme)`` from
+    ``gen`` with the gain of ``activation``."""
+    from trainlab.init import initialize
+
+    model = built(make)
+    initialize(model, scheme, activation, generator=gen)
+    return model
+
+
+def initialized_mlp(widths: list[int], activation: str, scheme: str, gen: torch.Generator):
+    """:func:`mlp` with its weights drawn by :func:`initialized`."""
+    return initialized(lambda: mlp(widths, activation), scheme, activation, gen)
+
+
+@torch.no_grad()
+def outputs_of(model: nn.Module, modules: list[nn.Module], x: Tensor, train: bool) -> list[Tensor]:
+    """The outputs of ``modules``, in call order, in one forward pass of ``model`` on ``x`` (in
+    training mode, e.g. batch norm on batch statistics, or in eval mode)."""
+    seen: list[Tensor] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(out)) for m in modules]
+    try:
+        model.train(train)
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
 
 
 def epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> list[Tensor]:
@@ -77,39 +101,11 @@ def epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> list[Tensor]
 
 
 def step_batches(n: int, batch: int, steps: int, gen: torch.Generator) -> list[Tensor]:
-    """Index batches for ``steps`` SGD steps: consecutive slices of fresh permutations."""
+    """Index batches for ``steps`` SGD steps: consecutive epochs of :func:`epoch_batches`."""
     out: list[Tensor] = []
     while len(out) < steps:
-        perm = torch.randperm(n, generator=gen)
-        out += [perm[i : i + batch] for i in range(0, n - batch + 1, batch)]
+        out += epoch_batches(n, batch, gen)
     return out[:steps]
-
-
-def sgd_steps(
-    net: nn.Module,
-    opt: torch.optim.Optimizer,
-    x: Tensor,
-    y: Tensor,
-    steps: int,
-    gen: torch.Generator,
-    batch_size: int = 128,
-    after_step: Callable[[], None] | None = None,
-) -> list[float]:
-    """``steps`` of the engine's own step (:func:`trainlab.train.train_step`: cross-entropy,
-    backward, optimizer step) over shuffled batches drawn from ``gen``; the loss of every step
-    (one host read per step: the lab's networks are small)."""
-    from trainlab.train import bare_run, train_step
-
-    run = bare_run(net, opt)
-    losses: list[float] = []
-    while len(losses) < steps:
-        for idx in epoch_batches(len(y), batch_size, gen):
-            losses.append(train_step(run, x[idx], y[idx]).item())
-            if after_step is not None:
-                after_step()
-            if len(losses) == steps:
-                break
-    return losses
 
 
 def sgd_curve(
@@ -122,15 +118,19 @@ def sgd_curve(
     batch: int,
     gen: torch.Generator,
     momentum: float = 0.9,
+    nesterov: bool = True,
+    after_step: Callable[[], None] | None = None,
 ) -> list[float]:
-    """Plain SGD with (Nesterov) momentum through the engine's own step
-    (:func:`trainlab.train.train_step`); the loss of every step.
+    """SGD with momentum through the engine's own step (:func:`trainlab.train.train_step`:
+    cross-entropy, backward, optimizer step) on batches drawn from ``gen``; the loss of every
+    step (one host read per step: the lab's networks are small).
 
     A non-finite loss stops the run: that step and the remaining ones are reported as ``inf``.
     """
     from trainlab.train import bare_run, train_step
 
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0)
+    nesterov = nesterov and momentum > 0
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov)
     run = bare_run(model, opt)
     model.train()
     losses: list[float] = []
@@ -139,6 +139,8 @@ def sgd_curve(
         if not math.isfinite(loss):
             return losses + [math.inf] * (steps - len(losses))
         losses.append(loss)
+        if after_step is not None:
+            after_step()
     return losses
 
 
@@ -152,13 +154,3 @@ def fit_recipe(overrides: list[str], data: ImageDataset) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="trainlab-lab-") as tmp:
         result = fit(recipe, tmp, progress=False, report=False, dataset=data)
     return dict(result.final)
-
-
-class Stopwatch:
-    """Wall-clock seconds, for the timing keys that sit outside the reproducibility guarantee."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.start
