@@ -12,6 +12,16 @@ from trainlab.lab.numbers import mean_std
 from trainlab.lab.runs import fit_recipe
 
 
+def training_overrides(epochs: int, seed: int) -> list[str]:
+    """The training part of every lab recipe: ``epochs`` of batches of 64 on the CPU, seeded."""
+    return [
+        f"train.epochs={epochs}",
+        "train.batch_size=64",
+        "train.device=cpu",
+        f"train.seed={seed}",
+    ]
+
+
 def fit_arms(
     base: Callable[[int], list[str]],
     arms: dict[str, list[str]],

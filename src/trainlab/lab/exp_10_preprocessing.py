@@ -118,7 +118,7 @@ def run(out: Path, size: str, seed: int) -> Outcome:
         for spec in PREPROCESSINGS:
             xf, xef = _features(spec, x, stats), _features(spec, xe, stats)
             factor = 1 / 255**2 if spec == "none" else 1.0
-            best = None
+            tried = []
             for lr in grid:
                 model = _model(kind, dim, hidden, seed)
                 curve = sgd_curve(
@@ -126,18 +126,14 @@ def run(out: Path, size: str, seed: int) -> Outcome:
                     gen=generator(seed, "exp10", "batches"),
                 )  # fmt: skip
                 loss = _loss(model, xef, ye)
-                if best is None or loss < best["loss"]:
-                    best = {"loss": loss, "lr": lr * factor, "curve": curve, "model": model}
-            init_model = _model(kind, dim, hidden, seed)
+                tried.append({"loss": loss, "lr": lr * factor, "curve": curve, "model": model})
+            best = min(tried, key=lambda r: r["loss"])  # the first of equals, as in the grid
+            noise = generator(seed, "exp10", "noise")
             results[kind][spec] = {
-                "loss": best["loss"],
-                "lr": best["lr"],
-                "curve": best["curve"],
-                "sensitivity": weight_sensitivity(
-                    best["model"], xef, ye, generator(seed, "exp10", "noise")
-                ),
+                **{k: best[k] for k in ("loss", "lr", "curve")},
+                "sensitivity": weight_sensitivity(best["model"], xef, ye, noise),
                 "sensitivity_at_init": weight_sensitivity(
-                    init_model, xef, ye, generator(seed, "exp10", "noise")
+                    _model(kind, dim, hidden, seed), xef, ye, generator(seed, "exp10", "noise")
                 ),
                 "accuracy": _accuracy(best["model"], xef, ye),
             }

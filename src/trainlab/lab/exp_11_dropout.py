@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from trainlab.lab.arms import accuracy_table, fit_arms
+from trainlab.lab.arms import accuracy_table, fit_arms, training_overrides
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import dataset, with_test_subset
 from trainlab.lab.figures import accuracy_bars, pyplot, save_figure
@@ -83,11 +83,7 @@ def _mlp_overrides(size: str, seed: int) -> list[str]:
         "augment.train=[]",
         "optim.weight_decay=0.0",
         "optim.lr=0.02",
-        f"train.epochs={pick(size, smoke=1, quick=6, full=20)}",
-        "train.batch_size=64",
-        "train.device=cpu",
-        f"train.seed={seed}",
-    ]
+    ] + training_overrides(pick(size, smoke=1, quick=6, full=20), seed)
 
 
 @experiment(

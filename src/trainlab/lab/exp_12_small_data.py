@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainlab.lab.arms import accuracy_table, fit_arms, underfit_note
+from trainlab.lab.arms import accuracy_table, fit_arms, training_overrides, underfit_note
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import dataset, with_test_subset
 from trainlab.lab.figures import accuracy_bars
@@ -60,11 +60,7 @@ def base_overrides(size: str, seed: int) -> list[str]:
         "augment.train=[]",
         "optim.weight_decay=0.0",
         "optim.lr=0.02",
-        f"train.epochs={pick(size, smoke=1, quick=3, full=10)}",
-        "train.batch_size=64",
-        "train.device=cpu",
-        f"train.seed={seed}",
-    ]
+    ] + training_overrides(pick(size, smoke=1, quick=3, full=10), seed)
 
 
 @experiment(

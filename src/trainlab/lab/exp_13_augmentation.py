@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from trainlab.augment import make_pipeline, plot_augment
-from trainlab.lab.arms import accuracy_table, fit_arms, underfit_note
+from trainlab.lab.arms import accuracy_table, fit_arms, training_overrides, underfit_note
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import dataset, subset, with_test_subset
 from trainlab.lab.figures import accuracy_bars, pyplot, save_figure
@@ -46,11 +46,7 @@ def base_overrides(size: str, seed: int) -> list[str]:
         "model.kind=cnn",
         "model.head=avg",  # pinned: the results in docs/lab.md were measured with this head
         f"model.widths={widths}",
-        f"train.epochs={pick(size, smoke=1, quick=3, full=10)}",
-        "train.batch_size=64",
-        "train.device=cpu",
-        f"train.seed={seed}",
-    ]
+    ] + training_overrides(pick(size, smoke=1, quick=3, full=10), seed)
 
 
 def _grid(out: Path, images: torch.Tensor, stats, seed: int) -> str:
