@@ -39,17 +39,21 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     path = Path(path)
     raw = _read_bytes(path)
     dtype, shape, offset = _parse_header(raw, path)
+    dims = "x".join(map(str, shape))
+    # numpy refuses such a shape even when a zero dimension leaves no values to read
+    if math.prod(d for d in shape if d) * dtype.itemsize > np.iinfo(np.intp).max:
+        raise DataError(f"IDX file {path}: dimensions {dims} are too large for any array")
     expected = math.prod(shape) * dtype.itemsize
     available = len(raw) - offset
     if available < expected:
         raise DataError(
-            f"truncated IDX file {path}: dimensions {'x'.join(map(str, shape))} need "
+            f"truncated IDX file {path}: dimensions {dims} need "
             f"{expected} bytes of data, found {available}"
         )
     if available > expected:
         raise DataError(
             f"{available - expected} trailing bytes in IDX file {path} after the "
-            f"{expected} bytes its dimensions {'x'.join(map(str, shape))} describe"
+            f"{expected} bytes its dimensions {dims} describe"
         )
     values = np.frombuffer(raw, dtype=dtype, count=math.prod(shape), offset=offset)
     return values.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
