@@ -351,7 +351,7 @@ def get_dataset(
             shutil.rmtree(staging, ignore_errors=True)
             for leftover in root.glob(f".{spec.name}.download*"):
                 leftover.unlink(missing_ok=True)
-    raise DataError(f"could not get {spec.name}:\n  " + "\n  ".join(failures))
+    raise DataError(f"could not get {spec.name}: " + "; ".join(failures))
 
 
 def _one_line(exc: BaseException) -> str:
