@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 import types
 import typing
@@ -248,6 +249,10 @@ def recipe_from_dict(raw: dict[str, Any], where: str = "<recipe>") -> Recipe:
     recipe = Recipe(**sections)
     _check_registries(recipe, where)
     _check_data_name(recipe.data.name, where)
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", recipe.train.device):
+        raise RecipeError(
+            f"{where}: train.device = {recipe.train.device!r}: expected auto, cpu, cuda or cuda:N"
+        )
     if recipe.schedule.warmup_epochs > recipe.train.epochs:
         raise RecipeError(
             f"{where}: schedule.warmup_epochs = {recipe.schedule.warmup_epochs!r}: expected at "
