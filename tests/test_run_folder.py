@@ -103,3 +103,26 @@ def test_a_full_disk_ends_in_exit_2_with_the_last_checkpoint_intact(tmp_path, mo
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
     assert load_checkpoint(tmp_path)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("damage", ["drop-recipe", "wrong-shape", "bad-toml"])
+def test_a_checkpoint_in_our_format_but_damaged_is_one_checkpoint_error(tmp_path, damage):
+    import torch
+
+    from trainlab.errors import CheckpointError
+    from trainlab.train import model_from_checkpoint, save_checkpoint
+
+    fit(tiny(), tmp_path / "run", progress=False, report=False)
+    state = load_checkpoint(tmp_path / "run")
+    state.pop("format")
+    if damage == "drop-recipe":
+        del state["recipe"]
+    elif damage == "wrong-shape":
+        state["in_shape"] = [3, 16, 16]  # the weights were trained on one channel
+    else:
+        state["recipe"] = "[train\nepochs = "
+    save_checkpoint(tmp_path / "bad.pt", **state)
+    with pytest.raises(CheckpointError, match="bad.pt") as info:
+        model_from_checkpoint(tmp_path / "bad.pt")
+    assert "\n" not in str(info.value)
+    assert torch.load(tmp_path / "bad.pt", weights_only=True)["epoch"] == 2

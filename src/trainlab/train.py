@@ -22,6 +22,7 @@ import functools
 import io
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -53,12 +54,13 @@ from trainlab.distributed import (
     shard_bounds,
     wrap_model,
 )
-from trainlab.errors import CheckpointError, OutputError, RecipeError, TrainingDiverged
+from trainlab.errors import CheckpointError, OutputError, RecipeError, TrainingDiverged, summary
 from trainlab.fileio import atomic_open, folder_lock, write_json, write_text
 from trainlab.recipe import Recipe, load_recipe
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "trainlab-checkpoint/1"
+CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "step", "recipe", "in_shape", "num_classes")
 
 # Named random streams, each derived from (seed, epoch, stream) so they never overlap.
 _STREAM_SUBSET, _STREAM_INIT, _STREAM_MIX, _STREAM_MODULES, _STREAM_GLOBAL, _STREAM_TEST = range(
@@ -312,10 +314,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated file, a foreign pickle: all unreadable to us
-        import re
-
-        from trainlab.errors import summary
-
         # torch wraps the unpickler's one-line reason in paragraphs of advice: keep the reason.
         text = str(exc)
         refused = re.search(r"GLOBAL (\S+)", text)
@@ -330,19 +328,27 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable trainlab checkpoint ({cause})") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a trainlab checkpoint (format {CHECKPOINT_FORMAT})")
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path}: an incomplete trainlab checkpoint (no {', '.join(missing)})"
+        )
     return state
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, Recipe, dict[str, Any]]:
     """Rebuild the trained model (with its normalizer) from a checkpoint or run folder."""
-    state = load_checkpoint(path)
     import tomllib
 
     from trainlab.recipe import recipe_from_dict
 
-    recipe = recipe_from_dict(tomllib.loads(state["recipe"]), where=f"{path} (recipe)")
-    model = empty_model(recipe, tuple(state["in_shape"]), state["num_classes"])
-    model.load_state_dict(state["model"])
+    state = load_checkpoint(path)
+    try:
+        recipe = recipe_from_dict(tomllib.loads(state["recipe"]), where=f"{path} (recipe)")
+        model = empty_model(recipe, tuple(state["in_shape"]), state["num_classes"])
+        model.load_state_dict(state["model"])
+    except (tomllib.TOMLDecodeError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: its model cannot be rebuilt ({summary(exc)})") from exc
     return model, recipe, state
 
 
