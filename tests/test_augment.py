@@ -1,9 +1,9 @@
 """trainlab.augment: every operation against an independent reference.
 
 References: torch.flip and slicing of F.pad'ed images (geometry, exact), Pillow's ImageEnhance
-(brightness/contrast/saturation, within 1 grey level), colorsys (hue, float64 HSV round trip),
-the definition V diag(lambda^2 sigma^2) V^T (PCA lighting covariance), F.interpolate (resizing),
-and the float64 definitions of the jitter chain.
+(brightness/contrast/saturation on uint8, Pillow's own arithmetic, within 1 grey level),
+colorsys (hue, float64 HSV round trip), the definition V diag(lambda^2 sigma^2) V^T (PCA
+lighting covariance), F.interpolate (resizing), and the float64 definitions of the jitter chain.
 """
 
 from __future__ import annotations
@@ -251,13 +251,28 @@ def test_single_colour_ops_within_one_grey_level_of_pillow(name, enhancer):
         assert diff <= 1, (name, factor, diff)
 
 
-def reference_jitter(img: np.ndarray, factors, order, clamp_each: bool) -> np.ndarray:
-    """The definitions in float64 on one (3, H, W) image on [0, 255]."""
+def reference_jitter(
+    img: np.ndarray, factors, order, clamp_each: bool, levels: bool = False
+) -> np.ndarray:
+    """The definitions in float64 on one (3, H, W) image on [0, 255]. ``levels``: as uint8 images
+    are done, Pillow's arithmetic for brightness, contrast, saturation (integer grey
+    ``(19595 R + 38470 G + 7471 B + 2^15) >> 16``, contrast level ``int(mean + 0.5)``, the blend
+    ``d + f (x - d)`` in float32, truncated) and hue rounded to a level."""
     x = img.astype(np.float64)
     for op in order:
         f = float(factors[op])
         if op == 3 and f == 0.0:
             continue  # hue disabled
+        if levels and op < 3:
+            g = np.floor((19595 * x[0] + 38470 * x[1] + 7471 * x[2] + 32768) / 65536)
+            d = (0.0, np.floor(g.mean() + 0.5), g[None])[op]
+            d32 = np.float32(d) if op < 2 else d.astype(np.float32)
+            blend = d32 + np.float32(f) * (x.astype(np.float32) - d32)
+            x = np.floor(np.clip(blend, 0, 255)).astype(np.float64)
+            continue
+        if levels:
+            x = np.floor(np.clip(hsv_reference(x / 255.0, f) * 255.0 + 0.5, 0, 255))
+            continue
         grey = np.tensordot(LUMA, x, axes=1)
         if op == 0:
             x = f * x
@@ -286,14 +301,16 @@ def test_jitter_sequential_matches_the_definition_with_clamping(order):
     x = smooth_images(8, h=8, w=8)
     op = ColorJitter(0.5, 0.5, 0.5, 0.2, order=order, fused=False)
     y, params = op(x, gen(12), return_params=True)
+    yf = op.apply(x.double() / 255, params) * 255  # float images: not quantized
     for i in range(8):
-        ref = reference_jitter(
-            x[i].numpy(),
-            params["factors"][i].tolist(),
-            params["order"][i].tolist(),
-            clamp_each=True,
-        )
-        assert np.abs(y[i].numpy().astype(np.float64) - ref).max() <= 0.5 + 1e-3
+        factors, steps = params["factors"][i].tolist(), params["order"][i].tolist()
+        ref = reference_jitter(x[i].numpy(), factors, steps, clamp_each=True)
+        np.testing.assert_allclose(yf[i].numpy(), ref, atol=1e-9)
+        # uint8: the same level as the reference; float32 vs float64 hue may move one value
+        # across a rounding boundary, and the later steps carry that level on
+        levels = reference_jitter(x[i].numpy(), factors, steps, clamp_each=True, levels=True)
+        d = np.abs(y[i].numpy().astype(np.float64) - levels)
+        assert d.max() <= 2 and (d > 0).mean() < 0.02, (d.max(), (d > 0).mean())
 
 
 @pytest.mark.parametrize("order", ["fixed", "random"])
@@ -313,17 +330,18 @@ def test_fused_jitter_matches_the_definition_clamped_once(order):
 
 
 def test_fused_with_hue_equals_sequential_when_nothing_clips():
-    x = (smooth_images(8, h=8, w=8).float() * 0.5 + 64).round().to(torch.uint8)  # [64, 192]
+    # float images, which are not quantized between steps (uint8 ones are, as Pillow does)
+    x = (smooth_images(8, h=8, w=8).float() * 0.5 + 64) / 255  # [64, 192] / 255
     kwargs = dict(brightness=0.15, contrast=0.15, saturation=0.15, hue=0.3, order="random")
     params = ColorJitter(**kwargs).sample_params(x.shape, gen(14))
     fused = ColorJitter(**kwargs, fused=True).apply(x, params)
     sequential = ColorJitter(**kwargs).apply(x, params)
-    assert (fused.int() - sequential.int()).abs().max() <= 1
+    torch.testing.assert_close(fused, sequential, atol=1e-5, rtol=0)
 
 
-def test_chain_of_pillow_enhancers_within_rounding_of_sequential():
-    # Pillow truncates to uint8 after every step; each step's error (< 1 level) is carried on
-    # and scaled by the later factors (<= 1.3 here), so three steps stay within 3 levels.
+def test_chain_of_pillow_enhancers_is_the_sequential_jitter_on_uint8():
+    # uint8 jitter follows Pillow's arithmetic step by step (0 levels apart on this machine;
+    # one level allowed for float rounding). tests/test_color_jitter.py checks every corner.
     x = smooth_images(6)
     op = ColorJitter(0.3, 0.3, 0.3, fused=False)
     y, params = op(x, gen(15), return_params=True)
@@ -332,7 +350,7 @@ def test_chain_of_pillow_enhancers_within_rounding_of_sequential():
         im = ImageEnhance.Brightness(pil(x[i])).enhance(fb)
         im = ImageEnhance.Contrast(im).enhance(fc)
         ref = from_pil(ImageEnhance.Color(im).enhance(fs))
-        assert (y[i].int() - ref.int()).abs().max() <= 3
+        assert (y[i].int() - ref.int()).abs().max() <= 1
 
 
 def test_hue_matches_colorsys_round_trip():
@@ -369,8 +387,9 @@ def test_single_channel_saturation_and_hue_are_no_ops_brightness_is_not():
     x = images(4, c=1)
     assert torch.equal(ColorJitter(saturation=0.9, hue=0.4)(x, gen(0)), x)
     y, params = ColorJitter(brightness=0.5)(x, gen(1), return_params=True)
-    ref = (x.double() * params["factors"][:, 0, None, None, None].double()).clamp(0, 255)
-    assert (y.double() - ref).abs().max() <= 0.5 + 1e-3
+    # uint8: Pillow's blend with black, f x in float32, clipped and truncated to a level
+    ref = (x.float() * params["factors"][:, 0, None, None, None]).clamp(0, 255).floor()
+    assert torch.equal(y, ref.to(torch.uint8))
 
 
 # ----------------------------------------------------------------------------- PCA lighting
@@ -461,8 +480,10 @@ def test_pipeline_works_on_float_like_on_uint8():
     y8, params = pipe(x, gen(32), return_params=True)
     yf = pipe.replay(x.float() / 255, params)
     assert yf.dtype == torch.float32 and yf.min() >= 0 and yf.max() <= 1
-    # uint8 rounds at each resampling/colour stage, float does not
-    assert (yf * 255 - y8.float()).abs().max() <= 3
+    # uint8 rounds at each resampling stage and truncates after brightness, contrast and
+    # saturation as Pillow does (each up to 1 level down, scaled by the later factors up to
+    # 1.4 and 1.71); float does neither. 60 seeds reached 5.2.
+    assert (yf * 255 - y8.float()).abs().max() <= 6
 
 
 def test_pipeline_fused_colour_run_equals_ops_one_by_one_when_nothing_clips():

@@ -1,20 +1,17 @@
 """Colour jitter against Pillow's ImageEnhance, applied one operation after another, on real images.
 
-Pillow (``Image.blend`` in libImaging/Blend.c) computes ``d + f (x - d)``, clips when ``f`` is
-outside [0, 1] and truncates to uint8 after every operation; its grey is ``convert("L")``, rounded
-to a level, and Contrast blends with ``int(mean + 0.5)`` of that grey image. trainlab stays in
-float and rounds once. So:
+Pillow (``Image.blend`` in libImaging/Blend.c) computes ``d + f (x - d)`` in float32, clips
+when ``f`` is outside [0, 1] and truncates to uint8 after every operation; its grey is
+``convert("L")``, ``(19595 R + 38470 G + 7471 B + 2^15) >> 16``, and Contrast blends with
+``int(mean + 0.5)`` of that grey image. trainlab does the same on uint8 images, so the chain
+agrees with Pillow's to the level (0 on this machine; the tests allow 1 level, mean 0.01, at
+every corner of the factor cube of ``jitter(0.4, 0.4, 0.4)``, and for each operation alone).
+Before it quantized between steps, the float chain rounded once and reached 4 levels (mean
+1.16) where contrast and saturation were both 1.4.
 
-- one operation: the two differ by rounding vs truncation of values at most ``|1 - f| / 2`` apart
-  (Pillow's rounded grey or mean), i.e. by at most 1 level for ``0 < f < 2``;
-- a chain: Pillow's truncation after each step (up to 1 level, always downwards) is carried on
-  and scaled by the later steps: by the contrast factor, and by up to ``1.8 - 0.8 w_B`` = 1.71
-  (the largest row sum of ``|S|``) for saturation 1.4. With contrast and saturation both at 1.4
-  the bound is above 4 levels and CIFAR-10 reaches 4 on up to 2% of images; every other corner of
-  ``jitter(0.4, 0.4, 0.4)`` stays within 3.
-
-Also here: the sequential chain against its float64 definition in edge cases (a factor of 0,
-one operation at a time, float and single-channel images).
+Also here: the uint8 chain against an independent NumPy copy of Pillow's integer arithmetic,
+and the float chain (no quantization) against its float64 definition, in edge cases (a factor
+of 0, one operation at a time, random order, single-channel images).
 """
 
 from __future__ import annotations
@@ -103,32 +100,28 @@ def level_diffs(x: torch.Tensor, cases, ops=(0, 1, 2)) -> list[torch.Tensor]:
 # ----------------------------------------------------------------------------- against Pillow
 
 
-def chain_tolerance(factors) -> int:
-    _, fc, fs = factors
-    return 4 if fc > 1 and fs > 1 else 3  # see the module docstring
-
-
-def check_chain(x: torch.Tensor, tolerance=chain_tolerance, mean_at_most: float = 1.3) -> None:
+def check_chain(x: torch.Tensor, at_most: int = 1, mean_at_most: float = 0.01) -> None:
+    """Every corner of the factor cube within ``at_most`` levels of Pillow's chain (issue 16
+    asks for 3; the arithmetic is Pillow's, so 1 leaves room only for float rounding)."""
     failed = []
     for factors, d in zip(CORNERS, level_diffs(x, CORNERS), strict=True):
-        worst, mean, low = int(d.abs().max()), float(d.abs().float().mean()), int(d.min())
-        # Pillow truncates: below our rounding, never above it by more than that rounding
-        if worst > tolerance(factors) or low < -1 or mean > mean_at_most:
-            failed.append((factors, worst, round(mean, 3), low))
-    assert not failed, f"(factors, max, mean, min of ours - Pillow): {failed}"
+        worst, mean = int(d.abs().max()), float(d.abs().float().mean())
+        if worst > at_most or mean > mean_at_most:
+            failed.append((factors, worst, round(mean, 4)))
+    assert not failed, f"(factors, max, mean |ours - Pillow|): {failed}"
 
 
-def test_chain_within_3_levels_of_pillow_on_cifar10(cifar):
+def test_chain_within_1_level_of_pillow_on_cifar10(cifar):
     check_chain(cifar)
 
 
-def test_chain_within_3_levels_of_pillow_on_synthetic_rgb():
+def test_chain_within_1_level_of_pillow_on_synthetic_rgb():
     check_chain(synthetic_rgb())
 
 
-def test_chain_within_3_levels_of_pillow_on_fashion_mnist(fashion_mnist):
+def test_chain_within_1_level_of_pillow_on_fashion_mnist(fashion_mnist):
     # single channel: Pillow's Color leaves an "L" image unchanged, and so does our saturation
-    check_chain(fashion_mnist.test_images[::200].contiguous(), tolerance=lambda f: 3)
+    check_chain(fashion_mnist.test_images[::200].contiguous())
 
 
 @pytest.mark.parametrize("op", [0, 1, 2], ids=["brightness", "contrast", "saturation"])
@@ -150,15 +143,14 @@ def test_fused_form_is_not_pillow_where_a_step_clips(cifar):
     params = fixed_params(cifar.shape[0], factors)
     fused = ColorJitter(fused=True).apply(cifar, params)
     assert (fused.int() - pillow_chain(cifar, factors).int()).abs().max() > 30
-    assert level_diffs(cifar, [factors])[0].abs().max() <= 3
+    assert level_diffs(cifar, [factors])[0].abs().max() <= 1
 
 
 # ----------------------------------------------------------------------------- the definition
 
 
 def definition(x: np.ndarray, factors, order=(0, 1, 2, 3)) -> np.ndarray:
-    """The chain in float64 on a (B, C, H, W) array on [0, white], clamping after each step."""
-    white = 255.0 if x.dtype == np.uint8 else 1.0
+    """Float images: the chain in float64 on [0, 1], clamping after each step, no quantization."""
     y = x.astype(np.float64)
     c = y.shape[1]
     w = LUMA if c == 3 else np.ones(1)
@@ -171,39 +163,83 @@ def definition(x: np.ndarray, factors, order=(0, 1, 2, 3)) -> np.ndarray:
             y = f * y + (1 - f) * grey.mean(axis=(2, 3), keepdims=True)
         elif op == 2 and c == 3:
             y = f * y + (1 - f) * grey
-        y = np.clip(y, 0, white)
+        y = np.clip(y, 0, 1)
     return y
+
+
+def pillow_levels(x: np.ndarray, factors, order=(0, 1, 2)) -> np.ndarray:
+    """uint8 images: Pillow's arithmetic in NumPy. Grey in integers, ``(19595 R + 38470 G +
+    7471 B + 2^15) >> 16``; Contrast's level ``int(mean + 0.5)``; the blend ``d + f (y - d)`` in
+    float32, clipped and truncated after every operation."""
+    y = x.astype(np.int64)
+    c = y.shape[1]
+    for op in order:
+        if op == 2 and c == 1:
+            continue
+        if c == 3:
+            grey = (19595 * y[:, 0] + 38470 * y[:, 1] + 7471 * y[:, 2] + 32768) >> 16
+        else:
+            grey = y[:, 0]
+        grey = grey[:, None]
+        if op == 0:
+            d = np.zeros_like(grey[:, :, :1, :1])
+        elif op == 1:
+            d = (grey.mean(axis=(1, 2, 3)) + 0.5).astype(np.int64)[:, None, None, None]
+        else:
+            d = grey
+        f = np.asarray(factors, dtype=np.float32)[:, op][:, None, None, None]
+        d32 = d.astype(np.float32)
+        blend = d32 + f * (y.astype(np.float32) - d32)
+        y = np.clip(blend, 0, 255).astype(np.int64)
+    return y.astype(np.uint8)
 
 
 @pytest.mark.parametrize(
     "active", [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 1, 1)]
 )
-@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
 @pytest.mark.parametrize("channels", [3, 1])
-def test_sequential_matches_float64_definition(active, dtype, channels):
-    x8 = synthetic_rgb(40, 12, seed=sum(active))[:, :channels]
-    x = x8 if dtype == torch.uint8 else x8.to(dtype) / 255
+def test_uint8_chain_is_pillows_arithmetic(active, channels):
+    x = synthetic_rgb(40, 12, seed=sum(active))[:, :channels]
     op = ColorJitter(*(1.2 * a for a in active))  # factors in [0, 2.2]
-    y, params = op(x, gen(3), return_params=True)
+    _, params = op(x, gen(3), return_params=True)
     f = params["factors"].numpy()
     f[:5, :3] = np.where(np.array(active, dtype=bool), 0.0, 1.0)  # exact zeros too
     y = op.apply(x, {**params, "factors": torch.from_numpy(f)})
+    np.testing.assert_array_equal(y.numpy(), pillow_levels(x.numpy(), f))
+
+
+@pytest.mark.parametrize(
+    "active", [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 1, 1)]
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels", [3, 1])
+def test_float_chain_matches_float64_definition(active, dtype, channels):
+    x = synthetic_rgb(40, 12, seed=sum(active))[:, :channels].to(dtype) / 255
+    op = ColorJitter(*(1.2 * a for a in active))  # factors in [0, 2.2]
+    _, params = op(x, gen(3), return_params=True)
+    f = params["factors"].numpy()
+    f[:5, :3] = np.where(np.array(active, dtype=bool), 0.0, 1.0)  # exact zeros too
+    y = op.apply(x, {**params, "factors": torch.from_numpy(f)})
+    assert y.dtype == dtype
     ref = definition(x.numpy(), f)
-    if dtype == torch.uint8:
-        assert np.abs(y.numpy() - ref).max() <= 0.5 + 1e-3
-    else:
-        assert y.dtype == dtype
-        np.testing.assert_allclose(y.numpy(), ref, atol=1e-5 if dtype == torch.float32 else 1e-12)
+    np.testing.assert_allclose(y.numpy(), ref, atol=1e-5 if dtype == torch.float32 else 1e-12)
 
 
-def test_random_order_matches_float64_definition_per_image():
+def test_random_order_per_image_uint8_and_float():
     x = synthetic_rgb(24, 10)
-    y, params = ColorJitter(0.5, 0.5, 0.5, order="random")(x, gen(4), return_params=True)
+    op = ColorJitter(0.5, 0.5, 0.5, order="random")
+    y, params = op(x, gen(4), return_params=True)
     f, order = params["factors"].numpy(), params["order"].numpy()
     assert len({tuple(o) for o in order}) > 4  # images do get different orders
+    xf = x.double() / 255
+    yf = op.apply(xf, params)
     for i in range(x.shape[0]):
-        ref = definition(x[i : i + 1].numpy(), f[i : i + 1], order[i])
-        assert np.abs(y[i : i + 1].numpy() - ref).max() <= 0.5 + 1e-3
+        ops = [k for k in order[i] if k != 3]  # hue's range is 0 here
+        np.testing.assert_array_equal(
+            y[i : i + 1].numpy(), pillow_levels(x[i : i + 1].numpy(), f[i : i + 1], ops)
+        )
+        ref = definition(xf[i : i + 1].numpy(), f[i : i + 1], order[i])
+        np.testing.assert_allclose(yf[i : i + 1].numpy(), ref, atol=1e-12)
 
 
 def test_input_untouched_and_identity_factors_exact():

@@ -11,19 +11,24 @@ clamped to [0, white] before the next operation starts. With grey ``g = w . x``,
 - hue ``h`` in [-0.5, 0.5]: rotate the HSV hue, ``H' = (H + h) mod 1``.
 
 Pillow (``ImageEnhance``, ``Image.blend`` in libImaging/Blend.c) computes
-``out = in1 + f (in2 - in1)`` with ``in1 = d``, clips to [0, 255] when ``f`` is outside [0, 1]
-and truncates to uint8; its grey is ``convert("L")``, ``(19595 R + 38470 G + 7471 B + 2^15) >> 16``
-(libImaging/Convert.c, the BT.601 weights in 16-bit fixed point), and Contrast's ``d`` is the
-mean of that grey image rounded to a level, ``int(mean + 0.5)``. Here the chain stays in float
-and rounds once at the end, so a single operation is within 1 level of Pillow and a chain of
-them within a few (tests/test_color_jitter.py measures both on real images).
+``out = d + f (x - d)`` in float32, clips to [0, 255] when ``f`` is outside [0, 1] and truncates
+to uint8 after every operation; its grey is ``convert("L")``, ``(19595 R + 38470 G + 7471 B +
+2^15) >> 16`` (libImaging/Convert.c, the BT.601 weights in 16-bit fixed point), and Contrast's
+``d`` is the mean of that grey image rounded to a level, ``int(mean + 0.5)``. uint8 images (the
+data path: uint8 on the device until normalization) follow that arithmetic step by step: the
+same float32 expression, the same grey and mean, each result truncated to a level before the
+next operation (hue, not a Pillow operation, rounds to the nearest level), so the default
+``jitter`` on uint8 images gives Pillow's own chain. Float images are not quantized: the same
+blends with the decimal weights ``w``, exact up to float rounding.
 
 Brightness, contrast and saturation are each an affine map ``x' = A x + t`` per image, so
 without the intermediate clamps a chain of them composes into one 3x3 matrix and offset per
-image. ``ColorJitter(fused=True)`` does that (one float pass, one clamp at the end); it differs
-from the definition wherever an intermediate value leaves [0, white], e.g. a bright pixel pushed
-past white by brightness 1.4 and pulled back by contrast 0.6 (docs/benchmarks.md measures how
-much on CIFAR-10). The default, ``fused=False``, is the definition.
+image. ``ColorJitter(fused=True)`` does that (one float pass, one clamp and, for uint8, one
+rounding at the end, no quantization between operations); it differs from the definition
+wherever an intermediate value leaves [0, white], e.g. a bright pixel pushed past white by
+brightness 1.4 and pulled back by contrast 0.6 (docs/benchmarks.md measures how much on
+CIFAR-10), and on uint8 by the levels Pillow's truncation drops. The default, ``fused=False``,
+is the definition.
 
 Single-channel images: grey is the channel itself, so saturation, greyscale and hue leave them
 unchanged.
@@ -129,6 +134,33 @@ def _col(v: Tensor) -> Tensor:
     return v[:, None, None, None]
 
 
+# Pillow's convert("L") weights, 16-bit fixed point (libImaging/Convert.c)
+PILLOW_GREY = (19595.0, 38470.0, 7471.0)
+
+
+def pillow_grey(z: Tensor) -> Tensor:
+    """Pillow's grey level (B, 1, H, W) of images holding integer levels (B, C, H, W) in float.
+
+    ``(19595 R + 38470 G + 7471 B + 2^15) >> 16``, computed as ``floor(sum_c (w_c / 2^16) z_c +
+    1/2)``: exact in float32, as every product and partial sum is an integer below 2^24 scaled by
+    a power of two. Elementwise rather than a matmul, which may run in reduced precision (TF32,
+    bfloat16) where ``torch.set_float32_matmul_precision`` allows it. One channel is its own grey.
+    """
+    if z.shape[1] == 1:
+        return z
+    wr, wg, wb = (w / 65536.0 for w in PILLOW_GREY)
+    grey = torch.mul(z[:, 0:1], wr).add_(z[:, 1:2], alpha=wg).add_(z[:, 2:3], alpha=wb)
+    return grey.add_(0.5).floor_()
+
+
+def pillow_mean(grey: Tensor) -> Tensor:
+    """Contrast's degenerate level per image, ``int(mean + 0.5)`` of the grey image, as (B,)."""
+    n = grey.shape[-1] * grey.shape[-2]
+    # a float32 sum of integer levels is exact while it stays below 2^24
+    total = grey.sum(dim=(1, 2, 3), dtype=torch.float32 if 255 * n < 2**24 else torch.float64)
+    return total.double().div_(n).add_(0.5).floor_().to(grey.dtype)
+
+
 class AffineColor(Augmentation):
     """A colour operation that is an affine map per image (see module docstring)."""
 
@@ -172,7 +204,8 @@ class ColorJitter(AffineColor):
     Factors are drawn per image, uniform in ``[max(0, 1 - b), 1 + b]`` (brightness, contrast,
     saturation; a pair gives the range) and ``[-hue, hue]`` for the hue shift (hue <= 0.5).
     Each operation is applied on its own and clamped to [0, white] before the next (the module
-    docstring gives the definitions), on the whole batch at once.
+    docstring gives the definitions), on the whole batch at once. uint8 images are truncated to
+    a level after each operation, as Pillow does; float images are not quantized.
 
     ``order="fixed"`` (the default) applies brightness, contrast, saturation, hue: the order in
     which Pillow users chain ``ImageEnhance`` and the order torchvision's ColorJitter lists; it is
@@ -280,18 +313,49 @@ class ColorJitter(AffineColor):
             raise ValueError(f"colour jitter needs 1 or 3 channels, got C={x.shape[1]}")
         if self.fused:
             return self._apply_fused(x, params)
+        levels = x.dtype == torch.uint8
         out = torch.empty_like(x)
         for part in blocks(x, SEQUENTIAL_BLOCK):
             sub = {k: v[part] for k, v in params.items()}
-            if self.order == "fixed":
-                y = self._fixed(x[part], sub, x.dtype == torch.uint8)
+            if self.order == "random":
+                y = self._random(x[part], sub, levels)
+            elif levels:
+                y = self._fixed_levels(x[part], sub)
             else:
-                y = self._random(x[part], sub, x.dtype == torch.uint8)
-            out[part].copy_(_truncate(y) if x.dtype == torch.uint8 else y)
+                y = self._fixed(x[part], sub)
+            out[part].copy_(_truncate(y) if levels else y)
         return out
 
-    def _fixed(self, x: Tensor, params: Params, to_uint8: bool) -> Tensor:
-        """Brightness, contrast, saturation, hue in that order, each clamped to [0, white].
+    def _steps(self, channels: int) -> list[int]:
+        """The active operations in the fixed order; one channel has no saturation or hue."""
+        return [k for k in range(4) if self.active[k] and (channels == 3 or k < SATURATION)]
+
+    def _fixed_levels(self, x: Tensor, params: Params) -> Tensor:
+        """uint8: Pillow's arithmetic, operation by operation (see the module docstring).
+
+        Each blend is ``d + f (z - d)`` in float32, as Blend.c writes it (so a pixel equal to
+        ``d`` stays ``d`` exactly), clamped, and floored to a level; the last floor is the
+        truncating conversion to uint8 in ``apply``.
+        """
+        f = params["factors"].to(x.device, torch.float32)
+        z = x.to(torch.float32)
+        steps = self._steps(x.shape[1])
+        for k in steps:
+            if k == HUE:  # always last; rounded to the nearest level by the conversion
+                return hue_shift(z.div_(255.0), f[:, HUE]).mul_(255.0).add_(0.5).clamp_(0, 255)
+            fk = _col(f[:, k])
+            if k == BRIGHTNESS:  # d = 0, f >= 0: only white can be passed
+                z.mul_(fk).clamp_max_(255.0)
+            else:
+                grey = pillow_grey(z)
+                d = _col(pillow_mean(grey)) if k == CONTRAST else grey
+                z.sub_(d).mul_(fk).add_(d).clamp_(0.0, 255.0)
+            if k != steps[-1]:
+                z.floor_()
+        return z
+
+    def _fixed(self, x: Tensor, params: Params) -> Tensor:
+        """Float images: brightness, contrast, saturation, hue in that order, each clamped.
 
         Brightness and contrast scale every channel by one factor ``f >= 0`` and shift it, so
         the image is carried as ``y = s z + u`` (per-image scalars ``s``, ``u``) and the clamp
@@ -308,37 +372,30 @@ class ColorJitter(AffineColor):
         u = torch.zeros_like(s)
         lazy = False  # whether y = s z + u still has to be applied to z
         z = None  # the float working copy, made by the first pass that needs it
-        steps = [k for k in range(4) if self.active[k] and (c == 3 or k < SATURATION)]
+        steps = self._steps(c)
         for k in steps:
-            # uint8: add 0.5 before the last clamp, so the truncating conversion rounds
-            end = 0.5 if to_uint8 and k == steps[-1] else 0.0
             if k in (BRIGHTNESS, CONTRAST):
                 fk = f[:, k]
                 shift = 0.0
                 if k == CONTRAST:  # blend with the mean grey of the image as it is now
-                    if z is None:  # exact integer sums for uint8, the input's precision else
-                        means = channel_means(x) if to_uint8 else x.to(dtype).mean(dim=(2, 3))
-                    else:
-                        means = z.mean(dim=(2, 3))
-                    shift = (1 - fk) * (s * (means.to(dtype) @ luma) + u)
+                    means = (x if z is None else z).to(dtype).mean(dim=(2, 3))
+                    shift = (1 - fk) * (s * (means @ luma) + u)
                 s, u = fk * s, fk * u + shift
                 # y in [0, W] <=> z in [-u / s, (W - u) / s]. A factor of 0 makes y the constant
                 # u, already in [0, W] (0 after brightness, the mean after contrast): the bounds
                 # 1e30 wide leave z as it is.
                 inv = 1.0 / s.clamp_min(1e-30)
                 hi = ((white - u) * inv).view(-1, 1, 1, 1)
-                # tensor-bound clamp_ is not vectorized; maximum/minimum are. A uint8 input
-                # needs no lower bound before contrast (brightness keeps u = 0).
-                z = torch.minimum(x, hi) if z is None else torch.minimum(z, hi, out=z)
-                if not (to_uint8 and k == BRIGHTNESS):
-                    torch.maximum(z, (-u * inv).view(-1, 1, 1, 1), out=z)
+                # tensor-bound clamp_ is not vectorized; maximum/minimum are
+                z = torch.minimum(x.to(dtype), hi) if z is None else torch.minimum(z, hi, out=z)
+                torch.maximum(z, (-u * inv).view(-1, 1, 1, 1), out=z)
                 lazy = True
             elif k == SATURATION:
                 if z is None:
                     z = x.to(dtype, copy=True)
                 fs = f[:, SATURATION]
                 grey = (luma @ z.reshape(b, c, h * w)).reshape(b, 1, h, w)
-                grey.mul_(_col((1 - fs) * s)).add_(_col(u + end))
+                grey.mul_(_col((1 - fs) * s)).add_(_col(u))
                 z.mul_(_col(fs * s)).add_(grey).clamp_(0.0, white)
                 s, u, lazy = torch.ones_like(s), torch.zeros_like(u), False
                 continue
@@ -348,30 +405,45 @@ class ColorJitter(AffineColor):
                 if lazy:
                     z.mul_(_col(s)).add_(_col(u)).clamp_(0.0, white)
                     lazy = False
-                z = hue_shift(z.div_(white), f[:, HUE]).mul_(white).add_(end).clamp_(0.0, white)
+                z = hue_shift(z.div_(white), f[:, HUE]).mul_(white).clamp_(0.0, white)
                 continue
             if k == steps[-1]:
-                z.mul_(s.view(-1, 1, 1, 1)).add_((u + end).view(-1, 1, 1, 1)).clamp_(0.0, white)
-        if z is None:
-            z = x.to(dtype, copy=True).add_(0.5 if to_uint8 else 0.0)
-        return z
+                z.mul_(s.view(-1, 1, 1, 1)).add_(u.view(-1, 1, 1, 1)).clamp_(0.0, white)
+        return x.to(dtype, copy=True) if z is None else z
 
-    def _random(self, x: Tensor, params: Params, to_uint8: bool) -> Tensor:
-        """A permutation per image: at position k each image applies its own ``order[b, k]``."""
+    def _random(self, x: Tensor, params: Params, levels: bool) -> Tensor:
+        """A permutation per image: at position k each image applies its own ``order[b, k]``.
+
+        Every position is the blend ``d + f (y - d)`` with the image's own ``d`` (0, the mean
+        grey, the grey image; hue has ``f = 1``); uint8 (``levels``) quantizes as
+        ``_fixed_levels`` does.
+        """
         white = value_scale(x)
         y = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32, copy=True)
         f = params["factors"].to(x.device, y.dtype)
         order = params["order"].to(x.device)
-        hue = self.has_hue and y.shape[1] == 3
+        b, c = y.shape[:2]
+        hue = self.has_hue and c == 3
+        luma = _luma(c, y)
         for k in range(4):
             op = order[:, k]
-            step = self._position_affine(op, f, y.mean(dim=(2, 3)))
-            y = apply_affine(y, step).clamp_(0.0, white)
+            fk = f.gather(1, op[:, None]).squeeze(1)
+            fk = torch.where(op == HUE, torch.ones_like(fk), fk)
+            if levels:
+                grey = pillow_grey(y)
+                mean = pillow_mean(grey)
+            else:
+                grey = (luma @ y.reshape(b, c, -1)).reshape(b, 1, *y.shape[2:])
+                mean = grey.mean(dim=(1, 2, 3))
+            flat = torch.where(op == CONTRAST, mean, torch.zeros_like(mean))
+            d = torch.where(_col(op == SATURATION), grey, _col(flat))
+            y.sub_(d).mul_(_col(fk)).add_(d).clamp_(0.0, white)
+            if levels:
+                y.floor_()
             if hue:
                 at = op == HUE  # a few images per position; boolean indexing keeps it exact
-                y[at] = hue_shift(y[at].div_(white), f[at, HUE]).mul_(white).clamp_(0.0, white)
-        if to_uint8:
-            y.add_(0.5)
+                z = hue_shift(y[at].div_(white), f[at, HUE]).mul_(white)
+                y[at] = z.add_(0.5).floor_().clamp_(0.0, white) if levels else z.clamp_(0, white)
         return y
 
     def _apply_fused(self, x: Tensor, params: Params) -> Tensor:
