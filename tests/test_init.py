@@ -276,13 +276,13 @@ def test_scheme_names_and_errors():
 @pytest.mark.parametrize(
     ("name", "kwargs", "message"),
     [
-        ("normal", {"std": math.nan}, "std must be a positive number, got nan"),
-        ("uniform", {"a": math.inf}, "a must be a positive number, got inf"),
+        ("normal", {"std": math.nan}, "std must be a finite number > 0, got nan"),
+        ("uniform", {"a": math.inf}, "a must be a finite number > 0, got inf"),
         ("constant", {"value": math.nan}, "value must be a finite number, got nan"),
-        ("glorot_normal", {"gain": -1.0}, "gain must be a positive number, got -1.0"),
-        ("orthogonal", {"gain": True}, "gain must be a positive number, got True"),
-        ("lsuv", {"tol": math.nan}, "tol must be a positive number, got nan"),
-        ("lsuv", {"max_iter": 2.5}, "max_iter must be a positive integer, got 2.5"),
+        ("glorot_normal", {"gain": -1.0}, "gain must be a finite number > 0, got -1.0"),
+        ("orthogonal", {"gain": True}, "gain must be a finite number > 0, got True"),
+        ("lsuv", {"tol": math.nan}, "tol must be a finite number > 0, got nan"),
+        ("lsuv", {"max_iter": 2.5}, "max_iter must be an integer >= 1, got 2.5"),
         (
             "kaiming",
             {"activation": 5},
@@ -291,12 +291,12 @@ def test_scheme_names_and_errors():
         (
             "kaiming",
             {"mode": "sideways"},
-            "mode must be one of 'fan_in', 'fan_out', got 'sideways'",
+            "mode must be 'fan_in' or 'fan_out', got 'sideways'",
         ),
         (
             "xavier",
             {"distribution": "cauchy"},
-            "distribution must be one of 'normal', 'uniform', got 'cauchy'",
+            "distribution must be 'normal' or 'uniform', got 'cauchy'",
         ),
     ],
 )

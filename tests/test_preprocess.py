@@ -389,7 +389,7 @@ def test_bad_specs_raise_registry_errors(spec, kwargs, match):
 @pytest.mark.parametrize("shape", [None, (3, 32, 32), (3, 64, 64)])
 def test_whitening_eps_is_checked_before_data_or_shape(name, eps, shape):
     # A recipe check builds the factory without data: the argument's error must come first.
-    with pytest.raises(ValueError, match=r"eps: expected a positive finite number, got"):
+    with pytest.raises(ValueError, match=r"eps must be a finite number > 0, got"):
         NORMALIZERS.get(name)(eps, shape=shape)
 
 

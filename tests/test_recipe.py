@@ -129,8 +129,8 @@ def test_the_float_field_list_is_the_whole_schema():
     [
         ("model.activation=leaky_relu('abc')", "negative_slope"),
         ("model.activation=elu(alpha=nan)", "alpha"),
-        ("init.scheme=kaiming(mode='sideways')", "mode must be one of"),
-        ("init.scheme=normal(-1)", "std must be a positive number"),
+        ("init.scheme=kaiming(mode='sideways')", "mode must be 'fan_in' or 'fan_out', got"),
+        ("init.scheme=normal(-1)", "std must be a finite number > 0"),
         ("data.normalize=zca_whiten(eps=-1)", "eps"),
         ("data.name=foo", "unknown dataset 'foo'"),
         ("data.name=fashion_mnsit", "did you mean"),

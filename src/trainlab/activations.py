@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainlab.checks import check_choice, check_flag, check_int, check_number
 from trainlab.registry import Registry
 
 ACTIVATIONS: Registry[Activation] = Registry("activation")
@@ -34,35 +35,6 @@ SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
 _GRID = np.linspace(-12.0, 12.0, 24001)  # where peak slopes and output minima are read off
-
-
-# Argument checks, shared with trainlab.init: a ValueError naming the argument and its value.
-def _number(
-    name: str,
-    value: Any,
-    expected: str = "a finite number",
-    ok: Callable[[float], bool] | None = None,
-) -> float:
-    real = isinstance(value, int | float) and not isinstance(value, bool)
-    if not (real and math.isfinite(value) and (ok is None or ok(value))):
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-    return float(value)
-
-
-def _positive(name: str, value: Any) -> float:
-    return _number(name, value, "a positive number", lambda v: v > 0)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
 
 
 def _f64(x: Any) -> Tensor:
@@ -155,9 +127,7 @@ class Activation(nn.Module):
 
     def __init__(self, inplace: bool = False):
         super().__init__()
-        if not isinstance(inplace, bool):
-            raise ValueError(f"inplace must be True or False, got {inplace!r}")
-        self.inplace = inplace
+        self.inplace = check_flag(inplace, "inplace")
 
     def reference(self, x: Tensor) -> Tensor:
         """The formula, written once; with float64 input it is the reference the tests trust."""
@@ -281,9 +251,7 @@ class LeakyReLU(Activation):
 
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__(inplace)
-        self.negative_slope = _number(
-            "negative_slope", negative_slope, "a number in [0, 1)", lambda v: 0 <= v < 1
-        )
+        self.negative_slope = check_number(negative_slope, "negative_slope", 0, 1, hi_open=True)
         self.output_range = (-math.inf if self.negative_slope > 0 else 0.0, math.inf)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -313,8 +281,8 @@ class PReLU(Activation):
 
     def __init__(self, num_parameters: int = 1, init: float = 0.25, inplace: bool = False):
         super().__init__(inplace)  # F.prelu has no in-place form; the flag is accepted and ignored
-        self.num_parameters = _positive_int("num_parameters", num_parameters)
-        self.init = _number("init", init)
+        self.num_parameters = check_int(num_parameters, "num_parameters")
+        self.init = check_number(init, "init")
         self.weight = nn.Parameter(torch.full((num_parameters,), self.init))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -357,7 +325,7 @@ class ELU(Activation):
 
     def __init__(self, alpha: float = 1.0, inplace: bool = False):
         super().__init__(inplace)
-        self.alpha = _positive("alpha", alpha)
+        self.alpha = check_number(alpha, "alpha", 0, lo_open=True)
         self.output_range = (-self.alpha, math.inf)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -405,7 +373,7 @@ class GELU(Activation):
 
     def __init__(self, approximate: str = "none", inplace: bool = False):
         super().__init__(inplace)  # F.gelu has no in-place form; the flag is accepted and ignored
-        self.approximate = _choice("approximate", approximate, ("none", "tanh"))
+        self.approximate = check_choice(approximate, "approximate", ("none", "tanh"))
 
     def forward(self, x: Tensor) -> Tensor:
         return F.gelu(x, approximate=self.approximate)

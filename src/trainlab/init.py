@@ -27,13 +27,10 @@ from trainlab.activations import (
     Identity,
     LeakyReLU,
     PReLU,
-    _choice,
-    _number,
-    _positive,
-    _positive_int,
     _spec,
     make_activation,
 )
+from trainlab.checks import check_choice, check_int, check_number
 from trainlab.errors import RegistryError, TrainlabError
 from trainlab.registry import Registry
 
@@ -93,12 +90,10 @@ def gain(activation: str | Activation | None = None, convention: str = "exact") 
     ``RegistryError``.
     """
     act = _as_activation(activation)
-    if convention == "exact":
+    if check_choice(convention, "gain convention", ("exact", "pytorch")) == "exact":
         # f of a column: per-channel PReLU slopes broadcast across it, and are averaged.
         second_moment = normal_expectation(lambda z: np.mean(act.f(z[:, None]) ** 2, axis=1))
         return 1.0 / math.sqrt(second_moment)
-    if convention != "pytorch":
-        raise RegistryError(f"gain convention must be 'exact' or 'pytorch', got {convention!r}")
     if isinstance(act, LeakyReLU):
         return nn.init.calculate_gain("leaky_relu", act.negative_slope)
     if isinstance(act, PReLU) and act.num_parameters == 1:
@@ -199,7 +194,7 @@ def _zeros() -> InitScheme:
 @INITS.register("constant")
 def _constant(value: float) -> InitScheme:
     """All weights ``value``: symmetric like zeros, a demonstration of why that fails."""
-    value = _number("value", value)
+    value = check_number(value, "value")
     return InitScheme(_spec("constant", (value, None)), f"w = {value:g}", _fill(value))
 
 
@@ -207,14 +202,14 @@ def _constant(value: float) -> InitScheme:
 def _normal(std: float = 0.01) -> InitScheme:
     """``w ~ N(0, std^2)``; 0.01 is the small-random-numbers recipe under which deep nets'
     activations collapse toward zero (cs231n; Glorot & Bengio 2010, Fig. 3)."""
-    std = _positive("std", std)
+    std = check_number(std, "std", 0, lo_open=True)
     return _random(_spec("normal", (std, 0.01)), f"N(0, {std:g}^2)", lambda *_: std)
 
 
 @INITS.register("uniform")
 def _uniform(a: float = 0.01) -> InitScheme:
     """``w ~ U(-a, a)`` (std a / sqrt(3))."""
-    a = _positive("a", a)
+    a = check_number(a, "a", 0, lo_open=True)
     std = a / math.sqrt(3.0)
     return _random(_spec("uniform", (a, 0.01)), f"U(-{a:g}, {a:g})", lambda *_: std, "uniform")
 
@@ -223,7 +218,7 @@ def _uniform(a: float = 0.01) -> InitScheme:
 def _xavier(distribution: str = "normal") -> InitScheme:
     """``std = 1 / sqrt(fan_in)``: Glorot & Bengio 2010 as taught (cs231n) and as Caffe's
     "xavier" filler has it. The paper's compromise of both fans is ``glorot_normal``."""
-    distribution = _choice("distribution", distribution, ("normal", "uniform"))
+    distribution = check_choice(distribution, "distribution", ("normal", "uniform"))
     spec = _spec("xavier", (distribution, "normal"))
     return _random(spec, "std = 1/sqrt(fan_in)", _lecun_std, distribution)
 
@@ -236,7 +231,7 @@ def _lecun_normal() -> InitScheme:
 
 
 def _glorot(name: str, gain: float, distribution: str) -> InitScheme:
-    g = _positive("gain", gain)
+    g = check_number(gain, "gain", 0, lo_open=True)
     rule = "std = " + ("" if g == 1.0 else f"{g:g} * ") + "sqrt(2/(fan_in+fan_out))"
 
     def std(fan_in, fan_out, activation):
@@ -268,9 +263,9 @@ def _kaiming(
     """``std = g / sqrt(fan)`` (He et al. 2015, Delving Deep into Rectifiers): ``fan_in`` keeps
     forward variances (eq. 10), ``fan_out`` backward ones (eq. 14). ``g = gain(activation,
     convention)``; without an activation, the one given to ``initialize`` (ReLU if none)."""
-    mode = _choice("mode", mode, ("fan_in", "fan_out"))
-    distribution = _choice("distribution", distribution, ("normal", "uniform"))
-    convention = _choice("convention", convention, ("exact", "pytorch"))
+    mode = check_choice(mode, "mode", ("fan_in", "fan_out"))
+    distribution = check_choice(distribution, "distribution", ("normal", "uniform"))
+    convention = check_choice(convention, "convention", ("exact", "pytorch"))
     if not isinstance(activation, str | None):
         raise ValueError(
             f"activation must be an activation spec such as 'relu', got {activation!r}"
@@ -291,7 +286,7 @@ def _kaiming(
 def _orthogonal(gain: float = 1.0) -> InitScheme:
     """A random orthogonal matrix times ``gain`` (Saxe, McClelland & Ganguli 2014): the weight,
     viewed as ``(out, in * prod(k))``, has every singular value equal to ``gain``."""
-    g = _positive("gain", gain)
+    g = check_number(gain, "gain", 0, lo_open=True)
     return InitScheme(_spec("orthogonal", (g, 1.0)), f"orthogonal * {g:g}", _orthogonal_apply(g))
 
 
@@ -300,8 +295,8 @@ def _lsuv(tol: float = 0.05, max_iter: int = 10) -> InitScheme:
     """Layer-sequential unit variance (Mishkin & Matas 2016, "All you need is a good init"):
     orthogonal weights, then each layer's weight divided by its output std on a data batch,
     in forward order, until ``|Var - 1| < tol``. Needs ``initialize(..., batch=x)``."""
-    tol = _positive("tol", tol)
-    max_iter = _positive_int("max_iter", max_iter)
+    tol = check_number(tol, "tol", 0, lo_open=True)
+    max_iter = check_int(max_iter, "max_iter")
     spec = _spec("lsuv", (tol, 0.05), (max_iter, 10))
     rule = "orthogonal, then w /= std(output) until Var = 1"
     return InitScheme(spec, rule, _orthogonal_apply(1.0), lsuv=(tol, max_iter))

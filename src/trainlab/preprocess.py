@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from trainlab.checks import check_int, check_number
 from trainlab.errors import DataError
 from trainlab.fileio import cache_dir, write_json, write_with
 from trainlab.registry import Registry, parse_spec
@@ -332,10 +333,8 @@ class FlatStatsAccumulator(_Accumulator):
     ``max_dim`` is refused (Fashion-MNIST's 784 and CIFAR's 3072 are within it)."""
 
     def __init__(self, max_dim: int = MAX_FLAT_DIM) -> None:
-        if not isinstance(max_dim, int) or max_dim < 1:
-            raise ValueError(f"max_dim: expected a positive integer, got {max_dim!r}")
         super().__init__()
-        self.max_dim = max_dim
+        self.max_dim = check_int(max_dim, "max_dim")
 
     def _check_shape(self, shape: tuple[int, ...]) -> None:
         if self._shape is None and math.prod(shape) > self.max_dim:
@@ -373,8 +372,7 @@ def _sorted_eigh(cov: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _stream(acc: _Accumulator, images: Tensor | np.ndarray, batch_size: int) -> Any:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    check_int(batch_size, "batch_size")
     images = _as_tensor(images)
     for start in range(0, images.shape[0], batch_size):
         acc.update(images[start : start + batch_size])
@@ -674,8 +672,7 @@ def _standardize(*, stats: DatasetStats | None = None, shape: Any = None) -> Nor
 def _whiten(kind: str) -> Callable[..., Normalizer]:
     def factory(eps: float = 1e-3, *, stats: FlatStats | None = None, shape: Any = None):
         # The argument first, so that a recipe check without data reports a bad eps.
-        if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < math.inf:
-            raise ValueError(f"eps: expected a positive finite number, got {eps!r}")
+        check_number(eps, "eps", 0, lo_open=True)
         return Whiten(_image_shape(f"{kind}_whiten", stats, shape, FlatStats), kind, eps, stats)
 
     return factory

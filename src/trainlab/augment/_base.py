@@ -123,12 +123,6 @@ def bernoulli(n: int, p: float, generator: torch.Generator, device: Any) -> Tens
     return rand(n, generator, device) < p
 
 
-def check_int(value: Any, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
 def check_size(size: Any, name: str = "size") -> tuple[int, int]:
     """Accept ``s`` or ``(h, w)`` positive ints; return ``(h, w)``."""
     if isinstance(size, int) and not isinstance(size, bool):

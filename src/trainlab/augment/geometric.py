@@ -19,13 +19,12 @@ from trainlab.augment._base import (
     Augmentation,
     Params,
     bernoulli,
-    check_int,
     check_size,
     from_work,
     rand,
     to_work,
 )
-from trainlab.checks import check_probability
+from trainlab.checks import check_choice, check_int, check_number, check_probability
 
 Maps = tuple[Tensor, Tensor]  # rows (B, H_out), cols (B, W_out); long, -1 = zero
 
@@ -98,8 +97,7 @@ class PadCrop(IndexAugmentation):
 
     def __init__(self, pad: int = 4, mode: str = "zero"):
         check_int(pad, "pad", 0)
-        if mode not in ("zero", "reflect", "replicate"):
-            raise ValueError(f"mode must be 'zero', 'reflect' or 'replicate', got {mode!r}")
+        check_choice(mode, "mode", ("zero", "reflect", "replicate"))
         self.pad, self.mode = pad, mode
         self.zero_fill = mode == "zero"
 
@@ -301,11 +299,10 @@ class RandomResizedCrop(_BoxAugmentation):
     ):
         super().__init__(size)
         for name, pair in (("scale", scale), ("ratio", ratio)):
-            numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)
-            if not (len(pair) == 2 and numbers and 0 < pair[0] <= pair[1] < math.inf):
-                raise ValueError(
-                    f"{name} must be finite (low, high), 0 < low <= high, got {pair!r}"
-                )
+            if len(pair) != 2:
+                raise ValueError(f"{name} must be a pair (low, high), got {pair!r}")
+            low = check_number(pair[0], f"{name} low", 0, lo_open=True)
+            check_number(pair[1], f"{name} high", low)
         check_int(tries, "tries")
         self.scale = (float(scale[0]), float(scale[1]))
         self.ratio = (float(ratio[0]), float(ratio[1]))

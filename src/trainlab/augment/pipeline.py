@@ -204,7 +204,7 @@ def _build(spec: str | Augmentation, stats: Any) -> tuple[Augmentation, float]:
         kwargs["eigvals"], kwargs["eigvecs"] = eigen_from_stats(stats)
     try:
         op = factory(*args, **kwargs)
-        p = check_probability(p)
+        p = check_probability(p, "probability p")
     except (TypeError, ValueError) as exc:
         raise RegistryError(f"bad arguments for augmentation {spec!r}: {exc}") from exc
     return op, p

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from trainlab.augment._base import check_images, check_int, check_size
+from trainlab.augment._base import check_images, check_size
 from trainlab.augment.geometric import center_crop, five_crop, ten_crop
+from trainlab.checks import check_choice, check_flag, check_int
 
 
 class TTA(nn.Module):
@@ -30,16 +31,13 @@ class TTA(nn.Module):
         max_batch: int | None = None,
     ):
         super().__init__()
-        if crops not in (None, 1, 5, 10):
-            raise ValueError(f"crops must be None, 1, 5 or 10, got {crops!r}")
+        check_choice(crops, "crops", (None, 1, 5, 10))
         if crops in (5, 10) and crop_size is None:
             raise ValueError(f"crops={crops} needs crop_size")
-        if average not in ("logits", "probs"):
-            raise ValueError(f"average must be 'logits' or 'probs', got {average!r}")
+        check_choice(average, "average", ("logits", "probs"))
         if max_batch is not None:
             check_int(max_batch, "max_batch")
-        if not isinstance(flips, bool):
-            raise ValueError(f"flips must be True or False, got {flips!r}")
+        check_flag(flips, "flips")
         self.model = model
         self.flips, self.crops, self.average, self.max_batch = flips, crops, average, max_batch
         self.crop_size = None if crop_size is None else check_size(crop_size, "crop_size")

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from trainlab.activations import Activation, ActivationInfo, activation_info
+from trainlab.checks import check_int, check_number
 
 # Every 50th step costs about 1% of the default recipe's training time (docs/benchmarks.md);
 # a window of 200 steps then holds 4 sampled batches.
@@ -356,11 +357,10 @@ class Diagnostics:
         bins: int = HIST_BINS,
         sat_eps: float = SAT_EPS,
     ):
-        _check_int("every", every)
-        _check_int("window", window)
-        _check_int("bins", bins, lo=2)
-        if not (isinstance(sat_eps, (int, float)) and 0 < sat_eps < 1):
-            raise ValueError(f"Diagnostics: sat_eps must be in (0, 1), got {sat_eps!r}")
+        check_int(every, "Diagnostics: every")
+        check_int(window, "Diagnostics: window")
+        check_int(bins, "Diagnostics: bins", 2)
+        check_number(sat_eps, "Diagnostics: sat_eps", 0, 1, lo_open=True, hi_open=True)
         if not isinstance(model, nn.Module):
             raise ValueError(f"Diagnostics: model must be an nn.Module, got {type(model).__name__}")
         self.model, self.every, self.window = model, every, window
@@ -615,8 +615,3 @@ class Diagnostics:
             )
             for j, w in enumerate(self.weights)
         ]
-
-
-def _check_int(name: str, value: Any, lo: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ValueError(f"Diagnostics: {name} must be an int >= {lo}, got {value!r}")

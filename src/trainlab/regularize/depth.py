@@ -12,13 +12,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from trainlab.checks import check_choice, check_flag, check_int, check_number
 from trainlab.errors import RegistryError
-from trainlab.regularize.smoothing import check_choice, check_flag, check_int, check_number
 from trainlab.seeding import RandomModule, Seed
 
 
 def _check_survival(name: str, value: float) -> float:
-    return check_number(value, f"{name} (a survival probability)", 0.0, 1.0, open_low=True)
+    return check_number(value, f"{name} (a survival probability)", 0.0, 1.0, lo_open=True)
 
 
 def linear_decay(l: int, L: int, p_L: float) -> float:
@@ -27,8 +27,7 @@ def linear_decay(l: int, L: int, p_L: float) -> float:
     Huang et al. 2016, eq. 4: ``p_0 = 1`` (the input is never dropped); the paper's ``p_L = 0.5``.
     """
     check_int(L, "L (number of blocks)")
-    if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l <= L:
-        raise RegistryError(f"block index l must be an integer in [0, {L}], got {l!r}")
+    check_int(l, "block index l", 0, L)
     return 1.0 - l / L * (1.0 - _check_survival("p_L", p_L))
 
 

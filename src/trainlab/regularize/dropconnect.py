@@ -28,10 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainlab.checks import check_probability
+from trainlab.checks import check_choice, check_int, check_probability
 from trainlab.errors import RegistryError
 from trainlab.registry import Registry
-from trainlab.regularize.smoothing import check_choice, check_int
 from trainlab.seeding import RandomModule, Seed, derive_seed
 
 Activation = nn.Module | Callable[[torch.Tensor], torch.Tensor]

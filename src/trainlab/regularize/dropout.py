@@ -15,10 +15,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from trainlab.checks import check_probability
+from trainlab.checks import check_choice, check_flag, check_int, check_probability
 from trainlab.errors import RegistryError
 from trainlab.registry import Registry
-from trainlab.regularize.smoothing import check_choice, check_flag, check_int
 from trainlab.seeding import RandomModule, Seed, reseed_all  # noqa: F401 (train.py imports it here)
 
 

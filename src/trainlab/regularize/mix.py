@@ -23,16 +23,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from trainlab.checks import check_probability
+from trainlab.checks import check_choice, check_flag, check_int, check_number, check_probability
 from trainlab.errors import RegistryError
 from trainlab.registry import Registry
-from trainlab.regularize.smoothing import (
-    as_soft_targets,
-    check_choice,
-    check_flag,
-    check_int,
-    check_number,
-)
+from trainlab.regularize.smoothing import as_soft_targets
 
 _CANDIDATES = 16
 
@@ -75,7 +69,7 @@ def _log_gamma(shape: float, n: int, generator: torch.Generator) -> Tensor:
 
 
 def _check_alpha(name: str, value: float) -> float:
-    return check_number(value, name, 0.0, open_low=True)
+    return check_number(value, name, 0.0, lo_open=True)
 
 
 def sample_gamma(shape: float, n: int, generator: torch.Generator) -> Tensor:

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from trainlab.checks import check_flag, check_number
 from trainlab.registry import Registry
-from trainlab.regularize.smoothing import check_flag, check_number
 
 _WEIGHT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd, nn.Bilinear)
 

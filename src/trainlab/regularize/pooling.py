@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
+from trainlab.checks import check_flag, check_int, check_number
 from trainlab.errors import RegistryError
 from trainlab.registry import Registry
-from trainlab.regularize.smoothing import check_flag, check_int, check_number
 from trainlab.seeding import RandomModule, Seed, derive_seed
 
 
@@ -122,7 +122,7 @@ class FractionalMaxPool2d(RandomModule):
         else:
             pair = _pair(math.sqrt(2) if ratio is None else ratio, "ratio")
             self.ratio = tuple(
-                check_number(r, "ratio", 1.0, 2.0, open_low=True, open_high=True) for r in pair
+                check_number(r, "ratio", 1.0, 2.0, lo_open=True, hi_open=True) for r in pair
             )
         self.test_samples = check_int(test_samples, "test_samples", 0)
         self.pseudo_random = check_flag(pseudo_random, "pseudo_random")

@@ -1,5 +1,4 @@
-"""Label smoothing, the soft-target cross-entropy that mixes and smoothing share, and the
-argument checks every regularizer uses.
+"""Label smoothing and the soft-target cross-entropy that mixes and smoothing share.
 
 Label smoothing (Szegedy et al. 2016, "Rethinking the Inception Architecture", sec. 7) trains
 against ``(1 - eps) * onehot(y) + eps / K``, so the logits are not pushed to infinite confidence.
@@ -9,56 +8,13 @@ Every target here is float (B, K) with rows summing to 1: the engine has one los
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainlab.errors import RegistryError
+from trainlab.checks import check_choice, check_int, check_number
 
 _REDUCTIONS = ("mean", "sum", "none")
-
-
-def check_number(
-    value: Any,
-    name: str,
-    low: float = -math.inf,
-    high: float = math.inf,
-    *,
-    open_low: bool = False,
-    open_high: bool = False,
-) -> float:
-    """``value`` as a float if it is a finite real number in [low, high] (ends open if asked)."""
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not (
-        number
-        and math.isfinite(value)
-        and (value > low if open_low else value >= low)
-        and (value < high if open_high else value <= high)
-    ):
-        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-        raise RegistryError(f"{name} must be in {interval}, got {value!r}")
-    return float(value)
-
-
-def check_int(value: Any, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise RegistryError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def check_flag(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise RegistryError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise RegistryError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
 
 
 def as_soft_targets(y: Tensor, num_classes: int) -> Tensor:
@@ -84,7 +40,7 @@ def as_soft_targets(y: Tensor, num_classes: int) -> Tensor:
 def smooth_targets(y: Tensor, num_classes: int, eps: float) -> Tensor:
     """``(1 - eps) * t + eps / K`` with ``t = onehot(y)`` (or ``y`` when already soft); Szegedy
     et al. 2016, sec. 7. ``eps = 0`` returns the targets unchanged."""
-    eps = check_number(eps, "label smoothing eps", 0.0, 1.0, open_high=True)
+    eps = check_number(eps, "label smoothing eps", 0.0, 1.0, hi_open=True)
     t = as_soft_targets(y, num_classes)
     return t if eps == 0 else t * (1.0 - eps) + eps / num_classes
 
@@ -117,7 +73,7 @@ class LabelSmoothingCrossEntropy(nn.Module):
 
     def __init__(self, eps: float = 0.1, reduction: str = "mean"):
         super().__init__()
-        self.eps = check_number(eps, "label smoothing eps", 0.0, 1.0, open_high=True)
+        self.eps = check_number(eps, "label smoothing eps", 0.0, 1.0, hi_open=True)
         self.reduction = check_choice(reduction, "reduction", _REDUCTIONS)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
