@@ -39,22 +39,6 @@ def sha256_of(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
 
 
-def check_arrays(
-    arrays: dict[str, np.ndarray], expected: dict[str, str], where: str
-) -> dict[str, str]:
-    """Hash every array; a digest that differs from ``expected`` is an error naming ``where``."""
-    digests = {}
-    for name in ARRAY_NAMES:
-        digests[name] = sha256_of(arrays[name])
-        want = expected.get(name)
-        if want is not None and digests[name] != want:
-            raise DataError(
-                f"{where}: {name} has sha256 {digests[name][:16]}..., expected {want[:16]}... "
-                "(a damaged or different copy)"
-            )
-    return digests
-
-
 def write_arrays(
     folder: str | os.PathLike[str],
     arrays: dict[str, np.ndarray],
@@ -66,26 +50,20 @@ def write_arrays(
 ) -> Path:
     """Verify ``arrays`` against ``expected`` and write them as ``folder``, atomically.
 
-    Images are (N, H, W, C) uint8 and labels (N,) integers below ``len(classes)``. The folder is
-    assembled as a hidden sibling and renamed into place; an existing folder is replaced only
-    once the new one is complete.
+    Images are (N, H, W, C) uint8 and labels (N,) integers below ``len(classes)``, as the
+    readers that produce them have checked; labels are stored as uint8. The folder is assembled
+    as a hidden sibling and renamed into place; an existing folder is replaced only once the new
+    one is complete.
     """
     folder = Path(folder)
-    arrays = {key: np.ascontiguousarray(arrays[key]) for key in ARRAY_NAMES}
-    for split in ("train", "test"):
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if images.dtype != np.uint8 or images.ndim != 4 or labels.shape != images.shape[:1]:
+    arrays = {key: np.ascontiguousarray(arrays[key], dtype=np.uint8) for key in ARRAY_NAMES}
+    digests = {key: sha256_of(arrays[key]) for key in ARRAY_NAMES}
+    for key, want in (expected or {}).items():
+        if digests[key] != want:
             raise DataError(
-                f"{name}: {split} images must be uint8 (N, H, W, C) with N labels, got "
-                f"{images.dtype} {images.shape} and labels {labels.shape}"
+                f"{name} from {source}: {key} has sha256 {digests[key][:16]}..., expected "
+                f"{want[:16]}... (a damaged or different copy)"
             )
-        if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
-            raise DataError(
-                f"{name}: {split} labels span {labels.min()}..{labels.max()}, "
-                f"expected 0..{len(classes) - 1}"
-            )
-        arrays[f"{split}_labels"] = labels.astype(np.uint8)
-    digests = check_arrays(arrays, expected or {}, f"{name} from {source}")
     manifest = {
         "name": name,
         "classes": list(classes),
@@ -99,22 +77,15 @@ def write_arrays(
         for key in ARRAY_NAMES:
             np.save(staging / f"{key}.npy", arrays[key], allow_pickle=False)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _replace_folder(staging, folder)
+        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        if folder.exists():  # moved aside, so the name is never empty for long, then removed
+            os.replace(folder, old)
+        os.replace(staging, folder)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder
-
-
-def _replace_folder(staging: Path, folder: Path) -> None:
-    """Rename ``staging`` to ``folder``; an old ``folder`` is moved aside first, then removed."""
-    if folder.exists():
-        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-        os.replace(folder, old)
-        os.replace(staging, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, folder)
 
 
 def is_array_folder(folder: Path) -> bool:

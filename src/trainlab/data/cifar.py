@@ -9,16 +9,16 @@ rebuilt and refuses everything else before it is called.
 
 from __future__ import annotations
 
-import lzma
 import os
 import pickle
 import tarfile
-import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from trainlab.data.imagefolder import TAR_ERRORS, tar_fault
 from trainlab.errors import DataError, summary
 
 try:  # numpy >= 2 keeps the implementation in numpy._core
@@ -37,8 +37,12 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR100_DIR = "cifar-100-python"
-CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 IMAGE_BYTES = 3 * 32 * 32
+# Each release's folder, train batches, test batch, meta file, label key and class-names key.
+Layout = tuple[str, tuple[str, ...], str, str, str, str]
+CIFAR10: Layout = (CIFAR10_DIR, tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
+                   "batches.meta", "labels", "label_names")  # fmt: skip
+CIFAR100: Layout = (CIFAR100_DIR, ("train",), "test", "meta", "fine_labels", "fine_label_names")
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -126,15 +130,12 @@ def read_cifar_archive(path: str | os.PathLike[str], hundred: bool = False) -> d
     Returns the same dict as :func:`read_cifar10_folder`.
     """
     path = Path(path)
-    folder, train_names, test_name, meta, label_key, names_key = (
-        (CIFAR100_DIR, ("train",), "test", "meta", "fine_labels", "fine_label_names")
-        if hundred
-        else (CIFAR10_DIR, CIFAR10_TRAIN, "test_batch", "batches.meta", "labels", "label_names")
-    )
+    layout = CIFAR100 if hundred else CIFAR10
+    folder = layout[0]
     try:
         with tarfile.open(path, "r:*") as archive:
 
-            def member(name: str) -> dict[str, Any]:
+            def member(name: str) -> tuple[dict[str, Any], str]:
                 where = f"{path}:{folder}/{name}"
                 try:
                     handle = archive.extractfile(f"{folder}/{name}")
@@ -142,68 +143,51 @@ def read_cifar_archive(path: str | os.PathLike[str], hundred: bool = False) -> d
                     handle = None
                 if handle is None:
                     raise DataError(f"{path}: no regular file {folder}/{name} in the archive")
-                return _unpickle(handle, where)
+                return _unpickle(handle, where), where
 
-            def batch(name: str):
-                return _batch_arrays(member(name), f"{path}:{folder}/{name}", label_key)
-
-            train = [batch(name) for name in train_names]
-            test_x, test_y = batch(test_name)
-            meta_dict = member(meta)
-    except (
-        tarfile.TarError,
-        OSError,
-        EOFError,
-        zlib.error,
-        lzma.LZMAError,
-        ValueError,
-        MemoryError,
-    ) as exc:
-        cause = summary(exc)
-        if isinstance(exc, tarfile.ReadError) and "could not be opened" in str(exc):
-            cause = "not a tar archive (plain, gzip, bzip2 or xz compressed)"
-        raise DataError(f"{path}: not a readable CIFAR archive: {cause}") from exc
-    classes = _class_names(meta_dict, names_key, f"{path}:{folder}/{meta}")
-    return _assemble(train, test_x, test_y, classes, path)
+            return _read_release(layout, member, path)
+    except TAR_ERRORS as exc:
+        raise DataError(f"{path}: not a readable CIFAR archive: {tar_fault(exc)}") from exc
 
 
 def read_cifar10_folder(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """``cifar-10-batches-py``: data_batch_1..5 (train), test_batch, batches.meta."""
-    folder = Path(folder)
-    train = [read_cifar_batch(folder / name, "labels") for name in CIFAR10_TRAIN]
-    test_x, test_y = read_cifar_batch(folder / "test_batch", "labels")
-    classes = _names(folder / "batches.meta", "label_names")
-    return _assemble(train, test_x, test_y, classes, folder)
+    return _read_folder(Path(folder), CIFAR10)
 
 
 def read_cifar100_folder(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """``cifar-100-python``: train, test, meta; the 100 fine labels."""
-    folder = Path(folder)
-    train = [read_cifar_batch(folder / "train", "fine_labels")]
-    test_x, test_y = read_cifar_batch(folder / "test", "fine_labels")
-    classes = _names(folder / "meta", "fine_label_names")
-    return _assemble(train, test_x, test_y, classes, folder)
+    return _read_folder(Path(folder), CIFAR100)
 
 
-def _assemble(train, test_x, test_y, classes, folder: Path) -> dict[str, Any]:
+def _read_folder(folder: Path, layout: Layout) -> dict[str, Any]:
+    return _read_release(
+        layout, lambda name: (read_cifar_pickle(folder / name), str(folder / name)), folder
+    )
+
+
+def _read_release(
+    layout: Layout, load: Callable[[str], tuple[dict[str, Any], str]], source: Path
+) -> dict[str, Any]:
+    """Train and test arrays and class names; ``load(name)`` gives a file's dict and its name."""
+    _, train_names, test_name, meta, label_key, names_key = layout
+    train = [_batch_arrays(*load(name), label_key) for name in train_names]
+    test_x, test_y = _batch_arrays(*load(test_name), label_key)
+    classes = _class_names(*load(meta), names_key)
     train_x = np.concatenate([x for x, _ in train])
     train_y = np.concatenate([y for _, y in train])
     for split, labels in (("train", train_y), ("test", test_y)):
         if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
             raise DataError(
-                f"CIFAR folder {folder}: {split} labels span {labels.min()}..{labels.max()} "
+                f"CIFAR folder {source}: {split} labels span {labels.min()}..{labels.max()} "
                 f"but there are {len(classes)} class names"
             )
     return {"train": (train_x, train_y), "test": (test_x, test_y), "classes": classes}
 
 
-def _names(path: Path, key: str) -> list[str]:
-    return _class_names(read_cifar_pickle(path), key, f"CIFAR meta file {path}")
-
-
-def _class_names(meta: dict[str, Any], key: str, where: str) -> list[str]:
+def _class_names(meta: dict[str, Any], where: str, key: str) -> list[str]:
     if key not in meta:
-        raise DataError(f"{where} has no {key!r} entry; keys: {_keys(meta)}")
+        raise DataError(f"CIFAR file {where} has no {key!r} entry; keys: {_keys(meta)}")
     names = meta[key]
     if not isinstance(names, list | tuple) or not all(isinstance(n, bytes | str) for n in names):
         raise DataError(f"{where}: {key!r} must be a list of class names")

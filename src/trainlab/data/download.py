@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import socket
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -43,22 +41,19 @@ def download(
     digest: tuple[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     retries: int = RETRIES,
-    progress: bool | None = None,
 ) -> Path:
     """Fetch ``url`` to ``target``; ``digest`` is ``(algorithm, hex)``, e.g. ``("md5", "c58f...")``.
 
     A dropped connection is resumed from the bytes already received (``Range: bytes=N-``) up to
     ``retries`` times; a server that ignores ``Range`` is read again from the start. The bytes
     live in ``<target>.part`` until they are complete and verified; on failure that file is
-    removed. ``progress`` defaults to a bar only when stderr is a terminal.
+    removed. A progress bar shows only where stderr is a terminal.
     """
     target = Path(target)
     part = target.with_name(target.name + ".part")
     target.parent.mkdir(parents=True, exist_ok=True)
-    if progress is None:
-        progress = sys.stderr.isatty()
     try:
-        _fetch(url, part, timeout, retries, progress)
+        _fetch(url, part, timeout, retries)
         if digest is not None:
             algorithm, want = digest
             got = file_digest(part, algorithm)
@@ -71,10 +66,13 @@ def download(
     return target
 
 
-def _fetch(url: str, part: Path, timeout: float, retries: int, progress: bool) -> None:
+def _fetch(url: str, part: Path, timeout: float, retries: int) -> None:
+    from tqdm import tqdm
+
     part.unlink(missing_ok=True)
     total: int | None = None
-    bar = None
+    # disable=None: no bar where stderr is not a terminal
+    bar = tqdm(total=None, unit="B", unit_scale=True, desc=part.stem, disable=None)
     attempt = 0
     try:
         while True:
@@ -88,19 +86,11 @@ def _fetch(url: str, part: Path, timeout: float, retries: int, progress: bool) -
                         have = 0
                     if total is None:
                         length = response.headers.get("Content-Length")
-                        total = int(length) + have if length is not None else None
-                        if progress and bar is None:
-                            from tqdm import tqdm
-
-                            bar = tqdm(  # disable=None: no bar where stderr is not a terminal
-                                total=total, unit="B", unit_scale=True, desc=part.stem,
-                                disable=None,
-                            )  # fmt: skip
+                        total = bar.total = int(length) + have if length is not None else None
                     with open(part, "ab" if have else "wb") as out:
                         while block := response.read(CHUNK):
                             out.write(block)
-                            if bar is not None:
-                                bar.update(len(block))
+                            bar.update(len(block))
                 size = part.stat().st_size
                 if total is not None and size < total:
                     raise http.client.IncompleteRead(b"", total - size)
@@ -116,12 +106,11 @@ def _fetch(url: str, part: Path, timeout: float, retries: int, progress: bool) -
             except urllib.error.URLError as exc:
                 raise DownloadError(f"{url}: {_cause(exc.reason, timeout)}") from None
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 def _cause(exc: object, timeout: float) -> str:
-    if isinstance(exc, TimeoutError | socket.timeout):
+    if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
         return f"no data for {timeout:g} s (timed out)"
     if isinstance(exc, http.client.IncompleteRead):
         return "the connection closed before the whole file arrived"

