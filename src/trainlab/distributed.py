@@ -7,23 +7,12 @@ group (NCCL when the run is on CUDA, gloo on CPUs) and wraps the model in
 (Li et al. 2020, "PyTorch Distributed: Experiences on Accelerating Data Parallel Training").
 Without ``WORLD_SIZE`` (or with 1) there is no process group at all: the single-process path.
 
-What makes a recipe mean the same thing at any world size:
-
-- **Data order**: every rank draws the same global permutation from ``(seed, epoch)``, exactly
-  the one :class:`~trainlab.data.DeviceLoader` draws; global batch ``k`` is
-  ``perm[k*B:(k+1)*B]`` and rank ``r`` takes its contiguous part of it (:func:`shard_bounds`).
-  At the start of each epoch a rank copies to its device only the samples it will see.
-- **Augmentation**: the pipeline's per-image parameters are drawn for the whole *global* batch
-  from the ``(seed, epoch)`` stream on every rank (small tensors), and each rank applies its
-  rows of them (:func:`slice_params`) to its images: the same draws as one process makes.
-- **Loss and gradient**: rank ``r`` with ``n_r`` of the batch's ``B`` samples weights its mean
-  loss by ``n_r * W / B``; DDP's average over ``W`` ranks then gives the gradient of the global
-  batch's mean loss, ``(1/W) sum_r (n_r W / B) mean_r = (1/B) sum_i loss_i``.
-
-What depends on the world size (documented in docs/distributed.md): mixing partners (mixup and
-cutmix pair images within a rank's part of the batch) and dropout-style masks, both drawn from
-per-rank streams seeded from ``(seed, epoch, rank)``; batch-norm statistics, per rank unless
-``train.sync_batchnorm`` is set.
+Every rank draws the same global permutation and augmentation parameters from ``(seed, epoch)``
+and takes its contiguous part of each global batch (:class:`ShardedLoader`). Rank ``r`` with
+``n_r`` of a batch's ``B`` samples weights its mean loss by ``n_r * W / B``, so DDP's average over
+``W`` ranks is the gradient of the global batch's mean loss,
+``(1/W) sum_r (n_r W / B) mean_r = (1/B) sum_i loss_i``. What still depends on the world size
+(mixing partners, dropout masks, batch-norm statistics) is listed in docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -31,12 +20,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
-import inspect
 import os
 import socket
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -79,7 +67,7 @@ SINGLE = DistContext()
 
 def _env_int(name: str, default: int, lo: int) -> int:
     raw = os.environ.get(name)
-    if raw is None or raw == "":
+    if not raw:
         return default
     try:
         value = int(raw)
@@ -139,35 +127,6 @@ def rank_device(spec: str, ctx: DistContext) -> torch.device | None:
     return torch.device("cuda", ctx.local_rank)
 
 
-def init_distributed(device_spec: str) -> tuple[DistContext, torch.device | None]:
-    """Join the process group torchrun's environment describes; single process without one.
-
-    The backend follows the device: NCCL for CUDA, gloo for the CPU. If the caller already
-    initialised a process group, it is used as it is.
-    """
-    if dist.is_available() and dist.is_initialized():
-        ctx = DistContext(
-            dist.get_rank(),
-            dist.get_world_size(),
-            _env_int("LOCAL_RANK", 0, 0),
-            dist.get_backend(),
-        )
-        return ctx, rank_device(device_spec, ctx)
-    ctx = env_context()
-    if not ctx.distributed:
-        return ctx, None
-    device = rank_device(device_spec, ctx)
-    assert device is not None
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(device)
-        # a rank whose peer died or hangs raises after the timeout instead of waiting forever
-        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
-    kwargs: dict[str, Any] = {"device_id": device} if backend == "nccl" else {}
-    dist.init_process_group(backend, timeout=timeout(), **kwargs)
-    return DistContext(ctx.rank, ctx.world_size, ctx.local_rank, backend), device
-
-
 @contextlib.contextmanager
 def distributed_run(device_spec: str) -> Iterator[tuple[DistContext, torch.device | None]]:
     """Initialise (if torchrun asks for it), run, and tear down; a failing rank says who it is.
@@ -175,9 +134,26 @@ def distributed_run(device_spec: str) -> Iterator[tuple[DistContext, torch.devic
     The failure is printed with the rank and host, and recorded in torchrun's error file so that
     torchrun's summary names it too; torchrun then stops the other ranks. A rank that hangs
     instead makes the others' collectives fail after the timeout (:func:`timeout`).
+
+    The backend follows the device: NCCL for CUDA, gloo for the CPU. A process group the caller
+    already initialised is used as it is, and left for the caller to tear down.
     """
     created = not (dist.is_available() and dist.is_initialized())
-    ctx, device = init_distributed(device_spec)
+    if created:
+        ctx = env_context()
+    else:
+        local_rank = _env_int("LOCAL_RANK", 0, 0)
+        ctx = DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend())
+    device = rank_device(device_spec, ctx)
+    if created and ctx.distributed:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            # a rank whose peer died or hangs raises after the timeout instead of waiting forever
+            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+            dist.init_process_group("nccl", timeout=timeout(), device_id=device)
+        else:
+            dist.init_process_group("gloo", timeout=timeout())
+        ctx = replace(ctx, backend=dist.get_backend())
     try:
         yield ctx, device
         if created and ctx.distributed:
@@ -201,10 +177,9 @@ def distributed_run(device_spec: str) -> Iterator[tuple[DistContext, torch.devic
 def report_failure(ctx: DistContext, exc: BaseException) -> None:
     """One line on stderr naming this rank, its host and the error (with a hint for timeouts
     and vanished peers), and the same in torchrun's error file for its summary."""
-    where = f"rank {ctx.rank} of {ctx.world_size} (local rank {ctx.local_rank} on "
-    where += f"{socket.gethostname()})"
-    text = str(exc)
-    hint = ""
+    host = socket.gethostname()
+    where = f"rank {ctx.rank} of {ctx.world_size} (local rank {ctx.local_rank} on {host})"
+    text, hint = str(exc), ""
     if "timed out" in text.lower():
         hint = (
             f" [no answer from another rank within ${TIMEOUT_ENV} = "
@@ -212,9 +187,8 @@ def report_failure(ctx: DistContext, exc: BaseException) -> None:
         )
     elif "connection closed" in text.lower() or "connection reset" in text.lower():
         hint = " [a peer rank's process ended: see its own message]"
-    print(
-        f"trainlab: {where} failed: {type(exc).__name__}: {text}{hint}", file=sys.stderr, flush=True
-    )
+    line = f"trainlab: {where} failed: {type(exc).__name__}: {text}{hint}"
+    print(line, file=sys.stderr, flush=True)
     if isinstance(exc, Exception):
         with contextlib.suppress(Exception):  # the error file is a courtesy to torchrun
             from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
@@ -229,8 +203,7 @@ def report_failure(ctx: DistContext, exc: BaseException) -> None:
 def all_reduce_(tensor: torch.Tensor, ctx: DistContext, op: str = "sum") -> torch.Tensor:
     """Reduce ``tensor`` in place over the ranks (``sum``, ``max`` or ``min``) and return it."""
     if ctx.distributed:
-        ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
-        dist.all_reduce(tensor, op=ops[op])
+        dist.all_reduce(tensor, op=getattr(dist.ReduceOp, op.upper()))
     return tensor
 
 
@@ -238,34 +211,21 @@ def reduce_stats_(
     stats: dict[str, torch.Tensor], ctx: DistContext, max_keys: Sequence[str] = ()
 ) -> dict[str, torch.Tensor]:
     """Combine per-rank accumulators in place: sums (counts, sums of x and x^2, histograms)
-    are summed, the entries named in ``max_keys`` take the maximum over the ranks.
-
-    For statistics such as diagnostics' per-layer accumulators, reduced once when reported
-    rather than on every step; means and variances computed from the reduced sums are those of
-    all ranks' samples together.
+    are summed, the entries named in ``max_keys`` take the maximum over the ranks; means and
+    variances computed from the reduced sums are those of all ranks' samples together.
     """
     for key, value in stats.items():
         all_reduce_(value, ctx, "max" if key in max_keys else "sum")
     return stats
 
 
-def _earliest_(first_bad: torch.Tensor, ctx: DistContext) -> None:
-    """The earliest non-negative step over the ranks (-1 where no rank saw one), in place."""
-    never = torch.iinfo(torch.int64).max
-    steps = torch.where(first_bad < 0, never, first_bad)
-    all_reduce_(steps, ctx, "min")
-    first_bad.copy_(torch.where(steps == never, -1, steps))
-
-
 def reduce_diagnostics_(diag: Any, ctx: DistContext) -> None:
     """Combine a :class:`~trainlab.diagnostics.Diagnostics` over the ranks before its report.
 
-    Each rank's activation statistics saw only its part of every sampled batch: counts, sums,
-    sums of squares, zeros, saturation counts and histograms are summed, maxima maximised, and
-    the first non-finite step is the earliest on any rank, so the report describes the whole
-    global batch. Gradient norms and update ratios are read after DDP's all-reduce and are the
-    same on every rank already. Every rank samples the same steps, so the windows line up.
-    Call once, just before ``diag.report()``, on every rank.
+    Each rank's activation statistics saw only its part of every sampled batch; reduced, the
+    report describes whole global batches. Gradient norms and update ratios are read after DDP's
+    all-reduce and are the same on every rank already. Call once, just before
+    ``diag.report()``, on every rank (they all sample the same steps).
     """
     if not ctx.distributed:
         return
@@ -273,8 +233,10 @@ def reduce_diagnostics_(diag: Any, ctx: DistContext) -> None:
     for probe in diag.probes:
         for row in probe.history:
             reduce_stats_(row, ctx, max_keys=[k for k in row if "max" in k])
-        if probe.first_bad is not None:
-            _earliest_(probe.first_bad, ctx)
+        if probe.first_bad is not None:  # the earliest step over the ranks, -1 where none
+            never = torch.iinfo(torch.int64).max
+            steps = all_reduce_(probe.first_bad.where(probe.first_bad >= 0, never), ctx, "min")
+            probe.first_bad.copy_(steps.where(steps < never, -1))
     if diag._input_acc:
         reduce_stats_(diag._input_acc, ctx)
 
@@ -301,9 +263,7 @@ def average_buffers(model: nn.Module, ctx: DistContext) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
             for buffer in (module.running_mean, module.running_var):
-                if buffer is not None:
-                    dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-                    buffer.div_(ctx.world_size)
+                all_reduce_(buffer, ctx).div_(ctx.world_size)
 
 
 def wrap_model(
@@ -327,10 +287,7 @@ def wrap_model(
             )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
-    # newer PyTorch renamed the switch; both mean: no buffer broadcast before each forward
-    params = inspect.signature(DistributedDataParallel).parameters
-    sync = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
-    return DistributedDataParallel(model, device_ids=ids, **{sync: False})
+    return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,8 +304,6 @@ def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
 
 def check_batch_split(num_samples: int, batch_size: int, world_size: int) -> None:
     """Every global batch must give every rank at least one sample (DDP needs all ranks to step)."""
-    if world_size == 1:
-        return
     last = num_samples % batch_size or batch_size
     if min(batch_size, num_samples, last) < world_size:
         raise RecipeError(
@@ -360,18 +315,14 @@ def check_batch_split(num_samples: int, batch_size: int, world_size: int) -> Non
 
 def slice_params(params: Sequence[dict[str, torch.Tensor]], start: int, stop: int, batch: int):
     """Rows ``start:stop`` of a pipeline's per-image parameters drawn for ``batch`` images."""
-    out = []
     for op_params in params:
-        sliced = {}
         for key, value in op_params.items():
             if value.dim() == 0 or value.shape[0] != batch:
                 raise ValueError(
                     f"slice_params: parameter {key!r} of shape {tuple(value.shape)} is not "
                     f"per image for a batch of {batch}"
                 )
-            sliced[key] = value[start:stop]
-        out.append(sliced)
-    return out
+    return [{key: value[start:stop] for key, value in op_params.items()} for op_params in params]
 
 
 class ShardedLoader:
@@ -397,12 +348,6 @@ class ShardedLoader:
         device: torch.device | str = "cpu",
         transform: Any = None,
     ):
-        if transform is not None and not (
-            hasattr(transform, "sample_params") and hasattr(transform, "apply")
-        ):
-            raise ValueError(
-                f"ShardedLoader: transform must have sample_params and apply, got {transform!r}"
-            )
         if not 0 <= rank < world_size:
             raise ValueError(f"ShardedLoader: rank must be in 0..{world_size - 1}, got {rank}")
         check_batch_split(len(images), batch_size, world_size)
@@ -434,11 +379,7 @@ class ShardedLoader:
         self.local_labels = self.labels.index_select(0, index).to(self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = None
-        if self.transform is not None:
-            generator = make_generator(
-                self.seed, "loader-transform", self.epoch, device=self.device
-            )
+        generator = make_generator(self.seed, "loader-transform", self.epoch, device=self.device)
         at = 0
         for b in range(len(self)):
             size, lo, hi = self._bounds(b)

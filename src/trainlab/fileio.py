@@ -36,11 +36,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
-    except OSError as exc:  # no space, a file-size limit: the previous file stays whole
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # no space, a file-size limit: the previous file stays whole
+            raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
         raise
 
 
@@ -86,16 +85,16 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
         raise OutputError(f"cannot create the run folder {folder}: {exc.strerror or exc}") from exc
     lock = folder / LOCK
     owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-    with atomic_path(folder / f"{LOCK}.{os.getpid()}") as mine:
-        mine.write_text(json.dumps(owner))
+    mine = folder / f"{LOCK}.{os.getpid()}"
+    write_text(mine, json.dumps(owner))
     try:
         while True:
             try:
-                os.link(folder / f"{LOCK}.{os.getpid()}", lock)
+                os.link(mine, lock)
                 break
             except FileExistsError:
-                held = _lock_owner(lock)
-                if held is not None and _alive(held):
+                held = _live_owner(lock)
+                if held is not None:
                     since = time.strftime("%Y-%m-%d %H:%M", time.localtime(held.get("since", 0)))
                     raise OutputError(
                         f"{folder} is in use by process {held['pid']} on {held['host']} (since "
@@ -103,7 +102,7 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
                     ) from None
                 lock.unlink(missing_ok=True)  # stale: its process is gone
     finally:
-        (folder / f"{LOCK}.{os.getpid()}").unlink(missing_ok=True)
+        mine.unlink(missing_ok=True)
     try:
         yield lock
     finally:
@@ -112,26 +111,23 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
             folder.rmdir()
 
 
-def _lock_owner(lock: Path) -> dict[str, Any] | None:
+def _live_owner(lock: Path) -> dict[str, Any] | None:
+    """The lock's owner, or None when the lock is stale: its process is gone from this host, or
+    the file is unreadable or half-written by someone else's tool."""
     try:
         held = json.loads(lock.read_text())
-        return (
-            held if isinstance(held.get("pid"), int) and isinstance(held.get("host"), str) else None
-        )
+        if not (isinstance(held.get("pid"), int) and isinstance(held.get("host"), str)):
+            return None
     except (OSError, ValueError, AttributeError):
-        return None  # unreadable or half-written by someone else's tool: treated as stale
-
-
-def _alive(owner: dict[str, Any]) -> bool:
-    if owner["host"] != socket.gethostname():
-        return True  # another machine's process cannot be checked from here
-    try:
-        os.kill(owner["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, under another user
-    return True
+        return None
+    if held["host"] == socket.gethostname():  # another machine's process cannot be checked
+        try:
+            os.kill(held["pid"], 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # it exists, under another user
+    return held
 
 
 def _jsonable(obj: Any) -> Any:
@@ -144,10 +140,9 @@ def _jsonable(obj: Any) -> Any:
 
 def cache_dir() -> Path:
     """Where decoded data sets and statistics are cached: $TRAINLAB_CACHE or ~/.cache/trainlab."""
-    root = (
+    path = Path(
         os.environ.get("TRAINLAB_CACHE")
         or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trainlab"
     )
-    path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -30,17 +30,15 @@ def parse_spec(spec: str) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         raise RegistryError(
             f"expected a technique name such as 'relu' or 'leaky_relu(0.1)', got {spec!r}"
         )
-    text = spec.strip()
+    unreadable = f"cannot read {spec!r}: expected 'name' or 'name(arg, key=value)'"
     try:
-        tree = ast.parse(text, mode="eval").body
+        tree = ast.parse(spec.strip(), mode="eval").body
     except SyntaxError as exc:
-        raise RegistryError(
-            f"cannot read {spec!r}: expected 'name' or 'name(arg, key=value)'"
-        ) from exc
+        raise RegistryError(unreadable) from exc
     if isinstance(tree, ast.Name):
         return tree.id, (), {}
     if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name)):
-        raise RegistryError(f"cannot read {spec!r}: expected 'name' or 'name(arg, key=value)'")
+        raise RegistryError(unreadable)
 
     def literal(node: ast.expr) -> Any:
         if isinstance(node, ast.Name):  # bare word: kaiming(fan_in)
@@ -102,8 +100,9 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}{hint}; valid names: {', '.join(self.names())}"
             ) from None
 
-    def create(self, spec: str, **overrides: Any) -> T:
-        """Build the technique a spec names; ``overrides`` are extra keyword arguments."""
+    def validate(self, spec: str, **overrides: Any) -> tuple[Callable[..., T], tuple, dict]:
+        """Check a spec's name and argument binding without building anything; returns the
+        factory and the arguments it would be called with (``overrides`` added)."""
         name, args, kwargs = parse_spec(spec)
         factory = self.get(name)
         kwargs = {**kwargs, **overrides}
@@ -111,16 +110,12 @@ class Registry(Generic[T]):
             inspect.signature(factory).bind(*args, **kwargs)
         except TypeError as exc:
             raise RegistryError(f"bad arguments for {self.kind} {spec!r}: {exc}") from None
+        return factory, args, kwargs
+
+    def create(self, spec: str, **overrides: Any) -> T:
+        """Build the technique a spec names; ``overrides`` are extra keyword arguments."""
+        factory, args, kwargs = self.validate(spec, **overrides)
         try:
             return factory(*args, **kwargs)
         except (ValueError, TypeError) as exc:
             raise RegistryError(f"bad arguments for {self.kind} {spec!r}: {exc}") from exc
-
-    def validate(self, spec: str) -> None:
-        """Check a spec's name and argument binding without building anything."""
-        name, args, kwargs = parse_spec(spec)
-        factory = self.get(name)
-        try:
-            inspect.signature(factory).bind(*args, **kwargs)
-        except TypeError as exc:
-            raise RegistryError(f"bad arguments for {self.kind} {spec!r}: {exc}") from None

@@ -59,15 +59,8 @@ def confusion_figure(confusion: torch.Tensor, classes: Sequence[str]):
         ax.set_yticks(range(k), classes, fontsize=8)
         for i in range(k):
             for j in range(k):
-                ax.text(
-                    j,
-                    i,
-                    int(counts[i, j]),
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black",
-                )
+                color = "white" if rates[i, j] > 0.5 else "black"
+                ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7, color=color)
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (test)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.tight_layout()
@@ -79,6 +72,11 @@ def _png_bytes(fig) -> bytes:
     fig.savefig(buf, format="png", dpi=110)
     _pyplot().close(fig)
     return buf.getvalue()
+
+
+def _embedded(name: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode()
+    return f'<figure><img alt="{name}" src="data:image/png;base64,{data}"></figure>'
 
 
 def write_report(
@@ -102,29 +100,21 @@ def write_report(
 
     final = summary.get("final", {})
     tested = [m["test_acc"] for m in metrics if "test_acc" in m]  # eval_every may skip epochs
+    images_per_s = [m["images_per_s"] for m in metrics]
     facts = [
-        (
-            "data set",
-            f"{recipe.data.name} ({summary.get('train_images')} train, "
-            f"{summary.get('test_images')} test images)",
-        ),
+        ("data set", f"{recipe.data.name} ({summary.get('train_images')} train, "
+                     f"{summary.get('test_images')} test images)"),
         ("model", f"{recipe.model.kind}, {summary.get('parameters', 0):,} parameters"),
         ("epochs", str(final.get("epoch", 0))),
         ("final test accuracy", f"{100 * final.get('test_acc', float('nan')):.2f}%"),
         ("final test loss", f"{final.get('test_loss', float('nan')):.4f}"),
         ("final train accuracy", f"{100 * final.get('train_acc', float('nan')):.2f}%"),
-        (
-            "best test accuracy",
-            f"{100 * max(tested, default=float('nan')):.2f}%",
-        ),
+        ("best test accuracy", f"{100 * max(tested, default=float('nan')):.2f}%"),
         ("device", str(summary.get("device"))),
-        (
-            "total time",
-            f"{summary.get('total_seconds', 0):.1f} s "
-            f"(data loading {summary.get('data_seconds', 0):.1f} s)",
-        ),
-        ("throughput", f"{_mean(m['images_per_s'] for m in metrics):,.0f} training images/s"),
-    ]
+        ("total time", f"{summary.get('total_seconds', 0):.1f} s "
+                       f"(data loading {summary.get('data_seconds', 0):.1f} s)"),
+        ("throughput", f"{sum(images_per_s) / max(len(images_per_s), 1):,.0f} training images/s"),
+    ]  # fmt: skip
     if "val_acc" in final:
         facts.insert(4, ("final validation accuracy", f"{100 * final['val_acc']:.2f}%"))
     recipe_text = recipe.to_toml()
@@ -137,17 +127,16 @@ def write_report(
     md += ["| " + " | ".join(_cell(m.get(h)) for h in header) + " |" for m in metrics]
     diag_html = ""
     if diagnosis is not None:
-        md += ["", *_diagnostics_section(diagnosis)]
-        diag_html = _diagnostics_html(out, diagnosis)
+        from trainlab.diagnostics import diagnostics_markdown
+
+        md += ["", diagnostics_markdown(*diagnosis), ""]
+        md += ["Details: [diagnostics.html](diagnostics.html)"]
+        diag_html = _diagnostics_html(out, diagnosis[1])
     md += ["", "## Recipe", "", "```toml", recipe_text.rstrip(), "```", ""]
     write_text(out / "report.md", "\n".join(md))
 
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
-    imgs = "".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,'
-        f'{base64.b64encode(data).decode()}"></figure>'
-        for name, data in figures.items()
-    )
+    imgs = "".join(_embedded(name, png) for name, png in figures.items())
     epoch_rows = "".join(
         "<tr>" + "".join(f"<td>{_cell(m.get(h))}</td>" for h in header) + "</tr>" for m in metrics
     )
@@ -174,37 +163,18 @@ pre {{ background: #f5f5f5; padding: 1em; overflow-x: auto; }}
     write_text(out / "report.html", page)
 
 
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else 0.0
-
-
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
 
 
-def _diagnostics_section(diagnosis: tuple[Any, list[Any]]) -> list[str]:
-    from trainlab.diagnostics import diagnostics_markdown
-
-    report, found = diagnosis
-    return [
-        diagnostics_markdown(report, found),
-        "",
-        "Details: [diagnostics.html](diagnostics.html)",
-    ]
-
-
-def _diagnostics_html(out: Path, diagnosis: tuple[Any, list[Any]]) -> str:
+def _diagnostics_html(out: Path, found: list[Any]) -> str:
     """Findings as sentences, and the diagnostics figures that write_diagnostics saved."""
-    _, found = diagnosis
     items = "".join(f"<li>{html.escape(f.sentence())}</li>" for f in found)
     body = f"<ul>{items}</ul>" if found else "<p>No findings: nothing unhealthy was seen.</p>"
     figs = "".join(
-        f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
-        f'{base64.b64encode(p.read_bytes()).decode()}"></figure>'
-        for p in sorted((out / "figures").glob("diag_*.png"))
+        _embedded(p.stem, p.read_bytes()) for p in sorted((out / "figures").glob("diag_*.png"))
     )
     return (
         f'<h2>Diagnostics</h2>{body}{figs}<p>Details: <a href="diagnostics.html">'

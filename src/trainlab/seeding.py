@@ -68,20 +68,19 @@ def make_generator(
 
     Each purpose gets its own generator, so adding a draw to one stream never shifts another.
     """
-    generator = torch.Generator(device=device if device is not None else "cpu")
-    generator.manual_seed(derive_seed(seed, *keys))
-    return generator
+    return torch.Generator(device=device or "cpu").manual_seed(derive_seed(seed, *keys))
 
 
 def as_seed(seed: Seed) -> int:
     """An int seed as it is; a key path ``(seed, *keys)`` folded by :func:`derive_seed`."""
+    bad = RegistryError(f"seed must be an int or a tuple of ints, got {seed!r}")
     if isinstance(seed, tuple) and seed:
         try:
             return derive_seed(*seed)
         except TypeError as exc:
-            raise RegistryError(f"seed must be an int or a tuple of ints, got {seed!r}") from exc
+            raise bad from exc
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise RegistryError(f"seed must be an int or a tuple of ints, got {seed!r}")
+        raise bad
     return seed
 
 
@@ -125,13 +124,9 @@ class RandomModule(nn.Module):
     def generator_for(self, device: torch.device | str) -> torch.Generator:
         """The generator for ``device``; created from ``seed`` on first use."""
         key = _device_key(device)
-        generator = self._generators.get(key)
-        if generator is None:
-            kind, index = key
-            generator = torch.Generator(device=torch.device(kind, index))
-            generator.manual_seed(self.seed)
-            self._generators[key] = generator
-        return generator
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(torch.device(*key)).manual_seed(self.seed)
+        return self._generators[key]
 
     def reseed(self, seed: Seed) -> None:
         """Restart every stream of this module from ``seed`` (caller-owned generators too)."""
@@ -154,8 +149,7 @@ def reseed_all(model: nn.Module, seed: Seed) -> int:
     so two dropout layers never share masks. Returns how many modules were reseeded.
     """
     base = as_seed(seed)
-    count = 0
-    for index, (_, module) in enumerate(random_modules(model)):
+    modules = [module for _, module in random_modules(model)]
+    for index, module in enumerate(modules):
         module.reseed(derive_seed(base, index))
-        count += 1
-    return count
+    return len(modules)

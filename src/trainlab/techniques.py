@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from trainlab.registry import Registry, parse_spec
+from trainlab.registry import parse_spec
 
 _REGISTRIES: dict[str, tuple[str, str]] = {
     "activation": ("trainlab.activations", "ACTIVATIONS"),
@@ -18,14 +18,7 @@ _REGISTRIES: dict[str, tuple[str, str]] = {
     "pool": ("trainlab.models", "POOLS"),
     "linear": ("trainlab.models", "LINEARS"),
     "penalty": ("trainlab.regularize.penalties", "PENALTIES"),
-    "mix": ("trainlab.regularize.mix", "MIXES"),
-    "augment": ("trainlab.augment", "AUGMENTATIONS"),
-}
-
-
-def registry_for(kind: str) -> Registry:
-    module, attr = _REGISTRIES[kind]
-    return getattr(importlib.import_module(module), attr)
+}  # augment and mix specs are checked by building them: see validate_technique
 
 
 def validate_technique(kind: str, spec: str) -> None:
@@ -43,9 +36,10 @@ def validate_technique(kind: str, spec: str) -> None:
     if kind == "mix":
         make_mix(spec, channel_mean=(0.0,))
         return
-    registry = registry_for(kind)
     if kind == "dropout" and spec == "none":
         return
+    module, attr = _REGISTRIES[kind]
+    registry = getattr(importlib.import_module(module), attr)
     if kind == "normalizer":  # a tiny placeholder shape: the arguments are what is checked
         registry.create(spec, shape=(1, 2, 2))
     else:  # every factory checks its arguments' meaning, and builds nothing heavy
