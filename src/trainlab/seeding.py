@@ -86,10 +86,9 @@ def as_seed(seed: Seed) -> int:
 
 def _device_key(device: torch.device | str) -> tuple[str, int | None]:
     device = torch.device(device)
-    index = device.index
-    if device.type == "cuda" and index is None:
-        index = torch.cuda.current_device()
-    return device.type, index
+    if device.type == "cuda" and device.index is None:
+        return "cuda", torch.cuda.current_device()
+    return device.type, device.index
 
 
 class RandomModule(nn.Module):
