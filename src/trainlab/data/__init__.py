@@ -9,8 +9,6 @@ device-resident loader.
 ((16, 1, 16, 16), torch.uint8)
 """
 
-# random_hflip, derive_seed and make_generator are re-exported from their homes:
-# trainlab.augment (the one flip) and trainlab.seeding (every random stream).
 from trainlab.augment.geometric import hflip as random_hflip
 from trainlab.data.cifar import read_cifar_pickle
 from trainlab.data.datasets import ImageDataset, dataset_names, load_dataset

@@ -327,9 +327,7 @@ def _parse_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
     if size is None:
         return None
     pair = (size, size) if isinstance(size, int) else tuple(size)
-    if len(pair) != 2 or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in pair
-    ):
+    if len(pair) != 2 or not all(type(s) is int and s > 0 for s in pair):  # bool is no size
         raise ValueError(f"read_image_folder: size must be a positive int or (H, W), got {size!r}")
     return pair
 
