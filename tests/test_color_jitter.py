@@ -242,6 +242,25 @@ def test_random_order_per_image_uint8_and_float():
         np.testing.assert_allclose(yf[i : i + 1].numpy(), ref, atol=1e-12)
 
 
+def test_grey_and_contrast_level_are_pillows():
+    from trainlab.augment.color import pillow_grey, pillow_mean
+
+    x = torch.randint(0, 256, (4, 3, 40, 50), generator=gen(5), dtype=torch.uint8)
+    x[0, :, :5] = 255  # the largest sum, exact in float32
+    grey = pillow_grey(x.float())
+    for i in range(4):
+        ref = np.asarray(Image.fromarray(x[i].permute(1, 2, 0).numpy()).convert("L"))
+        np.testing.assert_array_equal(grey[i, 0].numpy(), ref)
+    # int(mean + 0.5) with ties, on both sides of the float32 limit (2 S + n < 2^24)
+    for h, w in ((8, 8), (181, 181), (200, 200)):
+        levels = torch.randint(0, 256, (6, 1, h, w), generator=gen(h), dtype=torch.int32)
+        levels[0], levels[1] = 255, 0
+        levels[2] = 10
+        levels[2].view(-1)[: h * w // 2] = 11  # mean exactly 10.5 when h w is even
+        ref = [int(float(t.sum()) / (h * w) + 0.5) for t in levels]
+        assert pillow_mean(levels.float()).tolist() == ref
+
+
 def test_input_untouched_and_identity_factors_exact():
     for x in (synthetic_rgb(8), synthetic_rgb(8).float() / 255):
         before = x.clone()

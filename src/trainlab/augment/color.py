@@ -154,11 +154,18 @@ def pillow_grey(z: Tensor) -> Tensor:
 
 
 def pillow_mean(grey: Tensor) -> Tensor:
-    """Contrast's degenerate level per image, ``int(mean + 0.5)`` of the grey image, as (B,)."""
+    """Contrast's degenerate level per image, ``int(mean + 0.5)`` of the grey image, as (B,).
+
+    ``floor((2 S + n) / 2n)`` for the sum ``S`` of ``n`` levels: in float32 while ``2 S + n``
+    stays below 2^24 (then exact, and the quotient's rounding, under 2^-17, is smaller than its
+    distance 1/2n to the next integer), else in int64. No float64, which some devices lack.
+    """
     n = grey.shape[-1] * grey.shape[-2]
-    # a float32 sum of integer levels is exact while it stays below 2^24
-    total = grey.sum(dim=(1, 2, 3), dtype=torch.float32 if 255 * n < 2**24 else torch.float64)
-    return total.double().div_(n).add_(0.5).floor_().to(grey.dtype)
+    if 511 * n < 2**24:
+        total = grey.sum(dim=(1, 2, 3))
+        return total.mul_(2.0).add_(n).div_(2.0 * n).floor_()
+    total = grey.to(torch.int64).sum(dim=(1, 2, 3))
+    return torch.div(2 * total + n, 2 * n, rounding_mode="floor").to(grey.dtype)
 
 
 class AffineColor(Augmentation):
