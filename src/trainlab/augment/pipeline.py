@@ -11,12 +11,14 @@ the index runs; for colour runs up to the clamping noted in :mod:`trainlab.augme
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from trainlab.augment import color, geometric
 from trainlab.augment._base import (
     Augmentation,
     Params,
@@ -25,46 +27,28 @@ from trainlab.augment._base import (
     check_images,
     value_scale,
 )
-from trainlab.augment.color import (
-    ColorJitter,
-    PCALighting,
-    RandomGrayscale,
-    compose_affine,
-    eigen_from_stats,
-    finish_affine,
-)
-from trainlab.augment.geometric import (
-    CenterCrop,
-    HFlip,
-    PadCrop,
-    RandomResizedCrop,
-    ScaleAug,
-    VFlip,
-    compose_maps,
-    gather_maps,
-)
 from trainlab.checks import check_probability
 from trainlab.errors import RegistryError
 from trainlab.registry import Registry, parse_spec
 
 AUGMENTATIONS: Registry[Augmentation] = Registry("augmentation")
 
-AUGMENTATIONS.register("hflip")(HFlip)
-AUGMENTATIONS.register("vflip")(VFlip)
-AUGMENTATIONS.register("pad_crop")(PadCrop)
-AUGMENTATIONS.register("center_crop")(CenterCrop)
-AUGMENTATIONS.register("random_resized_crop")(RandomResizedCrop)
-AUGMENTATIONS.register("scale_aug")(ScaleAug)
-AUGMENTATIONS.register("jitter", "color_jitter")(ColorJitter)
-AUGMENTATIONS.register("grayscale", "greyscale")(RandomGrayscale)
-AUGMENTATIONS.register("pca_lighting")(PCALighting)
+AUGMENTATIONS.register("hflip")(geometric.HFlip)
+AUGMENTATIONS.register("vflip")(geometric.VFlip)
+AUGMENTATIONS.register("pad_crop")(geometric.PadCrop)
+AUGMENTATIONS.register("center_crop")(geometric.CenterCrop)
+AUGMENTATIONS.register("random_resized_crop")(geometric.RandomResizedCrop)
+AUGMENTATIONS.register("scale_aug")(geometric.ScaleAug)
+AUGMENTATIONS.register("jitter", "color_jitter")(color.ColorJitter)
+AUGMENTATIONS.register("grayscale", "greyscale")(color.RandomGrayscale)
+AUGMENTATIONS.register("pca_lighting")(color.PCALighting)
 
 
 def _one_jitter(name: str, default: float):
     """A factory for jitter of one property: ``"brightness(0.4)"`` is ``jitter(brightness=0.4)``."""
 
-    def factory(value: Any = default) -> ColorJitter:
-        return ColorJitter(**{name: value})
+    def factory(value: Any = default) -> color.ColorJitter:
+        return color.ColorJitter(**{name: value})
 
     return factory
 
@@ -139,41 +123,35 @@ class Pipeline:
             raise ValueError(
                 f"got parameters for {len(params)} operations, pipeline has {len(self.ops)}"
             )
-        i = 0
-        while i < len(self.ops):
-            j = i + 1
-            kind = self.ops[i].kind
-            if kind in ("index", "affine"):
-                while j < len(self.ops) and self.ops[j].kind == kind:
-                    j += 1
-            run = range(i, j)
+        for kind, group in itertools.groupby(range(len(self.ops)), lambda k: self.ops[k].kind):
+            run = list(group)
             if kind == "index":
                 x = self._gather_run(x, run, params)
             elif kind == "affine":
                 x = self._affine_run(x, run, params)
-            else:
-                x = self.ops[i].apply(x, params[i])
-            i = j
+            else:  # "pixel" operations do not fuse
+                for k in run:
+                    x = self.ops[k].apply(x, params[k])
         return x
 
-    def _gather_run(self, x: Tensor, run: range, params: Sequence[Params]) -> Tensor:
+    def _gather_run(self, x: Tensor, run: list[int], params: Sequence[Params]) -> Tensor:
         hw = tuple(x.shape[-2:])
         maps = None
         for k in run:
             step = self.ops[k].index_maps(params[k], hw)
-            maps = step if maps is None else compose_maps(maps, step)
+            maps = step if maps is None else geometric.compose_maps(maps, step)
             hw = (step[0].shape[1], step[1].shape[1])
         zero_fill = any(self.ops[k].zero_fill for k in run)
-        return gather_maps(x, maps, zero_fill)
+        return geometric.gather_maps(x, maps, zero_fill)
 
-    def _affine_run(self, x: Tensor, run: range, params: Sequence[Params]) -> Tensor:
+    def _affine_run(self, x: Tensor, run: list[int], params: Sequence[Params]) -> Tensor:
         white, means0 = value_scale(x), channel_means(x)
         affine = self.ops[run[0]].affine(params[run[0]], means0, white)
         for k in run[1:]:
             # channel means after the maps so far are affine in the input's means
             means = (affine[0] @ means0[..., None]).squeeze(-1) + affine[1]
-            affine = compose_affine(affine, self.ops[k].affine(params[k], means, white))
-        return finish_affine(x, affine, x)
+            affine = color.compose_affine(affine, self.ops[k].affine(params[k], means, white))
+        return color.finish_affine(x, affine, x)
 
     def __call__(
         self, x: Tensor, generator: torch.Generator, *, return_params: bool = False
@@ -201,7 +179,7 @@ def _build(spec: str | Augmentation, stats: Any) -> tuple[Augmentation, float]:
             raise RegistryError(
                 f"augmentation {spec!r} needs data set statistics: make_pipeline(..., stats=...)"
             )
-        kwargs["eigvals"], kwargs["eigvecs"] = eigen_from_stats(stats)
+        kwargs["eigvals"], kwargs["eigvecs"] = color.eigen_from_stats(stats)
     try:
         op = factory(*args, **kwargs)
         p = check_probability(p, "probability p")

@@ -98,8 +98,8 @@ def load_dataset(
     if not isinstance(name, str) or not name.strip():
         raise DataError(f"expected a data set name such as {DEFAULT_DATASET!r}, got {name!r}")
     name = name.strip()
-    if name.partition(":")[0] == "imagefolder":
-        return imagefolder(name.partition(":")[2])
+    if (path := _imagefolder_path(name)) is not None:
+        return imagefolder(path)
     if "(" not in name:  # plain names may hold '-', which the spec parser reads as minus
         return DATASETS.get(name)(data_dir=data_dir)
     return DATASETS.create(name, data_dir=data_dir)
@@ -109,10 +109,8 @@ def check_dataset_name(name: str) -> None:
     """Raise `DataError` unless ``name`` is a known data set, ``imagefolder:PATH`` with a path,
     or a ``synthetic(...)`` whose arguments are valid: a recipe's check, before anything loads."""
     name = name.strip()
-    if name.startswith("imagefolder:") and name.removeprefix("imagefolder:").strip():
+    if _imagefolder_path(name) is not None:
         return
-    if name in ("imagefolder", "imagefolder:"):
-        raise DataError(NEEDS_PATH)
     try:
         spec_name, args, kwargs = parse_spec(name) if "(" in name else (name, (), {})
         DATASETS.get(spec_name)
@@ -122,6 +120,16 @@ def check_dataset_name(name: str) -> None:
             raise ValueError(f"{spec_name} takes no arguments")
     except (ValueError, TypeError) as exc:
         raise DataError(str(exc)) from None
+
+
+def _imagefolder_path(name: str) -> str | None:
+    """The PATH of ``imagefolder:PATH`` (a DataError if there is none); None for other names."""
+    kind, _, path = name.partition(":")
+    if kind != "imagefolder":
+        return None
+    if not path:
+        raise DataError(NEEDS_PATH)
+    return path
 
 
 def dataset_names() -> list[str]:

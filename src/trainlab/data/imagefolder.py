@@ -183,12 +183,7 @@ def _assign_labels(
 ) -> tuple[list[str], list[_Entry]]:
     if not files:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {root}")
-    prefix = _wrapping_prefix(list(files))
-    by_split = _split_roots(root, prefix, list(files))
-    found = {
-        split: _class_folders(root, split_root, files, folders)
-        for split, split_root in by_split.items()
-    }
+    found = _layout(root, files, folders)
     if classes is None:  # the training split's folders name the classes
         classes = sorted(found["train" if "train" in found else next(iter(found))])
     class_names = list(classes)
@@ -208,54 +203,45 @@ def _assign_labels(
     return class_names, entries
 
 
-def _wrapping_prefix(paths: list[Parts]) -> Parts:
-    """Folders every image sits under that are neither split nor class folders."""
+def _layout(
+    root: Path, files: dict[Parts, Source], folders: set[Parts]
+) -> dict[str, dict[str, list[Parts]]]:
+    """Split -> class -> images. Folders that wrap every image and are neither split nor class
+    folders are skipped; without split folders, every image is in "train"."""
     prefix: Parts = ()
-    while True:
-        depth = len(prefix)
-        heads = {p[depth] for p in paths if len(p) > depth + 1}
-        deep_enough = all(len(p) >= depth + 3 for p in paths)
-        if len(heads) != 1 or not deep_enough or next(iter(heads)) in SPLIT_NAMES:
-            return prefix
-        prefix += (heads.pop(),)
-
-
-def _split_roots(root: Path, prefix: Parts, paths: list[Parts]) -> dict[str, Parts]:
-    top = {p[len(prefix)] for p in paths}
+    while all(len(p) >= len(prefix) + 3 for p in files):
+        heads = {p[len(prefix)] for p in files}
+        if len(heads) != 1 or heads & set(SPLIT_NAMES):
+            break
+        prefix += tuple(heads)
+    top = {p[len(prefix)] for p in files}
     splits = [s for s in SPLIT_NAMES if s in top]
-    if not splits:
-        return {"train": prefix}
     others = sorted(top - set(SPLIT_NAMES))
-    if others:
+    if splits and others:
         raise DataError(
             f"{root} mixes split folders {splits} with other entries {others}: expected only "
             f"split folders ({', '.join(SPLIT_NAMES)}) or only class folders"
         )
-    return {s: prefix + (s,) for s in splits}
-
-
-def _class_folders(
-    root: Path, split_root: Parts, files: dict[Parts, Source], folders: set[Parts]
-) -> dict[str, list[Parts]]:
-    depth = len(split_root)
-    class_files: dict[str, list[Parts]] = {}
-    for parts in files:
-        if parts[:depth] != split_root:
-            continue
-        if len(parts) == depth + 1:
+    found: dict[str, dict[str, list[Parts]]] = {}
+    for split, split_root in ({s: prefix + (s,) for s in splits} or {"train": prefix}).items():
+        depth = len(split_root)
+        class_files = found[split] = {}
+        for parts in files:
+            if parts[:depth] != split_root:
+                continue
+            if len(parts) == depth + 1:
+                raise DataError(
+                    f"image {'/'.join(parts)} in {root} is not inside a class folder: expected "
+                    f"{'/'.join(split_root + ('<class>', parts[-1]))}"
+                )
+            class_files.setdefault(parts[depth], []).append(parts)
+        under = [f for f in folders if len(f) == depth + 1 and f[:depth] == split_root]
+        empty = sorted(f for f in under if f[-1] not in class_files)
+        if empty:
             raise DataError(
-                f"image {'/'.join(parts)} in {root} is not inside a class folder: expected "
-                f"{'/'.join(split_root + ('<class>', parts[-1]))}"
+                f"empty class folder {'/'.join(empty[0])} in {root}: it holds no images"
             )
-        class_files.setdefault(parts[depth], []).append(parts)
-    for folder in sorted(folders):
-        if (
-            len(folder) == depth + 1
-            and folder[:depth] == split_root
-            and folder[-1] not in class_files
-        ):
-            raise DataError(f"empty class folder {'/'.join(folder)} in {root}: it holds no images")
-    return class_files
+    return found
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -289,7 +275,12 @@ def _decode_all(
             lambda chunk: [_decode_image(e.data, e.name, size) for e in chunk], chunks
         )
         arrays = [array for chunk in decoded for array in chunk]
-    _check_sizes(entries, arrays)
+    for entry, array in zip(entries, arrays, strict=True):
+        if array.shape[:2] != arrays[0].shape[:2]:
+            raise DataError(
+                f"image {entry.name} is {_hw(array.shape)} but {entries[0].name} is "
+                f"{_hw(arrays[0].shape)}: images must share one size, or pass size= to resize them"
+            )
     gray = all(a.ndim == 2 for a in arrays)
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split in dict.fromkeys(e.split for e in entries):
@@ -298,16 +289,6 @@ def _decode_all(
         labels = np.array([entries[i].label for i in index], dtype=np.int64)
         splits[split] = (images, labels)
     return splits
-
-
-def _check_sizes(entries: list[_Entry], arrays: list[np.ndarray]) -> None:
-    expected = arrays[0].shape[:2]
-    for entry, array in zip(entries, arrays, strict=True):
-        if array.shape[:2] != expected:
-            raise DataError(
-                f"image {entry.name} is {_hw(array.shape)} but {entries[0].name} is "
-                f"{_hw(expected)}: images must share one size, or pass size= to resize them"
-            )
 
 
 def _hw(shape: Iterable[int]) -> str:
