@@ -173,31 +173,6 @@ def centre_offsets(hw: tuple[int, int], size: tuple[int, int]) -> tuple[int, int
     return int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
 
 
-class CenterCrop(Augmentation):
-    """Deterministic centre crop to ``size`` (the single-view test-time crop); a view, no copy."""
-
-    def __init__(self, size: int | tuple[int, int]):
-        self.size = check_size(size)
-
-    def __repr__(self) -> str:
-        return f"CenterCrop({self.size})"
-
-    def sample_params(self, batch_shape, generator, device=None) -> Params:
-        return {}
-
-    def identity_params(self, batch_shape, device=None) -> Params:
-        if tuple(batch_shape[-2:]) != self.size:
-            raise ValueError(f"{self!r} changes the image size, so it cannot be skipped: use p=1")
-        return {}
-
-    def output_hw(self, hw):
-        return self.size
-
-    def apply(self, x: Tensor, params: Params) -> Tensor:
-        top, left = centre_offsets(x.shape[-2:], self.size)
-        return x[..., top : top + self.size[0], left : left + self.size[1]]
-
-
 def center_crop(x: Tensor, size: int | tuple[int, int]) -> Tensor:
     """The centred ``size`` crop of every image (a view, no copy)."""
     return CenterCrop(size).apply(x, {})
@@ -210,15 +185,9 @@ def five_crop(x: Tensor, size: int | tuple[int, int]) -> Tensor:
     """
     ch, cw = check_size(size)
     h, w = x.shape[-2:]
-    top, left = centre_offsets((h, w), (ch, cw))
-    views = [
-        x[..., :ch, :cw],
-        x[..., :ch, w - cw :],
-        x[..., h - ch :, :cw],
-        x[..., h - ch :, w - cw :],
-        x[..., top : top + ch, left : left + cw],
-    ]
-    return torch.stack(views)
+    centre = center_crop(x, (ch, cw))
+    return torch.stack([x[..., :ch, :cw], x[..., :ch, w - cw :], x[..., h - ch :, :cw],
+                        x[..., h - ch :, w - cw :], centre])  # fmt: skip
 
 
 def ten_crop(x: Tensor, size: int | tuple[int, int]) -> Tensor:
@@ -256,7 +225,7 @@ def resample_boxes(x: Tensor, boxes: Tensor, out_hw: tuple[int, int]) -> Tensor:
 
 
 class _BoxAugmentation(Augmentation):
-    """Crop a box per image and resample it to a fixed size."""
+    """Crop a box per image and resample it to a fixed ``size``."""
 
     kind = "pixel"
 
@@ -278,6 +247,20 @@ class _BoxAugmentation(Augmentation):
 
     def apply(self, x: Tensor, params: Params) -> Tensor:
         return resample_boxes(x, params["box"], self.size)
+
+
+class CenterCrop(_BoxAugmentation):
+    """Deterministic centre crop to ``size`` (the single-view test-time crop); a view, no copy."""
+
+    def __repr__(self) -> str:
+        return f"CenterCrop({self.size})"
+
+    def sample_params(self, batch_shape, generator, device=None) -> Params:
+        return {}
+
+    def apply(self, x: Tensor, params: Params) -> Tensor:
+        top, left = centre_offsets(x.shape[-2:], self.size)
+        return x[..., top : top + self.size[0], left : left + self.size[1]]
 
 
 class RandomResizedCrop(_BoxAugmentation):
@@ -380,7 +363,5 @@ class ScaleAug(_BoxAugmentation):
         box = torch.stack((top / s, left / s, self.crop / s, self.crop / s), dim=1)
         return {"box": box.float(), "side": side.long()}
 
-    skippable = False
-
-    def identity_params(self, batch_shape, device=None) -> Params:
-        raise ValueError(f"{self!r} rescales every image, so it cannot be skipped: use p=1")
+    skippable = False  # it rescales every image
+    identity_params = Augmentation.identity_params

@@ -55,18 +55,9 @@ _TORCH_ACTIVATIONS: dict[type[nn.Module], Any] = {
 }
 # Activation modules without a trainlab formula: statistics only, no dead/saturation rule.
 _OTHER_ACTIVATIONS = (
-    nn.ReLU6,
-    nn.Hardtanh,
-    nn.Softplus,
-    nn.Mish,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.CELU,
-    nn.RReLU,
-    nn.LogSigmoid,
-    nn.Softsign,
-    nn.Tanhshrink,
-)
+    nn.ReLU6, nn.Hardtanh, nn.Softplus, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.CELU, nn.RReLU,
+    nn.LogSigmoid, nn.Softsign, nn.Tanhshrink,
+)  # fmt: skip
 
 
 def activation_spec(module: nn.Module) -> str | None:
@@ -204,9 +195,7 @@ class _Probe:
         """One window's statistics on the host; NaN (empty histogram) if the layer did not run."""
         units, nan = self.units, math.nan
         if not acc:
-            row: dict[str, Any] = dict.fromkeys(_ELEMENTS + _UNIT_FRACTIONS, nan) | {
-                "hist": np.zeros(self.bins)
-            }
+            row = dict.fromkeys(_ELEMENTS + _UNIT_FRACTIONS, nan) | {"hist": np.zeros(self.bins)}
             return row | {k: np.full(units, nan) for k in _PER_UNIT}
         a = {k: v.cpu().numpy() for k, v in acc.items()}
         act = self.role == "activation"
@@ -410,16 +399,13 @@ class Diagnostics:
             dims = _unit_dims(x)
             s = x.sum(dim=dims, dtype=torch.float64).reshape(-1)
             ss = x.square().sum(dim=dims, dtype=torch.float64).reshape(-1)
-            if not self._input_acc:
-                n = torch.zeros((), dtype=torch.float64, device=x.device)
-                self._input_acc = {
-                    "n": n,
-                    "sum": torch.zeros_like(s),
-                    "sumsq": torch.zeros_like(ss),
-                }
-            self._input_acc["n"] += x.numel() // s.numel()
-            self._input_acc["sum"] += s
-            self._input_acc["sumsq"] += ss
+            acc = self._input_acc
+            if not acc:
+                acc["n"] = torch.zeros((), dtype=torch.float64, device=x.device)
+                acc["sum"], acc["sumsq"] = torch.zeros_like(s), torch.zeros_like(ss)
+            acc["n"] += x.numel() // s.numel()
+            acc["sum"] += s
+            acc["sumsq"] += ss
 
     def detach(self) -> None:
         """Remove every hook; the statistics gathered so far stay readable."""

@@ -73,18 +73,9 @@ class Finding:
 
 def findings(report: DiagnosticsReport) -> list[Finding]:
     """All findings, errors first, then in layer order."""
-    found: list[Finding] = []
-    for rule in (
-        _non_finite,
-        _dead,
-        _saturated,
-        _input_centred,
-        _output_centred,
-        _depth,
-        _vanishing,
-        _updates,
-    ):
-        found.extend(rule(report))
+    rules = (_non_finite, _dead, _saturated, _input_centred, _output_centred, _depth, _vanishing,
+             _updates)  # fmt: skip
+    found = [finding for rule in rules for finding in rule(report)]
     return sorted(found, key=lambda f: SEVERITIES.index(f.severity))
 
 
@@ -105,10 +96,6 @@ def _when(since: int | None) -> str:
 
 def _activation_layers(report: DiagnosticsReport) -> list[LayerSeries]:
     return [s for s in report.layers if s.role == "activation"]
-
-
-def _label(s: LayerSeries) -> str:
-    return f"{s.name} ({s.spec or s.type})"
 
 
 def _ranges(names: list[str]) -> str:
@@ -179,8 +166,8 @@ def _dead(report: DiagnosticsReport) -> list[Finding]:
                 "dead_units",
                 [s.name],
                 "warning",
-                f"{_label(s)}: {100 * frac:.0f}% of units dead{_when(since)} (never positive over "
-                f"a window of {report.window} steps)",
+                f"{s.name} ({s.spec or s.type}): {100 * frac:.0f}% of units dead{_when(since)} "
+                f"(never positive over a window of {report.window} steps)",
                 "lower the learning rate, or use Leaky ReLU or ELU; "
                 "check for a large negative bias",
                 since_step=since,
