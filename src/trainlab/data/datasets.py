@@ -78,8 +78,7 @@ class ImageDataset:
             if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
                 raise DataError(
                     f"data set {self.name!r} ({self.source}): {split} labels must be int64 "
-                    f"({len(images)},), "
-                    f"got {labels.dtype} {tuple(labels.shape)}"
+                    f"({len(images)},), got {labels.dtype} {tuple(labels.shape)}"
                 )
 
     @property

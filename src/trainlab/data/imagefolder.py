@@ -328,9 +328,8 @@ def _fingerprint(path: Path) -> list:
         dirnames.sort()
         for name in sorted(filenames):
             stat = os.stat(os.path.join(dirpath, name))
-            entries.append(
-                [os.path.relpath(os.path.join(dirpath, name), path), stat.st_size, stat.st_mtime_ns]
-            )
+            rel = os.path.relpath(os.path.join(dirpath, name), path)
+            entries.append([rel, stat.st_size, stat.st_mtime_ns])
     return entries
 
 

@@ -512,8 +512,7 @@ class Diagnostics:
     def report(self) -> DiagnosticsReport:
         """Copy the statistics to the host (this is where a GPU synchronises)."""
         self.snapshot()
-        starts = np.array([a for a, _ in self._window_bounds], dtype=np.int64)
-        ends = np.array([b for _, b in self._window_bounds], dtype=np.int64)
+        starts, ends = np.array(self._window_bounds, dtype=np.int64).reshape(-1, 2).T
         kinds = Counter(p.spec or p.type for p in self.probes if p.role == "activation")
         mean = std = None
         if self._input_acc:
