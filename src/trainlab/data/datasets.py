@@ -122,13 +122,11 @@ def check_dataset_name(name: str) -> None:
 
 
 def _imagefolder_path(name: str) -> str | None:
-    """The PATH of ``imagefolder:PATH`` (a DataError if there is none); None for other names."""
+    """The PATH of ``imagefolder:PATH`` (a DataError if empty); None for other names."""
     kind, _, path = name.partition(":")
-    if kind != "imagefolder":
-        return None
-    if not path:
+    if kind == "imagefolder" and not path:
         raise DataError(NEEDS_PATH)
-    return path
+    return path if kind == "imagefolder" else None
 
 
 def dataset_names() -> list[str]:
