@@ -246,17 +246,6 @@ def _cifar(
     raise _missing(name, looked, how)
 
 
-def _jpeg_archive_places(data_dir) -> list[Path]:
-    """The JPEG archive: data_dir and $TRAINLAB_DATA, then ../shared/data beside the checkout."""
-    candidates = [f / CIFAR10_JPEG_ARCHIVE for f in search_dirs("cifar10-jpeg", data_dir)]
-    candidates += [f / "cifar10-jpeg" for f in search_dirs("", data_dir)]
-    candidates += [
-        Path.cwd() / ".." / "shared" / "data" / CIFAR10_JPEG_ARCHIVE,
-        REPO_ROOT / ".." / "shared" / "data" / CIFAR10_JPEG_ARCHIVE,
-    ]
-    return list(dict.fromkeys(p.resolve() for p in candidates))
-
-
 @DATASETS.register("cifar10-jpeg")
 def cifar10_jpeg(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
     """CIFAR-10 re-encoded as JPEG (quality 75, 4:2:0 chroma): LOSSY, not CIFAR-10.
@@ -265,7 +254,14 @@ def cifar10_jpeg(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset
     encoding costs accuracy (2.75 points in a paired 4-epoch run of recipes/cifar10-fast.toml),
     so use it only where any CIFAR-like images will do: reader tests, augmentation pictures.
     """
-    candidates = _jpeg_archive_places(data_dir)
+    # data_dir and $TRAINLAB_DATA, then ../shared/data beside the checkout
+    candidates = [f / CIFAR10_JPEG_ARCHIVE for f in search_dirs("cifar10-jpeg", data_dir)]
+    candidates += [f / "cifar10-jpeg" for f in search_dirs("", data_dir)]
+    candidates += [
+        Path.cwd() / ".." / "shared" / "data" / CIFAR10_JPEG_ARCHIVE,
+        REPO_ROOT / ".." / "shared" / "data" / CIFAR10_JPEG_ARCHIVE,
+    ]
+    candidates = list(dict.fromkeys(p.resolve() for p in candidates))
     for path in candidates:
         if path.is_file() or (path / "train").is_dir():
             ds = _from_image_folder("cifar10-jpeg", path, require_test=True)

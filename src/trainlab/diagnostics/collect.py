@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from trainlab.activations import Activation, ActivationInfo, activation_info
+from trainlab.activations import Activation, activation_info
 from trainlab.checks import check_int, check_number
 
 # Every 50th step costs about 1% of the default recipe's training time (docs/benchmarks.md);
@@ -77,15 +77,6 @@ def _is_weighted(module: nn.Module) -> bool:
     return isinstance(weight, nn.Parameter) and weight.dim() >= 2 and not _is_activation(module)
 
 
-def _hist_range(info: ActivationInfo | None) -> tuple[float, float]:
-    """Bounded outputs (tanh, sigmoid) get their own range, so saturation shows at the edges."""
-    if info is not None:
-        lo, hi = info.output_range
-        if math.isfinite(lo) and math.isfinite(hi):
-            return float(lo), float(hi)
-    return -HIST_RANGE, HIST_RANGE
-
-
 def _unit_dims(x: Tensor) -> tuple[int, ...]:
     """The dimensions reduced per unit: all but dim 1 of (B, C, ...); dim 0 of a vector."""
     return tuple(d for d in range(x.dim()) if d != 1) if x.dim() >= 2 else (0,)
@@ -109,7 +100,10 @@ class _Probe:
         )
         self.monotone = self.info is not None and self.info.grad_from_output is not None
         self.bins, self.sat_eps = bins, sat_eps
-        self.lo, self.hi = _hist_range(self.info)
+        # Bounded outputs (tanh, sigmoid) get their own range, so saturation shows at the edges.
+        lo, hi = self.info.output_range if self.info is not None else (-math.inf, math.inf)
+        bounded = math.isfinite(lo) and math.isfinite(hi)
+        self.lo, self.hi = (float(lo), float(hi)) if bounded else (-HIST_RANGE, HIST_RANGE)
         self.units: int | None = None
         self.acc: dict[str, Tensor] = {}
         self.history: list[dict[str, Tensor]] = []  # one per window; {} if the layer did not run

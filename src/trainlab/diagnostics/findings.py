@@ -84,10 +84,8 @@ def _since(report: DiagnosticsReport, flagged: np.ndarray) -> int | None:
     """Start step of the run of flagged windows that reaches the last window."""
     if len(flagged) == 0 or not flagged[-1]:
         return None
-    i = len(flagged) - 1
-    while i > 0 and flagged[i - 1]:
-        i -= 1
-    return int(report.window_start[i])
+    clear = np.flatnonzero(~flagged)
+    return int(report.window_start[clear[-1] + 1 if len(clear) else 0])
 
 
 def _when(since: int | None) -> str:
