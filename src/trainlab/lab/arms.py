@@ -22,6 +22,19 @@ def training_overrides(epochs: int, seed: int) -> list[str]:
     ]
 
 
+def cnn_overrides(cfg: dict[str, Any], seed: int, *extra: str) -> list[str]:
+    """A small CNN on a CIFAR-10 subset (``cfg``'s ``train_images``, ``widths`` and ``epochs``),
+    then ``extra`` overrides and :func:`training_overrides`."""
+    return [
+        "data.name=cifar10",
+        f"data.subset={cfg['train_images']}",
+        "model.kind=cnn",
+        "model.head=avg",  # pinned: the results in docs/lab.md were measured with this head
+        f"model.widths={cfg['widths']}",
+        *extra,
+    ] + training_overrides(cfg["epochs"], seed)
+
+
 def fit_arms(
     base: Callable[[int], list[str]],
     arms: dict[str, list[str]],

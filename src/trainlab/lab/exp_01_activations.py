@@ -1,12 +1,7 @@
 """Experiment 1: every activation, its derivative, and what each costs to compute.
 
-The figure draws ``f`` and ``f'`` from trainlab's float64 reference formulas
-(``trainlab.activations.plot_activations``). The cost is the median wall time of the module's
-forward pass and of its backward pass (``dL/dx`` from a given ``dL/dy``) on one large float32
-tensor, the activations measured in interleaved rounds so that a change in machine load hits
-all of them alike. ReLU is ``max(0, x)``, one comparison per element; sigmoid, tanh, ELU, SELU,
-GELU and SiLU evaluate an exponential (or erf) per element (cs231n; Krizhevsky et al. 2012
-name the cheapness of ReLU as one reason for its speed).
+The figure draws ``f`` and ``f'`` from trainlab's float64 reference formulas; the costs are
+timed in interleaved rounds, so that a change in machine load hits every activation alike.
 """
 
 from __future__ import annotations
@@ -20,10 +15,11 @@ import torch
 from trainlab.activations import PLOT_SPECS, make_activation, plot_activations
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.figures import pyplot, save_figure
-from trainlab.lab.runs import generator, pick
+from trainlab.lab.runs import at_size, generator
 
 TIMED = tuple(s for s in PLOT_SPECS if s != "identity")
 EXP_BASED = ("sigmoid", "tanh", "elu", "selu", "gelu", "silu")
+SIZES = {"elements": (1 << 14, 1 << 20, 1 << 22), "rounds": (3, 15, 40)}  # smoke, quick, full
 
 
 def _time_once(fn) -> float:
@@ -91,8 +87,8 @@ def _figure(out: Path, timings, elements: int) -> str:
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:
-    elements = pick(size, smoke=1 << 14, quick=1 << 20, full=1 << 22)
-    rounds = pick(size, smoke=3, quick=15, full=40)
+    cfg = at_size(SIZES, size)
+    elements, rounds = cfg["elements"], cfg["rounds"]
     plot_activations(out / "activations.png")
     timings = _timings(elements, rounds, seed)
     relu = timings["relu"]
@@ -102,15 +98,12 @@ def run(out: Path, size: str, seed: int) -> Outcome:
         )
         for phase in ("forward", "backward")
     }
-    relative = {
-        s: {phase: timings[s][phase] / relu[phase] for phase in ("forward", "backward")}
-        for s in timings
-    }
+    relative = {s: {phase: t / relu[phase] for phase, t in ts.items()} for s, ts in timings.items()}
     figures = ["activations.png", _figure(out, timings, elements)]
     timing = {"median_seconds": timings, "relative_to_relu": relative}
     return conclude(
         checks,
-        {"elements": elements, "rounds": rounds, "timing": timing},
+        {**cfg, "timing": timing},
         figures,
         f"{elements:,} float32 values, {rounds} interleaved rounds, torch {torch.__version__} "
         f"with {torch.get_num_threads()} thread(s). Every number under 'timing' (and the "

@@ -6,11 +6,6 @@ a per-sample step can only move ``w`` towards the all-positive or the all-negati
 reaching an optimum in another orthant takes a zig-zag (cs231n; LeCun et al. 1998, "Efficient
 BackProp", sec. 4.3, which also shows that a non-zero input mean makes the Hessian
 ill-conditioned, slowing even full-batch descent).
-
-Part 1 counts, in a layer of 32 neurons fed 64 inputs, the neurons whose per-sample weight
-gradient has a single sign, for sigmoid outputs and for the same outputs centred. Part 2 runs
-per-sample SGD on a single two-weight neuron with optimum ``w* = (1, -1)`` and counts the steps
-to reach it, for the same two inputs.
 """
 
 from __future__ import annotations
@@ -22,10 +17,12 @@ from torch import Tensor
 
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.figures import pyplot, save_figure
-from trainlab.lab.runs import generator, pick
+from trainlab.lab.runs import at_size, generator
 
 W_STAR = torch.tensor([1.0, -1.0], dtype=torch.float64)
 TOLERANCE = 0.01  # converged: ||w - w*|| < 1% of ||w*||
+BUDGET = 5000  # SGD steps at most
+SIZES = {"samples": (64, 2048, 20000), "repeats": (4, 32, 200)}  # smoke, quick, full
 
 
 def _inputs(n: int, dim: int, gen: torch.Generator, spread: float = 1.0) -> dict[str, Tensor]:
@@ -85,23 +82,23 @@ def _same_sign_moves(path: Tensor) -> float:
     return float(((moves[:, 0] * moves[:, 1]) > 0)[moving].double().mean())
 
 
-def _toy(samples: int, repeats: int, budget: int, spread: float, seed: int) -> dict:
+def _toy(samples: int, repeats: int, spread: float, seed: int) -> dict:
     """Part 2 for one input spread: median steps to converge over ``repeats`` SGD runs (each a
     different sample order), the move statistics and the first run's path (for the figure)."""
     toy = _inputs(samples, 2, generator(seed, "not-zero-centred", "toy", str(spread)), spread)
     result = {}
     for kind, x in toy.items():
         runs = [
-            _sgd_path(x, budget, generator(seed, "not-zero-centred", "sgd", r))
+            _sgd_path(x, BUDGET, generator(seed, "not-zero-centred", "sgd", r))
             for r in range(repeats)
         ]
-        steps = torch.tensor([s or budget for _, s in runs], dtype=torch.float64)
+        steps = torch.tensor([s or BUDGET for _, s in runs], dtype=torch.float64)
         path, first_steps = runs[0]
         result[kind] = {
             "median_steps": float(steps.median()),
             "mean_steps": float(steps.mean()),
             "not_converged": sum(s is None for _, s in runs),
-            "same_sign_move_fraction": _same_sign_moves(path[: (first_steps or budget) + 1]),
+            "same_sign_move_fraction": _same_sign_moves(path[: (first_steps or BUDGET) + 1]),
             "input_mean": x.mean(0).tolist(),
             "path": path,
         }
@@ -149,11 +146,9 @@ def _figure(out: Path, paths: dict[str, Tensor], shown: int) -> str:
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:
-    samples = pick(size, smoke=64, quick=2048, full=20000)
-    repeats = pick(size, smoke=4, quick=32, full=200)
-    budget = 5000
+    samples, repeats = at_size(SIZES, size).values()
     signs = _sign_part(samples, seed)
-    toys = {spread: _toy(samples, repeats, budget, spread, seed) for spread in (1.0, 2.0)}
+    toys = {spread: _toy(samples, repeats, spread, seed) for spread in (1.0, 2.0)}
     main = toys[1.0]
     checks = {
         "per-sample gradients share a sign: 100% positive, < 5% centred": (
@@ -177,7 +172,7 @@ def run(out: Path, size: str, seed: int) -> Outcome:
         "gradient_signs": signs,
         "toy": {"sigmoid(z)": toys[1.0], "sigmoid(2z)": toys[2.0]},
         "toy_repeats": repeats,
-        "step_budget": budget,
+        "step_budget": BUDGET,
     }
     return conclude(
         checks,

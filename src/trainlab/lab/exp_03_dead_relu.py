@@ -6,13 +6,9 @@ and weights there (cs231n: "as much as 40% of your network can be dead" with a h
 rate). Leaky ReLU (Maas et al. 2013) keeps a slope of 0.01 for negative inputs and ELU (Clevert
 et al. 2016) one of ``exp(x)``, so the same unit still learns.
 
-"Dead" is defined the same way for every activation: the unit is *saturated* (its derivative
-below 0.02 of the function's peak slope, ``ActivationInfo.saturated``) on every probe input,
-so essentially no gradient reaches its weights. For ReLU that is "never positive"; Leaky ReLU
-never saturates by this rule (its negative slope, 0.01 of the peak, is a constant, not a
-vanishing derivative; ``trainlab.activations`` treats it as never saturating), and ELU is dead
-only where all of a unit's inputs are below ``ln 0.02 = -3.9``. The fraction of units that are
-never positive is reported for all three as well.
+The rule calls a unit dead when it is saturated on every probe input, the same test for every
+activation (``ActivationInfo.saturated``): Leaky ReLU's constant negative slope never counts as
+saturated, and ELU is dead only where all of a unit's inputs are below ``ln 0.02 = -3.9``.
 """
 
 from __future__ import annotations
@@ -27,11 +23,18 @@ from trainlab.activations import activation_info
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import image_subset
 from trainlab.lab.figures import pyplot, save_figure
-from trainlab.lab.runs import generator, initialized_mlp, outputs_of, pick, sgd_curve
+from trainlab.lab.runs import at_size, generator, initialized_mlp, outputs_of, sgd_curve
 
 ACTIVATIONS = ("relu", "leaky_relu(0.01)", "elu")
 MIN_DEAD = 0.05  # ReLU's dead fraction at the largest learning rate must reach this
 MOMENTUM = 0.9
+SIZES = {  # smoke, quick, full
+    "n": (512, 8192, 30000),
+    "hidden": (32, 128, 256),
+    "steps": (10, 150, 1000),
+    # 0.1 is the edge of stability here: at 0.3 all three activations diverged in a trial run
+    "lrs": ([0.01, 0.1], [0.003, 0.01, 0.03, 0.1], [0.001, 0.003, 0.01, 0.03, 0.1]),
+}
 
 
 def dead_fractions(spec: str, pre: list[Tensor]) -> dict[str, float]:
@@ -93,16 +96,7 @@ def _figure(out: Path, lrs: list[float], results) -> str:
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:
-    n = pick(size, smoke=512, quick=8192, full=30000)
-    hidden = pick(size, smoke=32, quick=128, full=256)
-    steps = pick(size, smoke=10, quick=150, full=1000)
-    # 0.1 is the edge of stability here: at 0.3 all three activations diverged in a trial run
-    lrs = pick(
-        size,
-        smoke=[0.01, 0.1],
-        quick=[0.003, 0.01, 0.03, 0.1],
-        full=[0.001, 0.003, 0.01, 0.03, 0.1],
-    )
+    n, hidden, steps, lrs = at_size(SIZES, size).values()
     x, y, data = image_subset("fashion-mnist", n, generator(seed, "dead-relu", "data"), size)
     x = x.flatten(1)
     probe = x[: min(len(x), 4096)]

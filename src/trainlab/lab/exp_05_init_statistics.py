@@ -1,11 +1,8 @@
 """Experiment 5: what the initial weight scale does to activations six layers deep.
 
-Forward a batch of unit-Gaussian inputs through six fully connected layers of 4096 units and
-look at every layer's activations (the lecture's histograms, after Glorot & Bengio 2010 and
-He et al. 2015). For a layer ``z = W y``, ``Var(z) = n Var(w) E[y^2]``: with ``n Var(w) << 1``
-the signal shrinks geometrically, with ``n Var(w) >> 1`` tanh saturates; Xavier
-(``Var(w) = 1/n``) keeps tanh in its linear range, and for ReLU, where ``E[y^2] = Var(z)/2``,
-Xavier halves the variance per layer while Kaiming (``Var(w) = 2/n``) keeps it.
+The lecture's histograms, after Glorot & Bengio 2010 and He et al. 2015. For a layer
+``z = W y``, ``Var(z) = n Var(w) E[y^2]``: with ``n Var(w) << 1`` the signal shrinks
+geometrically, with ``n Var(w) >> 1`` tanh saturates; for ReLU, ``E[y^2] = Var(z)/2``.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ from torch import Tensor
 
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.figures import plot_curves, pyplot, save_figure
-from trainlab.lab.runs import generator, initialized_mlp, outputs_of, pick
+from trainlab.lab.runs import at_size, generator, initialized_mlp, outputs_of
 
 LAYERS = 6
 SETTINGS = (  # (label, activation, init spec)
@@ -29,6 +26,7 @@ SETTINGS = (  # (label, activation, init spec)
     ("relu, Kaiming", "relu", "kaiming"),
 )
 SATURATED = 0.99  # |tanh| above this: derivative below 0.02
+SIZES = {"units": (256, 4096, 4096), "samples": (64, 256, 2048)}  # smoke, quick, full
 
 
 def _forward(activation: str, scheme: str, units: int, samples: int, seed: int):
@@ -44,18 +42,18 @@ def _forward(activation: str, scheme: str, units: int, samples: int, seed: int):
 
 
 def _stats(activation: str, pre: list[Tensor], post: list[Tensor]) -> dict[str, list[float]]:
+    pre_var = [float(z.var()) for z in pre]
     stats = {
         "std": [float(y.std()) for y in post],
         "mean": [float(y.mean()) for y in post],
-        "pre_activation_var": [float(z.var()) for z in pre],
+        "pre_activation_var": pre_var,
     }
     if activation == "tanh":  # ReLU has no saturated side for positive inputs
         stats["saturated_fraction"] = [float((y.abs() > SATURATED).float().mean()) for y in post]
+    stats["pre_activation_var_ratio"] = [  # layer to layer
+        b / a if a > 0 else math.nan for a, b in zip(pre_var[:-1], pre_var[1:], strict=True)
+    ]
     return stats
-
-
-def _var_ratios(pre_var: list[float]) -> list[float]:
-    return [b / a if a > 0 else math.nan for a, b in zip(pre_var[:-1], pre_var[1:], strict=True)]
 
 
 def _geomean(values: list[float]) -> float:
@@ -73,10 +71,10 @@ def _checks(stats: dict[str, dict[str, list[float]]]) -> dict[str, bool]:
             0.2 <= s <= 1.0 for s in xt["std"]
         ),
         "ReLU/Xavier halves the pre-activation variance per layer (ratio in [0.4, 0.6])": 0.4
-        <= _geomean(_var_ratios(rx["pre_activation_var"]))
+        <= _geomean(rx["pre_activation_var_ratio"])
         <= 0.6,
         "ReLU/Kaiming keeps it (ratio in [0.8, 1.25])": 0.8
-        <= _geomean(_var_ratios(rk["pre_activation_var"]))
+        <= _geomean(rk["pre_activation_var_ratio"])
         <= 1.25,
     }
 
@@ -120,15 +118,12 @@ def _figure(out: Path, activations: dict[str, list[Tensor]], stats) -> str:
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:
-    units = pick(size, smoke=256, quick=4096, full=4096)
-    samples = pick(size, smoke=64, quick=256, full=2048)
+    cfg = at_size(SIZES, size)
+    units, samples = cfg["units"], cfg["samples"]
     stats, activations = {}, {}
     for label, act, scheme in SETTINGS:
-        pre, post = _forward(act, scheme, units, samples, seed)
-        stats[label] = _stats(act, pre, post)
-        activations[label] = post
-    for label, _, _ in SETTINGS:
-        stats[label]["pre_activation_var_ratio"] = _var_ratios(stats[label]["pre_activation_var"])
+        pre, activations[label] = _forward(act, scheme, units, samples, seed)
+        stats[label] = _stats(act, pre, activations[label])
     stds = {label: [max(s, 1e-30) for s in stats[label]["std"]] for label in stats}
     figures = [
         _figure(out, activations, stats),
@@ -144,7 +139,7 @@ def run(out: Path, size: str, seed: int) -> Outcome:
     ]
     return conclude(
         _checks(stats),
-        {"units": units, "samples": samples, "layers": LAYERS, "per_setting": stats},
+        {**cfg, "layers": LAYERS, "per_setting": stats},
         figures,
         f"{LAYERS} layers x {units} units, {samples} input vectors N(0, I), biases 0.",
     )

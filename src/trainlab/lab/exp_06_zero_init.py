@@ -3,9 +3,7 @@
 If every unit of a layer starts with the same incoming weights and the same outgoing weights,
 each computes the same output and receives the same gradient ``dL/dW_j = delta_j y^T`` with
 ``delta_j`` equal across ``j``, so the units stay identical for ever: the layer is one unit
-wide (cs231n, "Pitfall: all zero initialization"). We train a small tanh MLP from zeros, from a
-constant 0.1 and from Xavier, and measure, per hidden layer, the largest difference between two
-units' weight vectors.
+wide (cs231n, "Pitfall: all zero initialization").
 """
 
 from __future__ import annotations
@@ -18,12 +16,13 @@ from torch import nn
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import image_subset
 from trainlab.lab.figures import draw_curves, pyplot, save_figure
-from trainlab.lab.runs import generator, initialized_mlp, pick, sgd_curve
+from trainlab.lab.runs import at_size, generator, initialized_mlp, sgd_curve
 
 INITS = ("zeros", "constant(0.1)", "xavier")
 ACTIVATION = "tanh"
 IDENTICAL = 1e-6  # relative spread below this: identical up to float32 rounding
 BROKEN = 0.1  # relative spread above this: the units have clearly become different
+SIZES = {"n": (256, 4096, 20000), "steps": (20, 300, 2000), "hidden": (16, 64, 128)}
 
 
 def unit_spread(weight: torch.Tensor) -> float:
@@ -88,9 +87,7 @@ def _figure(out: Path, results) -> str:
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:
-    n = pick(size, smoke=256, quick=4096, full=20000)
-    steps = pick(size, smoke=20, quick=300, full=2000)
-    hidden = pick(size, smoke=16, quick=64, full=128)
+    n, steps, hidden = at_size(SIZES, size).values()
     x, y, data = image_subset("fashion-mnist", n, generator(seed, "zero-init", "data"), size)
     x = x.flatten(1)
     widths = [x.shape[1], hidden, hidden, int(y.max()) + 1]

@@ -4,8 +4,7 @@ He et al. 2015 ("Delving Deep into Rectifiers", sec. 2.2 and Fig. 3): with ``std
 each ReLU layer halves the signal's variance, so after 30 layers it is ``2^-30`` of the input's
 and the gradients reaching the early layers are as small; ``std = sqrt(2/n)`` keeps both
 constant and the net trains. The paper used a 30-layer conv net on ImageNet; here, for speed on
-a CPU, a 30-layer MLP (no batch norm, no residuals) on a Fashion-MNIST subset, both inits trained
-with the same optimizer, learning rate and batches.
+a CPU, a 30-layer MLP without batch norm or residuals.
 """
 
 from __future__ import annotations
@@ -15,13 +14,14 @@ from pathlib import Path
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import image_subset
 from trainlab.lab.figures import plot_curves
-from trainlab.lab.runs import generator, initialized_mlp, pick, sgd_curve
+from trainlab.lab.runs import at_size, generator, initialized_mlp, sgd_curve
 
 DEPTH = 30  # weight layers, as in the paper's deep model
 INITS = ("xavier", "kaiming")
 FALL = 0.30  # Kaiming's loss must fall by at least this fraction of its start
 FLAT = 0.05  # Xavier's loss must stay within this fraction of its start
 WINDOW = 20  # steps averaged at the start and at the end of a loss curve
+SIZES = {"n": (512, 8192, 30000), "width": (32, 128, 256), "steps": (2 * WINDOW, 300, 2000)}
 
 
 def _train(scheme, x, y, widths, steps, lr, seed) -> list[float]:
@@ -59,9 +59,7 @@ def steps_to_leave_start(losses: list[float]) -> int | None:
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:
-    n = pick(size, smoke=512, quick=8192, full=30000)
-    width = pick(size, smoke=32, quick=128, full=256)
-    steps = pick(size, smoke=2 * WINDOW, quick=300, full=2000)
+    n, width, steps = at_size(SIZES, size).values()
     lr = 0.01
     x, y, data = image_subset("fashion-mnist", n, generator(seed, "deep-init", "data"), size)
     x = x.flatten(1)

@@ -3,9 +3,7 @@
 A basic block computes ``out = relu(x + branch(x))``. With standard (Kaiming) weights every
 branch adds a signal of its own, so the residual stream's variance grows with depth: linearly
 with batch norm (each branch ends in a unit-variance BN), geometrically without it. Zeroing the
-last layer of each branch (the BN scale gamma, or the last conv without BN) makes every block
-the identity at initialization (Goyal et al. 2017, sec. 5.1; He et al. 2019, "Bag of Tricks";
-Zhang et al. 2019, Fixup), so the variance is flat whatever the depth, and the network starts
+last layer of each branch (the BN scale gamma, or the last conv without BN) starts the network
 as a shallow one that learns to use its blocks.
 """
 
@@ -20,7 +18,7 @@ from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import train_subset
 from trainlab.lab.figures import plot_curves
 from trainlab.lab.numbers import loss_summary
-from trainlab.lab.runs import generator, initialized, outputs_of, pick, sgd_curve
+from trainlab.lab.runs import at_size, generator, initialized, outputs_of, sgd_curve
 from trainlab.models import BasicBlock, build_model
 from trainlab.preprocess import compute_stats, make_normalizer
 from trainlab.recipe import ModelConfig
@@ -29,6 +27,14 @@ NORMS = ("batch", "none")
 INITS = ("standard", "zero")
 GROWTH = 2.0  # "grows": last/first variance ratio above this; "flat": within [1/GROWTH, GROWTH]
 TOLERANCE = 1.05  # zero-init "trains at least as well": tail loss within 5% of standard init's
+SIZES = {  # smoke, quick, full; the variance is measured deeper than the network trained
+    "variance_depth_blocks": (4, 16, 32),
+    "train_depth_blocks": (2, 8, 16),
+    "width": (4, 8, 16),
+    "train_width": (4, 8, 8),
+    "steps": (6, 60, 300),
+    "train_images": (256, 2000, 10000),
+}
 
 
 def _resnet(norm: str, blocks: int, width: int, zero: bool, seed: int, normalize: nn.Module):
@@ -66,13 +72,8 @@ def block_variances(model: nn.Module, x: Tensor) -> list[float]:
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:
-    depth = pick(size, smoke=4, quick=16, full=32)
-    train_depth = pick(size, smoke=2, quick=8, full=16)
-    width = pick(size, smoke=4, quick=8, full=16)
-    train_width = pick(size, smoke=4, quick=8, full=8)
-    steps = pick(size, smoke=6, quick=60, full=300)
-    n_train = pick(size, smoke=256, quick=2000, full=10000)
-    lr, batch = 0.02, 32
+    cfg = {**at_size(SIZES, size), "lr": 0.02, "batch_size": 32}
+    depth, train_depth, width, train_width, steps, n_train, lr, batch = cfg.values()
 
     x, y = train_subset("cifar10", n_train, generator(seed, "exp08", "data"))
     normalize = make_normalizer("standardize", compute_stats(x))
@@ -102,14 +103,7 @@ def run(out: Path, size: str, seed: int) -> Outcome:
         checks[f"{prefix}: zero init trains as well"] = final[zero] <= TOLERANCE * final[std]
 
     measured = {
-        "variance_depth_blocks": depth,
-        "train_depth_blocks": train_depth,
-        "width": width,
-        "train_width": train_width,
-        "steps": steps,
-        "lr": lr,
-        "batch_size": batch,
-        "train_images": n_train,
+        **cfg,
         "variance_ratio_last_over_first": ratio,
         "variance_last_block": {k: v[-1] for k, v in variances.items()},
         **losses,

@@ -1,11 +1,9 @@
 """Experiment 9: a deep SELU network normalizes itself (Klambauer et al. 2017).
 
-``selu(x) = lambda * x`` for ``x > 0`` and ``lambda * alpha * (exp(x) - 1)`` otherwise, with
-``alpha ~ 1.6733`` and ``lambda ~ 1.0507`` chosen so that, with LeCun-normal weights
-(``std = 1 / sqrt(fan_in)``), the map from one layer's (mean, variance) to the next has the
-attracting fixed point (0, 1): activations stay near zero mean and unit variance through many
-layers without batch norm. ReLU with Kaiming weights (He et al. 2015) keeps the second moment
-but not the mean: every ReLU output is positive.
+SELU's ``alpha ~ 1.6733`` and ``lambda ~ 1.0507`` are chosen so that, with LeCun-normal
+weights, the map from one layer's (mean, variance) to the next has the attracting fixed point
+(0, 1). ReLU with Kaiming weights (He et al. 2015) keeps the second moment but not the mean:
+every ReLU output is positive.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import train_subset
 from trainlab.lab.figures import draw_curves, plot_curves, pyplot, save_figure
 from trainlab.lab.numbers import loss_summary
-from trainlab.lab.runs import generator, initialized, outputs_of, pick, sgd_curve
+from trainlab.lab.runs import at_size, generator, initialized, outputs_of, sgd_curve
 from trainlab.models import build_model
 from trainlab.preprocess import compute_stats, make_normalizer
 from trainlab.recipe import ModelConfig
@@ -28,6 +26,12 @@ MEAN_TOL = 0.1  # "near zero mean": |mean| <= 0.1 at every layer
 STD_RANGE = (0.8, 1.2)  # "near unit variance": std within this range at every layer
 TRAINS = 0.5  # "trains": final loss below half the chance-level loss ln(10)
 NETS = {"selu": ("selu", "lecun_normal"), "relu": ("relu", "kaiming")}
+SIZES = {  # smoke, quick, full
+    "depth": (4, 32, 32),
+    "width": (16, 128, 256),
+    "steps": (5, 200, 1000),
+    "train_images": (256, 5000, 20000),
+}
 
 
 def _mlp(activation: str, scheme: str, depth: int, width: int, seed: int, normalize: nn.Module):
@@ -65,11 +69,8 @@ def layer_stats(model: nn.Module, x: Tensor) -> tuple[list[float], list[float]]:
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:
-    depth = pick(size, smoke=4, quick=32, full=32)
-    width = pick(size, smoke=16, quick=128, full=256)
-    steps = pick(size, smoke=5, quick=200, full=1000)
-    n_train = pick(size, smoke=256, quick=5000, full=20000)
-    lr, batch = 0.01, 128
+    cfg = {**at_size(SIZES, size), "lr": 0.01, "batch_size": 128}
+    depth, width, steps, n_train, lr, batch = cfg.values()
 
     x, y = train_subset("fashion-mnist", n_train, generator(seed, "exp09", "data"))
     normalize = make_normalizer("standardize", compute_stats(x))
@@ -97,12 +98,7 @@ def run(out: Path, size: str, seed: int) -> Outcome:
         "selu: trains at least as well as relu": final["selu"] <= final["relu"],
     }
     measured = {
-        "depth": depth,
-        "width": width,
-        "steps": steps,
-        "lr": lr,
-        "batch_size": batch,
-        "train_images": n_train,
+        **cfg,
         "max_abs_mean": {k: max(abs(m) for m in v[0]) for k, v in stats.items()},
         "std_range": {k: [min(v[1]), max(v[1])] for k, v in stats.items()},
         "last_layer_mean": {k: v[0][-1] for k, v in stats.items()},

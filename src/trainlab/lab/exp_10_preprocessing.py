@@ -3,14 +3,9 @@
 The lecture's picture: with inputs far from the origin (all pixel values positive), a linear
 score ``w . x + b`` swings with any small change of ``w``, because ``x`` is long in every
 direction the weights could move; centring (and scaling) the data shrinks ``x`` to its
-variation, so the loss is less sensitive to small weight changes and easier to optimize
-(LeCun et al. 1998, "Efficient BackProp", sec. 4.3). The normalizers compared are those of
-`trainlab.preprocess`: ``none`` (raw 0..255), ``scale`` (x/255), ``mean_image`` (AlexNet),
-``channel_mean`` (VGG) and ``standardize`` (per-channel mean and std, ResNet).
-
-Each (model, preprocessing) gets its best learning rate from a grid, so a preprocessing is not
-penalised for needing a different step size; raw 0..255 inputs make gradients 255x larger
-per weight, so its grid is the [0, 1] grid divided by 255^2.
+variation (LeCun et al. 1998, "Efficient BackProp", sec. 4.3). The normalizers compared are
+`trainlab.preprocess`'s: raw 0..255, x/255, the mean image (AlexNet), the channel mean (VGG)
+and per-channel standardization (ResNet).
 """
 
 from __future__ import annotations
@@ -25,7 +20,7 @@ from torch import Tensor, nn
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import dataset, subset, test_split
 from trainlab.lab.figures import draw_curves, pyplot, save_figure
-from trainlab.lab.runs import generator, initialized, pick, sgd_curve
+from trainlab.lab.runs import at_size, generator, initialized, sgd_curve
 from trainlab.preprocess import compute_stats, make_normalizer
 
 PREPROCESSINGS = ("none", "scale", "mean_image", "channel_mean", "standardize")
@@ -34,6 +29,13 @@ UNCENTRED = ("none", "scale")
 LR_GRID = (0.1, 0.03, 0.01, 0.003, 0.001)  # for inputs on the [0, 1] scale
 NOISE = 0.05  # weight perturbation: 5% of each weight matrix's RMS, per entry
 DRAWS = 8
+SIZES = {  # smoke, quick, full
+    "train_images": (512, 5000, 20000),
+    "eval_images": (256, 1000, 5000),
+    "steps": (5, 150, 800),
+    "mlp_hidden": (8, 32, 128),
+    "lr_grid": (list(LR_GRID[1:3]), list(LR_GRID[:4]), list(LR_GRID)),
+}
 
 
 def _model(kind: str, dim: int, hidden: int, seed: int) -> nn.Module:
@@ -99,12 +101,8 @@ def _features(spec: str, x: Tensor, stats) -> Tensor:
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:
-    n_train = pick(size, smoke=512, quick=5000, full=20000)
-    n_eval = pick(size, smoke=256, quick=1000, full=5000)
-    steps = pick(size, smoke=5, quick=150, full=800)
-    hidden = pick(size, smoke=8, quick=32, full=128)
-    grid = pick(size, smoke=LR_GRID[1:3], quick=LR_GRID[:4], full=LR_GRID)
-    batch = 128
+    cfg = {**at_size(SIZES, size), "batch_size": 128}
+    n_train, n_eval, steps, hidden, grid, batch = cfg.values()
 
     data = dataset("cifar10")
     x, y = subset(data.train_images, data.train_labels, n_train, generator(seed, "exp10", "data"))
@@ -117,6 +115,8 @@ def run(out: Path, size: str, seed: int) -> Outcome:
         results[kind] = {}
         for spec in PREPROCESSINGS:
             xf, xef = _features(spec, x, stats), _features(spec, xe, stats)
+            # each gets its best lr of the grid; raw 0..255 inputs make every gradient 255x
+            # larger per weight and its effect on the score 255x larger again
             factor = 1 / 255**2 if spec == "none" else 1.0
             tried = []
             for lr in grid:
@@ -148,12 +148,7 @@ def run(out: Path, size: str, seed: int) -> Outcome:
         ] < min(rows[s]["sensitivity"] for s in UNCENTRED)
 
     measured = {
-        "train_images": n_train,
-        "eval_images": n_eval,
-        "steps": steps,
-        "batch_size": batch,
-        "mlp_hidden": hidden,
-        "lr_grid": list(grid),
+        **cfg,
         "weight_noise": NOISE,
         **{
             f"{kind}_{field}": {s: r[field] for s, r in rows.items()}

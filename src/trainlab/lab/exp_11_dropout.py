@@ -6,8 +6,7 @@ trains with ``y = x * m`` and scales at test, ``y = (1 - p) x``; *inverted* drop
 of the training output. The expectation is exact for whatever is linear in the mask (the layer
 after dropout); through later non-linearities, the scaled test pass is only an approximation of
 the average over masks, which Monte-Carlo dropout (Gal & Ghahramani 2016) estimates by
-averaging ``K`` stochastic passes. In practice: "consider dropout for large fully-connected
-layers" (the lecture).
+averaging ``K`` stochastic passes.
 """
 
 from __future__ import annotations
@@ -22,12 +21,22 @@ from trainlab.lab.arms import accuracy_table, fit_arms, training_overrides
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import dataset, with_test_subset
 from trainlab.lab.figures import accuracy_bars, pyplot, save_figure
-from trainlab.lab.runs import built, generator, initialized, pick
+from trainlab.lab.runs import at_size, built, generator, initialized
 from trainlab.regularize.dropout import Dropout
 
 P = 0.5
 EXPECTATION_TOL = 1.5  # a mean of M draws within 1.5x its predicted standard error
 DECAY_TOL = 2.0  # MC error at K passes within 2x of error(1) / sqrt(K)
+SIZES = {  # smoke, quick, full
+    "draws": (50, 1000, 4000),  # training-mode passes averaged for the expectation check
+    "k_max": (8, 256, 1024),  # Monte-Carlo passes
+    "mc_width": (32, 512, 1024),
+    "mlp_widths": ("[32, 32]", "[512, 512]", "[1024, 1024]"),
+    "train_images": (256, 2000, 5000),
+    "test_images": (256, 2000, 5000),
+    "epochs": (1, 6, 20),
+    "seeds": (1, 1, 2),
+}
 
 
 def relative_error(a: Tensor, b: Tensor) -> float:
@@ -54,36 +63,32 @@ def expectation_check(x: Tensor, mode: str, draws: int, seed: int) -> dict[str, 
 
 
 @torch.no_grad()
-def mc_errors(
-    before: nn.Module, after: nn.Module, x: Tensor, ks: list[int], gen: torch.Generator
-) -> list[float]:
-    """Relative error of the running average of ``max(ks)`` passes of
-    ``after(dropout(before(x)))`` against the deterministic (eval) pass, at each ``k``.
-    ``before`` and ``after`` run in eval mode: only the dropout layer is random."""
+def mc_errors(after: nn.Module, x: Tensor, ks: list[int], gen: torch.Generator) -> list[float]:
+    """Relative error of the running average of ``max(ks)`` passes of ``after(dropout(x))``
+    against the deterministic (eval) pass ``after(x)``, at each ``k``; only the dropout layer
+    is random."""
     layer = Dropout(P, generator=gen)
-    hidden = before(x)
-    target = after(hidden)
+    target = after(x)
     total = torch.zeros_like(target, dtype=torch.float64)
     errors = []
     for k in range(1, max(ks) + 1):
-        total += after(layer.train()(hidden)).double()
+        total += after(layer.train()(x)).double()
         if k in ks:
             errors.append(relative_error(total / k, target))
     return errors
 
 
-def _mlp_overrides(size: str, seed: int) -> list[str]:
-    widths = pick(size, smoke="[32, 32]", quick="[512, 512]", full="[1024, 1024]")
+def _mlp_overrides(cfg: dict, seed: int) -> list[str]:
     return [
         "data.name=fashion-mnist",
-        f"data.subset={pick(size, smoke=256, quick=2000, full=5000)}",
+        f"data.subset={cfg['train_images']}",
         "model.kind=mlp",
-        f"model.widths={widths}",
+        f"model.widths={cfg['mlp_widths']}",
         "model.norm=none",
         "augment.train=[]",
         "optim.weight_decay=0.0",
         "optim.lr=0.02",
-    ] + training_overrides(pick(size, smoke=1, quick=6, full=20), seed)
+    ] + training_overrides(cfg["epochs"], seed)
 
 
 @experiment(
@@ -107,11 +112,10 @@ def _mlp_overrides(size: str, seed: int) -> list[str]:
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:
-    draws = pick(size, smoke=50, quick=1000, full=4000)
-    k_max = pick(size, smoke=8, quick=256, full=1024)
-    seeds = [seed + i for i in range(pick(size, smoke=1, quick=1, full=2))]
-    n_test = pick(size, smoke=256, quick=2000, full=5000)
-    ks = [k for k in (2**i for i in range(20)) if k <= k_max]
+    cfg = at_size(SIZES, size)
+    draws, n_test, width = cfg["draws"], cfg["test_images"], cfg["mc_width"]
+    seeds = [seed + i for i in range(cfg["seeds"])]
+    ks = [k for k in (2**i for i in range(20)) if k <= cfg["k_max"]]
 
     x = torch.rand(256, 1024, generator=generator(seed, "exp11", "x"))
     expect = {mode: expectation_check(x, mode, draws, seed) for mode in ("inverted", "classic")}
@@ -119,7 +123,7 @@ def run(out: Path, size: str, seed: int) -> Outcome:
     data = with_test_subset(dataset("fashion-mnist"), n_test, generator(seed, "exp11", "test"))
     arms = {"none": "none", "dropout": f"dropout({P})", "classic": f"dropout({P}, mode='classic')"}
     runs = fit_arms(
-        lambda s: _mlp_overrides(size, s),
+        lambda s: _mlp_overrides(cfg, s),
         {name: [f"model.dropout={spec}"] for name, spec in arms.items()},
         seeds,
         data,
@@ -128,15 +132,14 @@ def run(out: Path, size: str, seed: int) -> Outcome:
 
     # Monte-Carlo convergence: dropout followed by a part that is linear in the mask
     # (one linear layer) and by one that is not (linear -> ReLU -> linear).
-    width = pick(size, smoke=32, quick=512, full=1024)
     gen = generator(seed, "exp11", "mc")
     linear = built(lambda: nn.Linear(width, 10))
     deep = initialized(
         lambda: nn.Sequential(nn.Linear(width, width), nn.ReLU(), linear), "kaiming", "relu", gen
     )
     inputs = torch.rand(256, width, generator=gen)
-    err_linear = mc_errors(nn.Identity(), linear, inputs, ks, generator(seed, "exp11", "mcl"))
-    err_deep = mc_errors(nn.Identity(), deep, inputs, ks, generator(seed, "exp11", "mcd"))
+    err_linear = mc_errors(linear, inputs, ks, generator(seed, "exp11", "mcl"))
+    err_deep = mc_errors(deep, inputs, ks, generator(seed, "exp11", "mcd"))
 
     checks = {
         "inverted: mean of draws equals eval output": expect["inverted"]["ratio"]

@@ -2,26 +2,23 @@
 
 The lecture's advice for regularization in practice: "batch normalization and data
 augmentation almost always a good idea"; "try cutout and mixup especially for small
-classification datasets". On a 5,000-image subset of CIFAR-10 a small VGG-style CNN with none
-of them overfits; each technique is added alone to the same baseline, with every technique
-taken from trainlab's recipe fields so that this is exactly what ``trainlab train`` would run:
-
-L2 penalty (``regularize.penalty``), dropout before the classifier (Srivastava et al. 2014),
-DropConnect classifier (Wan et al. 2013), fractional max pooling (Graham 2014), mixup (Zhang et
-al. 2018), cutout (DeVries & Taylor 2017), random crop + flip augmentation, batch norm (Ioffe &
-Szegedy 2015); stochastic depth (Huang et al. 2016) needs residual blocks, so it is compared
-with a ResNet baseline of its own.
+classification datasets". Every technique is taken from trainlab's recipe fields, so each arm
+is exactly what ``trainlab train`` would run: L2 penalty, dropout before the classifier
+(Srivastava et al. 2014), DropConnect classifier (Wan et al. 2013), fractional max pooling
+(Graham 2014), mixup (Zhang et al. 2018), cutout (DeVries & Taylor 2017), random crop + flip,
+batch norm (Ioffe & Szegedy 2015), and stochastic depth (Huang et al. 2016), which needs
+residual blocks and so has a ResNet baseline of its own.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from trainlab.lab.arms import accuracy_table, fit_arms, training_overrides, underfit_note
+from trainlab.lab.arms import accuracy_table, cnn_overrides, fit_arms, underfit_note
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import dataset, with_test_subset
 from trainlab.lab.figures import accuracy_bars
-from trainlab.lab.runs import generator, pick
+from trainlab.lab.runs import at_size, generator
 
 # name -> (baseline it is compared with, overrides on top of that baseline)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -38,29 +35,22 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "stochastic_depth": ("resnet_baseline", ["model.kind=resnet", "model.survival_prob=0.8"]),
 }
 CLAIMED = ("mixup", "cutout", "augmentation", "batch_norm")
-QUICK_VARIANTS = tuple(VARIANTS)  # every variant fits in the quick budget, at a tiny size
 SMOKE_VARIANTS = ("baseline", "mixup", "stochastic_depth", "resnet_baseline")
+SIZES = {  # smoke, quick, full: every variant fits in the quick budget, at a tiny size
+    "variants": (SMOKE_VARIANTS, tuple(VARIANTS), tuple(VARIANTS)),
+    "train_images": (256, 1000, 5000),
+    "test_images": (256, 500, 2000),
+    "widths": ("[8, 16]", "[8, 16, 32]", "[16, 32, 64]"),
+    "epochs": (1, 3, 10),
+    "seeds": (1, 1, 2),
+}
 
 
-def train_images(size: str) -> int:
-    return pick(size, smoke=256, quick=1000, full=5000)
-
-
-def base_overrides(size: str, seed: int) -> list[str]:
+def base_overrides(cfg: dict, seed: int) -> list[str]:
     """The baseline: a small plain CNN, no normalization layers, no augmentation, no weight
     decay; SGD with Nesterov momentum and a cosine schedule."""
-    widths = pick(size, smoke="[8, 16]", quick="[8, 16, 32]", full="[16, 32, 64]")
-    return [
-        "data.name=cifar10",
-        f"data.subset={train_images(size)}",
-        "model.kind=cnn",
-        "model.head=avg",  # pinned: the results in docs/lab.md were measured with this head
-        f"model.widths={widths}",
-        "model.norm=none",
-        "augment.train=[]",
-        "optim.weight_decay=0.0",
-        "optim.lr=0.02",
-    ] + training_overrides(pick(size, smoke=1, quick=3, full=10), seed)
+    plain = ("model.norm=none", "augment.train=[]", "optim.weight_decay=0.0", "optim.lr=0.02")
+    return cnn_overrides(cfg, seed, *plain)
 
 
 @experiment(
@@ -83,13 +73,13 @@ def base_overrides(size: str, seed: int) -> list[str]:
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:
-    names = pick(size, smoke=SMOKE_VARIANTS, quick=QUICK_VARIANTS, full=tuple(VARIANTS))
-    seeds = [seed + i for i in range(pick(size, smoke=1, quick=1, full=2))]
-    n_test = pick(size, smoke=256, quick=500, full=2000)
+    cfg = at_size(SIZES, size)
+    names, n_test = cfg["variants"], cfg["test_images"]
+    seeds = [seed + i for i in range(cfg["seeds"])]
     data = with_test_subset(dataset("cifar10"), n_test, generator(seed, "exp12", "test"))
 
     runs = fit_arms(
-        lambda s: base_overrides(size, s), {n: VARIANTS[n][1] for n in names}, seeds, data
+        lambda s: base_overrides(cfg, s), {n: VARIANTS[n][1] for n in names}, seeds, data
     )
     table = accuracy_table(runs, "baseline", lambda arm: VARIANTS[arm][0])
     acc = table["test_acc_mean"]
@@ -97,7 +87,7 @@ def run(out: Path, size: str, seed: int) -> Outcome:
         f"{name} beats the baseline": acc[name] > acc["baseline"] for name in CLAIMED if name in acc
     }
     measured = {
-        "train_images": train_images(size),
+        "train_images": cfg["train_images"],
         "test_images": n_test,
         "seeds": seeds,
         "variants": {name: VARIANTS[name][1] for name in names},
@@ -106,7 +96,7 @@ def run(out: Path, size: str, seed: int) -> Outcome:
     title = "Small CIFAR-10 subset: each technique alone"
     figures = [accuracy_bars(out, "small_data.png", title, runs, lambda arm: VARIANTS[arm][0])]
     notes = (
-        f"Baseline overrides: {' '.join(base_overrides(size, seed))}. Accuracy on {n_test} random "
+        f"Baseline overrides: {' '.join(base_overrides(cfg, seed))}. Accuracy on {n_test} random "
         f"CIFAR-10 test images (the same for every run); seeds {seeds} (the seed also draws the "
         "training subset). Stochastic depth (survival 0.8 at the last block) is compared with a "
         "ResNet of the same widths without it."

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 
 from trainlab.augment import make_pipeline, plot_augment
-from trainlab.lab.arms import accuracy_table, fit_arms, training_overrides, underfit_note
+from trainlab.lab.arms import accuracy_table, cnn_overrides, fit_arms, underfit_note
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import dataset, subset, with_test_subset
 from trainlab.lab.figures import accuracy_bars, pyplot, save_figure
-from trainlab.lab.runs import generator, pick
+from trainlab.lab.runs import at_size, generator
 from trainlab.preprocess import compute_stats
 
 # name -> the recipe's augment.train list
@@ -33,20 +33,15 @@ AUGMENTS: dict[str, list[str]] = {
     "pca_lighting": ["pca_lighting(0.1)"],
     "grayscale": ["grayscale(0.2)"],
 }
-SMOKE_AUGMENTS = ("none", "pad_crop+hflip", "pca_lighting")
 VERSIONS = 6
-
-
-def base_overrides(size: str, seed: int) -> list[str]:
-    """A small CNN with batch norm and weight decay (trainlab's defaults), no augmentation."""
-    widths = pick(size, smoke="[8, 16]", quick="[8, 16, 32]", full="[16, 32, 64]")
-    return [
-        "data.name=cifar10",
-        f"data.subset={pick(size, smoke=256, quick=1000, full=5000)}",
-        "model.kind=cnn",
-        "model.head=avg",  # pinned: the results in docs/lab.md were measured with this head
-        f"model.widths={widths}",
-    ] + training_overrides(pick(size, smoke=1, quick=3, full=10), seed)
+SIZES = {  # smoke, quick, full
+    "augments": (("none", "pad_crop+hflip", "pca_lighting"), tuple(AUGMENTS), tuple(AUGMENTS)),
+    "train_images": (256, 1000, 5000),
+    "test_images": (256, 1000, 2000),
+    "widths": ("[8, 16]", "[8, 16, 32]", "[16, 32, 64]"),
+    "epochs": (1, 3, 10),
+    "seeds": (1, 1, 2),
+}
 
 
 def _grid(out: Path, images: torch.Tensor, stats, seed: int) -> str:
@@ -92,9 +87,9 @@ def _grid(out: Path, images: torch.Tensor, stats, seed: int) -> str:
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:
-    names = pick(size, smoke=SMOKE_AUGMENTS, quick=tuple(AUGMENTS), full=tuple(AUGMENTS))
-    seeds = [seed + i for i in range(pick(size, smoke=1, quick=1, full=2))]
-    n_test = pick(size, smoke=256, quick=1000, full=2000)
+    cfg = at_size(SIZES, size)
+    names, n_test = cfg["augments"], cfg["test_images"]
+    seeds = [seed + i for i in range(cfg["seeds"])]
     full_data = dataset("cifar10")
     data = with_test_subset(full_data, n_test, generator(seed, "exp13", "test"))
 
@@ -108,7 +103,7 @@ def run(out: Path, size: str, seed: int) -> Outcome:
     figures.append("standard_pipeline.png")
 
     runs = fit_arms(
-        lambda s: base_overrides(size, s),
+        lambda s: cnn_overrides(cfg, s),
         {name: [f"augment.train={AUGMENTS[name]!r}"] for name in names},
         seeds,
         data,
@@ -125,7 +120,7 @@ def run(out: Path, size: str, seed: int) -> Outcome:
     title = "Each augmentation alone on a CIFAR-10 subset"
     figures.append(accuracy_bars(out, "augmentation_accuracy.png", title, runs, lambda arm: "none"))
     notes = (
-        f"Base overrides: {' '.join(base_overrides(size, seed))}; accuracy on {n_test} random "
+        f"Base overrides: {' '.join(cnn_overrides(cfg, seed))}; accuracy on {n_test} random "
         f"CIFAR-10 test images, seeds {seeds}. The grid shows two test images under each "
         "augmentation (PCA lighting uses the eigenvectors of 5,000 training images' RGB "
         "covariance); 'standard_pipeline.png' shows crop + flip + jitter together."

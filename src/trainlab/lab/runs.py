@@ -23,6 +23,7 @@ from trainlab.data import ImageDataset
 from trainlab.seeding import make_generator
 
 SMOKE_ENV = "TRAINLAB_LAB_SMOKE"
+SIZES = ("smoke", "quick", "full")
 T = TypeVar("T")
 
 
@@ -33,9 +34,9 @@ def size_of(quick: bool) -> str:
     return "quick" if quick else "full"
 
 
-def pick(size: str, **options: T) -> T:
-    """The value for this size: ``pick(size, smoke=1, quick=10, full=100)``."""
-    return options[size]
+def at_size(table: dict[str, tuple[Any, Any, Any]], size: str) -> dict[str, Any]:
+    """An experiment's size table, ``{parameter: (smoke, quick, full)}``, at ``size``."""
+    return {name: values[SIZES.index(size)] for name, values in table.items()}
 
 
 def generator(seed: int, *keys: int | str) -> torch.Generator:
