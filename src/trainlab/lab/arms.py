@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from trainlab.data import ImageDataset
+from trainlab.lab import evidence
 from trainlab.lab.numbers import mean_std
 from trainlab.lab.runs import fit_recipe
 
@@ -86,3 +87,50 @@ def underfit_note(table: dict[str, Any], reference: str, what: str) -> str:
         f" The {what} did not overfit (train - test accuracy = {gap:+.3f}): the run was too "
         "short for the regime the claim is about, so these techniques could only slow fitting."
     )
+
+
+MIN_SEEDS = 3  # fewer paired seeds than this never decide a claim
+OVERFIT_GAP = 0.15  # the over-fitting regime: baseline train - test accuracy >= 15 points
+MIN_EFFECT = 0.005  # 0.5 accuracy points: see paired_comparisons
+
+
+def overfits(runs: dict[str, list[dict[str, Any]]], baseline: str) -> bool:
+    """Whether ``baseline`` over-fits: its mean train minus test accuracy is at least
+    :data:`OVERFIT_GAP`, the regime that regularizers and augmentation are claimed to help in."""
+    return mean_of(runs[baseline], "train_acc") - mean_of(runs[baseline], "test_acc") >= OVERFIT_GAP
+
+
+def paired_comparisons(
+    runs: dict[str, list[dict[str, Any]]],
+    pairs: dict[str, tuple[str, str]],
+    seeds: Sequence[int],
+    reached: dict[str, bool],
+    min_effect: float = MIN_EFFECT,
+) -> list[evidence.Comparison]:
+    """One :class:`evidence.Comparison` per ``name -> (treatment, baseline)`` in ``pairs``: the
+    claim that the treatment's test accuracy beats the baseline's by at least ``min_effect``, on
+    the per-seed test accuracies of :func:`fit_arms` (paired by seed), with the paired-t 95%
+    interval. ``reached[baseline]`` says whether the baseline's regime precondition held; when
+    not, the verdict is "not reached". With fewer than :data:`MIN_SEEDS` seeds (the smoke size)
+    a "held" or "did not hold" is turned into "inconclusive": two seeds decide nothing.
+
+    The minimum effect, 0.5 accuracy points by default, is fixed before the run: smaller gains
+    are within what the choice of the test subset (a binomial standard error of about 1 point on
+    2,000 images) and the training seed move, and would not change a practitioner's choice."""
+    out = []
+    for name, (treatment, baseline) in pairs.items():
+        c = evidence.compare(
+            name,
+            "test_acc",
+            (treatment, baseline),
+            [r["test_acc"] for r in runs[treatment]],
+            [r["test_acc"] for r in runs[baseline]],
+            seeds,
+            min_effect,
+            +1,
+            reached=reached[baseline],
+        )
+        if len(seeds) < MIN_SEEDS and c.verdict in ("held", "did not hold"):
+            c.verdict = "inconclusive"
+        out.append(c)
+    return out

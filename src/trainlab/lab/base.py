@@ -5,9 +5,14 @@ it runs; it then measures, draws its figures and returns its numbers and verdict
 
 writes ``out/result.json``::
 
-    {"name", "claim", "source", "rule", "verdict": "held" | "did not hold" | "partly held",
-     "measured": {...numbers...}, "figures": ["fig.png", ...], "quick", "seed", "seconds",
-     "notes"}
+    {"name", "claim", "source", "rule", "verdict", "measured": {...numbers...},
+     "figures": ["fig.png", ...], "quick", "seed", "seconds", "notes"}
+
+plus ``"comparisons": [{"name", "metric", "arms", "difference", "ci95", "min_effect", "seeds",
+"verdict", ...}, ...]`` for an experiment decided by paired comparisons
+(:mod:`trainlab.lab.evidence`, verdicts held, did not hold, inconclusive, not reached). An
+experiment not yet moved onto comparisons is decided by its checks (held, did not hold, partly
+held).
 
 Verdicts are decided by the experiment's ``rule`` as stated in code before any number is seen;
 a claim that does not hold on our setup says so, with the numbers.
@@ -23,11 +28,13 @@ from typing import Any
 
 from trainlab.errors import TrainlabError
 from trainlab.fileio import write_json
+from trainlab.lab import evidence
 from trainlab.lab.numbers import rounded
 from trainlab.lab.runs import size_of
 from trainlab.registry import Registry
 
-VERDICTS = ("held", "did not hold", "partly held")
+CHECK_VERDICTS = ("held", "did not hold", "partly held")  # experiments decided by checks
+VERDICTS = tuple(dict.fromkeys(CHECK_VERDICTS + evidence.VERDICTS))
 
 
 @dataclass
@@ -38,6 +45,7 @@ class Outcome:
     measured: dict[str, Any]
     figures: list[str] = field(default_factory=list)
     notes: str = ""
+    comparisons: list[evidence.Comparison] | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -105,6 +113,11 @@ def run_experiment(
         "measured": outcome.measured,
         "figures": outcome.figures,
         "notes": outcome.notes,
+        **(
+            {"comparisons": [c.to_dict() for c in outcome.comparisons]}
+            if outcome.comparisons is not None
+            else {}
+        ),
         "quick": quick,
         "seed": seed,
         "seconds": round(time.perf_counter() - t0, 2),
@@ -122,11 +135,23 @@ def verdict_from(checks: dict[str, bool]) -> str:
 
 
 def conclude(
-    checks: dict[str, bool], measured: dict[str, Any], figures: list[str], notes: str
+    checks: dict[str, bool],
+    measured: dict[str, Any],
+    figures: list[str],
+    notes: str,
+    comparisons: list[evidence.Comparison] | None = None,
 ) -> Outcome:
-    """The outcome of an experiment that its checks decide: the verdict of :func:`verdict_from`,
-    the checks stored last under ``measured``, and every number :func:`rounded` for JSON."""
-    return Outcome(verdict_from(checks), rounded({**measured, "checks": checks}), figures, notes)
+    """The outcome of an experiment, with the checks stored last under ``measured`` and every
+    number :func:`rounded` for JSON.
+
+    With ``comparisons`` the verdict is :func:`evidence.overall_verdict` of them (rule "all",
+    stated in the experiment's docstring), and ``checks`` are only reported: they do not count
+    towards the verdict. Without, the checks decide it (:func:`verdict_from`)."""
+    if comparisons is not None:
+        verdict = evidence.overall_verdict(comparisons)
+    else:
+        verdict = verdict_from(checks)
+    return Outcome(verdict, rounded({**measured, "checks": checks}), figures, notes, comparisons)
 
 
 def _load_all() -> None:

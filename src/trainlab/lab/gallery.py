@@ -23,7 +23,32 @@ from trainlab.errors import TrainlabError
 from trainlab.fileio import write_text
 from trainlab.lab.base import VERDICTS, experiment_names, run_experiment
 
-VERDICT_COLOURS = {"held": "#1a7f37", "partly held": "#9a6700", "did not hold": "#cf222e"}
+VERDICT_COLOURS = {
+    "held": "#1a7f37",
+    "partly held": "#9a6700",
+    "inconclusive": "#9a6700",
+    "did not hold": "#cf222e",
+    "not reached": "#57606a",
+}
+COMPARISON_COLUMNS = ("comparison", "arms", "difference", "95% interval", "min effect", "seeds",
+                      "verdict")  # fmt: skip
+
+
+def comparison_cells(c: dict[str, Any]) -> list[str]:
+    """One comparison record of result.json as table cells, in :data:`COMPARISON_COLUMNS`'
+    order: treatment - baseline difference, its interval and the minimum effect in the metric's
+    units (signed in the claimed direction)."""
+    lo, hi = c["ci95"]
+    sign = "-" if c.get("direction", 1) < 0 else "+"
+    return [
+        c["name"],
+        " - ".join(c["arms"]),
+        f"{c['difference']:+.4f}",
+        f"[{lo:+.4f}, {hi:+.4f}]",
+        f"{sign}{c['min_effect']:.4g} ({c['metric']})",
+        f"{len(c['seeds'])}: {format_value(c['seeds'])}",
+        c["verdict"],
+    ]
 
 
 def run_lab(
@@ -113,12 +138,21 @@ def _section(result: dict[str, Any], folder: Path) -> str:
         for k, v in flatten(result.get("measured", {}))
     )
     figures = "".join(_figure_tag(folder, f) for f in result.get("figures", []))
+    comparisons = ""
+    if result.get("comparisons"):
+        head = "".join(f"<th>{e(h)}</th>" for h in COMPARISON_COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in comparison_cells(c)) + "</tr>"
+            for c in result["comparisons"]
+        )
+        comparisons = f"<table><tr>{head}</tr>{body}</table>"
     return f"""
 <section id="{e(result["name"])}">
 <h2>{e(result["name"])} {_badge(result["verdict"])}</h2>
 <p><b>Claim.</b> {e(result["claim"])}</p>
 <p><b>Source.</b> {e(result["source"])}</p>
 <p><b>Rule (stated before the run).</b> {e(result["rule"])}</p>
+{comparisons}
 <table><tr><th>measured</th><th>value</th></tr>{rows}</table>
 {figures}
 <p><b>Notes.</b> {e(result.get("notes", ""))}</p>
@@ -207,8 +241,23 @@ def lab_markdown(
             f"- Source: {r['source']}",
             f"- Rule: {r['rule']}",
         ]
+        if r.get("comparisons"):
+            lines += [
+                "",
+                "Comparisons (mean paired difference, paired-t 95% interval):",
+                "",
+                "| " + " | ".join(COMPARISON_COLUMNS) + " |",
+                "|" + "---|" * len(COMPARISON_COLUMNS),
+            ]
+            lines += ["| " + " | ".join(comparison_cells(c)) + " |" for c in r["comparisons"]]
         if checks:
-            lines += ["", "Checks:", ""]
+            lines += [
+                "",
+                "Checks (reported; they do not decide the verdict):"
+                if r.get("comparisons")
+                else "Checks:",
+                "",
+            ]
             lines += [f"- {'pass' if ok else 'FAIL'}: {name}" for name, ok in checks.items()]
         lines += ["", "| measured | value |", "|---|---|", *numbers]
         if r.get("notes"):
