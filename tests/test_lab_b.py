@@ -8,6 +8,7 @@ holds: that is the experiment's own job, at full size.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -17,12 +18,17 @@ import torch
 from torch import nn
 
 from trainlab.lab import data as lab_data
+from trainlab.lab import evidence
 from trainlab.lab import numbers as lab_numbers
 from trainlab.lab import runs as lab_runs
 from trainlab.lab.base import VERDICTS, get_experiment
 from trainlab.lab.gallery import flatten, format_value, lab_markdown, run_lab, write_gallery
 
 MINE = ["residual-init", "selu", "preprocessing", "dropout", "small-data", "augmentation"]
+BY_EVIDENCE = ["dropout", "small-data", "augmentation"]  # decided by paired comparisons
+# The comparison record as issue 17 lists it, plus the claim's direction and the interval's kind.
+RECORD_KEYS = {"name", "metric", "arms", "difference", "ci95", "min_effect", "seeds", "verdict"}
+RECORD_EXTRA = {"direction", "interval"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -74,7 +80,17 @@ def test_result_file_is_well_formed(smoke_runs, name):
     assert result["verdict"] in VERDICTS
     assert result["quick"] is True and result["seed"] == 0
     measured = result["measured"]
-    assert measured["checks"] and all(isinstance(v, bool) for v in measured["checks"].values())
+    assert all(isinstance(v, bool) for v in measured["checks"].values())
+    if name in BY_EVIDENCE:
+        # The comparisons decide, by the rule "all" of evidence.overall_verdict.
+        records = result["comparisons"]
+        rebuilt = [evidence.Comparison(**_comparison_args(c)) for c in records]
+        assert result["verdict"] == evidence.overall_verdict(rebuilt)
+        numbers = list(_numbers(measured))
+        assert numbers and all(math.isfinite(v) for v in numbers)
+        return
+    assert "comparisons" not in result
+    assert measured["checks"]
     # The verdict follows the stated rule from the checks: all, none or some passed.
     passed = sum(measured["checks"].values())
     expected = (
@@ -90,6 +106,49 @@ def test_result_file_is_well_formed(smoke_runs, name):
     assert result["figures"]
     for figure in result["figures"]:
         assert (out / name / figure).read_bytes()[:8] == PNG_MAGIC
+
+
+def _comparison_args(c: dict) -> dict:
+    return {
+        "name": c["name"],
+        "metric": c["metric"],
+        "arms": tuple(c["arms"]),
+        "difference": c["difference"],
+        "ci95": tuple(c["ci95"]),
+        "min_effect": c["min_effect"],
+        "direction": c["direction"],
+        "seeds": c["seeds"],
+        "verdict": c["verdict"],
+    }
+
+
+@needs_data
+@pytest.mark.parametrize("name", BY_EVIDENCE)
+def test_comparison_records_are_well_formed(smoke_runs, name):
+    out, _ = smoke_runs
+    result = json.loads((out / name / "result.json").read_text())
+    records = result["comparisons"]
+    assert records
+    seeds = result["measured"]["seeds"]
+    runs = result["measured"]["test_acc_runs"]
+    for c in records:
+        assert set(c) == RECORD_KEYS | RECORD_EXTRA
+        assert isinstance(c["name"], str) and c["name"]
+        assert c["metric"] == "test_acc" and c["interval"] == "paired t" and c["direction"] == 1
+        treatment, baseline = c["arms"]
+        assert treatment in runs and baseline in runs and treatment != baseline
+        lo, hi = c["ci95"]
+        assert math.isfinite(lo) and math.isfinite(hi) and lo <= c["difference"] <= hi
+        assert c["min_effect"] > 0
+        assert c["seeds"] == seeds and len(seeds) >= 2
+        assert c["verdict"] in evidence.VERDICTS
+        # The difference is the mean of the paired per-seed differences.
+        diffs = [a - b for a, b in zip(runs[treatment], runs[baseline], strict=True)]
+        assert c["difference"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-5)
+        if len(seeds) < 3:  # the smoke size: two seeds decide nothing
+            assert c["verdict"] in ("inconclusive", "not reached")
+    # Each sub-claim is its own comparison, and their names are distinct.
+    assert len({c["name"] for c in records}) == len(records)
 
 
 @needs_data
@@ -108,6 +167,11 @@ def test_gallery_embeds_every_claim_and_figure(smoke_runs):
     md = lab_markdown(results, command="x", machine="m")
     for r in results:
         assert f"## {r['name']}" in md and r["claim"] in md and f"**Verdict: {r['verdict']}" in md
+        for c in r.get("comparisons", []):  # one row each: difference, interval, seeds, verdict
+            lo, hi = c["ci95"]
+            row = f"| {c['name']} | {' - '.join(c['arms'])} | {c['difference']:+.4f} | "
+            assert row + f"[{lo:+.4f}, {hi:+.4f}] |" in md and c["verdict"] in md
+            assert html.escape(c["name"]) in page
 
 
 @needs_data

@@ -78,14 +78,15 @@ def accuracy_table(
 
 
 def underfit_note(table: dict[str, Any], reference: str, what: str) -> str:
-    """A sentence for the notes when the reference arm did not overfit: regularizers and
-    augmentation fight overfitting, so without it they can only slow fitting down."""
+    """A sentence for the notes when the reference arm did not over-fit (its train - test gap is
+    below :data:`OVERFIT_GAP`, the precondition of :func:`overfits`): regularizers and
+    augmentation fight over-fitting, so without it their comparisons are "not reached"."""
     gap = table[f"{reference}_train_minus_test_acc"]
-    if gap >= 0.1:
+    if gap >= OVERFIT_GAP:
         return ""
     return (
-        f" The {what} did not overfit (train - test accuracy = {gap:+.3f}): the run was too "
-        "short for the regime the claim is about, so these techniques could only slow fitting."
+        f" The {what} did not over-fit (train - test accuracy = {gap:+.3f} < {OVERFIT_GAP}): "
+        "the regime the claim is about was not reached, so its comparisons say 'not reached'."
     )
 
 
