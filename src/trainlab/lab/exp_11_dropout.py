@@ -41,7 +41,7 @@ from trainlab.lab.arms import (
 )
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import dataset, with_test_subset
-from trainlab.lab.figures import accuracy_bars, pyplot, save_figure
+from trainlab.lab.figures import accuracy_bars, comparison_intervals, pyplot, save_figure
 from trainlab.lab.runs import at_size, built, generator, initialized
 from trainlab.regularize.dropout import Dropout
 
@@ -221,6 +221,11 @@ def run(out: Path, size: str, seed: int) -> Outcome:
         )
     if len(seeds) < 3:
         notes += f" Only {len(seeds)} seeds: no comparison can be decided."
+    figures.append(
+        comparison_intervals(
+            out, "comparisons.png", "Dropout against none, paired seeds", comparisons
+        )
+    )
     return conclude(checks, measured, figures, notes, comparisons)
 
 

@@ -36,7 +36,7 @@ from trainlab.lab.arms import (
 )
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import dataset, with_test_subset
-from trainlab.lab.figures import accuracy_bars
+from trainlab.lab.figures import accuracy_bars, comparison_intervals
 from trainlab.lab.runs import at_size, generator
 
 # name -> (baseline it is compared with, overrides on top of that baseline)
@@ -137,4 +137,9 @@ def run(out: Path, size: str, seed: int) -> Outcome:
         )
     elif size == "smoke":
         notes += f" Smoke size: only {', '.join(names)}; 2 seeds decide nothing."
+    figures.append(
+        comparison_intervals(
+            out, "comparisons.png", "Each technique against its baseline, paired seeds", comparisons
+        )
+    )
     return conclude(checks, measured, figures, notes, comparisons)

@@ -36,7 +36,7 @@ from trainlab.lab.arms import (
 )
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import dataset, subset, with_test_subset
-from trainlab.lab.figures import accuracy_bars, pyplot, save_figure
+from trainlab.lab.figures import accuracy_bars, comparison_intervals, pyplot, save_figure
 from trainlab.lab.runs import at_size, generator
 from trainlab.preprocess import compute_stats
 
@@ -161,4 +161,9 @@ def run(out: Path, size: str, seed: int) -> Outcome:
         )
     elif size == "smoke":
         notes += f" Smoke size: only {', '.join(names)}; 2 seeds decide nothing."
+    figures.append(
+        comparison_intervals(
+            out, "comparisons.png", "Each augmentation against none, paired seeds", comparisons
+        )
+    )
     return conclude(checks, measured, figures, notes, comparisons)

@@ -82,3 +82,29 @@ def accuracy_bars(
     ax.set(ylabel="test accuracy", ylim=(max(0.0, min(means) - 0.1), None))
     ax.set_title(f"{title} (green: beats its baseline)")
     return save_figure(fig, out, name)
+
+
+VERDICT_MARKS = {"held": "#1a7f37", "did not hold": "#cf222e", "inconclusive": "#9a6700"}
+
+
+def comparison_intervals(out: Path, name: str, title: str, comparisons: Sequence[Any]) -> str:
+    """Each comparison (:class:`trainlab.lab.evidence.Comparison`) as its mean paired difference
+    with the 95% interval, in accuracy points, beside zero and the minimum effect in the claimed
+    direction; coloured by verdict (grey: not reached)."""
+    fig, ax = pyplot().subplots(figsize=(6.5, 0.5 * len(comparisons) + 1.4))
+    for i, c in enumerate(comparisons):
+        lo, hi = c.ci95
+        colour = VERDICT_MARKS.get(c.verdict, "#57606a")
+        ax.errorbar(
+            100 * c.difference, i, xerr=[[100 * (c.difference - lo)], [100 * (hi - c.difference)]],
+            fmt="o", color=colour, capsize=4,
+        )  # fmt: skip
+        ax.axvline(100 * c.direction * c.min_effect, color="k", ls="--", lw=0.8)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(comparisons)))
+    ax.set_yticklabels([f"{c.name}\n({c.verdict}, {len(c.seeds)} seeds)" for c in comparisons])
+    ax.tick_params(axis="y", labelsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel="treatment - baseline, accuracy points (paired-t 95% interval)")
+    ax.set_title(f"{title}\n(dashed: minimum effect)", fontsize=9)
+    return save_figure(fig, out, name)
