@@ -197,7 +197,7 @@ def main() -> int:
         lines.append("CIFAR-10 is not installed (`make cifar10`); skipped.")
     else:
         lines.append(
-            "`load_dataset(\"cifar10\")` from `trainlab data get cifar10`'s arrays (184 MB: "
+            '`load_dataset("cifar10")` from `trainlab data get cifar10`\'s arrays (184 MB: '
             "read, sha256 of every array against the published values, NHWC to NCHW): "
             f"**{arrays:.2f} s** (best of 3; target: under 1 s)."
         )
