@@ -44,3 +44,14 @@ def fashion_mnist():
         return load_dataset("fashion-mnist")
     except DataError as exc:
         pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: a second intra-op thread only adds contention on a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -7,14 +7,7 @@ from torch import nn
 from trainlab.errors import RegistryError
 from trainlab.regularize.dropout import DROPOUT, Dropout, mc_predict
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data(shape, seed=0):
