@@ -113,6 +113,15 @@ def test_verdicts_on_constructed_cases():
     assert _compare(-0.05, direction=-1).difference == pytest.approx(-0.05)
 
 
+def test_too_few_seeds_decide_nothing():
+    kwargs = dict(name="n", metric="m", arms=ARMS, min_effect=0.0, direction=1)
+    clear = compare(**kwargs, treatment_values=[1.0, 1.1], baseline_values=[0.0, 0.0],
+                    seeds=[0, 1], min_seeds=2)  # fmt: skip
+    assert clear.verdict == "held"
+    two = compare(**kwargs, treatment_values=[1.0, 1.1], baseline_values=[0.0, 0.0], seeds=[0, 1])
+    assert two.verdict == "inconclusive" and two.ci95[0] > 0  # the interval alone would hold
+
+
 def test_verdict_boundaries_are_inconclusive():
     # A zero-width interval exactly at the minimum effect neither clears nor excludes it
     # (values exact in binary, so the differences are exactly 0.5 and 0).

@@ -137,6 +137,7 @@ def compare(
     min_effect: float,
     direction: int,
     reached: bool = True,
+    min_seeds: int = 3,
 ) -> Comparison:
     """The :class:`Comparison` of treatment against baseline, one value per seed in each arm.
 
@@ -148,7 +149,8 @@ def compare(
     - "held" if lo > min_effect: the whole interval is beyond the minimum effect;
     - "did not hold" if hi < min_effect: the effect is smaller than the minimum, or points the
       other way;
-    - "inconclusive" otherwise: the interval contains min_effect.
+    - "inconclusive" otherwise: the interval contains min_effect, or there are fewer than
+      ``min_seeds`` pairs (two seeds decide nothing: a smoke run's interval is only a shape).
 
     Boundaries: the inequalities are strict, so an interval that ends exactly at min_effect is
     inconclusive (it does not exclude it); with min_effect = 0 a zero-width interval at 0 is
@@ -167,6 +169,8 @@ def compare(
     lo_d, hi_d = sorted((direction * lo, direction * hi))
     if not reached:
         verdict = "not reached"
+    elif len(seeds) < min_seeds:
+        verdict = "inconclusive"
     elif lo_d > min_effect:
         verdict = "held"
     elif hi_d < min_effect:
