@@ -95,6 +95,18 @@ OVERFIT_GAP = 0.15  # the over-fitting regime: baseline train - test accuracy >=
 MIN_EFFECT = 0.005  # 0.5 accuracy points: see paired_comparisons
 
 
+def paired_rule(baseline: str) -> str:
+    """How every paired comparison of arms is decided, as each experiment's rule states it (the
+    numbers are this module's constants, so the text cannot drift from the code)."""
+    return (
+        f"the mean paired test-accuracy difference's paired-t 95% interval above +{MIN_EFFECT} "
+        f"held, below it did not hold, containing it (or fewer than {MIN_SEEDS} seeds) "
+        f"inconclusive; not reached unless {baseline} over-fits (train - test accuracy >= "
+        f"{OVERFIT_GAP}). Overall: did not hold if any did not hold, else not reached if any "
+        "was, else inconclusive if any was, else held"
+    )
+
+
 def overfits(runs: dict[str, list[dict[str, Any]]], baseline: str) -> bool:
     """Whether ``baseline`` over-fits: its mean train minus test accuracy is at least
     :data:`OVERFIT_GAP`, the regime that regularizers and augmentation are claimed to help in."""
@@ -113,14 +125,13 @@ def paired_comparisons(
     the per-seed test accuracies of :func:`fit_arms` (paired by seed), with the paired-t 95%
     interval. ``reached[baseline]`` says whether the baseline's regime precondition held; when
     not, the verdict is "not reached". With fewer than :data:`MIN_SEEDS` seeds (the smoke size)
-    a "held" or "did not hold" is turned into "inconclusive": two seeds decide nothing.
+    the verdict is "inconclusive": two seeds decide nothing.
 
     The minimum effect, 0.5 accuracy points by default, is fixed before the run: smaller gains
     are within what the choice of the test subset (a binomial standard error of about 1 point on
     2,000 images) and the training seed move, and would not change a practitioner's choice."""
-    out = []
-    for name, (treatment, baseline) in pairs.items():
-        c = evidence.compare(
+    return [
+        evidence.compare(
             name,
             "test_acc",
             (treatment, baseline),
@@ -130,8 +141,7 @@ def paired_comparisons(
             min_effect,
             +1,
             reached=reached[baseline],
+            min_seeds=MIN_SEEDS,
         )
-        if len(seeds) < MIN_SEEDS and c.verdict in ("held", "did not hold"):
-            c.verdict = "inconclusive"
-        out.append(c)
-    return out
+        for name, (treatment, baseline) in pairs.items()
+    ]

@@ -30,12 +30,11 @@ import torch
 from torch import Tensor, nn
 
 from trainlab.lab.arms import (
-    MIN_EFFECT,
-    OVERFIT_GAP,
     accuracy_table,
     fit_arms,
     overfits,
     paired_comparisons,
+    paired_rule,
     training_overrides,
     underfit_note,
 )
@@ -130,11 +129,7 @@ def _mlp_overrides(cfg: dict, seed: int) -> list[str]:
         f"against the eval output at the largest K is <= {DECAY_TOL} x error(K=1)/sqrt(K); "
         "(1) and (2) are reported, not evidence. (3) decides: an MLP with two large hidden layers "
         "on a Fashion-MNIST subset, with inverted and with classic dropout(0.5), each against no "
-        "dropout on paired seeds (5 full, 3 quick): the mean paired test-accuracy difference's "
-        f"paired-t 95% interval above +{MIN_EFFECT} held, below it did not hold, containing it "
-        "inconclusive; not reached unless the baseline over-fits (train - test accuracy >= "
-        f"{OVERFIT_GAP}). Overall: did not hold if either did not hold, else not reached, else "
-        "inconclusive if either is, else held."
+        f"dropout on paired seeds (5 full, 3 quick): {paired_rule('the baseline')}."
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:

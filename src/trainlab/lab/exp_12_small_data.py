@@ -25,13 +25,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainlab.lab.arms import (
-    MIN_EFFECT,
-    OVERFIT_GAP,
     accuracy_table,
     cnn_overrides,
     fit_arms,
     overfits,
     paired_comparisons,
+    paired_rule,
     underfit_note,
 )
 from trainlab.lab.base import Outcome, conclude, experiment
@@ -87,13 +86,9 @@ def base_overrides(cfg: dict, seed: int) -> list[str]:
         "A 5,000-image CIFAR-10 subset, a small CNN without batch norm, augmentation or weight "
         "decay as the baseline; each technique added alone; paired seeds (5 full, 3 quick). One "
         "comparison each for mixup, cutout, crop+flip augmentation and batch norm against the "
-        "baseline: the mean paired test-accuracy difference's paired-t 95% interval above "
-        f"+{MIN_EFFECT} held, below it did not hold, containing it inconclusive; not reached "
-        f"unless the baseline over-fits (train - test accuracy >= {OVERFIT_GAP}). Overall: did "
-        "not hold if any did not hold, else not reached if any was, else inconclusive if any "
-        "was, else held. The other techniques (L2, dropout, DropConnect, fractional pooling, "
-        "stochastic depth against its ResNet baseline; full size only) are measured and "
-        "reported but not part of the claim."
+        f"baseline: {paired_rule('the baseline')}. The other techniques (L2, dropout, "
+        "DropConnect, fractional pooling, stochastic depth against its ResNet baseline; full "
+        "size only) are measured and reported but not part of the claim."
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:

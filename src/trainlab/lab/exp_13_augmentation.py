@@ -25,13 +25,12 @@ import torch
 
 from trainlab.augment import make_pipeline, plot_augment
 from trainlab.lab.arms import (
-    MIN_EFFECT,
-    OVERFIT_GAP,
     accuracy_table,
     cnn_overrides,
     fit_arms,
     overfits,
     paired_comparisons,
+    paired_rule,
     underfit_note,
 )
 from trainlab.lab.base import Outcome, conclude, experiment
@@ -102,11 +101,8 @@ def _grid(out: Path, images: torch.Tensor, stats, seed: int) -> str:
     rule=(
         "A 5,000-image CIFAR-10 subset, a small CNN with batch norm and weight decay, the same "
         "training for every run; each augmentation alone against none on paired seeds (5 full, 3 "
-        "quick). One comparison per augmentation: the mean paired test-accuracy difference's "
-        f"paired-t 95% interval above +{MIN_EFFECT} held, below it did not hold, containing it "
-        "inconclusive; not reached unless the run without augmentation over-fits (train - test "
-        f"accuracy >= {OVERFIT_GAP}). Overall: did not hold if any did not hold, else not "
-        "reached if any was, else inconclusive if any was, else held."
+        "quick). One comparison per augmentation: "
+        f"{paired_rule('the run without augmentation')}."
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:
