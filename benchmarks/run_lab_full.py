@@ -16,8 +16,10 @@ gallery and docs/lab.md from DIR.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +31,7 @@ REMARKS = ROOT / "benchmarks" / "lab_remarks.md"  # comments on the last run, sh
 import torch  # noqa: E402
 
 from trainlab.bench import cpu_model  # noqa: E402
-from trainlab.fileio import write_text  # noqa: E402
+from trainlab.fileio import write_json, write_text  # noqa: E402
 from trainlab.lab.base import experiment_names  # noqa: E402
 from trainlab.lab.gallery import lab_markdown, load_results, run_lab, write_gallery  # noqa: E402
 
@@ -41,6 +43,17 @@ def machine() -> str:
         f"{model}, {os.cpu_count()} cores (OMP_NUM_THREADS={threads}), torch {torch.__version__}, "
         f"Python {platform.python_version()}"
     )
+
+
+def commit() -> str:
+    """The checkout's commit, marked "+changes" when the tree differs from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    head = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src").strip()
+    return head + ("+changes" if dirty else "")
 
 
 def main() -> int:
@@ -56,6 +69,9 @@ def main() -> int:
         for name in args.only or experiment_names():
             t0 = time.perf_counter()
             (result,) = run_lab([name], out, quick=args.quick, seed=args.seed)
+            # which code measured it: experiments of one page may run at different commits
+            path = out / name / "result.json"
+            write_json(path, {**json.loads(path.read_text(encoding="utf-8")), "commit": commit()})
             print(f"{name}: {result['verdict']} ({time.perf_counter() - t0:.0f} s)", flush=True)
     results = load_results(out)
     write_gallery(out, results)

@@ -113,6 +113,16 @@ def test_verdicts_on_constructed_cases():
     assert _compare(-0.05, direction=-1).difference == pytest.approx(-0.05)
 
 
+def test_agreement_verdicts_on_constructed_cases():
+    # direction 0: the claim is |treatment - baseline| < min_effect. Half-width 0.0196 as above.
+    assert _compare(0.0, min_effect=0.05, direction=0).verdict == "held"  # inside (-0.05, 0.05)
+    assert _compare(0.1, min_effect=0.05, direction=0).verdict == "did not hold"
+    assert _compare(-0.1, min_effect=0.05, direction=0).verdict == "did not hold"
+    assert _compare(0.05, min_effect=0.05, direction=0).verdict == "inconclusive"  # straddles +m
+    assert _compare(0.0, min_effect=0.01, direction=0).verdict == "inconclusive"  # wider than band
+    assert _compare(0.0, min_effect=0.05, direction=0, reached=False).verdict == "not reached"
+
+
 def test_too_few_seeds_decide_nothing():
     kwargs = dict(name="n", metric="m", arms=ARMS, min_effect=0.0, direction=1)
     clear = compare(**kwargs, treatment_values=[1.0, 1.1], baseline_values=[0.0, 0.0],
@@ -182,7 +192,9 @@ def test_input_errors():
     with pytest.raises(ValueError, match="min_effect"):
         _compare(0.05, min_effect=-0.01)
     with pytest.raises(ValueError, match="direction"):
-        _compare(0.05, direction=0)
+        _compare(0.05, direction=2)
+    with pytest.raises(ValueError, match="min_effect"):  # agreement needs a tolerance band
+        _compare(0.05, direction=0, min_effect=0.0)
     with pytest.raises(ValueError, match="seeds"):
         compare("c", "m", ARMS, [1.0, 2.0], [0.0, 1.0], [0], 0.0, 1)
     with pytest.raises(ValueError, match="verdict"):

@@ -10,7 +10,6 @@ from trainlab.lab.base import (
     experiment_names,
     get_experiment,
     run_experiment,
-    verdict_from,
 )
 from trainlab.lab.figures import save_figure
 
@@ -23,5 +22,4 @@ __all__ = [
     "get_experiment",
     "run_experiment",
     "save_figure",
-    "verdict_from",
 ]

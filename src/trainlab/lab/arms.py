@@ -1,10 +1,16 @@
 """Comparing arms over paired seeds: every arm trains once per seed with trainlab's own recipe
 and engine, and a seed fixes the training subset, initialization and batch order in every arm,
-so within a seed the arms differ only in what the arm changes."""
+so within a seed the arms differ only in what the arm changes.
+
+Each arm gets its own learning rate (:func:`tune_lr`): a log grid that brackets the optimum,
+searched on a tuning seed that is not one of the paired seeds, then fixed for them; a claim
+about arms compared at one shared rate would be a claim about that rate."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from trainlab.data import ImageDataset
@@ -43,8 +49,20 @@ def fit_arms(
     data: ImageDataset,
 ) -> dict[str, list[dict[str, Any]]]:
     """Arm name -> the last epoch's metrics of ``fit_recipe(base(seed) + the arm's overrides,
-    data)``, one per seed, in seed order."""
-    return {arm: [fit_recipe(base(s) + extra, data) for s in seeds] for arm, extra in arms.items()}
+    data)``, one per seed, in seed order. A run that diverges counts as a classifier at chance
+    (accuracy 1 / classes, loss inf) with ``"diverged": True``: it stays paired with its seed
+    instead of silently leaving the comparison."""
+    from trainlab.errors import TrainingDiverged
+
+    def fit(overrides: list[str]) -> dict[str, Any]:
+        try:
+            return fit_recipe(overrides, data)
+        except TrainingDiverged:
+            chance = 1.0 / len(data.classes)
+            return {"train_acc": chance, "test_acc": chance, "train_loss": math.inf,
+                    "test_loss": math.inf, "diverged": True}  # fmt: skip
+
+    return {arm: [fit(base(s) + extra) for s in seeds] for arm, extra in arms.items()}
 
 
 def mean_of(rows: list[dict[str, Any]], key: str) -> float:
@@ -145,3 +163,136 @@ def paired_comparisons(
         )
         for name, (treatment, baseline) in pairs.items()
     ]
+
+
+TUNING_SEED = 10_000  # added to an experiment's seed: the tuning run shares no paired seed
+GRID_POINTS = 5  # the least a learning-rate grid holds
+GRID_RATIO = math.sqrt(10)  # neighbouring rates of a grid: half a decade apart
+MAX_EXTENSIONS = 3  # a grid grows at most this many points past its edges
+
+
+def log_grid(centre: float, points: int = GRID_POINTS, ratio: float = GRID_RATIO) -> list[float]:
+    """``points`` learning rates centred (in log scale) on ``centre``, ``ratio`` apart, rising,
+    rounded to 3 significant digits so that they print and key as written."""
+    half = (points - 1) / 2
+    return [_tidy(centre * ratio ** (i - half)) for i in range(points)]
+
+
+def _tidy(lr: float) -> float:
+    return float(f"{lr:.3g}")
+
+
+def diverged(losses: Sequence[float], window: int = 0) -> bool:
+    """A training run diverged if a loss is not finite, or if it ends above where it started:
+    the mean of the last ``window`` losses (10% of them, at least one, by default) is above the
+    first loss."""
+    if not losses or not all(math.isfinite(v) for v in losses):
+        return True
+    window = window or max(1, len(losses) // 10)
+    return math.fsum(losses[-window:]) / window > losses[0]
+
+
+def final_loss(losses: Sequence[float], window: int = 0) -> float:
+    """The mean of the last ``window`` losses (10% by default), or ``inf`` if the run
+    :func:`diverged`: the score a learning-rate search minimises on a training curve."""
+    if diverged(losses, window):
+        return math.inf
+    window = window or max(1, len(losses) // 10)
+    return math.fsum(losses[-window:]) / window
+
+
+@dataclass
+class LRSearch:
+    """A learning-rate search: every rate tried with its score (lower is better, ``inf`` for a
+    diverged run), the chosen rate, and how many points were added past the first grid's edges
+    to bracket it."""
+
+    scores: dict[float, float] = field(default_factory=dict)
+    best: float = math.nan
+    extensions: int = 0
+    bracketed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tried": sorted(self.scores),
+            "score": [self.scores[lr] for lr in sorted(self.scores)],
+            "best": self.best,
+            "extensions": self.extensions,
+            "bracketed": self.bracketed,
+        }
+
+
+def tune_lr(
+    score: Callable[[float], float],
+    grid: Sequence[float],
+    *,
+    ratio: float = GRID_RATIO,
+    max_extensions: int = MAX_EXTENSIONS,
+) -> LRSearch:
+    """The learning rate in ``grid`` (at least :data:`GRID_POINTS` rising rates) with the lowest
+    ``score(lr)``, the grid extended by a factor ``ratio`` past whichever edge holds the best
+    until the best is interior (``bracketed``) or ``max_extensions`` points were added. A rate
+    that diverges scores ``inf``; when every rate diverges the grid grows downwards. Ties go to
+    the smaller rate (the safer one)."""
+    if len(grid) < GRID_POINTS or list(grid) != sorted(grid) or min(grid) <= 0:
+        raise ValueError(
+            f"grid must hold at least {GRID_POINTS} rising positive rates, got {list(grid)}"
+        )
+    search = LRSearch()
+    exact = {_tidy(lr): lr for lr in grid}  # extensions step from the unrounded edge
+    for lr in exact:
+        search.scores[lr] = score(lr)
+    while True:
+        rates = sorted(search.scores)
+        search.best = min(rates, key=lambda lr: (search.scores[lr], lr))
+        low_edge, high_edge = search.best == rates[0], search.best == rates[-1]
+        search.bracketed = not (low_edge or high_edge)
+        if search.bracketed or search.extensions >= max_extensions:
+            return search
+        step = exact[rates[0]] / ratio if low_edge else exact[rates[-1]] * ratio
+        exact[_tidy(step)] = step
+        search.scores[_tidy(step)] = score(_tidy(step))
+        search.extensions += 1
+
+
+def tune_arm(
+    base: Callable[[int], list[str]],
+    extra: list[str],
+    seed: int,
+    data: ImageDataset,
+    grid: Sequence[float],
+    val_fraction: float = 0.2,
+) -> LRSearch:
+    """:func:`tune_lr` for one arm of :func:`fit_arms`: each rate trains ``base(tuning seed) +
+    extra`` with ``val_fraction`` of its training subset held out, and scores the held-out
+    error (``inf`` if the training loss was not finite or the run stopped on divergence). The
+    test split is never looked at."""
+    from trainlab.errors import TrainingDiverged
+
+    def score(lr: float) -> float:
+        overrides = base(seed + TUNING_SEED) + extra
+        overrides += [f"optim.lr={lr}", f"data.val_fraction={val_fraction}"]
+        try:
+            final = fit_recipe(overrides, data)
+        except TrainingDiverged:
+            return math.inf
+        if not math.isfinite(final["train_loss"]):
+            return math.inf
+        return 1.0 - final["val_acc"]
+
+    return tune_lr(score, grid)
+
+
+def fit_tuned_arms(
+    base: Callable[[int], list[str]],
+    arms: dict[str, list[str]],
+    seeds: Sequence[int],
+    data: ImageDataset,
+    grid: Sequence[float],
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, LRSearch]]:
+    """Each arm's learning rate by :func:`tune_arm` (on the tuning seed ``seeds[0] +``
+    :data:`TUNING_SEED`), then :func:`fit_arms` with it on the paired ``seeds``. Returns the
+    runs and the searches, by arm."""
+    searches = {arm: tune_arm(base, extra, seeds[0], data, grid) for arm, extra in arms.items()}
+    tuned = {arm: extra + [f"optim.lr={searches[arm].best}"] for arm, extra in arms.items()}
+    return fit_arms(base, tuned, seeds, data), searches

@@ -6,16 +6,16 @@ it runs; it then measures, draws its figures and returns its numbers and verdict
 writes ``out/result.json``::
 
     {"name", "claim", "source", "rule", "verdict", "measured": {...numbers...},
-     "figures": ["fig.png", ...], "quick", "seed", "seconds", "notes"}
+     "comparisons": [{"name", "metric", "arms", "difference", "ci95", "min_effect", "seeds",
+                      "verdict", ...}, ...],
+     "figures": ["fig.png", ...], "quick", "size", "seed", "seconds", "notes"}
 
-plus ``"comparisons": [{"name", "metric", "arms", "difference", "ci95", "min_effect", "seeds",
-"verdict", ...}, ...]`` for an experiment decided by paired comparisons
-(:mod:`trainlab.lab.evidence`, verdicts held, did not hold, inconclusive, not reached). An
-experiment not yet moved onto comparisons is decided by its checks (held, did not hold, partly
-held).
-
-Verdicts are decided by the experiment's ``rule`` as stated in code before any number is seen;
-a claim that does not hold on our setup says so, with the numbers.
+Every verdict comes from the experiment's comparisons (:mod:`trainlab.lab.evidence`: a paired
+difference over seeds with its 95% interval against a minimum effect stated before the run;
+held, did not hold, inconclusive or not reached), combined by the rule in the experiment's
+docstring (:func:`~trainlab.lab.evidence.overall_verdict`). Checks that cannot fail (identities
+of the arithmetic) are unit tests, not evidence. A claim that does not hold on our setup says
+so, with the numbers.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from trainlab.errors import TrainlabError
 from trainlab.fileio import write_json
@@ -33,8 +36,7 @@ from trainlab.lab.numbers import rounded
 from trainlab.lab.runs import size_of
 from trainlab.registry import Registry
 
-CHECK_VERDICTS = ("held", "did not hold", "partly held")  # experiments decided by checks
-VERDICTS = tuple(dict.fromkeys(CHECK_VERDICTS + evidence.VERDICTS))
+VERDICTS = evidence.VERDICTS
 
 
 @dataclass
@@ -45,11 +47,13 @@ class Outcome:
     measured: dict[str, Any]
     figures: list[str] = field(default_factory=list)
     notes: str = ""
-    comparisons: list[evidence.Comparison] | None = None
+    comparisons: list[evidence.Comparison] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if not self.comparisons:
+            raise ValueError("an experiment's outcome needs at least one comparison")
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,8 @@ def run_experiment(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    outcome = exp.run(out, size_of(quick), seed)
+    size = size_of(quick)
+    outcome = exp.run(out, size, seed)
     result = {
         "name": exp.name,
         "claim": exp.claim,
@@ -111,47 +116,34 @@ def run_experiment(
         "rule": exp.rule,
         "verdict": outcome.verdict,
         "measured": outcome.measured,
+        "comparisons": [c.to_dict() for c in outcome.comparisons],
         "figures": outcome.figures,
         "notes": outcome.notes,
-        **(
-            {"comparisons": [c.to_dict() for c in outcome.comparisons]}
-            if outcome.comparisons is not None
-            else {}
-        ),
         "quick": quick,
+        "size": size,
         "seed": seed,
         "seconds": round(time.perf_counter() - t0, 2),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
     write_json(out / "result.json", result)
     return result
 
 
-def verdict_from(checks: dict[str, bool]) -> str:
-    """All checks true: held; none: did not hold; some: partly held."""
-    if not checks:
-        raise TrainlabError("an experiment's verdict needs at least one check")
-    passed = sum(checks.values())
-    return "held" if passed == len(checks) else "did not hold" if passed == 0 else "partly held"
-
-
 def conclude(
-    checks: dict[str, bool],
+    comparisons: list[evidence.Comparison],
     measured: dict[str, Any],
     figures: list[str],
     notes: str,
-    comparisons: list[evidence.Comparison] | None = None,
 ) -> Outcome:
-    """The outcome of an experiment, with the checks stored last under ``measured`` and every
-    number :func:`rounded` for JSON.
-
-    With ``comparisons`` the verdict is :func:`evidence.overall_verdict` of them (rule "all",
-    stated in the experiment's docstring), and ``checks`` are only reported: they do not count
-    towards the verdict. Without, the checks decide it (:func:`verdict_from`)."""
-    if comparisons is not None:
-        verdict = evidence.overall_verdict(comparisons)
-    else:
-        verdict = verdict_from(checks)
-    return Outcome(verdict, rounded({**measured, "checks": checks}), figures, notes, comparisons)
+    """The outcome of an experiment: the verdict is :func:`evidence.overall_verdict` of its
+    ``comparisons`` (rule "all", stated in the experiment's docstring), every number of
+    ``measured`` :func:`rounded` for JSON."""
+    if not comparisons:
+        raise TrainlabError("an experiment's verdict needs at least one comparison")
+    verdict = evidence.overall_verdict(comparisons)
+    return Outcome(verdict, rounded(measured), figures, notes, comparisons)
 
 
 def _load_all() -> None:

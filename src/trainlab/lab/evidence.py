@@ -90,7 +90,9 @@ class Comparison:
     """One comparative claim, measured: ``arms`` is (treatment, baseline); ``difference`` the mean
     of treatment - baseline over the paired ``seeds`` with its 95% interval ``ci95``;
     ``min_effect`` (>= 0, in the metric's units) the smallest difference the claim counts, stated
-    before the run; ``direction`` +1 if the claim says treatment > baseline, -1 if <."""
+    before the run; ``direction`` +1 if the claim says treatment > baseline, -1 if <, and 0 if
+    it says they agree: |treatment - baseline| < min_effect (a measurement against a theory's
+    prediction, say), which needs min_effect > 0."""
 
     name: str
     metric: str
@@ -105,9 +107,7 @@ class Comparison:
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise RegistryError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
-        if self.direction not in (1, -1) or isinstance(self.direction, bool):
-            raise RegistryError(f"direction must be +1 or -1, got {self.direction!r}")
-        check_number(self.min_effect, "min_effect", 0)
+        _check_direction(self.direction, self.min_effect)
         if len(self.arms) != 2:
             raise RegistryError(f"arms must be (treatment, baseline), got {self.arms!r}")
 
@@ -127,6 +127,12 @@ class Comparison:
         }
 
 
+def _check_direction(direction: int, min_effect: float) -> None:
+    if direction not in (1, -1, 0) or isinstance(direction, bool):
+        raise RegistryError(f"direction must be +1, -1 or 0, got {direction!r}")
+    check_number(min_effect, "min_effect", 0, lo_open=direction == 0)
+
+
 def compare(
     name: str,
     metric: str,
@@ -143,23 +149,26 @@ def compare(
 
     Rule, fixed before the run. If the claim's precondition failed (``reached=False``, e.g. the
     over-fitting regime was not reached) the verdict is "not reached", whatever the numbers.
-    Otherwise the 95% paired-t interval is turned to the claimed direction, (lo, hi) =
-    sorted(direction · ci95), and the verdict is:
+    Otherwise, with fewer than ``min_seeds`` pairs it is "inconclusive" (two seeds decide
+    nothing: a smoke run's interval is only a shape). For a claimed direction (+1 or -1) the 95%
+    paired-t interval is turned to it, (lo, hi) = sorted(direction · ci95), and the verdict is:
 
     - "held" if lo > min_effect: the whole interval is beyond the minimum effect;
     - "did not hold" if hi < min_effect: the effect is smaller than the minimum, or points the
       other way;
-    - "inconclusive" otherwise: the interval contains min_effect, or there are fewer than
-      ``min_seeds`` pairs (two seeds decide nothing: a smoke run's interval is only a shape).
+    - "inconclusive" otherwise: the interval contains min_effect.
+
+    For a claim of agreement (direction 0, min_effect m > 0; the two one-sided tests of
+    Schuirmann 1987 read off the same interval): "held" if the interval lies inside (-m, m),
+    "did not hold" if it lies wholly outside it (lo >= m or hi <= -m), "inconclusive" otherwise.
 
     Boundaries: the inequalities are strict, so an interval that ends exactly at min_effect is
     inconclusive (it does not exclude it); with min_effect = 0 a zero-width interval at 0 is
     inconclusive too. ``difference`` and ``ci95`` are recorded as treatment - baseline (not
     turned), so they read the same whatever the claim's direction.
     """
-    if direction not in (1, -1) or isinstance(direction, bool):
-        raise RegistryError(f"direction must be +1 or -1, got {direction!r}")
-    min_effect = check_number(min_effect, "min_effect", 0)
+    _check_direction(direction, min_effect)
+    min_effect = float(min_effect)
     difference, (lo, hi) = paired_t_interval(treatment_values, baseline_values)
     if len(seeds) != len(treatment_values):
         raise RegistryError(
@@ -171,6 +180,10 @@ def compare(
         verdict = "not reached"
     elif len(seeds) < min_seeds:
         verdict = "inconclusive"
+    elif direction == 0:
+        inside = -min_effect < lo and hi < min_effect
+        outside = lo >= min_effect or hi <= -min_effect
+        verdict = "held" if inside else "did not hold" if outside else "inconclusive"
     elif lo_d > min_effect:
         verdict = "held"
     elif hi_d < min_effect:

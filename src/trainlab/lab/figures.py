@@ -88,23 +88,30 @@ VERDICT_MARKS = {"held": "#1a7f37", "did not hold": "#cf222e", "inconclusive": "
 
 
 def comparison_intervals(out: Path, name: str, title: str, comparisons: Sequence[Any]) -> str:
-    """Each comparison (:class:`trainlab.lab.evidence.Comparison`) as its mean paired difference
-    with the 95% interval, in accuracy points, beside zero and the minimum effect in the claimed
-    direction; coloured by verdict (grey: not reached)."""
-    fig, ax = pyplot().subplots(figsize=(6.5, 0.5 * len(comparisons) + 1.4))
-    for i, c in enumerate(comparisons):
+    """Each comparison (:class:`trainlab.lab.evidence.Comparison`) on its own row, in its own
+    metric's units (accuracies in points): the mean paired difference with its 95% interval,
+    beside zero (solid) and the minimum effect in the claimed direction (dashed; both sides for
+    a claim of agreement); coloured by verdict (grey: not reached)."""
+    n = len(comparisons)
+    fig, axes = pyplot().subplots(n, 1, figsize=(6.5, 0.95 * n + 0.9), squeeze=False)
+    for ax, c in zip(axes[:, 0], comparisons, strict=True):
+        scale, unit = (100, "points") if "acc" in c.metric else (1, "")
         lo, hi = c.ci95
+        d = c.difference
         colour = VERDICT_MARKS.get(c.verdict, "#57606a")
         ax.errorbar(
-            100 * c.difference, i, xerr=[[100 * (c.difference - lo)], [100 * (hi - c.difference)]],
-            fmt="o", color=colour, capsize=4,
+            scale * d, 0, xerr=[[scale * (d - lo)], [scale * (hi - d)]], fmt="o", color=colour,
+            capsize=4,
         )  # fmt: skip
-        ax.axvline(100 * c.direction * c.min_effect, color="k", ls="--", lw=0.8)
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(range(len(comparisons)))
-    ax.set_yticklabels([f"{c.name}\n({c.verdict}, {len(c.seeds)} seeds)" for c in comparisons])
-    ax.tick_params(axis="y", labelsize=7)
-    ax.invert_yaxis()
-    ax.set(xlabel="treatment - baseline, accuracy points (paired-t 95% interval)")
-    ax.set_title(f"{title}\n(dashed: minimum effect)", fontsize=9)
+        bounds = [c.min_effect, -c.min_effect] if c.direction == 0 else [c.direction * c.min_effect]
+        for b in bounds:
+            ax.axvline(scale * b, color="k", ls="--", lw=0.8)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks([])
+        ax.set_ylabel(f"{c.verdict}\n{len(c.seeds)} seeds", fontsize=7, rotation=0, ha="right",
+                      va="center", color=colour)  # fmt: skip
+        ax.set_title(f"{c.name} ({' - '.join(c.arms)})", fontsize=7, loc="left")
+        ax.set_xlabel(f"{c.metric} {unit}".strip(), fontsize=7, labelpad=1)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(f"{title}\n(paired-t 95% interval; dashed: minimum effect)", fontsize=9)
     return save_figure(fig, out, name)

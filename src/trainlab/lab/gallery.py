@@ -25,7 +25,6 @@ from trainlab.lab.base import VERDICTS, experiment_names, run_experiment
 
 VERDICT_COLOURS = {
     "held": "#1a7f37",
-    "partly held": "#9a6700",
     "inconclusive": "#9a6700",
     "did not hold": "#cf222e",
     "not reached": "#57606a",
@@ -39,7 +38,7 @@ def comparison_cells(c: dict[str, Any]) -> list[str]:
     order: treatment - baseline difference, its interval and the minimum effect in the metric's
     units (signed in the claimed direction)."""
     lo, hi = c["ci95"]
-    sign = "-" if c.get("direction", 1) < 0 else "+"
+    sign = {1: "+", -1: "-", 0: "±"}[c.get("direction", 1)]
     return [
         c["name"],
         " - ".join(c["arms"]),
@@ -49,6 +48,45 @@ def comparison_cells(c: dict[str, Any]) -> list[str]:
         f"{len(c['seeds'])}: {format_value(c['seeds'])}",
         c["verdict"],
     ]
+
+
+def run_line(result: dict[str, Any]) -> str:
+    """Where and how one result was measured: size, seed, seconds, threads, torch and date."""
+    parts = [f"{result.get('size', _size(result))} size", f"seed {result.get('seed')}",
+             f"{result.get('seconds')} s"]  # fmt: skip
+    if "threads" in result:
+        parts.append(f"{result['threads']} thread(s), torch {result.get('torch')}")
+    if "date" in result:
+        parts.append(result["date"])
+    if "commit" in result:
+        parts.append(f"commit {result['commit']}")
+    return ", ".join(parts)
+
+
+def what_would_decide(c: dict[str, Any]) -> str:
+    """For a comparison that was not decided (inconclusive, not reached), one sentence saying
+    what would decide it; "" for a decided one. The seeds estimate scales the interval's
+    half-width h as 1/sqrt(n) until it clears the minimum-effect boundary nearest the mean
+    (n' = n (h / |difference - boundary|)^2, the t quantile's shrinking ignored)."""
+    if c["verdict"] == "not reached":
+        return (
+            f"{c['name']}: not reached. The regime the claim is about (stated in the rule) did "
+            "not occur; a larger or longer run that reaches it would decide the claim."
+        )
+    if c["verdict"] != "inconclusive":
+        return ""
+    lo, hi = c["ci95"]
+    n, d, m = len(c["seeds"]), c["difference"], c["min_effect"]
+    boundaries = [m, -m] if c.get("direction", 1) == 0 else [c.get("direction", 1) * m]
+    gap = min(abs(d - b) for b in boundaries)
+    if n < 3:
+        return f"{c['name']}: only {n} seeds; at least 3 are needed to decide anything."
+    if gap == 0:
+        return f"{c['name']}: the mean sits on the minimum effect; no number of seeds decides it."
+    needed = math.ceil(n * ((hi - lo) / 2 / gap) ** 2)
+    return (f"{c['name']}: inconclusive with {n} seeds; about {max(needed, n + 1)} paired seeds "
+            "would narrow the interval enough to decide, if the mean difference stays where it "
+            "is.")  # fmt: skip
 
 
 def run_lab(
@@ -87,7 +125,7 @@ def flatten(measured: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]
 
 
 def format_value(value: Any) -> str:
-    """Numbers to 4 significant digits; lists shortened; booleans as yes/no; None (JSON's
+    """Numbers to 4 significant digits; lists in full; booleans as yes/no; None (JSON's
     stand-in for a diverged run's infinite loss, or "never" for a divergence step) as n/a."""
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -98,8 +136,7 @@ def format_value(value: Any) -> str:
             return str(value)
         return f"{value:.4g}"
     if isinstance(value, list):
-        items = [format_value(v) for v in value[:12]]
-        return "[" + ", ".join(items) + (", ...]" if len(value) > 12 else "]")
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
     return str(value)
 
 
@@ -156,7 +193,7 @@ def _section(result: dict[str, Any], folder: Path) -> str:
 <table><tr><th>measured</th><th>value</th></tr>{rows}</table>
 {figures}
 <p><b>Notes.</b> {e(result.get("notes", ""))}</p>
-<p class="meta">{_size(result)} size, seed {result.get("seed")}, {result.get("seconds")} s</p>
+<p class="meta">{e(run_line(result))}</p>
 </section>"""
 
 
@@ -198,7 +235,8 @@ def lab_markdown(
 ) -> str:
     """The lab's Markdown page: a summary table of verdicts, ``remarks`` (a reader's comments
     on this particular run, written after it, kept apart from the measured results), then per
-    experiment its claim, source, rule, verdict, checks, key numbers and notes."""
+    experiment its claim, source, rule, verdict, its comparisons (with what would decide the
+    undecided ones), every measured number and notes."""
     date = date or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# The lab: the lecture's claims, measured",
@@ -223,42 +261,25 @@ def lab_markdown(
     if remarks.strip():
         lines += ["", "## Remarks on this run (written after it)", "", remarks.strip()]
     for r in results:
-        measured = r.get("measured", {})
-        checks = measured.get("checks", {})
-        numbers = [
-            f"| {k} | {format_value(v)} |"
-            for k, v in flatten(measured)
-            if not k.startswith("checks.")
-        ][:40]
+        numbers = [f"| {k} | {format_value(v)} |" for k, v in flatten(r.get("measured", {}))]
         lines += [
             "",
             f"## {r['name']}",
             "",
-            f"**Verdict: {r['verdict']}** ({_size(r)} size, seed {r.get('seed')}, "
-            f"{r.get('seconds')} s)",
+            f"**Verdict: {r['verdict']}** ({run_line(r)})",
             "",
             f"- Claim: {r['claim']}",
             f"- Source: {r['source']}",
             f"- Rule: {r['rule']}",
+            "",
+            "Comparisons (mean paired difference, paired-t 95% interval):",
+            "",
+            "| " + " | ".join(COMPARISON_COLUMNS) + " |",
+            "|" + "---|" * len(COMPARISON_COLUMNS),
         ]
-        if r.get("comparisons"):
-            lines += [
-                "",
-                "Comparisons (mean paired difference, paired-t 95% interval):",
-                "",
-                "| " + " | ".join(COMPARISON_COLUMNS) + " |",
-                "|" + "---|" * len(COMPARISON_COLUMNS),
-            ]
-            lines += ["| " + " | ".join(comparison_cells(c)) + " |" for c in r["comparisons"]]
-        if checks:
-            lines += [
-                "",
-                "Checks (reported; they do not decide the verdict):"
-                if r.get("comparisons")
-                else "Checks:",
-                "",
-            ]
-            lines += [f"- {'pass' if ok else 'FAIL'}: {name}" for name, ok in checks.items()]
+        lines += ["| " + " | ".join(comparison_cells(c)) + " |" for c in r["comparisons"]]
+        deciders = [what_would_decide(c) for c in r["comparisons"]]
+        lines += ["", *[f"- {d}" for d in deciders if d]] if any(deciders) else []
         lines += ["", "| measured | value |", "|---|---|", *numbers]
         if r.get("notes"):
             lines += ["", f"Notes: {r['notes']}"]
