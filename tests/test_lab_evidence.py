@@ -123,6 +123,14 @@ def test_agreement_verdicts_on_constructed_cases():
     assert _compare(0.0, min_effect=0.05, direction=0, reached=False).verdict == "not reached"
 
 
+def test_non_inferiority_is_a_negative_minimum_effect():
+    # "treatment is no worse than baseline by more than 0.03": held when the interval's lower end
+    # (in the claimed direction) clears -0.03, though the difference itself is negative.
+    assert _compare(-0.005, min_effect=-0.03).verdict == "held"
+    assert _compare(-0.1, min_effect=-0.03).verdict == "did not hold"
+    assert _compare(-0.03, min_effect=-0.03).verdict == "inconclusive"
+
+
 def test_too_few_seeds_decide_nothing():
     kwargs = dict(name="n", metric="m", arms=ARMS, min_effect=0.0, direction=1)
     clear = compare(**kwargs, treatment_values=[1.0, 1.1], baseline_values=[0.0, 0.0],
@@ -190,7 +198,7 @@ def test_input_errors():
     with pytest.raises(ValueError, match="p must"):
         t_quantile(0.4, 3)
     with pytest.raises(ValueError, match="min_effect"):
-        _compare(0.05, min_effect=-0.01)
+        _compare(0.05, min_effect=math.nan)
     with pytest.raises(ValueError, match="direction"):
         _compare(0.05, direction=2)
     with pytest.raises(ValueError, match="min_effect"):  # agreement needs a tolerance band

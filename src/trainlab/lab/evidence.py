@@ -89,10 +89,11 @@ def paired_t_interval(
 class Comparison:
     """One comparative claim, measured: ``arms`` is (treatment, baseline); ``difference`` the mean
     of treatment - baseline over the paired ``seeds`` with its 95% interval ``ci95``;
-    ``min_effect`` (>= 0, in the metric's units) the smallest difference the claim counts, stated
-    before the run; ``direction`` +1 if the claim says treatment > baseline, -1 if <, and 0 if
-    it says they agree: |treatment - baseline| < min_effect (a measurement against a theory's
-    prediction, say), which needs min_effect > 0."""
+    ``min_effect`` (in the metric's units) the smallest difference the claim counts, stated
+    before the run (negative for a claim of non-inferiority: "treatment is no worse than
+    baseline by more than |min_effect|"); ``direction`` +1 if the claim says treatment >
+    baseline, -1 if <, and 0 if it says they agree: |treatment - baseline| < min_effect (a
+    measurement against a theory's prediction, say), which needs min_effect > 0."""
 
     name: str
     metric: str
@@ -130,7 +131,10 @@ class Comparison:
 def _check_direction(direction: int, min_effect: float) -> None:
     if direction not in (1, -1, 0) or isinstance(direction, bool):
         raise RegistryError(f"direction must be +1, -1 or 0, got {direction!r}")
-    check_number(min_effect, "min_effect", 0, lo_open=direction == 0)
+    if direction == 0:
+        check_number(min_effect, "min_effect", 0, lo_open=True)
+    else:
+        check_number(min_effect, "min_effect")
 
 
 def compare(
