@@ -1,25 +1,12 @@
 """Lab experiments 1-7: each runs (at the smoke size) and writes a well-formed result; the
 measured pieces they build on are checked against hand-computed cases."""
 
-import json
 import math
 
 import pytest
 import torch
 
-from trainlab.lab import get_experiment, run_experiment
-from trainlab.lab.base import VERDICTS
-
-MINE = (
-    "activations",
-    "not-zero-centred",
-    "dead-relu",
-    "relu-vs-tanh",
-    "init-statistics",
-    "zero-init",
-    "deep-init",
-)
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from trainlab.lab import run_experiment
 
 
 @pytest.fixture(autouse=True)
@@ -45,53 +32,6 @@ def _without_timing(value):
     if isinstance(value, dict):
         return {k: _without_timing(v) for k, v in value.items() if k != "timing"}
     return value
-
-
-@pytest.mark.parametrize("name", MINE)
-def test_experiment_writes_a_well_formed_result(name, tmp_path):
-    before = torch.random.get_rng_state()
-    result = run_experiment(name, tmp_path, quick=True, seed=3)
-    assert torch.equal(torch.random.get_rng_state(), before), "the global RNG was touched"
-    on_disk = json.loads((tmp_path / "result.json").read_text())
-    assert on_disk == result
-    exp = get_experiment(name)
-    assert on_disk["name"] == name and on_disk["rule"] == exp.rule and on_disk["claim"]
-    assert on_disk["verdict"] in VERDICTS
-    assert on_disk["quick"] is True and on_disk["seed"] == 3
-    assert on_disk["figures"], "every experiment draws at least one figure"
-    for fig in on_disk["figures"]:
-        assert (tmp_path / fig).read_bytes()[:8] == PNG_MAGIC
-    numbers = list(_numbers(on_disk["measured"]))
-    assert numbers
-    for where, value in numbers:
-        assert math.isfinite(value), where
-
-
-def test_measured_shapes(tmp_path):
-    """A few shapes the figures and docs rely on."""
-    stats = run_experiment("init-statistics", tmp_path / "a", quick=True)["measured"]
-    for setting in stats["per_setting"].values():
-        assert len(setting["std"]) == stats["layers"] == 6
-        assert len(setting["pre_activation_var_ratio"]) == 5
-    deep = run_experiment("deep-init", tmp_path / "b", quick=True)["measured"]
-    assert set(deep["loss_curves"]) == {"xavier", "kaiming"}
-    assert all(len(c) == deep["steps"] for c in deep["loss_curves"].values())
-    assert deep["depth"] == 30
-    timing = run_experiment("activations", tmp_path / "c", quick=True)["measured"]["timing"]
-    assert timing["relative_to_relu"]["relu"] == {"forward": 1.0, "backward": 1.0}
-
-
-@pytest.mark.parametrize("name", ["zero-init", "not-zero-centred", "deep-init"])
-def test_same_seed_same_numbers(name, tmp_path):
-    first = run_experiment(name, tmp_path / "1", quick=True, seed=5)
-    second = run_experiment(name, tmp_path / "2", quick=True, seed=5)
-    assert _without_timing(first["measured"]) == _without_timing(second["measured"])
-
-
-def test_different_seed_different_numbers(tmp_path):
-    a = run_experiment("deep-init", tmp_path / "1", quick=True, seed=0)["measured"]
-    b = run_experiment("deep-init", tmp_path / "2", quick=True, seed=1)["measured"]
-    assert a["loss_curves"] != b["loss_curves"]
 
 
 def test_single_sign_fraction_against_hand_cases():
