@@ -5,7 +5,10 @@ writes ``DIR/<name>/result.json`` and its figures; ``DIR/gallery.html`` shows th
 page lists which experiments ran at full size, which quick, and which not at all.
 
 Run:  PYTHONPATH=src .venv/bin/python benchmarks/run_lab_full.py [--out DIR] [--only NAME ...]
-          [--quick] [--seed S] [--collect]
+          [--quick] [--seed S] [--jobs N] [--collect]
+
+``--jobs N`` runs N experiments at a time, each in its own process with one intra-op thread
+(the lab's full size is sized for one thread each: two jobs on the two-core CPU).
 
 ``benchmarks/lab_remarks.md``, if present, is shown on the page as remarks written after the
 run (they are not part of any result). ``--only`` runs just those experiments (results already
@@ -45,6 +48,25 @@ def machine() -> str:
     )
 
 
+def run_jobs(names: list[str], args: argparse.Namespace) -> None:
+    """Each experiment in its own process (``--only NAME``) with OMP_NUM_THREADS=1, ``--jobs``
+    at a time, in lab order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    extra = ["--quick"] if args.quick else []
+
+    def one(name: str) -> int:
+        cmd = [sys.executable, __file__, "--out", args.out, "--only", name]
+        cmd += ["--seed", str(args.seed), *extra]
+        return subprocess.run(cmd, env=env, check=False).returncode
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        failed = [n for n, rc in zip(names, pool.map(one, names), strict=True) if rc != 0]
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+
+
 def commit() -> str:
     """The checkout's commit, marked "+changes" when the tree differs from it."""
 
@@ -63,9 +85,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="quick size instead of full")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--collect", action="store_true", help="only rewrite gallery and page")
+    parser.add_argument("--jobs", type=int, default=0, help="experiments at once, one thread each")
     args = parser.parse_args()
     out = Path(args.out)
-    if not args.collect:
+    if args.jobs and not args.collect:
+        run_jobs(args.only or experiment_names(), args)
+    elif not args.collect:
         for name in args.only or experiment_names():
             t0 = time.perf_counter()
             (result,) = run_lab([name], out, quick=args.quick, seed=args.seed)
@@ -76,12 +101,10 @@ def main() -> int:
     results = load_results(out)
     write_gallery(out, results)
     ran = {r["name"] for r in results}
-    command = "PYTHONPATH=src .venv/bin/python " + " ".join(
-        [f"benchmarks/{Path(__file__).name}", *sys.argv[1:]]
-    )
+    command = "PYTHONPATH=src .venv/bin/python benchmarks/run_lab_full.py --jobs 2"
     page = lab_markdown(
         results,
-        command=command + " (run once per experiment; see each section's size)",
+        command=command + " (each section names its size, commit, threads and date)",
         machine=machine(),
         not_run=[n for n in experiment_names() if n not in ran],
         remarks=REMARKS.read_text(encoding="utf-8") if REMARKS.is_file() else "",
