@@ -242,9 +242,16 @@ def lab_markdown(
         "# The lab: the lecture's claims, measured",
         "",
         "Each experiment states a claim, its source and the rule that decides it before it runs "
-        "(`src/trainlab/lab/exp_*.py`); the verdict follows from the rule and the numbers below. "
-        "A claim that did not hold on this setup says so. In the tables, n/a stands for a "
-        "diverged run's loss, or for a divergence step that never came.",
+        "(`src/trainlab/lab/exp_*.py`). Every verdict rests on comparisons over paired seeds: "
+        "the mean paired difference with its paired-t 95% interval against a minimum effect "
+        "fixed in the code before the run. **held**: the interval lies beyond the minimum effect "
+        "in the claimed direction (inside the tolerance, for a claim of agreement); **did not "
+        "hold**: it excludes the minimum effect, or points the other way; **inconclusive**: it "
+        "straddles it (or fewer than 3 seeds); **not reached**: the regime the claim is about "
+        "(for example a baseline that over-fits) did not occur. An experiment's verdict combines "
+        "its comparisons by the rule \"all\": did not hold if any did not hold, else not "
+        "reached, else inconclusive, else held. A claim that did not hold on this setup says "
+        "so. In the tables, n/a stands for a diverged run's loss, or for a step that never came.",
         "",
         f"- Date: {date}",
     ]
