@@ -34,15 +34,6 @@ def _without_timing(value):
     return value
 
 
-def test_single_sign_fraction_against_hand_cases():
-    from trainlab.lab.exp_02_not_zero_centred import single_sign_fraction
-
-    x = torch.tensor([[1.0, 2.0, 3.0], [1.0, -2.0, 3.0]], dtype=torch.float64)
-    upstream = torch.tensor([[0.5, -1.0], [0.5, 0.0]], dtype=torch.float64)
-    # sample 0: rows (+,+,+) and (-,-,-): both single-sign; sample 1: (+,-,+) and zeros: neither
-    assert single_sign_fraction(x, upstream).tolist() == [1.0, 0.0]
-
-
 def test_unit_spread_is_zero_only_for_identical_rows():
     from trainlab.lab.exp_06_zero_init import unit_spread
 
