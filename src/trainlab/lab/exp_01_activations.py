@@ -1,7 +1,9 @@
 """Experiment 1: every activation, its derivative, and what each costs to compute.
 
 The figure draws ``f`` and ``f'`` from trainlab's float64 reference formulas; the costs are
-timed on one float32 tensor with PyTorch's kernels on this CPU.
+timed on one float32 tensor with PyTorch's kernels on this CPU. Of the exponential-based ones,
+sigmoid's and tanh's backward kernels evaluate no exponential: they reuse the saved output y
+(``y (1 - y)`` and ``1 - y^2``); the others' backward passes recompute from the input.
 
 Evidence. Timings on a shared machine are noisy, so they are paired: a *round* times every
 activation once, forward and backward, back to back (in an order the seed shuffles anew each
@@ -43,8 +45,8 @@ MIN_EFFECT = math.log(MIN_RATIO)
 MIN_ROUNDS = 3  # fewer rounds than this decide nothing
 SIZES = {  # smoke, quick, full
     "elements": (1 << 14, 1 << 20, 1 << 22),
-    "rounds": (2, 20, 40),  # timing rounds: the pairs of every comparison; 2 (smoke) never decide
-    "repeats": (2, 5, 5),  # calls per activation and pass in a round; the round keeps the fastest
+    "rounds": (2, 20, 25),  # timing rounds: the pairs of every comparison; 2 (smoke) never decide
+    "repeats": (2, 5, 4),  # calls per activation and pass in a round; the round keeps the fastest
 }
 THREADS = 1  # timed on one core: a thread pool's barriers on a shared machine time the load
 
@@ -153,9 +155,10 @@ def _figure(out: Path, medians: dict[str, dict[str, float]], elements: int) -> s
     ),
     rule=(
         "Wall time of PyTorch's kernels on one float32 tensor on this CPU, in interleaved "
-        "rounds (each round times every activation once, forward and backward, back to back, "
-        "in a shuffled order; each the fastest of 5 calls), on one thread; the rounds are the "
-        "paired 'seeds' (40 full, 20 quick). One "
+        "rounds (each round times every activation, forward and backward, back to back, in a "
+        "shuffled order; each time the fastest of a few consecutive calls), on one thread; the "
+        f"rounds are the paired 'seeds' ({SIZES['rounds'][2]} full, {SIZES['rounds'][1]} "
+        "quick). One "
         "comparison per activation (sigmoid, tanh, ELU, SELU, GELU, SiLU) and pass: the mean "
         f"over rounds of log(time / ReLU's time in the same round), its paired-t 95% interval "
         f"above log({MIN_RATIO}) = {MIN_EFFECT:.4f} (at least 10% dearer) held, below it did "
@@ -206,11 +209,12 @@ def run(out: Path, size: str, seed: int) -> Outcome:
     ]
     notes = (
         f"{elements:,} float32 values (standard normal), {rounds} interleaved timing rounds "
-        f"(the paired 'seeds'), torch {torch.__version__} on {THREADS} thread (the "
-        "cost per core: with a pool of threads on a shared machine, a kernel waits for its "
-        "slowest thread and the timing measures the load). Forward "
-        "under no_grad; backward is autograd.grad of a kept output with respect to the input. "
-        "Every number under 'timing' (and the verdict) depends on the machine and its load."
+        f"(the paired 'seeds'; each time the fastest of {repeats} consecutive calls), torch "
+        f"{torch.__version__} on {THREADS} thread (the cost per core: with a pool of threads "
+        "on a shared machine, a kernel waits for its slowest thread and the timing measures "
+        "the load). Forward under no_grad; backward is autograd.grad of a kept output with "
+        "respect to the input. Every number under 'timing' (and the verdict) depends on the "
+        "machine and its load."
     )
     if rounds < MIN_ROUNDS:
         notes += f" Only {rounds} rounds: no comparison can be decided."

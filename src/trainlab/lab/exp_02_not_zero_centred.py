@@ -209,9 +209,10 @@ def _zigzag_figure(out: Path, seed: int) -> str:
         "LeCun et al. 1998, 'Efficient BackProp', sec. 4.3"
     ),
     rule=(
-        "Per-sample SGD on a linear neuron (16 inputs) with noiseless targets w* . x, inputs "
-        "sigmoid(z), z ~ N(0, I), against the same inputs centred; paired seeds (10 full, 5 "
-        "quick) each draw the inputs, w*, w0 and the sample order for both arms; each arm's "
+        f"Per-sample SGD on a linear neuron ({SIZES['inputs'][2]} inputs) with noiseless "
+        "targets w* . x, inputs sigmoid(z), z ~ N(0, I), against the same inputs centred; "
+        f"paired seeds ({SIZES['seeds'][2]} full, {SIZES['seeds'][1]} quick) each draw the "
+        "inputs, w*, w0 and the sample order for both arms; each arm's "
         f"learning rate tuned on a tuning seed (log grid of {GRID_POINTS} rates a quarter-decade "
         "apart, extended at the edges). Metric: log(steps until ||w - w*|| <= "
         f"{TOL} ||w0 - w*||), {BUDGET} at most. The mean paired difference (positive - centred), "
