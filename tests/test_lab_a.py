@@ -34,15 +34,6 @@ def _without_timing(value):
     return value
 
 
-def test_unit_spread_is_zero_only_for_identical_rows():
-    from trainlab.lab.exp_06_zero_init import unit_spread
-
-    assert unit_spread(torch.full((4, 3), 0.1)) == 0.0
-    assert unit_spread(torch.zeros(4, 3)) == 0.0
-    w = torch.tensor([[1.0, 2.0], [1.0, 2.0], [1.0, -2.0]])
-    assert unit_spread(w) == pytest.approx(4.0 / 2.0)
-
-
 def test_dead_fractions_follow_each_activation_derivative():
     from trainlab.lab.exp_03_dead_relu import dead_fractions
 
