@@ -34,17 +34,6 @@ def _without_timing(value):
     return value
 
 
-def test_dead_fractions_follow_each_activation_derivative():
-    from trainlab.lab.exp_03_dead_relu import dead_fractions
-
-    # unit 0 negative everywhere, unit 1 positive once, unit 2 below ln(0.02) = -3.91 everywhere
-    pre = [torch.tensor([[-1.0, -1.0, -5.0], [-2.0, 0.5, -4.5]])]
-    relu = dead_fractions("relu", pre)
-    assert relu == {"dead": pytest.approx(2 / 3), "never_positive": pytest.approx(2 / 3)}
-    assert dead_fractions("leaky_relu(0.01)", pre)["dead"] == 0.0
-    assert dead_fractions("elu", pre)["dead"] == pytest.approx(1 / 3)
-
-
 def test_steps_to_leave_start_against_a_hand_made_curve():
     from trainlab.lab.exp_07_deep_init import FLAT, WINDOW, steps_to_leave_start
 
@@ -55,20 +44,6 @@ def test_steps_to_leave_start_against_a_hand_made_curve():
     dropping = [2.0] * (2 * WINDOW) + [1.0] * WINDOW
     k = math.floor(2 * FLAT * WINDOW) + 1
     assert steps_to_leave_start(dropping) == 2 * WINDOW + k
-
-
-def test_dead_relu_checks_fail_on_a_diverged_run(monkeypatch, tmp_path):
-    import trainlab.lab.exp_03_dead_relu as exp
-
-    def fake_train(spec, lr, *args):
-        dead = {"relu": 0.3 * lr, "leaky_relu(0.01)": 0.0, "elu": math.nan if lr > 0.05 else 0.0}
-        return {"final_loss": 1.0, "diverged": dead[spec] != dead[spec], "dead": dead[spec],
-                "never_positive": dead[spec]}  # fmt: skip
-
-    monkeypatch.setattr(exp, "_train", fake_train)
-    measured = run_experiment("dead-relu", tmp_path, quick=True)["measured"]
-    # ReLU's fraction rises to 0.03 < 5% and ELU diverged at the largest rate: both checks fail
-    assert list(measured["checks"].values()) == [False, False]
 
 
 def test_relu_vs_tanh_verdict_rule():
