@@ -4,9 +4,6 @@ measured pieces they build on are checked against hand-computed cases."""
 import math
 
 import pytest
-import torch
-
-from trainlab.lab import run_experiment
 
 
 @pytest.fixture(autouse=True)
