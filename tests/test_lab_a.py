@@ -41,14 +41,3 @@ def test_steps_to_leave_start_against_a_hand_made_curve():
     dropping = [2.0] * (2 * WINDOW) + [1.0] * WINDOW
     k = math.floor(2 * FLAT * WINDOW) + 1
     assert steps_to_leave_start(dropping) == 2 * WINDOW + k
-
-
-def test_relu_vs_tanh_verdict_rule():
-    from trainlab.lab.exp_04_relu_vs_tanh import verdict_for
-
-    assert verdict_for(2, 12, budget=20) == "held"
-    assert verdict_for(2, 6, budget=20) == "partly held"
-    assert verdict_for(5, 5, budget=20) == "did not hold"
-    assert verdict_for(None, 3, budget=20) == "did not hold"
-    assert verdict_for(4, None, budget=20) == "partly held"  # 20 / 4 = 5 < 6: not shown
-    assert verdict_for(3, None, budget=20) == "held"  # tanh needs > 20 >= 6 x 3
