@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from trainlab.lab import data as lab_data
 from trainlab.lab import numbers as lab_numbers
@@ -76,37 +75,6 @@ def test_zero_init_blocks_are_identity_so_variance_is_the_stems():
         got = block_variances(model, x)
         assert len(got) == 3
         assert got == pytest.approx([expected] * 3, rel=1e-6)
-
-
-def test_layer_stats_match_a_manual_forward():
-    from trainlab.lab.exp_09_selu import _activations, _mlp, layer_stats
-    from trainlab.preprocess import make_normalizer
-
-    model = _mlp("selu", "lecun_normal", 3, 16, 0, make_normalizer("scale"))
-    x = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    means, stds = layer_stats(model, x)
-    h = x.flatten(1)
-    linears = [m for m in model.features if isinstance(m, nn.Linear)]
-    assert len(_activations(model)) == len(linears) == 3
-    for i, lin in enumerate(linears):
-        h = torch.nn.functional.selu(h @ lin.weight.T + lin.bias)
-        assert means[i] == pytest.approx(h.double().mean().item(), abs=1e-6)
-        assert stds[i] == pytest.approx(h.double().std().item(), rel=1e-5)
-
-
-def test_weight_sensitivity_restores_weights_and_grows_with_input_offset():
-    from trainlab.lab.exp_10_preprocessing import _model, weight_sensitivity
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(256, 1, 4, 4, generator=g)
-    y = torch.randint(0, 10, (256,), generator=g)
-    model = _model("linear", 16, 0, 0)
-    before = [p.clone() for p in model.parameters()]
-    centred = weight_sensitivity(model, x, y, torch.Generator().manual_seed(1))
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
-    # The lecture's picture: the same weights, inputs moved far from the origin.
-    shifted = weight_sensitivity(model, x + 5.0, y, torch.Generator().manual_seed(1))
-    assert shifted > 3 * centred
 
 
 def test_relative_error_and_flatten():
