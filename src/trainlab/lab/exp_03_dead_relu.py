@@ -248,6 +248,15 @@ def _curve_figure(out: Path, at: list[int], curves: dict[str, list[float]]) -> s
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: more threads only wait on each other
+    try:
+        return _run(out, size, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(out: Path, size: str, seed: int) -> Outcome:
     cfg = at_size(SIZES, size)
     x, y, data = image_subset("fashion-mnist", cfg["n"], generator(seed, "dead-relu", "data"), size)
     x = x.flatten(1)
@@ -312,6 +321,7 @@ def run(out: Path, size: str, seed: int) -> Outcome:
         "hidden": cfg["hidden"],
         "steps": cfg["steps"],
         "batch": BATCH,
+        "threads_used": torch.get_num_threads(),
         "probe_inputs": min(PROBE, len(x)),
         "seeds": seeds,
         "tuning_seed": tuning,
@@ -357,7 +367,8 @@ def run(out: Path, size: str, seed: int) -> Outcome:
     ]  # fmt: skip
     notes = (
         f"MLP {x.shape[1]}-{cfg['hidden']}x3-10 on {data}, Kaiming init for each activation's "
-        f"gain, batch {BATCH}, {cfg['steps']} steps of the engine's step; silence probed on "
+        f"gain, batch {BATCH}, {cfg['steps']} steps of the engine's step at one thread (the "
+        "matrices are too small for more to help); silence probed on "
         f"{min(PROBE, len(x))} training inputs at initialization and {CHECKPOINTS} checkpoints. "
         f"Learning rates swept on tuning seed {tuning}; paired seeds {seeds} (remedy arms: "
         f"{remedy_seeds}). High rate {high}, low rate {low}. The dead-fraction curves leave out "
