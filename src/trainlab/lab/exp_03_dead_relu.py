@@ -17,16 +17,17 @@ Learning rates. Each arm's rate is swept on a tuning seed (not a paired seed) ov
 of :data:`GRID_POINTS` points :data:`GRID_RATIO` apart, extended upwards until a run diverges
 (:func:`trainlab.lab.arms.diverged`: a non-finite loss or a loss ending above its start), at
 most ``max_up`` points (6 at full size); the divergence edge is the smallest rate that diverged. The
-"high" rate of the comparisons is fixed from the reference arm's sweep before the paired seeds
-run: the largest rate below ReLU's edge that did not diverge; the "low" rate is
-:data:`LOW_FACTOR` times it.
+"high" rate of each activation is fixed from its own sweep before the paired seeds run: the
+largest rate below its own edge that did not diverge (ReLU's, Leaky ReLU's, ELU's: comparing
+them at ReLU's rate would compare a stable net with one past its edge, where ELU diverges
+first); the "low" rate is :data:`LOW_FACTOR` times ReLU's high rate.
 
 Evidence. Three comparisons on paired seeds (within a seed every arm shares the data, the
 initial weights and the batch order), each the mean paired difference of dead fractions with
 its paired-t 95% interval against a minimum effect of :data:`MIN_EFFECT` (5 points), claimed
 direction +1 (:func:`trainlab.lab.evidence.compare`): (1) ReLU at the high rate minus ReLU at
 the low rate: many ReLU units die at a high rate; (2) ReLU minus Leaky ReLU and (3) ReLU minus
-ELU, both at the high rate, "not reached" unless ReLU's mean dead fraction rose by at least
+ELU, each at its own high rate, "not reached" unless ReLU's mean dead fraction rose by at least
 :data:`MIN_EFFECT` from the low rate to the high one (the regime the claim is about). A paired
 run that diverged counts against the claim: dead fraction 0 for ReLU at the high rate, 1 for
 the arm ReLU is compared with. Verdict rule "all"
@@ -74,7 +75,7 @@ ARMS: dict[str, tuple[str, str, float]] = {
     "relu_no_momentum": ("relu", "sgd", 0.0),
     "relu_adam": ("relu", "adam", 0.0),
 }
-CLAIMED = ("leaky_relu", "elu")  # compared with ReLU at the high rate
+CLAIMED = ("leaky_relu", "elu")  # each at its own high rate, compared with ReLU at its
 # the first grid's centre per optimizer (the sweep then climbs to the divergence edge)
 GRID_CENTRE = {"sgd_momentum": 10**-1.5, "sgd": 10**-0.5, "adam": 10**-2.5}
 SIZES = {  # smoke, quick, full
@@ -236,11 +237,11 @@ def _curve_figure(out: Path, at: list[int], curves: dict[str, list[float]]) -> s
         "fraction dead half-way through training. Each arm's learning rate is swept on a "
         f"tuning seed over a log grid ({GRID_POINTS} points, 4 a decade) extended upwards until "
         "a run diverges (non-finite or loss ending above its start); the high rate is the "
-        "largest below ReLU's divergence edge that did not diverge, the low rate "
-        f"{LOW_FACTOR:.3g} x it. Paired seeds (5 full, 3 quick): ReLU high minus ReLU low, ReLU "
-        "minus Leaky ReLU and ReLU minus ELU (both at the high rate); each held if the paired-t "
-        f"95% interval lies above +{MIN_EFFECT}, did not hold if below, inconclusive if it "
-        "contains it; the last two not reached unless ReLU's mean dead fraction rose by at "
+        "largest below its own divergence edge that did not diverge, the low rate "
+        f"{LOW_FACTOR:.3g} x ReLU's. Paired seeds (5 full, 3 quick): ReLU high minus ReLU low, "
+        "ReLU minus Leaky ReLU and ReLU minus ELU (each at its own high rate); each held if the "
+        f"paired-t 95% interval lies above +{MIN_EFFECT}, did not hold if below, inconclusive "
+        "if it contains it; the last two not reached unless ReLU's mean dead fraction rose by at "
         f"least {MIN_EFFECT} from the low rate to the high. A diverged paired run counts "
         "against the claim (ReLU 0, the other arm 1). Overall: did not hold if any did not "
         "hold, else not reached if any was, else inconclusive if any was, else held. SGD "
@@ -278,10 +279,9 @@ def _run(out: Path, size: str, seed: int) -> Outcome:
     reached_rate = high is not None
     high = high if reached_rate else min(sweeps["relu"]["runs"])
     low = float(f"{high * LOW_FACTOR:.3g}")
-    rates = {
-        arm: high if ARMS[arm][1] == "sgd_momentum" else (sweeps[arm]["stable"] or high)
-        for arm in ARMS
-    }
+    # every arm at its own largest stable rate; the bias remedy at ReLU's, to isolate the bias
+    rates = {arm: sweeps[arm]["stable"] or high for arm in ARMS}
+    rates["relu"] = rates["relu_bias_0.01"] = high
     paired = {arm: [measure(arm, rates[arm], s) for s in seeds] for arm in ("relu", *CLAIMED)}
     paired["relu_low"] = [measure("relu", low, s) for s in seeds]
     remedy_seeds = seeds[: cfg["remedy_seeds"]]
@@ -300,7 +300,7 @@ def _run(out: Path, size: str, seed: int) -> Outcome:
         )
     ] + [
         evidence.compare(
-            f"ReLU loses more units than {arm} at the high rate", "dead_fraction",
+            f"ReLU loses more units than {arm} at its high rate", "dead_fraction",
             ("relu", arm), relu_high, [_claim_value(r, relu=False) for r in paired[arm]],
             seeds, MIN_EFFECT, +1, reached=regime,
         )
