@@ -211,3 +211,29 @@ def test_input_errors():
         overall_verdict([_with("held")], rule="any")
     with pytest.raises(ValueError, match="at least one"):
         overall_verdict([])
+
+
+def test_tune_lr_brackets_the_optimum_and_counts_divergence_as_worst():
+    import math as m
+
+    from trainlab.lab.arms import diverged, log_grid, tune_lr
+
+    # A score with its minimum at 3.0 and divergence above 5: the grid around 0.01 must climb
+    # past its upper edge, half a decade at a time, until the best (3.16, the point nearest 3)
+    # is interior; the point above it diverged.
+    def score(lr):
+        return m.inf if lr > 5 else (m.log10(lr) - m.log10(3.0)) ** 2
+
+    search = tune_lr(score, log_grid(0.01), max_extensions=5)
+    assert sorted(search.scores) == [0.001, 0.00316, 0.01, 0.0316, 0.1, 0.316, 1.0, 3.16, 10.0]
+    assert search.best == 3.16 and search.bracketed and search.extensions == 4
+    assert search.scores[10.0] == m.inf
+    capped = tune_lr(score, log_grid(0.01), max_extensions=2)
+    assert capped.best == 1.0 and not capped.bracketed  # the cap leaves the optimum unbracketed
+    everything_diverges = tune_lr(lambda lr: m.inf, log_grid(0.01))
+    assert everything_diverges.best == 3.16e-05 and not everything_diverges.bracketed
+    with pytest.raises(ValueError, match="at least 5"):
+        tune_lr(score, [0.1, 0.2, 0.3])
+    # Divergence: a non-finite loss, or the last 10% ending above the first loss.
+    assert diverged([2.0, 1.0, m.nan]) and diverged([2.0] + [1.0] * 8 + [2.5])
+    assert not diverged([2.0] + [1.0] * 9)

@@ -78,7 +78,8 @@ def test_each_arm_is_tuned_on_the_tuning_seed_then_trained_at_its_rate(monkeypat
         )
         distance = abs(math.log10(recipe.optim.lr / peaks[recipe.model.norm]))
         acc = 0.9 - 0.1 * distance
-        return {"train_acc": 1.0, "test_acc": acc, "val_acc": acc, "train_loss": 0.1}
+        return {"train_acc": 1.0, "test_acc": acc, "val_acc": acc, "train_loss": 0.1,
+                "first_train_loss": 2.3}  # fmt: skip
 
     monkeypatch.setattr(lab_arms, "fit_recipe", fake_fit)
     cfg = {**at_size(exp12.SIZES, "quick"), "epochs": 9, "tune_epochs": 2}

@@ -265,8 +265,9 @@ def tune_arm(
 ) -> LRSearch:
     """:func:`tune_lr` for one arm of :func:`fit_arms`: each rate trains ``base(tuning seed) +
     extra`` with ``val_fraction`` of its training subset held out, and scores the held-out
-    error (``inf`` if the training loss was not finite or the run stopped on divergence). The
-    test split is never looked at."""
+    error; ``inf`` if the run diverged: it stopped on a non-finite loss, or its last epoch's
+    training loss ended above its first epoch's (:func:`diverged`'s rule, by epochs). The test
+    split is never looked at."""
     from trainlab.errors import TrainingDiverged
 
     def score(lr: float) -> float:
@@ -276,7 +277,7 @@ def tune_arm(
             final = fit_recipe(overrides, data)
         except TrainingDiverged:
             return math.inf
-        if not math.isfinite(final["train_loss"]):
+        if diverged([final["first_train_loss"], final["train_loss"]], window=1):
             return math.inf
         return 1.0 - final["val_acc"]
 

@@ -147,11 +147,12 @@ def sgd_curve(
 
 def fit_recipe(overrides: list[str], data: ImageDataset) -> dict[str, Any]:
     """Train ``load_recipe(None, overrides)`` with trainlab's engine in a throw-away folder;
-    returns the last epoch's metrics."""
+    returns the last epoch's metrics, with the first epoch's training loss added as
+    ``first_train_loss`` (where the run started, for :func:`trainlab.lab.arms.diverged`'s rule)."""
     from trainlab.recipe import load_recipe
     from trainlab.train import fit
 
     recipe = load_recipe(None, overrides)
     with tempfile.TemporaryDirectory(prefix="trainlab-lab-") as tmp:
         result = fit(recipe, tmp, progress=False, report=False, dataset=data)
-    return dict(result.final)
+    return {**result.final, "first_train_loss": result.metrics[0]["train_loss"]}
