@@ -59,24 +59,6 @@ def test_unknown_experiment_is_a_clear_error(tmp_path):
 # ------------------------------------------------------------------ measuring functions
 
 
-@needs_data
-def test_zero_init_blocks_are_identity_so_variance_is_the_stems():
-    from trainlab.lab.exp_08_residual_init import _resnet, block_variances
-    from trainlab.preprocess import make_normalizer
-
-    x = lab_data.dataset("cifar10") if _have("cifar10") else lab_data.dataset("cifar10-jpeg")
-    x = x.train_images[:16]
-    for norm in ("batch", "none"):
-        model = _resnet(norm, 3, 4, True, 0, make_normalizer("scale"))
-        stem = model.features[:3]  # conv -> norm -> relu
-        with torch.no_grad():
-            model.train()
-            expected = stem(model.normalize(x)).double().var().item()
-        got = block_variances(model, x)
-        assert len(got) == 3
-        assert got == pytest.approx([expected] * 3, rel=1e-6)
-
-
 def test_relative_error_and_flatten():
     from trainlab.lab.exp_11_dropout import relative_error
 
