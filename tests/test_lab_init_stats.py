@@ -177,7 +177,7 @@ def test_constant_init_units_stay_identical_and_xavier_units_differ(one_thread):
         else:
             assert max(spreads) <= 1e-6
             for m in _hidden(net):  # every unit's bias identical too
-                assert float((m.bias - m.bias[0]).abs().max()) <= 1e-6
+                assert float((m.bias - m.bias[0]).abs().max().detach()) <= 1e-6
             assert float(net[0].weight.abs().max()) > 0.1  # they did learn, all alike
 
 

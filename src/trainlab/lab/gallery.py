@@ -249,7 +249,7 @@ def lab_markdown(
         "hold**: it excludes the minimum effect, or points the other way; **inconclusive**: it "
         "straddles it (or fewer than 3 seeds); **not reached**: the regime the claim is about "
         "(for example a baseline that over-fits) did not occur. An experiment's verdict combines "
-        "its comparisons by the rule \"all\": did not hold if any did not hold, else not "
+        'its comparisons by the rule "all": did not hold if any did not hold, else not '
         "reached, else inconclusive, else held. A claim that did not hold on this setup says "
         "so. In the tables, n/a stands for a diverged run's loss, or for a step that never came.",
         "",

@@ -1,5 +1,5 @@
-"""Lab experiments 8-13: their measuring functions against independent computations, and the
-lab's small helpers. Every experiment's smoke run and the gallery: tests/test_lab_results.py."""
+"""The lab's small helpers (runs, numbers, page formatting) against hand-computed cases. Every
+experiment's smoke run and the gallery: tests/test_lab_results.py."""
 
 from __future__ import annotations
 
