@@ -50,8 +50,15 @@ def machine() -> str:
 
 def run_jobs(names: list[str], args: argparse.Namespace) -> None:
     """Each experiment in its own process (``--only NAME``) with OMP_NUM_THREADS=1, ``--jobs``
-    at a time, in lab order."""
+    at a time, the longest first (by the seconds of a result already in ``--out``, if any) so
+    that no long one is left running alone at the end."""
     from concurrent.futures import ThreadPoolExecutor
+
+    def seconds(name: str) -> float:
+        path = Path(args.out) / name / "result.json"
+        return json.loads(path.read_text(encoding="utf-8"))["seconds"] if path.is_file() else 0.0
+
+    names = sorted(names, key=seconds, reverse=True)
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     extra = ["--quick"] if args.quick else []
