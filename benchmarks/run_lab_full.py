@@ -40,10 +40,10 @@ from trainlab.lab.gallery import lab_markdown, load_results, run_lab, write_gall
 
 
 def machine() -> str:
-    model = cpu_model()
-    threads = os.environ.get("OMP_NUM_THREADS", "default")
+    """The CPU, cores, torch and Python; the threads each experiment ran with are in its
+    result (``--jobs`` gives each one thread)."""
     return (
-        f"{model}, {os.cpu_count()} cores (OMP_NUM_THREADS={threads}), torch {torch.__version__}, "
+        f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"Python {platform.python_version()}"
     )
 
@@ -111,7 +111,8 @@ def main() -> int:
     command = "PYTHONPATH=src .venv/bin/python benchmarks/run_lab_full.py --jobs 2"
     page = lab_markdown(
         results,
-        command=command + " (each section names its size, commit, threads and date)",
+        command=command + " (one thread per experiment, two at a time; each section names its "
+        "size, commit, threads and date)",
         machine=machine(),
         not_run=[n for n in experiment_names() if n not in ran],
         remarks=REMARKS.read_text(encoding="utf-8") if REMARKS.is_file() else "",
