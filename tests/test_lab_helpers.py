@@ -82,3 +82,16 @@ def test_kit_helpers():
     assert lab_numbers.rounded([math.inf, 1.23456789]) == [None, 1.23457]
     assert lab_numbers.diverged_at([2.0, 1.0, math.inf, math.inf]) == 3
     assert lab_numbers.diverged_at([2.0, 1.0]) is None
+
+
+def test_a_scale_an_experiment_does_not_offer_is_refused_before_any_work(tmp_path, capsys):
+    from trainlab.cli import main
+    from trainlab.errors import TrainlabError
+
+    with pytest.raises(TrainlabError, match="'zero-init' has no 'paper' scale; it offers quick"):
+        run_lab(["zero-init"], tmp_path / "lab", scale="paper")
+    assert not (tmp_path / "lab").exists()
+    assert main(["lab", "zero-init", "--scale", "paper", "--out", str(tmp_path / "cli")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no 'paper' scale" in err
+    assert not (tmp_path / "cli").exists()

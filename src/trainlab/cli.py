@@ -131,6 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("name", help="an experiment's name, 'all', or 'list'")
     p.add_argument("--quick", action="store_true", help="small sizes: under a minute each")
+    p.add_argument(
+        "--scale", choices=("quick", "full", "paper"),
+        help="quick, full (the default) or paper: the source's own scale, for a GPU (the "
+        "experiments that offer it: 'lab list')",
+    )  # fmt: skip
     p.add_argument("--out", help="output folder (default: lab/<name>)")
     p.add_argument("--seed", type=int, default=0)
 
@@ -339,15 +344,17 @@ def cmd_lab(args: argparse.Namespace) -> None:
 
     if args.name == "list":
         for name in experiment_names():
-            print(f"{name:20s} {get_experiment(name).claim}")
+            exp = get_experiment(name)
+            print(f"{name:20s} [{', '.join(exp.scales)}] {exp.claim}")
         return
     out = Path(args.out or f"lab/{args.name}")
+    scale = args.scale or ("quick" if args.quick else "full")
     if args.name != "all":
-        result = run_experiment(args.name, out, quick=args.quick, seed=args.seed)
+        result = run_experiment(args.name, out, seed=args.seed, scale=scale)
         verdict = f"{result['name']}: {result['verdict']} ({result['seconds']:.0f} s)"
         print(f"{verdict}; {out / 'result.json'}")
         return
-    results = run_lab(experiment_names(), out, quick=args.quick, seed=args.seed)
+    results = run_lab(experiment_names(), out, seed=args.seed, scale=scale)
     write_gallery(out, results)
     for r in results:
         print(f"{r['name']:20s} {r['verdict']:13s} ({r['seconds']:.0f} s)")

@@ -70,17 +70,21 @@ class Experiment:
     source: str
     rule: str
     run: Callable[[Path, str, int], Outcome]
+    scales: tuple[str, ...] = ("quick", "full")
 
 
 EXPERIMENTS: Registry[Experiment] = Registry("lab experiment")
 _ORDER: list[str] = []
 
 
-def experiment(name: str, *, claim: str, source: str, rule: str):
-    """Register ``run(out, size, seed) -> Outcome`` as the experiment ``name``."""
+def experiment(
+    name: str, *, claim: str, source: str, rule: str, scales: tuple[str, ...] = ("quick", "full")
+):
+    """Register ``run(out, size, seed) -> Outcome`` as the experiment ``name``, offered at
+    ``scales`` (``"paper"`` too where its size table has the paper's column)."""
 
     def decorate(run: Callable[[Path, str, int], Outcome]) -> Callable[[Path, str, int], Outcome]:
-        exp = Experiment(name, claim, source, rule, run)
+        exp = Experiment(name, claim, source, rule, run, scales)
         EXPERIMENTS.register(name)(lambda: exp)
         _ORDER.append(name)
         return run
@@ -100,14 +104,18 @@ def get_experiment(name: str) -> Experiment:
 
 
 def run_experiment(
-    name: str, out: str | Path, quick: bool = False, seed: int = 0
+    name: str, out: str | Path, quick: bool = False, seed: int = 0, scale: str | None = None
 ) -> dict[str, Any]:
-    """Run one experiment, write ``out/result.json`` and return its content."""
+    """Run one experiment at ``scale`` (``"quick"``, ``"full"`` or ``"paper"``; by default
+    ``"quick"`` if ``quick`` else ``"full"``), write ``out/result.json`` and return its content.
+    An experiment that does not offer ``scale`` is refused before any work
+    (:func:`check_scale`)."""
+    scale = check_scale([name], scale or ("quick" if quick else "full"))
     exp = get_experiment(name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    size = size_of(quick)
+    size = size_of(scale)
     outcome = exp.run(out, size, seed)
     result = {
         "name": exp.name,
@@ -119,7 +127,7 @@ def run_experiment(
         "comparisons": [c.to_dict() for c in outcome.comparisons],
         "figures": outcome.figures,
         "notes": outcome.notes,
-        "quick": quick,
+        "quick": scale == "quick",
         "size": size,
         "seed": seed,
         "seconds": round(time.perf_counter() - t0, 2),
@@ -129,6 +137,22 @@ def run_experiment(
     }
     write_json(out / "result.json", result)
     return result
+
+
+def check_scale(names: list[str], scale: str) -> str:
+    """``scale`` if every experiment in ``names`` offers it; else a one-line error naming the
+    first that does not and the scales it has."""
+    from trainlab.lab.runs import SCALES
+
+    if scale not in SCALES:
+        raise TrainlabError(f"unknown lab scale {scale!r}; valid: {', '.join(SCALES)}")
+    for name in names:
+        offered = get_experiment(name).scales
+        if scale not in offered:
+            raise TrainlabError(
+                f"lab experiment {name!r} has no {scale!r} scale; it offers {', '.join(offered)}"
+            )
+    return scale
 
 
 def conclude(

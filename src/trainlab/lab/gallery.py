@@ -21,7 +21,7 @@ from typing import Any
 
 from trainlab.errors import TrainlabError
 from trainlab.fileio import write_text
-from trainlab.lab.base import VERDICTS, experiment_names, run_experiment
+from trainlab.lab.base import VERDICTS, check_scale, experiment_names, run_experiment
 
 VERDICT_COLOURS = {
     "held": "#1a7f37",
@@ -90,10 +90,16 @@ def what_would_decide(c: dict[str, Any]) -> str:
 
 
 def run_lab(
-    names: Sequence[str] | str, out: str | Path, quick: bool = False, seed: int = 0
+    names: Sequence[str] | str,
+    out: str | Path,
+    quick: bool = False,
+    seed: int = 0,
+    scale: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run each experiment (``"all"``: every registered one, in order) into ``out/<name>/``;
-    returns their results (the content of each ``result.json``)."""
+    """Run each experiment (``"all"``: every registered one, in order) into ``out/<name>/`` at
+    ``scale`` (default ``"quick"`` if ``quick`` else ``"full"``); returns their results (the
+    content of each ``result.json``). Unknown names, or a scale one of them does not offer, are
+    refused before anything runs."""
     known = experiment_names()
     wanted = known if names == "all" else [names] if isinstance(names, str) else list(names)
     unknown = [n for n in wanted if n not in known]
@@ -102,7 +108,8 @@ def run_lab(
             f"unknown lab experiment(s) {', '.join(map(repr, unknown))}; valid names: "
             f"{', '.join(known)}, all"
         )
-    return [run_experiment(name, Path(out) / name, quick=quick, seed=seed) for name in wanted]
+    scale = check_scale(wanted, scale or ("quick" if quick else "full"))
+    return [run_experiment(name, Path(out) / name, seed=seed, scale=scale) for name in wanted]
 
 
 def load_results(out: str | Path) -> list[dict[str, Any]]:
@@ -152,7 +159,7 @@ img { max-width: 100%; margin: 0.5em 0; border: 1px solid #eee; }
 
 
 def _size(result: dict[str, Any]) -> str:
-    return "quick" if result.get("quick") else "full"
+    return result.get("size") or ("quick" if result.get("quick") else "full")
 
 
 def _badge(verdict: str) -> str:

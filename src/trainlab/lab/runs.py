@@ -1,10 +1,11 @@
 """How a lab experiment runs: its size, its seeded generators, its networks and batches, and
 its training, which is always the engine's own step.
 
-Three sizes: ``full`` (the default), ``quick`` (``--quick``: under a minute on two cores) and
+Four sizes: ``full`` (the default), ``quick`` (``--quick``: under a minute on two cores),
 ``smoke`` (``TRAINLAB_LAB_SMOKE=1``: seconds, for the test-suite; it checks that the code runs
 and writes well-formed results, not that the claim holds, and may swap real data sets for
-``synthetic``).
+``synthetic``) and ``paper`` (``--scale paper``: the claim's source's own scale, for a GPU; only
+the experiments whose size table has a fourth column offer it).
 """
 
 from __future__ import annotations
@@ -23,20 +24,33 @@ from trainlab.data import ImageDataset
 from trainlab.seeding import make_generator
 
 SMOKE_ENV = "TRAINLAB_LAB_SMOKE"
-SIZES = ("smoke", "quick", "full")
+SIZES = ("smoke", "quick", "full", "paper")
+SCALES = ("quick", "full", "paper")  # what a user asks for; smoke is the test-suite's
 T = TypeVar("T")
 
 
-def size_of(quick: bool) -> str:
-    """``"smoke"`` when the test-suite asks for it, else ``"quick"`` or ``"full"``."""
+def size_of(scale: str) -> str:
+    """``"smoke"`` when the test-suite asks for it, else ``scale`` (one of :data:`SCALES`)."""
     if os.environ.get(SMOKE_ENV, "") not in ("", "0"):
         return "smoke"
-    return "quick" if quick else "full"
+    return scale
 
 
-def at_size(table: dict[str, tuple[Any, Any, Any]], size: str) -> dict[str, Any]:
-    """An experiment's size table, ``{parameter: (smoke, quick, full)}``, at ``size``."""
+def at_size(table: dict[str, tuple[Any, ...]], size: str) -> dict[str, Any]:
+    """An experiment's size table, ``{parameter: (smoke, quick, full[, paper])}``, at ``size``."""
     return {name: values[SIZES.index(size)] for name, values in table.items()}
+
+
+def sizes_in(table: dict[str, tuple[Any, ...]]) -> tuple[str, ...]:
+    """The sizes a size table gives every parameter of."""
+    return SIZES[: min(len(values) for values in table.values())]
+
+
+def lab_device(size: str) -> torch.device:
+    """Where an experiment trains: the GPU at the paper's scale when there is one, else the CPU
+    (the lab's CPU sizes are chosen for the CPU)."""
+    cuda = size == "paper" and torch.cuda.is_available()
+    return torch.device("cuda" if cuda else "cpu")
 
 
 def generator(seed: int, *keys: int | str) -> torch.Generator:
