@@ -146,3 +146,39 @@ def test_ratio_comparisons_verdicts_and_censoring():
     assert [c.verdict for c in both] == ["not reached", "not reached"]
     two = exp.ratio_comparisons({"relu": [2, 2], "tanh": [20, 30]}, 30, [0, 1])
     assert [c.verdict for c in two] == ["inconclusive", "inconclusive"]
+
+
+def test_paper_column_is_alexnets_figure_1_scale():
+    from trainlab.lab.base import get_experiment
+    from trainlab.lab.runs import at_size, sizes_in
+
+    assert sizes_in(exp.SIZES)[-1] == "paper"
+    assert "paper" in get_experiment("relu-vs-tanh").scales
+    paper = at_size(exp.SIZES, "paper")
+    assert paper["n"] == 50_000  # all of CIFAR-10's training images
+    assert paper["channels"] == (64, 64) and paper["hidden"] == 384  # the era's widths
+    assert paper["seeds"] >= 3 and paper["cap"] >= 60  # paired seeds; room for tanh
+    net = exp.four_layer_cnn("relu", paper["channels"], paper["hidden"])
+    assert sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in net) == 4
+    # the CPU sizes are unchanged (docs/lab.md was generated from them)
+    assert [at_size(exp.SIZES, s)["n"] for s in ("smoke", "quick", "full")] == [128, 1500, 9000]
+
+
+def test_a_shrunk_paper_run_writes_a_well_formed_result(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRAINLAB_LAB_SMOKE", raising=False)
+    shrunk = {"n": 128, "channels": (4, 8), "hidden": 16, "cap": 1, "seeds": 3}
+    table = {k: (*v[:3], shrunk[k]) for k, v in exp.SIZES.items()}
+    monkeypatch.setattr(exp, "SIZES", table)
+    result = run_experiment("relu-vs-tanh", tmp_path, seed=1, scale="paper")
+    assert json.loads((tmp_path / "result.json").read_text()) == result
+    assert result["size"] == "paper" and not result["quick"] and result["verdict"] in VERDICTS
+    assert len(result["comparisons"]) == 2
+    for c in result["comparisons"]:
+        assert RECORD <= set(c) and c["seeds"] == [1, 2, 3] and c["verdict"] in VERDICTS
+    m = result["measured"]
+    assert m["config"]["n"] == 128 and m["config"]["device"] in ("cpu", "cuda")
+    assert {"wall_seconds_tuning", "wall_seconds_paired"} <= set(m["timing"])
+    assert all(len(v) == 3 for v in m["epochs_to_target"].values())
+    assert "paper's scale" in result["notes"] and "TensorFlow's CIFAR-10" in result["notes"]
+    for name in result["figures"]:
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
