@@ -98,7 +98,8 @@ def test_relative_error_is_the_float64_norm_ratio():
 @pytest.mark.parametrize("name", NAMES)
 def test_sizes_follow_the_rules(name):
     module = NAMES[name]
-    assert module.SIZES["seeds"] == (2, 3, 5)  # smoke never decides; >= 3 quick; >= 5 full
+    # smoke never decides; >= 3 quick; >= 5 full; >= 3 at the paper's scale
+    assert module.SIZES["seeds"][:3] == (2, 3, 5) and module.SIZES["seeds"][3] >= 3
     grid = lab_arms.log_grid(module.LR_CENTRE)
     assert len(grid) >= lab_arms.GRID_POINTS and grid == sorted(grid)
     assert grid[0] < module.LR_CENTRE < grid[-1]
@@ -197,3 +198,76 @@ def test_smoke_records_each_arms_learning_rate_and_its_search(smoke, name):
         assert scores[search["best"]] == min(scores.values())
         # Past an edge holding the best the grid grew, unless it ran out of extensions.
         assert search["bracketed"] or search["extensions"] == lab_arms.MAX_EXTENSIONS
+
+
+# --- the paper's scale (issue 17 item 7): all of CIFAR-10 with a ResNet, on a GPU -------------
+
+OVERRIDES = {"dropout": exp11._mlp_overrides, "augmentation": exp13.cnn_flatten_overrides}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_paper_column_is_all_of_cifar10_with_a_resnet_on_the_gpu(name, monkeypatch):
+    from trainlab.recipe import load_recipe
+
+    module = NAMES[name]
+    assert "paper" in get_experiment(name).scales
+    assert lab_runs.sizes_in(module.SIZES) == lab_runs.SIZES
+    paper = lab_runs.at_size(module.SIZES, "paper")
+    assert paper["train_images"] == 50_000 and paper["test_images"] == 10_000
+    assert paper["seeds"] >= 3 and paper["model"] == "resnet"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    recipe = load_recipe(None, OVERRIDES[name](paper, 7) + ["optim.lr=0.01"])
+    assert recipe.data.name == "cifar10" and recipe.data.subset == 50_000
+    assert recipe.model.kind == "resnet" and recipe.model.depth == module.PAPER_DEPTH
+    assert recipe.train.device == "cuda" and recipe.augment.train == []
+    full = lab_runs.at_size(module.SIZES, "full")
+    assert load_recipe(None, OVERRIDES[name](full, 7)).train.device == "cpu"
+
+
+def test_paper_dropout_arms_put_dropout_before_the_resnet_classifier():
+    from trainlab.recipe import load_recipe
+
+    paper = lab_runs.at_size(exp11.SIZES, "paper")
+    assert set(paper["arms"]) == set(exp11.ARMS)  # both scalings, as at full size
+    for arm in paper["arms"]:
+        extra = [f"model.dropout={exp11.ARMS[arm]}", "optim.lr=0.01"]
+        recipe = load_recipe(None, exp11._mlp_overrides(paper, 7) + extra)
+        assert recipe.model.kind == "resnet" and recipe.model.dropout == exp11.ARMS[arm]
+
+
+SHRUNK = {
+    "dropout": {"arms": ("none", "dropout"), "draws": 20, "k_max": 4, "mc_width": 16},
+    "augmentation": {"augments": ("none", "hflip")},
+}
+
+
+@pytest.mark.skipif(not _have("cifar10"), reason="CIFAR-10 is not installed")
+@pytest.mark.parametrize("name", NAMES)
+def test_shrunk_paper_run_completes_on_the_cpu(name, tmp_path, monkeypatch):
+    module = NAMES[name]
+    monkeypatch.delenv(lab_runs.SMOKE_ENV, raising=False)
+    monkeypatch.setattr(module, "PAPER_DEPTH", 1)
+    monkeypatch.setattr(module, "PAPER_BATCH", 32)
+    widths = "mlp_widths" if name == "dropout" else "widths"
+    values = {
+        "train_images": 128, "test_images": 128, widths: "[4, 8]", "epochs": 1, "seeds": 3,
+        **SHRUNK[name],
+    }  # fmt: skip
+    sizes = {k: (*v[:3], values.get(k, v[3])) for k, v in module.SIZES.items()}
+    monkeypatch.setattr(module, "SIZES", sizes)
+    result = run_experiment(name, tmp_path, seed=0, scale="paper")
+    assert json.loads((tmp_path / "result.json").read_text()) == result
+    assert result["size"] == "paper" and not result["quick"]
+    assert result["verdict"] in VERDICTS and "Paper scale" in result["notes"]
+    measured = result["measured"]
+    assert measured["seeds"] == [0, 1, 2] and measured["train_images"] == 128
+    assert all(math.isfinite(v) for v in _numbers(measured))
+    rebuilt = []
+    for c in result["comparisons"]:
+        assert RECORD_KEYS <= set(c) and c["seeds"] == [0, 1, 2]
+        args = {k: c[k] for k in RECORD_KEYS | {"direction"}}
+        args.update(arms=tuple(c["arms"]), ci95=tuple(c["ci95"]))
+        rebuilt.append(evidence.Comparison(**args))
+    assert rebuilt and result["verdict"] == evidence.overall_verdict(rebuilt)
+    for figure in result["figures"]:
+        assert (tmp_path / figure).read_bytes()[:8] == PNG_MAGIC

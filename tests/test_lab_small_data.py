@@ -145,3 +145,72 @@ def test_smoke_run_writes_comparisons_tuned_rates_and_a_derived_verdict(tmp_path
     assert [c["arms"][0] for c in m["others"]["comparisons"]] == list(smoke["others"])
     for figure in result["figures"]:
         assert (tmp_path / figure).read_bytes()[:8] == PNG_MAGIC
+
+
+# --- the paper's scale (issue 17 item 7): all of CIFAR-10 with a ResNet, on a GPU -------------
+
+
+def _shrunk_paper(monkeypatch, module, **values):
+    """``module.SIZES`` with its paper column replaced by ``values`` (a CPU-sized stand-in)."""
+    sizes = {k: (*v[:3], values.get(k, v[3])) for k, v in module.SIZES.items()}
+    monkeypatch.setattr(module, "SIZES", sizes)
+
+
+def test_paper_column_is_all_of_cifar10_with_a_resnet_on_the_gpu(monkeypatch):
+    import torch
+
+    from trainlab.lab.base import get_experiment
+
+    assert "paper" in get_experiment("small-data").scales
+    assert lab_runs.sizes_in(exp12.SIZES) == lab_runs.SIZES
+    paper = at_size(exp12.SIZES, "paper")
+    assert paper["train_images"] == 50_000 and paper["test_images"] == 10_000
+    assert paper["seeds"] >= 3 and paper["model"] == "resnet"
+    assert set(paper["claimed"]) == set(exp12.CLAIMED)
+    assert paper["tune_epochs"] == paper["epochs"]  # tuned as at full size
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    recipe = load_recipe(None, exp12.base_overrides(paper, 7) + ["optim.lr=0.01"])
+    assert recipe.model.kind == "resnet" and recipe.model.depth == exp12.PAPER_DEPTH
+    assert recipe.data.subset == 50_000 and recipe.train.device == "cuda"
+    assert recipe.model.norm == "none" and recipe.augment.train == []
+    assert recipe.optim.weight_decay == 0.0 and recipe.train.epochs == paper["epochs"]
+    for extra in exp12.VARIANTS.values():  # every arm is a valid recipe on the ResNet
+        load_recipe(None, exp12.base_overrides(paper, 7) + extra + ["optim.lr=0.01"])
+    # The CPU sizes stay on the CPU.
+    assert (
+        load_recipe(None, exp12.base_overrides(at_size(exp12.SIZES, "full"), 7)).train.device
+        == "cpu"
+    )
+
+
+@pytest.mark.skipif(not _have_cifar(), reason="CIFAR-10 is not installed")
+def test_shrunk_paper_run_completes_on_the_cpu(tmp_path, monkeypatch):
+    from trainlab.lab.base import run_experiment
+
+    monkeypatch.delenv(lab_runs.SMOKE_ENV, raising=False)
+    monkeypatch.setattr(exp12, "PAPER_DEPTH", 1)
+    monkeypatch.setattr(exp12, "PAPER_BATCH", 32)
+    _shrunk_paper(
+        monkeypatch, exp12, claimed=("mixup",), train_images=128, test_images=128,
+        widths="[4, 8]", epochs=1, tune_epochs=1, seeds=3,
+    )  # fmt: skip
+    result = run_experiment("small-data", tmp_path, seed=0, scale="paper")
+    assert json.loads((tmp_path / "result.json").read_text()) == result
+    assert result["size"] == "paper" and not result["quick"]
+    m = result["measured"]
+    assert m["seeds"] == [0, 1, 2] and m["train_images"] == 128 and "others" not in m
+    assert [tuple(c["arms"]) for c in result["comparisons"]] == [("mixup", "baseline")]
+    for c in result["comparisons"]:
+        assert RECORD_KEYS <= set(c) and c["seeds"] == [0, 1, 2]
+    rebuilt = [
+        evidence.Comparison(
+            **{
+                **{k: c[k] for k in RECORD_KEYS | {"direction"}},
+                **{"arms": tuple(c["arms"]), "ci95": tuple(c["ci95"])},
+            }
+        )
+        for c in result["comparisons"]
+    ]
+    assert result["verdict"] == evidence.overall_verdict(rebuilt)
+    assert "Paper scale" in result["notes"] and "model.kind=resnet" in result["notes"]
+    assert set(m["lr"]) == {"baseline", "mixup"}

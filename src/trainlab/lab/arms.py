@@ -297,3 +297,17 @@ def fit_tuned_arms(
     searches = {arm: tune_arm(base, extra, seeds[0], data, grid) for arm, extra in arms.items()}
     tuned = {arm: extra + [f"optim.lr={searches[arm].best}"] for arm, extra in arms.items()}
     return fit_arms(base, tuned, seeds, data), searches
+
+
+def device_training_overrides(
+    epochs: int, seed: int, device: Any, batch_size: int = 64
+) -> list[str]:
+    """:func:`training_overrides` on ``device`` (a ``torch.device`` or its name, e.g. the
+    result of :func:`trainlab.lab.runs.lab_device`: CUDA at the paper's scale where there is
+    one) with batches of ``batch_size``; the engine puts the model and data there."""
+    return [
+        f"train.epochs={epochs}",
+        f"train.batch_size={batch_size}",
+        f"train.device={device}",
+        f"train.seed={seed}",
+    ]
