@@ -160,3 +160,74 @@ def test_counted_loss_and_log_growth():
     assert counted_loss([2.0, math.inf]) == pytest.approx(math.log(10))
     assert counted_loss([2.0] * 90 + [3.0] * 10) == pytest.approx(math.log(10))  # ended above
     assert log_growth([2.0, 5.0, 200.0]) == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------- deep-init, paper scale
+
+
+def test_deep_init_offers_the_paper_scale_with_issue_17s_size():
+    """Issue 17 item 7: a 30-layer plain conv net on all 50,000 CIFAR-10 images, >= 3 seeds."""
+    from trainlab.lab.base import get_experiment
+    from trainlab.lab.exp_07_deep_init import DATA, DEPTH, NETWORK, SIZES
+    from trainlab.lab.runs import at_size, sizes_in
+
+    assert "paper" in get_experiment("deep-init").scales
+    assert sizes_in(SIZES)[-1] == "paper"
+    paper = at_size(SIZES, "paper")
+    assert paper["n"] == 50000 and paper["seeds"] >= 3 and paper["width"] == 64
+    assert NETWORK["paper"] == "conv" and DATA["conv"] == "cifar10" and DEPTH == 30
+    assert all(NETWORK[s] == "mlp" for s in ("smoke", "quick", "full"))
+    assert at_size(SIZES, "full") == {"n": 10000, "width": 128, "cap": 1500, "seeds": 5}
+
+
+def test_plain_conv_has_30_weight_layers_no_norm_and_pairs_the_inits():
+    from torch import nn
+
+    from trainlab.lab.exp_07_deep_init import DEPTH, network, plain_conv
+
+    net = plain_conv(3, 8, 10)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    assert len(convs) == DEPTH - 1 and len(linears) == 1
+    assert all(c.kernel_size == (3, 3) for c in convs)
+    assert sorted(c.stride[0] for c in convs) == [1] * (DEPTH - 3) + [2, 2]
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    before = torch.random.get_rng_state()
+    k = network("kaiming", (3, 8, 10), 4)
+    xa = network("xavier", (3, 8, 10), 4)
+    assert torch.equal(torch.random.get_rng_state(), before), "the global RNG was touched"
+    for (name, a), b in zip(k.named_parameters(), xa.parameters(), strict=True):
+        if name.endswith("weight"):
+            torch.testing.assert_close(a / math.sqrt(2), b)
+        else:
+            assert not a.any() and not b.any()  # biases start at 0
+
+
+def test_paper_run_at_a_shrunk_paper_configuration(tmp_path, monkeypatch):
+    """The paper size's code path (plain conv net, CIFAR-10 or its synthetic stand-in, the
+    device of :func:`lab_device`) on a tiny paper column, on whatever device is here."""
+    from trainlab.lab import exp_07_deep_init as exp
+
+    monkeypatch.delenv(SMOKE_ENV, raising=False)
+    tiny = {"n": (256, 4096, 10000, 96), "width": (8, 64, 128, 4), "cap": (30, 600, 1500, 12),
+            "seeds": (2, 3, 5, 3)}  # fmt: skip
+    monkeypatch.setattr(exp, "SIZES", tiny)
+    result = run_experiment("deep-init", tmp_path, scale="paper", seed=1)
+    assert json.loads((tmp_path / "result.json").read_text()) == result
+    assert result["size"] == "paper" and result["quick"] is False
+    assert result["verdict"] in VERDICTS
+    (c,) = result["comparisons"]
+    assert RECORD_KEYS <= set(c) and c["seeds"] == [1, 2, 3]
+    m = result["measured"]
+    assert m["depth"] == 30 and m["width"] == 4 and m["cap"] == 12 and m["seeds"] == [1, 2, 3]
+    assert m["data"].startswith("cifar10 (96 train)") or m["data"].startswith("synthetic(")
+    for init in ("xavier", "kaiming"):
+        assert len(m["steps_to_threshold"][init]) == 3
+        assert all(1 <= s <= 12 for s in m["steps_to_threshold"][init])
+        assert len(m["lr_search"][init]["tried"]) >= 5
+    for fig in result["figures"]:
+        assert (tmp_path / fig).read_bytes()[:8] == PNG_MAGIC
+    assert "conv net" in result["notes"] and "Size 'paper'" in result["notes"]
+    assert result["notes"].startswith("30-layer plain ReLU conv net (29 3x3 convolutions")
+    assert "CIFAR-10" in result["rule"] and "Fashion-MNIST" in result["rule"]
