@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from lab_support import have, have_cifar
 
 from trainlab.lab import data as lab_data
 from trainlab.lab import run_experiment
@@ -18,17 +19,9 @@ RECORD_KEYS = {"name", "metric", "arms", "difference", "ci95", "min_effect", "se
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _have(name: str) -> bool:
-    try:
-        lab_data.dataset(name)
-    except Exception:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("name", ["deep-init", "residual-init"])
 def test_smoke_run_writes_comparisons(name, tmp_path, monkeypatch):
-    if name == "residual-init" and not (_have("cifar10") or _have("cifar10-jpeg")):
+    if name == "residual-init" and not have_cifar():
         pytest.skip("CIFAR-10 missing")
     monkeypatch.setenv(SMOKE_ENV, "1")
     before = torch.random.get_rng_state()
@@ -119,16 +112,14 @@ def test_train_to_threshold_stops_where_the_curve_reaches_it_and_pairs_the_inits
 # -------------------------------------------------------------------------- residual-init
 
 
-@pytest.mark.skipif(
-    not (_have("cifar10") or _have("cifar10-jpeg")), reason="CIFAR-10 (or its JPEG copy) missing"
-)
+@pytest.mark.skipif(not have_cifar(), reason="CIFAR-10 (or its JPEG copy) missing")
 def test_zero_init_blocks_are_identity_so_variance_is_the_stems():
     """The identity that is not evidence: with zeroed branches every block passes its input
     through, so each block's output variance equals the stem's, exactly."""
     from trainlab.lab.exp_08_residual_init import _resnet, block_variances, log_growth, pooled
     from trainlab.preprocess import make_normalizer
 
-    data = lab_data.dataset("cifar10") if _have("cifar10") else lab_data.dataset("cifar10-jpeg")
+    data = lab_data.dataset("cifar10") if have("cifar10") else lab_data.dataset("cifar10-jpeg")
     for side in (32, 16):
         x = pooled(data.train_images[:16], side)
         for norm in ("batch", "none"):

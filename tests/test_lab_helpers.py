@@ -7,36 +7,11 @@ import math
 
 import pytest
 import torch
+from lab_support import needs_data
 
-from trainlab.lab import data as lab_data
 from trainlab.lab import numbers as lab_numbers
 from trainlab.lab import runs as lab_runs
 from trainlab.lab.gallery import flatten, format_value, run_lab
-
-
-def _have(name: str) -> bool:
-    try:
-        lab_data.dataset(name)
-    except Exception:
-        return False
-    return True
-
-
-needs_data = pytest.mark.skipif(
-    not ((_have("cifar10") or _have("cifar10-jpeg")) and _have("fashion-mnist")),
-    reason="CIFAR-10 (or its JPEG copy, which smoke runs accept) / Fashion-MNIST missing",
-)
-
-
-def _numbers(value):
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _numbers(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _numbers(v)
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        yield value
 
 
 @needs_data

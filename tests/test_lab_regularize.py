@@ -14,10 +14,10 @@ import math
 
 import pytest
 import torch
+from lab_support import have, needs_data, numbers
 from torch import nn
 
 from trainlab.lab import arms as lab_arms
-from trainlab.lab import data as lab_data
 from trainlab.lab import evidence
 from trainlab.lab import exp_11_dropout as exp11
 from trainlab.lab import exp_13_augmentation as exp13
@@ -108,20 +108,6 @@ def test_sizes_follow_the_rules(name):
 # --- smoke runs ---------------------------------------------------------------------------------
 
 
-def _have(name: str) -> bool:
-    try:
-        lab_data.dataset(name)
-    except Exception:
-        return False
-    return True
-
-
-needs_data = pytest.mark.skipif(
-    not ((_have("cifar10") or _have("cifar10-jpeg")) and _have("fashion-mnist")),
-    reason="CIFAR-10 (or its JPEG copy, which smoke runs accept) / Fashion-MNIST missing",
-)
-
-
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("lab")
@@ -131,17 +117,6 @@ def smoke(tmp_path_factory):
         results = {n: run_experiment(n, out / n, quick=True, seed=0) for n in NAMES}
         assert torch.equal(torch.random.get_rng_state(), state), "the lab touched the global RNG"
     return out, results
-
-
-def _numbers(value):
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _numbers(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _numbers(v)
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        yield value
 
 
 @needs_data
@@ -154,7 +129,7 @@ def test_smoke_result_is_decided_by_its_comparisons(smoke, name):
     assert result["size"] == "smoke" and result["verdict"] in VERDICTS
     measured = result["measured"]
     assert "checks" not in measured and "partly held" not in json.dumps(result)
-    assert all(math.isfinite(v) for v in _numbers(measured))
+    assert all(math.isfinite(v) for _, v in numbers(measured))
     records = result["comparisons"]
     assert records and len({c["name"] for c in records}) == len(records)
     rebuilt = []
@@ -241,7 +216,7 @@ SHRUNK = {
 }
 
 
-@pytest.mark.skipif(not _have("cifar10"), reason="CIFAR-10 is not installed")
+@pytest.mark.skipif(not have("cifar10"), reason="CIFAR-10 is not installed")
 @pytest.mark.parametrize("name", NAMES)
 def test_shrunk_paper_run_completes_on_the_cpu(name, tmp_path, monkeypatch):
     module = NAMES[name]
@@ -261,7 +236,7 @@ def test_shrunk_paper_run_completes_on_the_cpu(name, tmp_path, monkeypatch):
     assert result["verdict"] in VERDICTS and "Paper scale" in result["notes"]
     measured = result["measured"]
     assert measured["seeds"] == [0, 1, 2] and measured["train_images"] == 128
-    assert all(math.isfinite(v) for v in _numbers(measured))
+    assert all(math.isfinite(v) for _, v in numbers(measured))
     rebuilt = []
     for c in result["comparisons"]:
         assert RECORD_KEYS <= set(c) and c["seeds"] == [0, 1, 2]

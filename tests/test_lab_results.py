@@ -15,6 +15,7 @@ import re
 
 import pytest
 import torch
+from lab_support import numbers
 
 from trainlab.lab import evidence
 from trainlab.lab import runs as lab_runs
@@ -45,17 +46,6 @@ def smoke_lab(tmp_path_factory):
     return out, {r["name"]: r for r in results}
 
 
-def _numbers(value, where="measured"):
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _numbers(v, f"{where}.{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _numbers(v, f"{where}[{i}]")
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        yield where, value
-
-
 def test_all_thirteen_experiments_ran(smoke_lab):
     _, results = smoke_lab
     assert list(results) == experiment_names() and len(results) == 13
@@ -74,7 +64,7 @@ def test_result_file_is_well_formed(smoke_lab, name):
     assert "checks" not in result["measured"], "identity checks are unit tests, not evidence"
     assert "partly held" not in json.dumps(result)
     # Infinite losses are stored as null (n/a); every other number is finite.
-    assert all(math.isfinite(v) for _, v in _numbers(result["measured"]))
+    assert all(math.isfinite(v) for _, v in numbers(result["measured"]))
     assert result["figures"]
     for figure in result["figures"]:
         assert (out / name / figure).read_bytes()[:8] == PNG_MAGIC

@@ -9,20 +9,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from lab_support import have, have_cifar
 from torch import nn
 
-from trainlab.lab import data as lab_data
 from trainlab.lab import runs as lab_runs
 from trainlab.lab.base import run_experiment
-
-
-def _have(name: str) -> bool:
-    try:
-        lab_data.dataset(name)
-    except Exception:
-        return False
-    return True
-
 
 # ------------------------------------------------------------------ selu
 
@@ -126,10 +117,10 @@ def test_centred_features_have_zero_mean_and_raw_is_untouched():
 # ------------------------------------------------------------------ smoke runs
 
 
-@pytest.mark.skipif(not _have("fashion-mnist"), reason="Fashion-MNIST missing")
+@pytest.mark.skipif(not have("fashion-mnist"), reason="Fashion-MNIST missing")
 @pytest.mark.parametrize("name", ["selu", "preprocessing"])
 def test_smoke_run_writes_comparison_records(tmp_path, monkeypatch, name):
-    if name == "preprocessing" and not (_have("cifar10") or _have("cifar10-jpeg")):
+    if name == "preprocessing" and not have_cifar():
         pytest.skip("CIFAR-10 missing")
     monkeypatch.setenv(lab_runs.SMOKE_ENV, "1")
     result = run_experiment(name, tmp_path, quick=True, seed=0)

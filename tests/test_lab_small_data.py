@@ -11,6 +11,7 @@ import math
 import statistics
 
 import pytest
+from lab_support import have
 
 from trainlab.lab import arms as lab_arms
 from trainlab.lab import evidence
@@ -22,16 +23,6 @@ from trainlab.recipe import load_recipe
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RECORD_KEYS = {"name", "metric", "arms", "difference", "ci95", "min_effect", "seeds", "verdict"}
 T_975_DF1 = 12.706204736174707  # Student's t, 97.5% quantile, 1 degree of freedom (tables)
-
-
-def _have_cifar() -> bool:
-    from trainlab.lab.data import dataset
-
-    try:
-        dataset("cifar10")
-    except Exception:
-        return False
-    return True
 
 
 def test_sizes_meet_the_issue_rules():
@@ -95,7 +86,7 @@ def test_each_arm_is_tuned_on_the_tuning_seed_then_trained_at_its_rate(monkeypat
     assert [len(v) for v in runs.values()] == [3, 3]
 
 
-@pytest.mark.skipif(not _have_cifar(), reason="CIFAR-10 (or its JPEG copy) is not installed")
+@pytest.mark.skipif(not have("cifar10"), reason="CIFAR-10 (or its JPEG copy) is not installed")
 def test_smoke_run_writes_comparisons_tuned_rates_and_a_derived_verdict(tmp_path, monkeypatch):
     from trainlab.lab.base import run_experiment
 
@@ -183,7 +174,7 @@ def test_paper_column_is_all_of_cifar10_with_a_resnet_on_the_gpu(monkeypatch):
     )
 
 
-@pytest.mark.skipif(not _have_cifar(), reason="CIFAR-10 is not installed")
+@pytest.mark.skipif(not have("cifar10"), reason="CIFAR-10 is not installed")
 def test_shrunk_paper_run_completes_on_the_cpu(tmp_path, monkeypatch):
     from trainlab.lab.base import run_experiment
 
