@@ -74,6 +74,34 @@ def run_jobs(names: list[str], args: argparse.Namespace) -> None:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
 
 
+LIMIT_S = {"quick": 60, "full": 20 * 60}  # issue 17: quick < 60 s, full < 20 min each
+
+
+def time_section(results: list[dict], command: str) -> str:
+    """docs/benchmarks' section on the lab's time budget, from the results' own seconds."""
+    total = sum(r["seconds"] for r in results)
+    rows = [
+        f"| {r['name']} | {r['size']} | {r['seconds']:.0f} | {r['threads']} | {r['commit']} | "
+        f"{'yes' if r['seconds'] < LIMIT_S.get(r['size'], float('inf')) else 'no'} |"
+        for r in results
+    ]
+    return "\n".join([
+        "## The lab at full size: time budget",
+        "",
+        f"Machine: {machine()}. Command: `{command}`; per experiment its commit and date are in "
+        "docs/lab.md. Limits (issue 17): under 20 minutes each at full size, all 13 under 2 hours "
+        "on the 2-core CPU.",
+        "",
+        "| experiment | size | seconds | threads | commit | under its limit |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Sum of the experiments' seconds (one thread each): {total:.0f} s "
+        f"({total / 60:.1f} min); `--jobs 2` runs two at a time, so the wall time is about half "
+        "of that (docs/lab.md's remarks give the run's own).",
+    ]) + "\n"  # fmt: skip
+
+
 def commit() -> str:
     """The checkout's commit, marked "+changes" when the tree differs from it."""
 
@@ -118,7 +146,8 @@ def main() -> int:
         remarks=REMARKS.read_text(encoding="utf-8") if REMARKS.is_file() else "",
     )
     write_text(ROOT / "docs" / "lab.md", page)
-    print(f"wrote {out / 'gallery.html'} and docs/lab.md ({len(results)} experiments)")
+    write_text(ROOT / "docs" / "benchmarks" / "lab_time.md", time_section(results, command))
+    print(f"wrote {out / 'gallery.html'}, docs/lab.md and docs/benchmarks/lab_time.md")
     return 0
 
 
