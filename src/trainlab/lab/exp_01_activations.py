@@ -35,7 +35,7 @@ from trainlab.activations import PLOT_SPECS, make_activation, plot_activations
 from trainlab.lab import evidence
 from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.figures import comparison_intervals, pyplot, save_figure
-from trainlab.lab.runs import at_size, generator
+from trainlab.lab.runs import at_size, generator, intra_op_threads
 
 TIMED = tuple(s for s in PLOT_SPECS if s != "identity")
 EXP_BASED = ("sigmoid", "tanh", "elu", "selu", "gelu", "silu")
@@ -172,12 +172,8 @@ def run(out: Path, size: str, seed: int) -> Outcome:
     cfg = at_size(SIZES, size)
     elements, rounds, repeats = cfg["elements"], cfg["rounds"], cfg["repeats"]
     plot_activations(out / "activations.png")
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
+    with intra_op_threads(THREADS):
         samples = timing_rounds(elements, rounds, repeats, seed)
-    finally:
-        torch.set_num_threads(threads_before)
     comparisons = comparisons_of(samples)
     medians = {s: {p: statistics.median(v) for p, v in ts.items()} for s, ts in samples.items()}
     relu = medians["relu"]

@@ -55,7 +55,14 @@ from trainlab.lab.base import Outcome, conclude, experiment
 from trainlab.lab.data import image_subset
 from trainlab.lab.figures import comparison_intervals, pyplot, save_figure
 from trainlab.lab.numbers import mean_std
-from trainlab.lab.runs import at_size, generator, initialized_mlp, outputs_of, step_batches
+from trainlab.lab.runs import (
+    at_size,
+    generator,
+    initialized_mlp,
+    intra_op_threads,
+    outputs_of,
+    step_batches,
+)
 
 MOMENTUM = 0.9
 MIN_EFFECT = 0.05  # 5 points of dead units: fewer would not change what a practitioner does
@@ -249,12 +256,8 @@ def _curve_figure(out: Path, at: list[int], curves: dict[str, list[float]]) -> s
     ),
 )
 def run(out: Path, size: str, seed: int) -> Outcome:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: more threads only wait on each other
-    try:
+    with intra_op_threads(1):  # tiny matrices: more threads only wait on each other
         return _run(out, size, seed)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(out: Path, size: str, seed: int) -> Outcome:

@@ -10,10 +10,11 @@ the experiments whose size table has a fourth column offer it).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -51,6 +52,19 @@ def lab_device(size: str) -> torch.device:
     (the lab's CPU sizes are chosen for the CPU)."""
     cuda = size == "paper" and torch.cuda.is_available()
     return torch.device("cuda" if cuda else "cpu")
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads, the caller's count restored after: for
+    experiments whose tensors are too small for more threads to help (they only wait on each
+    other), or whose timings must not depend on the caller's setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def generator(seed: int, *keys: int | str) -> torch.Generator:
