@@ -69,14 +69,16 @@ LAUNCHER = """
 import os, signal, sys
 import trainlab.distributed as D
 import trainlab.report
-import trainlab.train as T
+import trainlab.engine.checkpoint as C
+import trainlab.engine.folder as F
+import trainlab.engine.loop as L
 from trainlab.cli import main
 
 rank, mode = int(os.environ["RANK"]), os.environ.get("TEST_MODE", "")
 if rank != 0:
     def refuse(*args, **kwargs):
         raise AssertionError(f"rank {rank} tried to write a file")
-    T.write_text = T.write_json = T.save_checkpoint = refuse
+    F.write_text = F.write_json = L.write_text = C.save_checkpoint = refuse
     trainlab.report.write_report = refuse
 if rank == 1 and mode:
     weight = D.ShardedLoader.loss_weight

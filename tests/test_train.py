@@ -7,7 +7,10 @@ import shutil
 import pytest
 import torch
 
+import trainlab.engine.build as build_mod
+import trainlab.engine.checkpoint as checkpoint_mod
 import trainlab.train as train_mod
+from trainlab.engine.progress import Progress
 from trainlab.errors import CheckpointError, RecipeError, TrainingDiverged
 from trainlab.recipe import load_recipe
 from trainlab.train import (
@@ -101,7 +104,7 @@ def test_resume_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, extra
     whole = fit(recipe, tmp_path / "whole", progress=False, report=False)
 
     saves = {"n": 0}
-    real_save = train_mod.save_checkpoint
+    real_save = checkpoint_mod.save_checkpoint
 
     def save_then_die(path, **state):
         real_save(path, **state)
@@ -109,7 +112,7 @@ def test_resume_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, extra
         if saves["n"] == 1:
             raise KeyboardInterrupt  # the process is killed right after the first checkpoint
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpoint_mod, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         fit(recipe, tmp_path / "cut", progress=False, report=False)
     assert load_checkpoint(tmp_path / "cut")["epoch"] == 1
@@ -125,9 +128,9 @@ def test_resume_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, extra
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path, monkeypatch):
     recipe = tiny("train.epochs=3", "train.log_every=1")
     steps_per_epoch = 384 // 64
-    real = train_mod.lr_factor
+    real = build_mod.lr_factor
     monkeypatch.setattr(
-        train_mod,
+        build_mod,
         "lr_factor",
         lambda r, step, spe: 1e30 if step >= steps_per_epoch + 2 else real(r, step, spe),
     )
@@ -383,7 +386,7 @@ def test_on_a_terminal_the_bar_refreshes_every_log_every_steps(tmp_path, monkeyp
     monkeypatch.setattr(tqdm, "tqdm", Bar)
     recipe = tiny("train.epochs=1", "train.log_every=4")
     run = train_mod.build_run(recipe)
-    watch = train_mod._Progress(recipe.train, terminal=True)
+    watch = Progress(recipe.train, terminal=True)
     train_mod.train_epoch(run, watch)
     kinds = [kind for kind, _ in updates]
     assert updates[0] == ("new", 6) and kinds.count("update") == 6

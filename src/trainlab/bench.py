@@ -65,7 +65,7 @@ def time_to_accuracy(
     generation and cuDNN's algorithm search, as airbench's timing does.
     """
     from trainlab.data import load_dataset
-    from trainlab.train import fit
+    from trainlab.engine import fit
 
     if runs < 1:
         raise RecipeError(f"--runs {runs}: expected at least 1 run")

@@ -208,7 +208,7 @@ def _stamped(name: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from trainlab.train import fit
+    from trainlab.engine import fit
 
     if args.resume:
         if args.recipe or args.overrides:
@@ -230,7 +230,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from trainlab.data import load_dataset
-    from trainlab.train import evaluate, held_out_split, model_from_checkpoint
+    from trainlab.engine import evaluate, held_out_split, model_from_checkpoint
 
     model, recipe, state = model_from_checkpoint(args.checkpoint)
     ds = load_dataset(recipe.data.name, args.data_dir or recipe.data.data_dir or None)
@@ -315,7 +315,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 
     from trainlab.data import derive_seed
     from trainlab.init import signal_check
-    from trainlab.train import build_training_model, prepare_splits, run_diagnostics
+    from trainlab.engine import build_training_model, prepare_splits, run_diagnostics
 
     if args.init:
         recipe = _recipe(args)

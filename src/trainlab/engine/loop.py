@@ -1,0 +1,205 @@
+"""The loop: epochs of :func:`~trainlab.engine.step.train_step`, each closed by :func:`end_epoch`
+(test when due, metrics row, checkpoint); :func:`fit` is ``trainlab train``, :func:`train_steps`
+a fixed number of steps with no files (``trainlab diagnose``, benchmarks)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainlab.data import ImageDataset, derive_seed, make_generator
+from trainlab.distributed import all_reduce_, average_buffers, broadcast_object, distributed_run
+from trainlab.engine.build import build_run
+from trainlab.engine.checkpoint import load_checkpoint, save_run_checkpoint, stop_if_diverged
+from trainlab.engine.evaluate import evaluate_run
+from trainlab.engine.folder import RunResult, finish_run, start_run_folder
+from trainlab.engine.progress import Progress, Quiet
+from trainlab.engine.step import STREAM_GLOBAL, STREAM_MIX, STREAM_MODULES, Run, train_step
+from trainlab.errors import RecipeError
+from trainlab.fileio import folder_lock, write_text
+from trainlab.recipe import Recipe, load_recipe
+
+
+def train_epoch(
+    run: Run,
+    watch: Any = None,
+    *,
+    max_steps: int | None = None,
+    on_step: Callable[[Run, torch.Tensor], None] | None = None,
+) -> None:
+    """:func:`train_step` over one epoch of the loader; ``max_steps`` stops the run's step count
+    there, ``on_step(run, loss)`` records whatever a caller needs after each step."""
+    watch = watch or Quiet()
+    begin_epoch(run)
+    watch.begin(run)
+    for i, (x, y) in enumerate(run.loader):
+        if max_steps is not None and run.step >= max_steps:
+            break
+        loss = train_step(run, x, y)
+        if on_step is not None:
+            on_step(run, loss)
+        watch.step(run, i)
+
+
+def begin_epoch(run: Run) -> None:
+    """Seed the epoch's streams from ``(seed, epoch)``: a resumed run draws what an uninterrupted
+    one would have drawn. Masks and mixing partners are per rank (no keys in one process)."""
+    from trainlab.regularize.dropout import reseed_all
+
+    seed, epoch, keys = run.seed, run.epoch, run.ctx.keys()
+    torch.manual_seed(derive_seed(seed, epoch, STREAM_GLOBAL, *keys))  # nn.Dropout and kin
+    reseed_all(run.model, derive_seed(seed, epoch, STREAM_MODULES, *keys))
+    run.mix_generator = torch.Generator(run.device).manual_seed(
+        derive_seed(seed, epoch, STREAM_MIX, *keys)
+    )
+    run.aug_generator = make_generator(seed, "loader-transform", epoch, device=run.device)
+    run.loader.set_epoch(epoch)
+    run.model.train()
+    run.reset_tally()
+    run.timing["epoch_start"] = time.perf_counter()
+
+
+def end_epoch(run: Run, out: Path | None = None, watch: Any = None) -> dict[str, Any]:
+    """Close the epoch: combine the ranks' tallies, stop on a non-finite loss, test when due,
+    append the metrics row and (in ``out``, rank 0) write the checkpoint and metrics.jsonl."""
+    watch = watch or Quiet()
+    cfg, ctx, tally = run.recipe.train, run.ctx, run.tally
+    if ctx.distributed:  # the epoch over all ranks; any rank's divergence stops all
+        all_reduce_(tally.first_bad, ctx, "max")
+        all_reduce_(tally.loss_sum, ctx)
+        all_reduce_(tally.correct, ctx)
+        tally.seen = int(all_reduce_(torch.tensor(tally.seen, device=run.device), ctx).item())
+        average_buffers(run.model, ctx)  # per-rank batch-norm statistics -> one model to save
+    watch.end(run)
+    stop_if_diverged(tally.first_bad, run.epoch, out)
+    run.diag.snapshot(run.step)
+    train_seconds = time.perf_counter() - run.timing["epoch_start"]
+    seen = max(1, tally.seen)
+    row: dict[str, Any] = {
+        "epoch": run.epoch + 1,
+        "train_loss": tally.loss_sum.item() / seen,
+        "train_acc": tally.correct.item() / seen,
+    }
+    # The last epoch is always tested; eval_every = 0 tests it alone (the speed records' way).
+    last = run.epoch + 1 == cfg.epochs
+    if run.splits is not None and (
+        last or (cfg.eval_every and (run.epoch + 1) % cfg.eval_every == 0)
+    ):
+        for name, split in (("test", run.splits.test), ("val", run.splits.val)):
+            if split is not None:
+                result = evaluate_run(run, *split)
+                row.update({f"{name}_loss": result.loss, f"{name}_acc": result.accuracy})
+                run.confusion = result.confusion if name == "test" else run.confusion
+    row.update(
+        lr=run.optimizer.param_groups[0]["lr"],
+        seconds=time.perf_counter() - run.timing["epoch_start"],
+        train_seconds=train_seconds,
+        images_per_s=tally.seen / max(1e-9, train_seconds),
+    )
+    run.metrics.append(row)
+    run.epoch += 1
+    if out is not None and ctx.is_main:  # the ranks hold the same model: one of them writes
+        t_io = time.perf_counter()
+        save_run_checkpoint(run, out)
+        write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics))
+        run.timing["io_seconds"] = run.timing.get("io_seconds", 0.0) + time.perf_counter() - t_io
+    watch.epoch_line(run, row)
+    return row
+
+
+def fit(
+    recipe: Recipe | None,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    dataset: ImageDataset | None = None,
+    report: bool = True,
+) -> RunResult:
+    """Train the recipe, writing metrics, checkpoints and the report to ``out``.
+
+    With ``resume=True`` the recipe is read back from ``out/recipe.toml`` and training continues
+    after the last completed epoch of ``out/checkpoint.pt``.
+    """
+    out = Path(out)
+    state = load_checkpoint(out) if resume else None
+    recipe = load_recipe(out / "recipe.toml") if resume else recipe
+    if recipe is None:
+        raise RecipeError("fit() needs a recipe, or resume=True with a run folder")
+    # Under torchrun every rank runs this; rank 0 alone shows progress and writes files.
+    with distributed_run(recipe.train.device) as (ctx, device):
+        out = Path(broadcast_object(str(out), ctx))  # a timestamped default may differ per rank
+        owner = folder_lock(out) if ctx.is_main else contextlib.nullcontext()
+        # the caller's global RNG is left as it was
+        with owner, torch.random.fork_rng(devices=[]):
+            run = build_run(recipe, dataset, ctx=ctx, device=device, state=state)
+            start_run_folder(run, out, resumed=state is not None)
+            watch = Progress(recipe.train, out) if progress and ctx.is_main else Quiet()
+            run.timing["run_start"] = time.perf_counter()  # the data is on the device from here
+            while run.epoch < recipe.train.epochs:
+                train_epoch(run, watch)
+                end_epoch(run, out, watch)
+            return finish_run(run, out, report)
+
+
+def train_steps(
+    run: Run, steps: int, on_step: Callable[[Run, torch.Tensor], None] | None = None
+) -> int:
+    """``steps`` more steps of :func:`train_step`, over as many epochs of the loader as they
+    take, starting a new epoch; no evaluation and no files (``trainlab diagnose``, benchmarks).
+    Returns the run's step count."""
+    stop = run.step + steps
+    while run.step < stop:
+        train_epoch(run, max_steps=stop, on_step=on_step)
+        run.epoch += 1
+    return run.step
+
+
+@dataclass
+class DiagnosisResult:
+    report: Any  # trainlab.diagnostics.DiagnosticsReport
+    findings: list[Any]
+    html: Path | None
+    steps: int
+
+
+def run_diagnostics(
+    recipe: Recipe | str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    steps: int = 400,
+    every: int = 10,
+    window: int = 50,
+    dataset: ImageDataset | None = None,
+) -> DiagnosisResult:
+    """``trainlab diagnose RECIPE``: the recipe's own step for ``steps`` steps with diagnostics
+    sampled every ``every`` steps, at the schedule's starting learning rate held constant (where
+    most faults show); no evaluation, no checkpoint. The report goes to ``out``."""
+    import dataclasses
+
+    from trainlab.diagnostics import Diagnostics, findings, write_diagnostics
+
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"run_diagnostics: steps must be a positive int, got {steps!r}")
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    constant = dataclasses.replace(recipe.schedule, name="constant", warmup_epochs=0.0)
+    recipe = dataclasses.replace(recipe, schedule=constant)
+    with torch.random.fork_rng(devices=[]):
+        run = build_run(
+            recipe, dataset, diagnostics=lambda m: Diagnostics(m, every=every, window=window)
+        )
+        try:
+            done = train_steps(run, steps)
+        finally:
+            run.diag.detach()
+    report = run.diag.report()
+    found = findings(report)
+    html = write_diagnostics(out, report, found) if out is not None else None
+    return DiagnosisResult(report, found, html, done)
