@@ -59,6 +59,7 @@ from trainlab.checks import check_probability
 Affine = tuple[Tensor, Tensor]  # A (B, C, C), t (B, C)
 
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
+SHARPNESS = 4  # ImageEnhance's fourth enhancer: not part of the jitter, used by RandAugment
 
 # Images per block of the sequential jitter on the CPU: each block costs some 30 small tensor
 # operations on per-image scalars, so blocks larger than the usual 64 pay off (3x32x32 float32
@@ -168,6 +169,49 @@ def pillow_mean(grey: Tensor) -> Tensor:
     return torch.div(2 * total + n, 2 * n, rounding_mode="floor").to(grey.dtype)
 
 
+def pillow_smooth(z: Tensor) -> Tensor:
+    """Pillow's ``filter(ImageFilter.SMOOTH)`` of integer levels (B, C, H, W) held in float.
+
+    The 3x3 kernel ``[[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13`` (ImageFilter.SMOOTH), summed in
+    float32 from an offset of 1/2 and truncated (libImaging/Filter.c), with the border rows and
+    columns copied unchanged. With ``S`` the integer weighted sum that is
+    ``floor((2 S + 13) / 26)``: ``S / 13 + 1/2`` is never within 1/26 of an integer, so the
+    float32 rounding of Pillow's sum cannot change the level, nor can that of
+    ``(S + 6.5) / 13``, computed here.
+    """
+    rows = z[..., :-2, :] + z[..., 1:-1, :]
+    rows += z[..., 2:, :]  # in place: several times faster than a third fresh buffer on the CPU
+    box = rows[..., :-2] + rows[..., 1:-1]
+    box += rows[..., 2:]
+    inner = box.add_(z[..., 1:-1, 1:-1], alpha=4.0).add_(6.5).div_(13.0).floor_()
+    out = z.clone()
+    out[..., 1:-1, 1:-1] = inner
+    return out
+
+
+def enhance_levels(z: Tensor, kind: int, factor: Tensor) -> Tensor:
+    """Pillow's ``ImageEnhance`` on integer levels (B, C, H, W) held in float32, in place.
+
+    ``kind`` is BRIGHTNESS (``d = 0``), CONTRAST (``d`` = the mean grey level), SATURATION
+    (``ImageEnhance.Color``, ``d`` = the grey image) or SHARPNESS (``d`` = the SMOOTH-filtered
+    image); ``factor`` (B,) is each image's ``f``. Returns ``clamp(d + f (z - d), 0, 255)``,
+    Blend.c's float32 expression (a pixel equal to ``d`` stays ``d`` exactly), not yet
+    truncated to a level. One channel is its own grey, so SATURATION leaves it unchanged, as
+    Pillow does for mode "L".
+    """
+    f = _col(factor.to(z.device, torch.float32))
+    if kind == BRIGHTNESS:  # d = 0, f >= 0: only white can be passed
+        return z.mul_(f).clamp_max_(255.0)
+    if kind == SATURATION and z.shape[1] == 1:
+        return z
+    if kind == SHARPNESS:
+        d = pillow_smooth(z)
+    else:
+        grey = pillow_grey(z)
+        d = _col(pillow_mean(grey)) if kind == CONTRAST else grey
+    return z.sub_(d).mul_(f).add_(d).clamp_(0.0, 255.0)
+
+
 class AffineColor(Augmentation):
     """A colour operation that is an affine map per image (see module docstring)."""
 
@@ -181,7 +225,7 @@ class AffineColor(Augmentation):
         return finish_affine(x, self.affine(params, channel_means(x), value_scale(x)), x)
 
 
-def _truncate(y: Tensor) -> Tensor:
+def truncate_levels(y: Tensor) -> Tensor:
     """Float values in [0, 256) truncated, as int32: the uint8 copy from int32 is several times
     faster than from float on the CPU (torch 2.x), for the same values."""
     return y.to(torch.int32)
@@ -201,7 +245,7 @@ def finish_affine(x: Tensor, affine: Affine, like: Tensor) -> Tensor:
     for part in blocks(x):
         y = apply_affine(to_work(x[part]), (a[part], t[part]))
         y = y.clamp_(0.0, white)
-        out[part].copy_(_truncate(y) if like.dtype == torch.uint8 else y)
+        out[part].copy_(truncate_levels(y) if like.dtype == torch.uint8 else y)
     return out
 
 
@@ -330,7 +374,7 @@ class ColorJitter(AffineColor):
                 y = self._fixed_levels(x[part], sub)
             else:
                 y = self._fixed(x[part], sub)
-            out[part].copy_(_truncate(y) if levels else y)
+            out[part].copy_(truncate_levels(y) if levels else y)
         return out
 
     def _steps(self, channels: int) -> list[int]:
@@ -350,13 +394,7 @@ class ColorJitter(AffineColor):
         for k in steps:
             if k == HUE:  # always last; rounded to the nearest level by the conversion
                 return hue_shift(z.div_(255.0), f[:, HUE]).mul_(255.0).add_(0.5).clamp_(0, 255)
-            fk = _col(f[:, k])
-            if k == BRIGHTNESS:  # d = 0, f >= 0: only white can be passed
-                z.mul_(fk).clamp_max_(255.0)
-            else:
-                grey = pillow_grey(z)
-                d = _col(pillow_mean(grey)) if k == CONTRAST else grey
-                z.sub_(d).mul_(fk).add_(d).clamp_(0.0, 255.0)
+            enhance_levels(z, k, f[:, k])
             if k != steps[-1]:
                 z.floor_()
         return z
