@@ -285,7 +285,10 @@ def test_compiled_training_matches_eager_training(tmp_path, mode):
         tiny("train.compile_mode=fastest")
 
 
-def test_a_silent_run_reads_nothing_back_from_the_device_inside_an_epoch(tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [[], ["optim.clip_grad_norm=0.5"]], ids=["plain", "clipped"])
+def test_a_silent_run_reads_nothing_back_from_the_device_inside_an_epoch(
+    tmp_path, monkeypatch, extra
+):
     # Every host read of a tensor (.item(), .tolist(), bool/int/float of a tensor) is counted;
     # doubling the steps of an epoch must not add a single one: the step loop never waits.
     counts = {"n": 0}
@@ -300,7 +303,7 @@ def test_a_silent_run_reads_nothing_back_from_the_device_inside_an_epoch(tmp_pat
 
     def reads(batch_size):
         counts["n"] = 0
-        recipe = tiny(f"train.batch_size={batch_size}", "diagnostics.every=0")
+        recipe = tiny(f"train.batch_size={batch_size}", "diagnostics.every=0", *extra)
         fit(recipe, tmp_path / str(batch_size), progress=False, report=False)
         return counts["n"]
 

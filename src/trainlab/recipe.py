@@ -118,6 +118,9 @@ class OptimConfig:
     nesterov: bool = _f(True)
     beta2: float = _f(0.999, lo=0.0, hi=1.0, lo_open=True, hi_open=True, help="AdamW only")
     weight_decay: float = _f(5e-4, lo=0.0, help="decoupled, on weights only (not biases or norms)")
+    clip_grad_norm: float = _f(
+        0.0, lo=0.0, help="rescale the gradient to at most this global L2 norm (0: off)"
+    )
 
 
 @dataclass

@@ -25,6 +25,7 @@ from trainlab.engine.step import (
     forward_backward_update,
     lr_factor,
     no_augmentation,
+    no_clipping,
     no_diagnostics,
     no_mixing,
     no_step_mark,
@@ -70,6 +71,18 @@ def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
         )
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, cfg.beta2))
+
+
+def gradient_clipper(recipe: Recipe, model: nn.Module) -> Callable[[], Any]:
+    """``optim.clip_grad_norm``: rescale all gradients together so that their global L2 norm is at
+    most the threshold, g <- g min(1, c / (||g|| + 1e-6)) (Pascanu et al. 2013, "On the
+    difficulty of training recurrent neural networks"). The foreach kernels compute the norm and
+    the factor on the device: no host synchronization."""
+    max_norm = recipe.optim.clip_grad_norm
+    if max_norm <= 0:
+        return no_clipping
+    params = [p for p in model.parameters() if p.requires_grad]
+    return functools.partial(torch.nn.utils.clip_grad_norm_, params, max_norm, foreach=True)
 
 
 def build_run(
@@ -144,6 +157,7 @@ def build_run(
         loss=_loss_for(recipe),
         regularize=_regularizer(recipe, model, loader, ctx),
         lr_factor=lambda step: lr_factor(recipe, step, steps_per_epoch),
+        clip_gradients=gradient_clipper(recipe, model),
         diag=diagnostics(model) if diagnostics else _diagnostics_for(recipe, model),
         ctx=ctx,
         autocast=autocast_for(recipe, device),

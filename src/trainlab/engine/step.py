@@ -28,6 +28,50 @@ from trainlab.recipe import Recipe
 STREAM_INIT, STREAM_MIX, STREAM_MODULES, STREAM_GLOBAL = 2, 3, 4, 5
 
 
+# ---------------------------------------------------------------------------------------------
+# The no-op forms: what the step calls where a technique is off.
+
+
+def no_augmentation(x: torch.Tensor, generator: Any) -> torch.Tensor:
+    return x
+
+
+def no_mixing(
+    x: torch.Tensor, y: torch.Tensor, generator: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return x, y
+
+
+def unweighted_loss(loss: torch.Tensor, batch_index: int) -> torch.Tensor:
+    return loss
+
+
+def constant_lr(step: int) -> float:
+    return 1.0
+
+
+def same_layout(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def no_clipping() -> None:
+    return None
+
+
+def no_step_mark() -> None:
+    return None
+
+
+def channels_last_layout(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def no_diagnostics() -> Any:
+    from trainlab.diagnostics import NoDiagnostics
+
+    return NoDiagnostics()
+
+
 def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
     """The schedule as a pure function of the step: nothing to save, exact on resume."""
     cfg = recipe.schedule
@@ -67,11 +111,12 @@ class Run:
     regularize: Callable[[torch.Tensor, int], torch.Tensor]  # rank weight, then penalty
     lr_factor: Callable[[int], float]
     update: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None  # fwd, bwd, step
+    clip_gradients: Callable[[], Any] = no_clipping  # optim.clip_grad_norm, after backward
     set_lr: Callable[[float], None] | None = None
-    diag: Any = field(default_factory=lambda: no_diagnostics())
+    diag: Any = field(default_factory=no_diagnostics)
     ctx: DistContext = SINGLE
     autocast: Callable[[], Any] = contextlib.nullcontext
-    mark_step: Callable[[], None] = lambda: None  # a CUDA-graph replay's step boundary
+    mark_step: Callable[[], None] = no_step_mark  # a CUDA-graph replay's step boundary
     eval_model: nn.Module | None = None
     splits: Splits | None = None
     seed: int = 0
@@ -126,6 +171,7 @@ def forward_backward_update(run: Run, x: torch.Tensor, target: torch.Tensor, bat
     run.optimizer.zero_grad(set_to_none=True)
     run.regularize(loss, batch_index).backward()
     run.diag.after_backward()
+    run.clip_gradients()
     run.diag.before_optimizer_step()
     run.optimizer.step()
     run.diag.after_optimizer_step()
@@ -162,39 +208,3 @@ class Tally:
         self.loss_sum += loss.double() * len(y)
         self.correct += (logits.argmax(1) == y).sum()
         self.seen += len(y)
-
-
-def no_augmentation(x: torch.Tensor, generator: Any) -> torch.Tensor:
-    return x
-
-
-def no_mixing(
-    x: torch.Tensor, y: torch.Tensor, generator: Any
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return x, y
-
-
-def unweighted_loss(loss: torch.Tensor, batch_index: int) -> torch.Tensor:
-    return loss
-
-
-def constant_lr(step: int) -> float:
-    return 1.0
-
-
-def same_layout(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-def no_step_mark() -> None:
-    return None
-
-
-def channels_last_layout(x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last)
-
-
-def no_diagnostics() -> Any:
-    from trainlab.diagnostics import NoDiagnostics
-
-    return NoDiagnostics()
