@@ -30,8 +30,10 @@ def validate_technique(kind: str, spec: str) -> None:
 
         from trainlab.augment import make_pipeline
 
-        # PCA lighting needs the data's eigen pairs; a placeholder checks everything else.
-        make_pipeline([spec], stats=(torch.ones(3), torch.eye(3)))
+        # PCA lighting needs the data's eigen pairs and random erasing's fill='mean' its channel
+        # mean; placeholders check everything else.
+        placeholder = {"eigvals": torch.ones(3), "eigvecs": torch.eye(3), "channel_mean": [0.5] * 3}
+        make_pipeline([spec], stats=placeholder)
         return
     if kind == "mix":
         make_mix(spec, channel_mean=(0.0,))

@@ -9,12 +9,15 @@ and reproduces its output when they are replayed.
   :class:`RandomResizedCrop`, :class:`ScaleAug`, :class:`CenterCrop`, :func:`five_crop`,
   :func:`ten_crop`
 - colour: :class:`ColorJitter`, :class:`RandomGrayscale`, :class:`PCALighting`
+- automatic: :class:`RandAugment`, :class:`TrivialAugmentWide` (Pillow's operations, per image);
+  :class:`RandomErasing`
 - pipelines: :data:`AUGMENTATIONS`, :class:`Pipeline`, :func:`make_pipeline`
 - test time: :class:`TTA`; figures: :func:`plot_augment`
 """
 
 # ruff: noqa: F401 (this module re-exports)
 from trainlab.augment._base import Augmentation, Params
+from trainlab.augment.auto import OPS, RandAugment, TrivialAugmentWide
 from trainlab.augment.color import (
     ColorJitter,
     PCALighting,
@@ -22,6 +25,7 @@ from trainlab.augment.color import (
     eigen_from_stats,
     hue_shift,
 )
+from trainlab.augment.erasing import RandomErasing
 from trainlab.augment.geometric import (
     CenterCrop,
     HFlip,

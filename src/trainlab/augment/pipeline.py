@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trainlab.augment import color, geometric
+from trainlab.augment import auto, color, erasing, geometric
 from trainlab.augment._base import (
     Augmentation,
     Params,
@@ -42,6 +42,9 @@ AUGMENTATIONS.register("scale_aug")(geometric.ScaleAug)
 AUGMENTATIONS.register("jitter", "color_jitter")(color.ColorJitter)
 AUGMENTATIONS.register("grayscale", "greyscale")(color.RandomGrayscale)
 AUGMENTATIONS.register("pca_lighting")(color.PCALighting)
+AUGMENTATIONS.register("randaugment")(auto.RandAugment)
+AUGMENTATIONS.register("trivialaugment")(auto.TrivialAugmentWide)
+AUGMENTATIONS.register("random_erasing")(erasing.RandomErasing)
 
 
 def _one_jitter(name: str, default: float):
@@ -180,6 +183,13 @@ def _build(spec: str | Augmentation, stats: Any) -> tuple[Augmentation, float]:
                 f"augmentation {spec!r} needs data set statistics: make_pipeline(..., stats=...)"
             )
         kwargs["eigvals"], kwargs["eigvecs"] = color.eigen_from_stats(stats)
+    if name == "random_erasing" and "mean" not in kwargs:
+        try:  # fill given by keyword or position
+            fill = inspect.signature(factory).bind(*args, **kwargs).arguments.get("fill")
+        except TypeError:
+            fill = None  # the factory's own call below says what is wrong
+        if fill == "mean":
+            kwargs["mean"] = _channel_mean(spec, stats)
     try:
         op = factory(*args, **kwargs)
         p = check_probability(p, "probability p")
@@ -188,12 +198,28 @@ def _build(spec: str | Augmentation, stats: Any) -> tuple[Augmentation, float]:
     return op, p
 
 
+def _channel_mean(spec: str, stats: Any) -> Any:
+    """The data set's per-channel mean (on the [0, 1] scale) from a statistics object or dict."""
+    mean = (
+        stats.get("channel_mean")
+        if isinstance(stats, dict)
+        else getattr(stats, "channel_mean", None)
+    )
+    if mean is None:
+        raise RegistryError(
+            f"augmentation {spec!r} needs the data set's channel mean: make_pipeline(..., "
+            "stats=...) with a channel_mean, or mean=... in the spec"
+        )
+    return mean
+
+
 def make_pipeline(specs: Sequence[str | Augmentation], stats: Any = None) -> Pipeline:
     """Build a :class:`Pipeline` from specs such as ``"pad_crop(4, mode='reflect')"``.
 
     A spec may carry ``p=...``, the probability that an image gets that operation; for
-    operations with their own ``p`` (hflip, vflip, grayscale) it is theirs. ``stats`` supplies
-    the covariance eigenvalues/eigenvectors that ``pca_lighting`` needs.
+    operations with their own ``p`` (hflip, vflip, grayscale, random_erasing) it is theirs.
+    ``stats`` supplies the covariance eigenvalues/eigenvectors that ``pca_lighting`` needs and
+    the channel mean of ``random_erasing(fill='mean')``.
     """
     if isinstance(specs, str):
         specs = [specs]
