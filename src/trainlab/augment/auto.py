@@ -229,18 +229,17 @@ def equalize(x: Tensor) -> Tensor:
 
     With the channel's histogram ``h`` over ``n`` pixels and ``top`` its highest level,
     ``step = (n - h[top]) // 255`` and level ``i`` maps to ``(step // 2 + h[0] + ... +
-    h[i - 1]) // step``, at most 255. A channel with one level, or ``step = 0``, is unchanged.
+    h[i - 1]) // step``, at most 255. A channel with ``step = 0`` (which includes a channel of
+    one level, where ``h[top] = n``) is unchanged.
     """
     b, c, h, w = x.shape
     base = torch.arange(0, b * c * 256, 256, device=x.device, dtype=torch.int32).view(b, c, 1, 1)
     counts = x.int().add_(base).reshape(-1).bincount(minlength=b * c * 256).view(b, c, 256)
-    top = x.amax(dim=(2, 3)).long()[..., None]
-    step = (h * w - counts.gather(2, top)) // 255
-    before = counts.cumsum(2) - counts
-    table = ((step // 2 + before) // step.clamp(min=1)).clamp_(max=255)
-    keep = ((counts > 0).sum(2, keepdim=True) <= 1) | (step == 0)
-    table = torch.where(keep, torch.arange(256, device=x.device), table).to(torch.uint8)
-    return apply_tables(x, table)
+    step = (h * w - counts.gather(2, x.amax(dim=(2, 3)).long()[..., None])) // 255
+    before = counts.cumsum(2).sub_(counts).add_(step // 2)
+    table = before.div_(step.clamp(min=1), rounding_mode="floor").clamp_(max=255)
+    table = torch.where(step == 0, torch.arange(256, device=x.device), table)
+    return apply_tables(x, table.to(torch.uint8))
 
 
 def enhance(x: Tensor, op: int, factor: Tensor) -> Tensor:

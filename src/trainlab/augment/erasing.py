@@ -99,28 +99,28 @@ class RandomErasing(Augmentation):
 
     def fill_values(self, x: Tensor, params: Params) -> Tensor:
         """What erased pixels become, broadcastable to ``x``, in its dtype and scale."""
-        white = 255.0 if x.dtype == torch.uint8 else 1.0
-        if self.fill == "zero":
-            return torch.zeros((), dtype=x.dtype, device=x.device)
         if self.fill == "noise":  # uint8: each of the 256 levels equally likely
             u = params["noise"].to(x.device)
-            return (u * 256.0).floor_().clamp_(max=255.0) if white == 255.0 else u
+            return u.mul(256.0).floor_().clamp_(max=255.0) if x.dtype == torch.uint8 else u
         mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device)
         if mean.numel() not in (1, x.shape[1]):
             raise ValueError(
                 f"random_erasing mean has {mean.numel()} values, images C={x.shape[1]}"
             )
-        return (
-            (mean * white).round_().view(1, -1, 1, 1) if white == 255.0 else mean.view(1, -1, 1, 1)
-        )
+        return mean.mul_(255.0).round_() if x.dtype == torch.uint8 else mean
 
     def apply(self, x: Tensor, params: Params) -> Tensor:
         check_images(x)
         h, w = x.shape[-2:]
-        top, left, height, width = params["box"].to(x.device).unbind(1)
+        top, left, height, width = params["box"].to(x.device)[:, :, None].unbind(1)
         rows = torch.arange(h, device=x.device)[None, :]
         cols = torch.arange(w, device=x.device)[None, :]
-        in_rows = (rows >= top[:, None]) & (rows < (top + height)[:, None])
-        in_cols = (cols >= left[:, None]) & (cols < (left + width)[:, None])
-        inside = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # (B, 1, H, W)
-        return torch.where(inside, self.fill_values(x, params).to(x.dtype), x)
+        in_rows = ((rows >= top) & (rows < top + height)).to(x.dtype)[:, None, :, None]
+        in_cols = ((cols >= left) & (cols < left + width)).to(x.dtype)[:, None, None, :]
+        # 0/1 products, not torch.where on a broadcast mask: several times faster on the CPU
+        inside = in_rows * in_cols  # (B, 1, H, W)
+        out = x * (1 - inside)
+        if self.fill != "zero":
+            fill = self.fill_values(x, params).to(x.dtype)
+            out += (fill.view(1, -1, 1, 1) if fill.dim() == 1 else fill) * inside
+        return out
