@@ -385,35 +385,6 @@ FAMILIES = {
         range(auto.POSTERIZE, auto.EQUALIZE + 1)
     ),
 }
-PIL_ENHANCERS = {
-    auto.BRIGHTNESS: ImageEnhance.Brightness,
-    auto.COLOR: ImageEnhance.Color,
-    auto.CONTRAST: ImageEnhance.Contrast,
-    auto.SHARPNESS: ImageEnhance.Sharpness,
-}
-
-
-def pillow_apply(im: Image.Image, op: int, m: float) -> Image.Image:
-    """One operation with signed magnitude ``m`` on a PIL image, as torchvision calls Pillow."""
-    if op in (auto.SHEAR_X, auto.SHEAR_Y, auto.TRANSLATE_X, auto.TRANSLATE_Y):
-        shift = -int(m)
-        data = (1, m, 0, 0, 1, 0) if op == auto.SHEAR_X else (1, 0, 0, m, 1, 0)
-        if op == auto.TRANSLATE_X:
-            data = (1, 0, shift, 0, 1, 0)
-        elif op == auto.TRANSLATE_Y:
-            data = (1, 0, 0, 0, 1, shift)
-        return im.transform(im.size, Image.Transform.AFFINE, data, Image.Resampling.NEAREST)
-    if op == auto.ROTATE:
-        return im.rotate(m, resample=Image.Resampling.NEAREST, fillcolor=0)
-    if op in PIL_ENHANCERS:
-        return PIL_ENHANCERS[op](im).enhance(1.0 + m)
-    if op == auto.POSTERIZE:
-        return ImageOps.posterize(im, int(m))
-    if op == auto.SOLARIZE:
-        return ImageOps.solarize(im, m)
-    if op == auto.AUTOCONTRAST:
-        return ImageOps.autocontrast(im)
-    return ImageOps.equalize(im) if op == auto.EQUALIZE else im
 
 
 def pillow_random_ops(
@@ -429,7 +400,7 @@ def pillow_random_ops(
             m = table[op][level]
             if op in auto.SIGNED and rng.random() < 0.5:
                 m = -m
-            pil = pillow_apply(pil, op, m)
+            pil = auto.pillow_op(pil, op, m)
         out.append(torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1))
     return torch.stack(out)
 
@@ -482,7 +453,7 @@ def pillow_agreement(images: torch.Tensor) -> list[tuple[str, int, int, int]]:
             ours = aug.apply(batch, params).int()
             mags = aug.magnitudes(params, (h, w))[:, 0].tolist()
             ref = torch.stack([
-                torch.from_numpy(np.asarray(pillow_apply(Image.fromarray(img), op, m)).copy())
+                torch.from_numpy(np.asarray(auto.pillow_op(Image.fromarray(img), op, m)).copy())
                 for img, m in zip(batch.permute(0, 2, 3, 1).numpy(), mags, strict=True)
             ]).permute(0, 3, 1, 2).int()  # fmt: skip
             d = (ours - ref).abs()
@@ -504,7 +475,7 @@ def chain_agreement(images: torch.Tensor, spec: str, seed: int) -> tuple[int, in
                             strict=True):  # fmt: skip
         pil = Image.fromarray(img)
         for op, m in zip(ops, ms, strict=True):
-            pil = pillow_apply(pil, op, m)
+            pil = auto.pillow_op(pil, op, m)
         out.append(torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1))
     return ours.numel(), int((ours != torch.stack(out)).sum())
 

@@ -34,16 +34,27 @@ def _private_cache(tmp_path_factory):
     mp.undo()
 
 
-@pytest.fixture(scope="session")
-def fashion_mnist():
-    """The real Fashion-MNIST, or a clean skip where it is not installed."""
+def installed_or_skip(name: str):
+    """The named data set, or a clean skip where it is not installed."""
     from trainlab.data import load_dataset
     from trainlab.errors import DataError
 
     try:
-        return load_dataset("fashion-mnist")
+        return load_dataset(name)
     except DataError as exc:
-        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+        pytest.skip(f"{name} is not installed: {exc}")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    """The real Fashion-MNIST, or a clean skip where it is not installed."""
+    return installed_or_skip("fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def cifar10():
+    """The released CIFAR-10, or a clean skip where it is not installed."""
+    return installed_or_skip("cifar10")
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,13 @@ import random
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageOps
 
 from trainlab.augment import RandAugment, RandomErasing, TrivialAugmentWide, auto, make_pipeline
 from trainlab.errors import RecipeError, RegistryError
 from trainlab.recipe import recipe_from_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-ENHANCERS = {
-    auto.BRIGHTNESS: ImageEnhance.Brightness,
-    auto.COLOR: ImageEnhance.Color,
-    auto.CONTRAST: ImageEnhance.Contrast,
-    auto.SHARPNESS: ImageEnhance.Sharpness,
-}
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -50,52 +43,21 @@ def from_pil(im: Image.Image, channels: int) -> torch.Tensor:
     )
 
 
-def pillow_op(im: Image.Image, op: int, m: float) -> Image.Image:
-    """The operation as torchvision's ``_apply_op`` calls Pillow (m: signed magnitude)."""
-    if op in (auto.SHEAR_X, auto.SHEAR_Y, auto.TRANSLATE_X, auto.TRANSLATE_Y):
-        data = {
-            auto.SHEAR_X: (1, m, 0, 0, 1, 0),
-            auto.SHEAR_Y: (1, 0, 0, m, 1, 0),
-            auto.TRANSLATE_X: (1, 0, -int(m), 0, 1, 0),
-            auto.TRANSLATE_Y: (1, 0, 0, 0, 1, -int(m)),
-        }[op]
-        return im.transform(im.size, Image.Transform.AFFINE, data, Image.Resampling.NEAREST)
-    if op == auto.ROTATE:
-        return im.rotate(m, resample=Image.Resampling.NEAREST, fillcolor=0)
-    if op in ENHANCERS:
-        return ENHANCERS[op](im).enhance(1.0 + m)
-    if op == auto.POSTERIZE:
-        return ImageOps.posterize(im, int(m))
-    if op == auto.SOLARIZE:
-        return ImageOps.solarize(im, m)
-    if op == auto.AUTOCONTRAST:
-        return ImageOps.autocontrast(im)
-    if op == auto.EQUALIZE:
-        return ImageOps.equalize(im)
-    return im.copy()
-
-
 def pillow_chain(x: torch.Tensor, ops: torch.Tensor, mags: torch.Tensor) -> torch.Tensor:
     """Each image through its own operations (B, rounds) in turn, with Pillow."""
     out = []
     for image, image_ops, image_mags in zip(x, ops.tolist(), mags.tolist(), strict=True):
         im = to_pil(image)
         for op, m in zip(image_ops, image_mags, strict=True):
-            im = pillow_op(im, op, m)
+            im = auto.pillow_op(im, op, m)
         out.append(from_pil(im, x.shape[1]))
     return torch.stack(out)
 
 
 @pytest.fixture(scope="module")
-def cifar() -> torch.Tensor:
-    """8 CIFAR-10 test images, or a clean skip where CIFAR-10 is not installed."""
-    from trainlab.data import load_dataset
-    from trainlab.errors import DataError
-
-    try:
-        return load_dataset("cifar10").test_images[::1250].contiguous()
-    except DataError as exc:
-        pytest.skip(f"CIFAR-10 is not installed: {exc}")
+def cifar(cifar10) -> torch.Tensor:
+    """8 CIFAR-10 test images (skipped where CIFAR-10 is not installed)."""
+    return cifar10.test_images[::1250].contiguous()
 
 
 def synthetic(n: int = 6, c: int = 3, h: int = 24, w: int = 17, seed: int = 0) -> torch.Tensor:

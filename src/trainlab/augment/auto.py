@@ -250,6 +250,42 @@ def enhance(x: Tensor, op: int, factor: Tensor) -> Tensor:
     return color.truncate_levels(z).to(torch.uint8)
 
 
+def pillow_op(image: Any, op: int, magnitude: float) -> Any:
+    """Operation ``op`` with signed ``magnitude`` done by Pillow on one PIL image, as
+    torchvision's ``_apply_op`` calls Pillow: the reference the batched forms are checked
+    against (tests/test_augment_auto.py) and timed against (benchmarks/bench_augment.py)."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    m = magnitude
+    data = {  # written out here, not taken from affine_data, so that the check is independent
+        SHEAR_X: (1, m, 0, 0, 1, 0),
+        SHEAR_Y: (1, 0, 0, m, 1, 0),
+        TRANSLATE_X: (1, 0, -int(m), 0, 1, 0),
+        TRANSLATE_Y: (1, 0, 0, 0, 1, -int(m)),
+    }
+    if op in data:
+        return image.transform(
+            image.size, Image.Transform.AFFINE, data[op], Image.Resampling.NEAREST
+        )
+    if op == ROTATE:
+        return image.rotate(m, resample=Image.Resampling.NEAREST, fillcolor=0)
+    enhancers = {
+        BRIGHTNESS: ImageEnhance.Brightness,
+        COLOR: ImageEnhance.Color,
+        CONTRAST: ImageEnhance.Contrast,
+        SHARPNESS: ImageEnhance.Sharpness,
+    }
+    if op in enhancers:
+        return enhancers[op](image).enhance(1.0 + m)
+    if op == POSTERIZE:
+        return ImageOps.posterize(image, int(m))
+    if op == SOLARIZE:
+        return ImageOps.solarize(image, m)
+    if op == AUTOCONTRAST:
+        return ImageOps.autocontrast(image)
+    return ImageOps.equalize(image) if op == EQUALIZE else image.copy()
+
+
 # --------------------------------------------------------------------------- the augmentations
 
 
