@@ -33,8 +33,9 @@ Geometric operations sample the nearest pixel and fill with 0 (torchvision's def
 shears are about the top-left corner, as in AutoAugment and torchvision. Each operation is
 Pillow's, level for level, on uint8 images with 1 channel (mode "L", where color is the
 identity) or 3 (RGB): the affine transforms reproduce Pillow's 16.16 fixed-point nearest
-neighbour (libImaging/Geometry.c, ``affine_fixed``; pure translations and half turns take
-Pillow's other paths, which give the same pixels), the enhancers reuse the colour jitter's
+neighbour (libImaging/Geometry.c, ``affine_fixed``; Pillow moves pure translations with
+``ImagingScaleAffine`` and turns a square image by 90 degrees with a transpose, which give the
+same pixels), the enhancers reuse the colour jitter's
 Pillow arithmetic (:mod:`trainlab.augment.color`), and posterize, solarize, autocontrast and
 equalize build Pillow's lookup tables per image and channel.
 
@@ -386,14 +387,16 @@ class RandomOps(Augmentation):
 
 class RandAugment(RandomOps):
     """RandAugment (Cubuk et al. 2020): ``n`` operations per image in turn, each drawn uniformly
-    from the 14 of :data:`OPS` (identity included), all at magnitude ``m`` of ``bins`` (the
-    paper's and torchvision's scale 0-30 with 31 bins; ImageNet ResNet-50 used N = 2, M = 9,
-    torchvision's defaults), each signed operation with a random sign. uint8 images only."""
+    from the 14 of :data:`OPS` (identity included), all at magnitude level ``m``, each signed
+    operation with a random sign. ``m`` is on the linear 0-30 scale (``bins = 31`` levels) of
+    the paper's magnitude studies and of torchvision (ResNet-50 on ImageNet: N = 2, M = 9,
+    torchvision's defaults; the paper's text also describes AutoAugment's 0-10 levels, which
+    are M / 3 here). uint8 images only."""
 
     def __init__(self, n: int = 2, m: int = 9, bins: int = 31):
         check_int(bins, "randaugment bins (magnitude levels)", 2)
         check_int(n, "randaugment n (operations per image)", 1)
-        check_int(m, f"randaugment m (magnitude, 0 to bins - 1 = {bins - 1})", 0, bins - 1)
+        check_int(m, "randaugment m (magnitude level)", 0, bins - 1)
         super().__init__(RANDAUGMENT_SPACE, bins, n)
         self.n, self.m = n, m
 
