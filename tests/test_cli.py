@@ -96,9 +96,10 @@ def test_train_then_eval_then_resume(capsys, tmp_path):
     final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert evaluated["test_acc"] == pytest.approx(final["test_acc"])
     assert evaluated["test_loss"] == pytest.approx(final["test_loss"], rel=1e-5)
-    # a finished run resumes to the same end, without training again
+    # a finished run is complete: resuming it says so and writes nothing
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0
-    one_line_error(capsys, ["train", "--resume", str(out), "--set", "train.epochs=3"], "--resume")
+    assert "the run is complete (1 of 1 epochs)" in capsys.readouterr().out
+    one_line_error(capsys, ["train", "--resume", str(out), "--set", "optim.lr=3"], "optim.lr")
 
 
 def test_stats_prints_the_statistics(capsys):

@@ -197,6 +197,10 @@ def test_imagefolder_without_test_split_holds_out_a_tenth(tmp_path):
     ds = load_dataset(f"imagefolder:{tmp_path / 'flat'}")
     assert len(ds.test_labels) == 2 and len(ds.train_labels) == 18
     assert "held out" in ds.source
+    assert ds.notes == [
+        f"image folder {tmp_path / 'flat'} has no test split: 2 of its 20 images (10%, drawn "
+        "with seed 0) are held out as the test split"
+    ]
     every = torch.cat([ds.train_images, ds.test_images]).flatten(1)
     assert len({tuple(row.tolist()) for row in every}) == 20  # a partition: nothing lost or doubled
 

@@ -1,5 +1,7 @@
 """Recipe validation: every mistake is one clear RecipeError naming the key, before any work."""
 
+from pathlib import Path
+
 import pytest
 
 from trainlab.errors import RecipeError
@@ -100,7 +102,8 @@ def test_shipped_default_recipe_equals_the_built_in_defaults():
 # are refused by type, for every float field, before any bound is compared.
 FLOAT_FIELDS = [
     "data.val_fraction", "model.survival_prob", "optim.lr", "optim.momentum", "optim.beta2",
-    "optim.weight_decay", "schedule.warmup_epochs", "schedule.gamma", "schedule.final_lr",
+    "optim.weight_decay", "optim.clip_grad_norm", "schedule.warmup_epochs", "schedule.gamma",
+    "schedule.final_lr",
     "regularize.label_smoothing",
 ]  # fmt: skip
 
@@ -154,4 +157,7 @@ def test_technique_arguments_and_data_names_are_checked_by_meaning(item, needle)
     "name", ["fashion-mnist", "cifar10", "synthetic(n=64, size=8)", "imagefolder:some/folder"]
 )
 def test_valid_data_names_pass_without_loading_anything(name):
-    assert load_recipe(None, [f"data.name={name!r}"]).data.name == name
+    # an image folder's path is kept absolute, so the run finds it from any working folder
+    folder = f"imagefolder:{Path.cwd() / 'some/folder'}"
+    expected = folder if name.startswith("imagefolder") else name
+    assert load_recipe(None, [f"data.name={name!r}"]).data.name == expected

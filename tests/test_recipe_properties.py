@@ -32,6 +32,8 @@ def wrong_values(key: str, hint, meta) -> st.SearchStrategy:
         float: st.one_of(st.text(max_size=4), st.booleans()),
         str: st.one_of(st.integers(), st.booleans(), st.lists(st.integers(), max_size=2)),
     }
+    if typing.get_origin(hint) is dict:  # model.args: a table of a factory's keyword arguments
+        return st.one_of(st.integers(), st.text(max_size=4), st.lists(st.integers(), max_size=2))
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
         if item is int:  # widths: positive integers, at least one
@@ -54,7 +56,7 @@ def wrong_values(key: str, hint, meta) -> st.SearchStrategy:
             out.append(st.sampled_from([math.nan, math.inf, -math.inf]))
     if hint is str and meta.get("choices"):
         out.append(NOT_A_NAME)
-    if hint is str and (meta.get("registry") or key in ("data.name", "train.device")):
+    if hint is str and (meta.get("registry") or key in ("data.name", "train.device", "model.kind")):
         out.append(NOT_A_NAME)
         out.append(NOT_A_NAME.map(lambda s: f"{s}(1)"))
     return st.one_of(out)

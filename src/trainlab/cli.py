@@ -58,7 +58,18 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_recipe_args(p)
     p.add_argument("--out", help="run folder (default: runs/<recipe>-<time>)")
-    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    p.add_argument(
+        "--resume", metavar="DIR",
+        help="continue the run in DIR; --set train.epochs=N (alone) lengthens it",
+    )  # fmt: skip
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the run that --out holds, if any"
+    )
+    p.add_argument(
+        "--init-from", metavar="CHECKPOINT",
+        help="start from a checkpoint's weights (fine-tuning; a head of another class count "
+        "starts afresh)",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = _command(sub, "eval", cmd_eval, "evaluate a checkpoint on its data set's test split")
@@ -175,7 +186,10 @@ def _add_verbose(parser: argparse.ArgumentParser, top: bool = True) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except BrokenPipeError:  # --help into | head
+        return _reader_went_away()
     try:
         args.func(args)
     except TrainlabError as exc:
@@ -191,7 +205,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("trainlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
+    try:
+        sys.stdout.flush()  # a reader that left early (| head) is seen here, or at exit
+    except BrokenPipeError:
+        return _reader_went_away()
     return 0
+
+
+def _reader_went_away() -> int:
+    """Output piped into a program that closed early (``trainlab lab list | head``): stop
+    quietly, as Unix tools do, with the status a SIGPIPE gives them. Python would otherwise
+    complain again when it flushes stdout at exit, so stdout now goes nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + 13  # SIGPIPE
 
 
 def _recipe(args: argparse.Namespace):
@@ -211,21 +240,47 @@ def cmd_train(args: argparse.Namespace) -> None:
     from trainlab.engine import fit
 
     if args.resume:
-        if args.recipe or args.overrides:
+        if args.recipe or args.out or args.overwrite or args.init_from:
             raise RecipeError(
-                "--resume continues a run with its own recipe: give no RECIPE or --set"
+                "--resume continues a run with its own recipe and folder: give no RECIPE, "
+                "--out, --overwrite or --init-from (--set train.epochs=N lengthens it)"
             )
-        result = fit(None, args.resume, resume=True, progress=not args.no_progress)
+        result = fit(_resumed_recipe(args), args.resume, resume=True,
+                     progress=not args.no_progress)  # fmt: skip
     else:
         out = args.out or _stamped(Path(args.recipe).stem if args.recipe else "default")
-        result = fit(_recipe(args), out, progress=not args.no_progress)
+        result = fit(_recipe(args), out, overwrite=args.overwrite, init_from=args.init_from,
+                     progress=not args.no_progress)  # fmt: skip
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 speaks for the job
     final = result.final
+    if result.already_complete:
+        print(
+            f"{result.out}: the run is complete ({final.get('epoch')} of {final.get('epoch')} "
+            f"epochs); nothing was changed (to train longer: --resume {result.out} --set "
+            "train.epochs=N)"
+        )
+        return
     print(
         f"done: test accuracy {100 * final.get('test_acc', 0):.2f}% after {final.get('epoch')} "
         f"epochs; report: {result.out / 'report.html'}"
     )
+
+
+def _resumed_recipe(args: argparse.Namespace):
+    """The run's own recipe with the --set overrides applied (the engine refuses any change but
+    a longer train.epochs), or None when there are none."""
+    from trainlab.engine import checkpoint_recipe, load_checkpoint
+    from trainlab.recipe import recipe_from_toml
+
+    if not args.overrides and not args.data_dir:
+        return None
+    state = load_checkpoint(args.resume)
+    stored = checkpoint_recipe(state, args.resume)
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
+    return recipe_from_toml(stored.to_toml(), overrides, where=f"--resume {args.resume}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -314,8 +369,8 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     import torch
 
     from trainlab.data import derive_seed
-    from trainlab.init import signal_check
     from trainlab.engine import build_training_model, prepare_splits, run_diagnostics
+    from trainlab.init import signal_check
 
     if args.init:
         recipe = _recipe(args)

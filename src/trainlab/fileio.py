@@ -23,8 +23,11 @@ LOCK = ".lock"
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
+def atomic_path(path: str | os.PathLike[str], *, private: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
+
+    The file gets the permissions the process umask gives new files (a team can read each
+    other's runs), or stays readable by its owner alone when ``private``."""
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +36,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
     os.close(fd)
     tmp_path = Path(tmp)
+    if not private:  # mkstemp makes 0600; a written file gets what open() would have given it
+        os.chmod(tmp_path, 0o666 & ~_umask())
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -44,17 +49,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+def atomic_open(
+    path: str | os.PathLike[str], mode: str = "w", *, private: bool = False, **kwargs: Any
+) -> Iterator[IO[Any]]:
     """``open`` that only ever leaves the complete file at ``path``."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, private=private) as tmp:
         with open(tmp, mode, **kwargs) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
 
 
-def write_text(path: str | os.PathLike[str], text: str) -> None:
-    with atomic_open(path, "w", encoding="utf-8") as handle:
+def write_text(path: str | os.PathLike[str], text: str, *, private: bool = False) -> None:
+    with atomic_open(path, "w", private=private, encoding="utf-8") as handle:
         handle.write(text)
 
 
@@ -86,7 +93,7 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
     lock = folder / LOCK
     owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
     mine = folder / f"{LOCK}.{os.getpid()}"
-    write_text(mine, json.dumps(owner))
+    write_text(mine, json.dumps(owner), private=True)
     try:
         while True:
             try:
@@ -128,6 +135,13 @@ def _live_owner(lock: Path) -> dict[str, Any] | None:
         except PermissionError:
             pass  # it exists, under another user
     return held
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _jsonable(obj: Any) -> Any:

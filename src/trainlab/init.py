@@ -179,9 +179,10 @@ def _lecun_std(fan_in: float, fan_out: float, activation: Activation) -> float:
     return 1.0 / math.sqrt(fan_in)
 
 
-@INITS.register("default")
+@INITS.register("default", "keep")
 def _default() -> InitScheme:
-    """Leave PyTorch's own initialization (Kaiming-uniform with a=sqrt(5)) and norms alone."""
+    """Leave the network's own initialization alone: PyTorch's (Kaiming-uniform with a=sqrt(5))
+    for trainlab's kinds, whatever a user's own network does for itself ("keep")."""
     return InitScheme("default", "pytorch default (unchanged)", lambda *_: None, resets=False)
 
 

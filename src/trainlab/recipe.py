@@ -48,8 +48,8 @@ def _f(
         "registry": registry,
         "help": help,
     }
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -76,7 +76,12 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    kind: str = _f("cnn", choices=("mlp", "cnn", "resnet"))
+    kind: str = _f(
+        "cnn",
+        help="mlp, cnn, resnet, or import:package.module:factory (import:file.py:factory) for a "
+        "network of your own, called as factory(in_shape, num_classes, **model.args)",
+    )
+    args: dict[str, Any] = _f({}, help="keyword arguments of an import: factory (a table)")
     widths: list[int] = _f(
         [32, 64, 128], help="channels per stage (cnn/resnet) or hidden units (mlp)"
     )
@@ -223,17 +228,27 @@ def load_recipe(
 ) -> Recipe:
     """Read a TOML recipe (or the defaults, when ``path`` is None) and apply ``--set`` overrides."""
     where = str(path) if path is not None else "<defaults>"
-    raw: dict[str, Any] = {}
+    text = ""
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise RecipeError(f"{where}: recipe file not found")
         try:
-            raw = tomllib.loads(p.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise RecipeError(f"{where}: not valid TOML: {exc}") from None
+            text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise RecipeError(f"{where}: not a text file") from None
+    return recipe_from_toml(text, overrides, where)
+
+
+def recipe_from_toml(
+    text: str, overrides: list[str] | tuple[str, ...] = (), where: str = "<recipe>"
+) -> Recipe:
+    """A recipe from TOML text (a file's, or the one a checkpoint keeps), with ``--set``
+    overrides applied."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{where}: not valid TOML: {exc}") from None
     for item in overrides:
         _apply_override(raw, item)
     return recipe_from_dict(raw, where=where)
@@ -252,6 +267,7 @@ def recipe_from_dict(raw: dict[str, Any], where: str = "<recipe>") -> Recipe:
     recipe = Recipe(**sections)
     _check_registries(recipe, where)
     _check_data_name(recipe.data.name, where)
+    _resolve_paths(recipe, where)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", recipe.train.device):
         raise RecipeError(
             f"{where}: train.device = {recipe.train.device!r}: expected auto, cpu, cuda or cuda:N"
@@ -292,6 +308,10 @@ def _build_section(name: str, body: dict[str, Any], where: str) -> Any:
 def _check_value(key: str, value: Any, hint: Any, meta: Any, where: str) -> Any:
     expected = _expected(hint)
     origin = typing.get_origin(hint)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: {key} = {value!r}: expected a table, got {_tname(value)}")
+        return value
     if origin is list:
         (item_type,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -337,6 +357,8 @@ def _check_scalar(key: str, value: Any, hint: Any, where: str) -> Any:
 def _expected(hint: Any) -> str:
     if typing.get_origin(hint) is list:
         return f"a list of {_expected(typing.get_args(hint)[0])}"
+    if typing.get_origin(hint) is dict:
+        return "a table"
     if isinstance(hint, types.UnionType):
         return " or ".join(_expected(h) for h in typing.get_args(hint))
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
@@ -391,6 +413,22 @@ def _check_registries(recipe: Recipe, where: str) -> None:
                     ) from None
 
 
+def _resolve_paths(recipe: Recipe, where: str) -> None:
+    """Paths in a recipe are made absolute (image folders, data_dir, a model's .py file), so the
+    run's recipe finds them from any working folder; a user's network is imported now, so a
+    failure to import it comes before any data loads."""
+    from trainlab.data.datasets import resolved_dataset_name
+    from trainlab.engine.model import resolved_model_kind
+
+    recipe.data.name = resolved_dataset_name(recipe.data.name)
+    if recipe.data.data_dir:
+        recipe.data.data_dir = str(Path(recipe.data.data_dir).expanduser().absolute())
+    try:
+        recipe.model.kind = resolved_model_kind(recipe.model.kind)
+    except RecipeError as exc:
+        raise RecipeError(f"{where}: {exc}") from exc.__cause__
+
+
 def _check_data_name(name: str, where: str) -> None:
     from trainlab.data.datasets import check_dataset_name
     from trainlab.errors import DataError
@@ -413,7 +451,7 @@ def validate_spec(kind: str, spec: str) -> None:
 
 
 def dump_toml(data: dict[str, dict[str, Any]]) -> str:
-    """A minimal TOML writer for recipes (tables of scalars and flat lists)."""
+    """A minimal TOML writer for recipes (tables of scalars, lists and inline tables)."""
     lines = []
     for section, body in data.items():
         lines.append(f"[{section}]")
@@ -421,6 +459,10 @@ def dump_toml(data: dict[str, dict[str, Any]]) -> str:
             lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
 
 
 def _toml_value(value: Any) -> str:
@@ -432,4 +474,6 @@ def _toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {value!r} as TOML")

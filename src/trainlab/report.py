@@ -120,8 +120,10 @@ def write_report(
     recipe_text = recipe.to_toml()
     header = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"]
 
+    notes = _run_notes(summary)
     md = [f"# trainlab run: {recipe.data.name}", "", "| | |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in facts]
+    md += ["", *[f"- Note: {n}" for n in notes]] if notes else []
     md += [""] + [f"![{name}](figures/{name}.png)" for name in figures] + [""]
     md += ["## Per epoch", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(_cell(m.get(h)) for h in header) + " |" for m in metrics]
@@ -152,6 +154,7 @@ pre {{ background: #f5f5f5; padding: 1em; overflow-x: auto; }}
 </style></head><body>
 <h1>trainlab run: {html.escape(recipe.data.name)}</h1>
 <table>{rows}</table>
+{"".join(f"<p><b>Note.</b> {html.escape(n)}</p>" for n in notes)}
 {imgs}
 <h2>Per epoch</h2>
 <table><tr>{"".join(f"<th>{h}</th>" for h in header)}</tr>{epoch_rows}</table>
@@ -161,6 +164,15 @@ pre {{ background: #f5f5f5; padding: 1em; overflow-x: auto; }}
 </body></html>
 """
     write_text(out / "report.html", page)
+
+
+def _run_notes(summary: dict[str, Any]) -> list[str]:
+    """What a reader must know about how the run went: a held-out test split, a start from
+    another run's weights, where the run was lengthened, what the diagnostics watched."""
+    notes = list(summary.get("notes", []))
+    if (first := summary.get("diagnostics_from_epoch")) is not None:
+        notes.append(f"the run was resumed; the diagnostics watched epoch {first} onwards")
+    return notes
 
 
 def _cell(value: Any) -> str:
@@ -180,3 +192,99 @@ def _diagnostics_html(out: Path, found: list[Any]) -> str:
         f'<h2>Diagnostics</h2>{body}{figs}<p>Details: <a href="diagnostics.html">'
         "diagnostics.html</a>, findings.json</p>"
     )
+
+
+# -- the doctor's page ---------------------------------------------------------------------------
+def doctor_figure(result: Any):
+    """The watched run's training loss and each repair's re-run, smoothed over a fiftieth of
+    the steps (log scale: a diverging run and a healthy one fit on one axis)."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    runs = [("watched", result.first)] + [
+        (change.flags().replace("--set ", ""), trial) for change, trial in result.tries
+    ]
+    for label, watched in runs:
+        steps, loss = watched.report.loss_steps, watched.report.loss
+        if len(loss) == 0:
+            continue
+        span = max(1, len(loss) // 50)
+        smooth = np.convolve(np.where(np.isfinite(loss), loss, np.nan), np.ones(span) / span,
+                             mode="valid")  # fmt: skip
+        ax.plot(steps[span - 1 :], smooth, lw=1.2, label=label[:60])
+    ax.set(xlabel="step", ylabel="training loss", yscale="log", title="Watched run and re-runs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def write_doctor_page(out: Path, result: Any) -> None:
+    """``out/doctor.md`` and ``out/doctor.html``: the problems found, each repair tried with the
+    loss before and after its re-run, the verdict, the loss curves and the repaired recipe."""
+    png = _png_bytes(doctor_figure(result))
+    write_with(out / "figures" / "doctor_loss.png", lambda tmp: tmp.write_bytes(png))
+    found = result.to_dict()
+    problems = [
+        (p["code"], "" if p["step"] is None else str(p["step"]), p["evidence"], p["advice"])
+        for p in found["problems"]
+    ]
+    tried = [
+        (r["problem"], " ".join(f"{k}={v}" for k, v in r["change"].items()), r["because"],
+         r["lab"], _cell(r["before"]) or "inf", _cell(r["after"]) or "inf",
+         "yes" if r["problem_gone"] else "no", "kept" if r["kept"] else "not kept")
+        for r in found["repairs"]
+    ]  # fmt: skip
+    facts = [
+        ("verdict", found["verdict"]),
+        ("watched", f"{found['watched_steps']} steps "
+                    f"({found['watched_steps'] / found['steps_per_epoch']:.3g} epochs)"),
+        ("loss compared", found["score"]),
+        ("compute", f"{found['cost_in_runs']:.2f} runs of the recipe"),
+    ]  # fmt: skip
+    heads = (("problem", "since step", "evidence", "advice"),
+             ("problem", "change", "because", "lab", "loss before", "loss after",
+              "problem gone", "result"))  # fmt: skip
+    recipe_text = result.recipe.to_toml()
+    md = [f"# trainlab doctor: {found['verdict']}", "", "| | |", "|---|---|"]
+    md += [f"| {k} | {v} |" for k, v in facts] + ["", "![loss](figures/doctor_loss.png)", ""]
+    for title, head, rows in (("Problems", heads[0], problems), ("Repairs", heads[1], tried)):
+        md += [f"## {title}", ""]
+        if not rows:
+            md += ["None.", ""]
+            continue
+        md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        md += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows] + [""]
+    md += ["## Repaired recipe", "", "```toml", recipe_text.rstrip(), "```", ""]
+    write_text(out / "doctor.md", "\n".join(md))
+
+    def table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+        if not rows:
+            return "<p>None.</p>"
+        cells = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+        )
+        return f"<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{cells}</table>"
+
+    fact_rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>trainlab doctor</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 10px; text-align: left; vertical-align: top; }}
+img {{ max-width: 100%; }} pre {{ background: #f5f5f5; padding: 1em; overflow-x: auto; }}
+</style></head><body>
+<h1>trainlab doctor: {html.escape(found["verdict"])}</h1>
+<table>{fact_rows}</table>
+{_embedded("loss", png)}
+<h2>Problems</h2>{table(heads[0], problems)}
+<h2>Repairs</h2>{table(heads[1], tried)}
+<h2>Repaired recipe</h2>
+<pre>{html.escape(recipe_text)}</pre>
+</body></html>
+"""
+    write_text(out / "doctor.html", page)

@@ -14,8 +14,9 @@ import inspect
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ IDX_FILES = {
 }
 CIFAR10_JPEG_ARCHIVE = "cifar10-jpeg.tar.gz"
 REPO_ROOT = Path(__file__).resolve().parents[3]  # src/trainlab/data/datasets.py -> checkout
-IMAGEFOLDER_TEST_FRACTION = 0.1
+HELD_OUT_TEST_FRACTION = 0.1
 NEEDS_PATH = "the imagefolder data set needs a path: 'imagefolder:/path/to/folder'"
 
 
@@ -66,6 +67,7 @@ class ImageDataset:
     test_labels: torch.Tensor
     classes: list[str]
     source: str
+    notes: list[str] = field(default_factory=list)  # what a user must know, e.g. a hold-out
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -88,6 +90,96 @@ class ImageDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_images.shape[1:])
+
+    @classmethod
+    def from_tensors(
+        cls,
+        train_images: Any,
+        train_labels: Any,
+        test_images: Any = None,
+        test_labels: Any = None,
+        *,
+        classes: Sequence[str] | None = None,
+        name: str = "tensors",
+    ) -> ImageDataset:
+        """A data set from arrays in memory (torch tensors or numpy arrays).
+
+        Images are uint8 (N, C, H, W) or (N, H, W), or floats on the [0, 1] scale (stored as
+        ``round(255 x)``); labels are integers 0..K-1. ``classes`` defaults to "0".."K-1". Without
+        a test split, a seeded tenth of the training images is held out as one, and
+        ``notes`` says so.
+        """
+        train = _as_uint8_images(train_images, f"{name}: train_images")
+        train_y = _as_labels(train_labels, len(train), f"{name}: train_labels")
+        if (test_images is None) != (test_labels is None):
+            raise DataError(f"{name}: give both test_images and test_labels, or neither")
+        if test_images is not None:
+            test = _as_uint8_images(test_images, f"{name}: test_images")
+            test_y = _as_labels(test_labels, len(test), f"{name}: test_labels")
+            if test.shape[1:] != train.shape[1:]:
+                raise DataError(
+                    f"{name}: test images are {tuple(test.shape[1:])}, training images "
+                    f"{tuple(train.shape[1:])} (C, H, W): they must match"
+                )
+        k = int(max(train_y.max(), test_y.max() if test_images is not None else 0)) + 1
+        classes = [str(c) for c in range(k)] if classes is None else [str(c) for c in classes]
+        if len(classes) < k:
+            raise DataError(f"{name}: labels reach {k - 1} but only {len(classes)} classes given")
+        if test_images is None:
+            return _with_held_out_test(name, train, train_y, classes, name)
+        return cls(name, train, train_y, test, test_y, classes, name)
+
+    @classmethod
+    def from_torch(
+        cls,
+        train: Any,
+        test: Any = None,
+        *,
+        classes: Sequence[str] | None = None,
+        name: str | None = None,
+        memory_limit: int | None = None,
+    ) -> ImageDataset:
+        """Materialise any ``torch.utils.data.Dataset`` of ``(image, label)`` once as uint8.
+
+        An image is a PIL image, a uint8 tensor or array (C, H, W) or (H, W), or a float tensor
+        (C, H, W) on the [0, 1] scale (what torchvision's ``ToTensor`` gives). All images must
+        share one size (resize them in the data set's transform). The memory the uint8 copy
+        needs is estimated from the first image before anything else is read, and a set that
+        does not fit in the memory available (or ``memory_limit`` bytes) is refused naming
+        what it needs. ``classes`` defaults to the data set's own ``classes`` attribute.
+        """
+        name = name or type(train).__name__
+        classes = classes if classes is not None else getattr(train, "classes", None)
+        limit = available_memory() if memory_limit is None else memory_limit
+        parts = [("train", train)] + ([("test", test)] if test is not None else [])
+        first = _image_array(train[0][0], f"{name}[0]") if len(train) else None
+        if first is None:
+            raise DataError(f"{name}: the training set is empty")
+        count = sum(len(part) for _, part in parts)
+        need = first.size * count
+        if need > limit:
+            raise DataError(
+                f"{name}: {count} images of {'x'.join(map(str, first.shape))} need "
+                f"{need / 2**30:.2f} GiB as uint8, but only {limit / 2**30:.2f} GiB of memory "
+                f"is available"
+            )
+        arrays = {}
+        for split, part in parts:
+            images = np.empty((len(part), *first.shape), dtype=np.uint8)
+            labels = np.empty(len(part), dtype=np.int64)
+            for i in range(len(part)):
+                image, label = part[i]
+                array = _image_array(image, f"{name} {split}[{i}]")
+                if array.shape != first.shape:
+                    raise DataError(
+                        f"{name} {split}[{i}] is {'x'.join(map(str, array.shape))} (C, H, W) but "
+                        f"the first image is {'x'.join(map(str, first.shape))}: resize them to one "
+                        f"size in the data set's transform"
+                    )
+                images[i], labels[i] = array, int(label)
+            arrays[split] = (images, labels)
+        test_arrays = arrays.get("test", (None, None))
+        return cls.from_tensors(*arrays["train"], *test_arrays, classes=classes, name=name)
 
 
 def load_dataset(
@@ -115,6 +207,8 @@ def check_dataset_name(name: str) -> None:
         DATASETS.get(spec_name)
         if spec_name == "synthetic":
             _check_synthetic(**inspect.signature(synthetic).bind(*args, **kwargs).arguments)
+        elif spec_name == "imagefolder":
+            _check_imagefolder(**inspect.signature(imagefolder).bind(*args, **kwargs).arguments)
         elif args or kwargs:
             raise ValueError(f"{spec_name} takes no arguments")
     except (ValueError, TypeError) as exc:
@@ -135,12 +229,75 @@ def dataset_names() -> list[str]:
 
 
 def _missing(name: str, looked: Sequence[str], how: str) -> DataError:
-    where = "\n  ".join(looked) if looked else "(nowhere: no data_dir and no $TRAINLAB_DATA)"
-    return DataError(f"data set {name!r} not found; looked in:\n  {where}\n{how}")
+    """One line, every place looked and how to get it: the CLI shows the first line only."""
+    where = "; ".join(looked) if looked else "nowhere (no data_dir and no $TRAINLAB_DATA)"
+    return DataError(f"data set {name!r} not found; looked in: {where}. {how}")
 
 
 def _tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64))
+
+
+def _as_uint8_images(images: Any, what: str) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images).cpu()
+    if x.dim() == 3:
+        x = x[:, None]
+    if x.dim() != 4 or x.shape[0] == 0:
+        raise DataError(f"{what}: expected images (N, C, H, W) or (N, H, W), got {tuple(x.shape)}")
+    if x.dtype == torch.uint8:
+        return x.contiguous()
+    if not x.is_floating_point():
+        raise DataError(f"{what}: expected uint8 or floats on [0, 1], got {x.dtype}")
+    lo, hi = float(x.min()), float(x.max())
+    if not (0.0 <= lo and hi <= 1.0):
+        raise DataError(f"{what}: float images must lie on [0, 1], got values in [{lo}, {hi}]")
+    return (x.double() * 255).round().to(torch.uint8).contiguous()
+
+
+def _as_labels(labels: Any, n: int, what: str) -> torch.Tensor:
+    y = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels).cpu()
+    if y.is_floating_point() or y.dtype == torch.bool or y.shape != (n,):
+        raise DataError(f"{what}: expected {n} integer labels, got {y.dtype} {tuple(y.shape)}")
+    if n and int(y.min()) < 0:
+        raise DataError(f"{what}: labels must be 0..K-1, got {int(y.min())}")
+    return y.to(torch.int64)
+
+
+def _image_array(image: Any, what: str) -> np.ndarray:
+    """One image as uint8 (C, H, W): a PIL image, a uint8 array or tensor, or floats on [0, 1]."""
+    if hasattr(image, "convert") and hasattr(image, "mode"):  # a PIL image
+        mode = "L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+        array = np.asarray(image.convert(mode) if image.mode != mode else image)
+        return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    try:
+        return _as_uint8_images(image[None], what)[0].numpy()
+    except (TypeError, IndexError) as exc:
+        raise DataError(f"{what}: not an image ({type(image).__name__})") from exc
+
+
+def _with_held_out_test(
+    name: str, x: torch.Tensor, y: torch.Tensor, classes: list[str], source: str
+) -> ImageDataset:
+    """No test split given: hold out a fixed, seeded tenth of the training images as one."""
+    train_x, train_y, test_x, test_y = split_validation(x, y, HELD_OUT_TEST_FRACTION, seed=0)
+    note = (
+        f"{source} has no test split: {len(test_x)} of its {len(x)} images "
+        f"({HELD_OUT_TEST_FRACTION:.0%}, drawn with seed 0) are held out as the test split"
+    )
+    source = f"{source} (test split: {len(test_x)} images held out, seed 0)"
+    return ImageDataset(name, train_x, train_y, test_x, test_y, classes, source, [note])
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable; else all of it)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 # ----------------------------------------------------------------------------- IDX (MNIST family)
@@ -280,35 +437,61 @@ def cifar10_jpeg(data_dir: str | os.PathLike[str] | None = None) -> ImageDataset
 # ----------------------------------------------------------------------------- image folders
 
 
-def _from_image_folder(name: str, path: Path, require_test: bool = False) -> ImageDataset:
-    folder = read_image_folder(path)
+def _from_image_folder(
+    name: str, path: Path, require_test: bool = False, size: int | None = None
+) -> ImageDataset:
+    folder = read_image_folder(path, size=size)
     train = folder.splits.get("train")
     if train is None:
         raise DataError(f"image folder {path} has no 'train' split: found {sorted(folder.splits)}")
     train_x, train_y = _tensors(*train)
-    source = folder.source
     if "test" in folder.splits:
         test_x, test_y = _tensors(*folder.splits["test"])
-    elif require_test:
+        return ImageDataset(name, train_x, train_y, test_x, test_y, folder.classes, folder.source)
+    if require_test:
         raise DataError(f"image folder {path} has no 'test' split: found {sorted(folder.splits)}")
-    else:
-        # No test folder: hold out a fixed, seeded tenth so evaluation still has data.
-        train_x, train_y, test_x, test_y = split_validation(
-            train_x, train_y, IMAGEFOLDER_TEST_FRACTION, seed=0
-        )
-        source += f" (no test/ folder: test = {IMAGEFOLDER_TEST_FRACTION:.0%} held out, seed 0)"
-    return ImageDataset(name, train_x, train_y, test_x, test_y, folder.classes, source)
+    return _with_held_out_test(name, train_x, train_y, folder.classes, f"image folder {path}")
 
 
 @DATASETS.register("imagefolder")
-def imagefolder(path: str, data_dir: str | os.PathLike[str] | None = None) -> ImageDataset:
-    """A class-per-folder image set from a folder or tar archive (``imagefolder:PATH``)."""
-    if not path:
-        raise DataError(NEEDS_PATH)
-    target = Path(path).expanduser()
+def imagefolder(
+    path: str, size: int | None = None, data_dir: str | os.PathLike[str] | None = None
+) -> ImageDataset:
+    """A class-per-folder image set from a folder or tar archive: ``imagefolder:PATH``, or
+    ``imagefolder(path='PATH', size=32)`` to bring images of different sizes to ``size`` x
+    ``size`` (Pillow's antialiased resampling of the shorter side to ``size``, then the
+    centre crop: see :func:`trainlab.data.imagefolder.read_image_folder`). Without a ``test/``
+    split a seeded tenth is held out as one, and the data set's ``notes`` say so."""
+    _check_imagefolder(path, size)
+    target = Path(path).expanduser().absolute()
     if not target.exists():
-        raise DataError(f"image folder {target.absolute()} does not exist")
-    return _from_image_folder(f"imagefolder:{target}", target)
+        raise DataError(f"image folder {target} does not exist")
+    return _from_image_folder(_imagefolder_name(str(target), size), target, size=size)
+
+
+def _check_imagefolder(path: Any = "", size: Any = None, data_dir: Any = None) -> None:
+    if not isinstance(path, str) or not path.strip():
+        raise DataError(NEEDS_PATH)
+    if size is not None:
+        check_int(size, "imagefolder: size", 1, 4096)
+
+
+def _imagefolder_name(path: str, size: int | None) -> str:
+    return f"imagefolder:{path}" if size is None else f"imagefolder(path={path!r}, size={size})"
+
+
+def resolved_dataset_name(name: str) -> str:
+    """``name`` with an image folder's path made absolute, so that a run's recipe finds its data
+    from any working folder (``trainlab eval`` elsewhere, a resume)."""
+    name = name.strip()
+    if (path := _imagefolder_path(name)) is not None:
+        return _imagefolder_name(str(Path(path).expanduser().absolute()), None)
+    if name.startswith("imagefolder("):
+        _, args, kwargs = parse_spec(name)
+        bound = inspect.signature(imagefolder).bind(*args, **kwargs).arguments
+        path = str(Path(bound["path"]).expanduser().absolute())
+        return _imagefolder_name(path, bound.get("size"))
+    return name
 
 
 # ----------------------------------------------------------------------------- synthetic

@@ -20,7 +20,9 @@ from trainlab.engine.build import autocast_for, bare_run, build_optimizer, build
 from trainlab.engine.checkpoint import (
     CHECKPOINT,
     CHECKPOINT_FORMAT,
+    checkpoint_recipe,
     load_checkpoint,
+    load_initial_weights,
     model_from_checkpoint,
     save_checkpoint,
 )
@@ -53,6 +55,7 @@ __all__ = [
     "build_optimizer",
     "build_run",
     "build_training_model",
+    "checkpoint_recipe",
     "empty_model",
     "end_epoch",
     "evaluate",
@@ -61,6 +64,7 @@ __all__ = [
     "fit",
     "held_out_split",
     "load_checkpoint",
+    "load_initial_weights",
     "lr_factor",
     "model_from_checkpoint",
     "prepare_splits",

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,7 +16,13 @@ from torch import nn
 
 from trainlab.data import DeviceLoader, ImageDataset
 from trainlab.distributed import SINGLE, DistContext, ShardedLoader, wrap_model
-from trainlab.engine.model import build_training_model, uses_channels_last
+from trainlab.engine.checkpoint import load_initial_weights
+from trainlab.engine.model import (
+    ModelSource,
+    build_training_model,
+    check_model_fits,
+    uses_channels_last,
+)
 from trainlab.engine.splits import Splits, prepare_splits
 from trainlab.engine.step import (
     Run,
@@ -94,9 +101,14 @@ def build_run(
     state: dict[str, Any] | None = None,
     diagnostics: Callable[[nn.Module], Any] | None = None,
     compile_backend: Any = "inductor",
+    model: ModelSource = None,
+    init_from: str | Path | None = None,
 ) -> Run:
     """Data, model, optimizer, schedule, augmentation, mixing and diagnostics for ``recipe``.
 
+    ``model`` is the user's own network (an ``nn.Module`` or a factory ``(in_shape,
+    num_classes) -> nn.Module``) instead of the recipe's; ``init_from`` a checkpoint whose
+    weights the model starts from (fine-tuning: :func:`load_initial_weights`).
     ``state`` (a checkpoint) restores the model, the optimizer and the epoch and step counters.
     ``diagnostics(model)`` builds the watcher instead of the recipe's (``trainlab diagnose``
     samples more often).
@@ -119,10 +131,15 @@ def build_run(
         )
     data_seconds = time.perf_counter() - t_start
     stats = compute_stats(splits.train[0])  # the training split's, never the test split's
-    model = build_training_model(recipe, splits, stats).to(device)
+    stored_notes = list(state.get("notes", [])) if state is not None else []
+    notices = stored_notes + [n for n in splits.notes if n not in stored_notes]
+    model = build_training_model(recipe, splits, stats, model).to(device)
+    if init_from is not None:
+        notices += load_initial_weights(model, init_from)
     channels_last = uses_channels_last(recipe)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    check_model_fits(model, recipe, splits, device)
     # Under torchrun the step runs through DDP, which averages gradients over the ranks;
     # everything else (optimizer, penalty, evaluation, checkpoints) sees the plain model.
     train_model = wrap_model(model, ctx, device, cfg.sync_batchnorm)
@@ -167,6 +184,7 @@ def build_run(
         seed=cfg.seed,
         stats=stats,
         timing={"start": t_start, "data_seconds": data_seconds},
+        notices=notices,
     )
     if cfg.compile and cfg.compile_scope == "step":  # forward, backward and optimizer step
         for group in optimizer.param_groups:
@@ -181,6 +199,7 @@ def build_run(
         run.epoch, run.step = state["epoch"], state["step"]
         run.metrics = list(state["metrics"])  # the checkpoint's own record: metrics.jsonl may lag
         run.confusion = state.get("confusion")
+        run.extensions = list(state.get("extensions", []))
     return run
 
 

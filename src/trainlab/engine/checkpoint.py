@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainlab.engine.model import empty_model
+from trainlab.engine.model import ModelSource, empty_model
 from trainlab.engine.step import Run
-from trainlab.errors import CheckpointError, OutputError, TrainingDiverged, summary
+from trainlab.errors import CheckpointError, OutputError, RecipeError, TrainingDiverged, summary
 from trainlab.fileio import atomic_open
 from trainlab.recipe import Recipe
 
@@ -65,20 +65,78 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, Recipe, dict[str, Any]]:
-    """Rebuild the trained model (with its normalizer) from a checkpoint or run folder."""
-    import tomllib
-
-    from trainlab.recipe import recipe_from_dict
-
+def model_from_checkpoint(
+    path: str | Path, model: ModelSource = None
+) -> tuple[nn.Module, Recipe, dict[str, Any]]:
+    """Rebuild the trained model (with its normalizer) from a checkpoint or run folder; a run
+    whose network came from Python (``fit(model=...)``) is given the same ``model`` again."""
     state = load_checkpoint(path)
+    recipe = checkpoint_recipe(state, path)
     try:
-        recipe = recipe_from_dict(tomllib.loads(state["recipe"]), where=f"{path} (recipe)")
-        model = empty_model(recipe, tuple(state["in_shape"]), state["num_classes"])
-        model.load_state_dict(state["model"])
-    except (tomllib.TOMLDecodeError, TypeError, ValueError, RuntimeError) as exc:
+        rebuilt = empty_model(recipe, tuple(state["in_shape"]), state["num_classes"], model)
+        rebuilt.load_state_dict(state["model"])
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: its model cannot be rebuilt ({summary(exc)})") from exc
-    return model, recipe, state
+    return rebuilt, recipe, state
+
+
+def checkpoint_recipe(state: dict[str, Any], path: str | Path) -> Recipe:
+    """The recipe a checkpoint keeps; a damaged one is a `CheckpointError` naming the file."""
+    from trainlab.recipe import recipe_from_toml
+
+    try:
+        return recipe_from_toml(state["recipe"], where=f"{path} (its recipe)")
+    except RecipeError as exc:  # damaged, or a network of the user's that no longer imports
+        raise CheckpointError(f"{path}: its recipe cannot be read ({exc})") from exc
+
+
+def load_initial_weights(model: nn.Module, path: str | Path) -> list[str]:
+    """Start ``model`` from the weights of the checkpoint at ``path`` (fine-tuning): every
+    parameter and buffer, the normalizer's statistics included (the weights were learned on
+    inputs normalized that way). A classifier head whose class count differs keeps its fresh
+    initialization; any other difference of names or shapes is one `CheckpointError` naming
+    the parameters. Returns the notices for the console (the head, where it was reset)."""
+    state = load_checkpoint(path)
+    source, own = state["model"], model.state_dict()
+    extra = [k for k in source if k not in own]
+    absent = [k for k in own if k not in source]
+    if extra or absent:
+        names = ", ".join((absent or extra)[:4]) + (" ..." if len(absent or extra) > 4 else "")
+        side = (
+            "the model has, the checkpoint lacks"
+            if absent
+            else "the checkpoint has, the model lacks"
+        )
+        raise CheckpointError(f"--init-from {path}: parameters {side}: {names}")
+    differ = [k for k in own if source[k].shape != own[k].shape]
+    head = _class_head(differ, own, source, state["num_classes"])
+    if differ and head is None:
+        shapes = "; ".join(
+            f"{k} {tuple(source[k].shape)} there, {tuple(own[k].shape)} here" for k in differ[:3]
+        )
+        raise CheckpointError(f"--init-from {path}: shapes differ: {shapes}")
+    model.load_state_dict({k: own[k] if k in differ else v for k, v in source.items()})
+    if head is None:
+        return [f"--init-from {path}: all weights loaded (epoch {state['epoch']} of that run)"]
+    return [
+        f"--init-from {path}: the classifier head ({', '.join(differ)}) has "
+        f"{state['num_classes']} classes there and {head} here: initialised afresh; every other "
+        "weight loaded"
+    ]
+
+
+def _class_head(
+    differ: list[str], own: dict[str, torch.Tensor], source: dict[str, torch.Tensor], k_old: int
+) -> int | None:
+    """The new class count if the tensors that differ are one layer's, and differ only in their
+    first dimension, which counts the classes (K, ...) there and here: a classifier head."""
+    if not differ or len({k.rsplit(".", 1)[0] for k in differ}) != 1:
+        return None
+    k_new = {own[k].shape[0] for k in differ}
+    same_rest = all(own[k].shape[1:] == source[k].shape[1:] for k in differ)
+    if len(k_new) != 1 or not same_rest or any(source[k].shape[0] != k_old for k in differ):
+        return None
+    return k_new.pop()
 
 
 def save_run_checkpoint(run: Run, out: Path) -> None:
@@ -96,6 +154,8 @@ def save_run_checkpoint(run: Run, out: Path) -> None:
             num_classes=len(run.splits.classes),
             confusion=run.confusion,
             metrics=run.metrics,
+            extensions=run.extensions,
+            notes=run.notices,
         )
     except OutputError as exc:  # the write is atomic: the previous checkpoint is still whole
         kept = f"; the last good checkpoint is kept in {out / CHECKPOINT}"

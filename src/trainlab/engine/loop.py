@@ -5,6 +5,7 @@ a fixed number of steps with no files (``trainlab diagnose``, benchmarks)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -17,9 +18,25 @@ import torch
 from trainlab.data import ImageDataset, derive_seed, make_generator
 from trainlab.distributed import all_reduce_, average_buffers, broadcast_object, distributed_run
 from trainlab.engine.build import build_run
-from trainlab.engine.checkpoint import load_checkpoint, save_run_checkpoint, stop_if_diverged
+from trainlab.engine.checkpoint import (
+    CHECKPOINT,
+    checkpoint_recipe,
+    load_checkpoint,
+    save_run_checkpoint,
+    stop_if_diverged,
+)
 from trainlab.engine.evaluate import evaluate_run
-from trainlab.engine.folder import RunResult, finish_run, start_run_folder
+from trainlab.engine.folder import (
+    SUMMARY,
+    RunResult,
+    clear_run,
+    continued_recipe,
+    finish_run,
+    finished_result,
+    refuse_held_run,
+    start_run_folder,
+)
+from trainlab.engine.model import ModelSource, python_kind
 from trainlab.engine.progress import Progress, Quiet
 from trainlab.engine.step import STREAM_GLOBAL, STREAM_MIX, STREAM_MODULES, Run, train_step
 from trainlab.errors import RecipeError
@@ -119,34 +136,87 @@ def fit(
     out: str | Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
+    init_from: str | Path | None = None,
+    model: ModelSource = None,
     progress: bool = True,
     dataset: ImageDataset | None = None,
     report: bool = True,
 ) -> RunResult:
     """Train the recipe, writing metrics, checkpoints and the report to ``out``.
 
-    With ``resume=True`` the recipe is read back from ``out/recipe.toml`` and training continues
-    after the last completed epoch of ``out/checkpoint.pt``.
+    ``model`` trains a network of the user's own (an ``nn.Module``, or a factory ``(in_shape,
+    num_classes) -> nn.Module``) with everything the recipe gives a built-in one.
+    ``init_from`` starts from a checkpoint's weights (fine-tuning). A folder that holds a run is
+    refused unless ``overwrite``, whose old outputs go once the new run's data has loaded.
+
+    With ``resume=True`` training continues after the last completed epoch of
+    ``out/checkpoint.pt`` with the run's own recipe; ``recipe``, if given, may differ from it in
+    ``train.epochs`` alone, to lengthen the run. A finished run is returned as it is
+    (``already_complete``), with nothing written.
     """
     out = Path(out)
-    state = load_checkpoint(out) if resume else None
-    recipe = load_recipe(out / "recipe.toml") if resume else recipe
-    if recipe is None:
+    state = None
+    if resume:
+        if overwrite or init_from is not None:
+            raise RecipeError(
+                "--resume continues a run: it takes neither --overwrite nor --init-from"
+            )
+        state = load_checkpoint(out)
+        stored = checkpoint_recipe(state, out / CHECKPOINT)
+        recipe = continued_recipe(out, stored, recipe, state["epoch"])
+        if state["epoch"] >= recipe.train.epochs and (out / SUMMARY).is_file():
+            return finished_result(out, state)
+    elif recipe is None:
         raise RecipeError("fit() needs a recipe, or resume=True with a run folder")
+    elif not overwrite:
+        refuse_held_run(out)  # before any work
+    if model is not None and not recipe.model.kind.startswith("python:"):
+        recipe = dataclasses.replace(
+            recipe, model=dataclasses.replace(recipe.model, kind=python_kind(model))
+        )
     # Under torchrun every rank runs this; rank 0 alone shows progress and writes files.
     with distributed_run(recipe.train.device) as (ctx, device):
         out = Path(broadcast_object(str(out), ctx))  # a timestamped default may differ per rank
         owner = folder_lock(out) if ctx.is_main else contextlib.nullcontext()
         # the caller's global RNG is left as it was
         with owner, torch.random.fork_rng(devices=[]):
-            run = build_run(recipe, dataset, ctx=ctx, device=device, state=state)
-            start_run_folder(run, out, resumed=state is not None)
+            if state is None and not overwrite and ctx.is_main:
+                refuse_held_run(out)  # again, now that the folder is ours alone
+            run = build_run(recipe, dataset, ctx=ctx, device=device, state=state, model=model,
+                            init_from=init_from)  # fmt: skip
+            replan = state is not None and _lengthen(run, state)
+            if overwrite and ctx.is_main:
+                clear_run(out)  # the new recipe is valid and its data loaded: now the old goes
+            start_run_folder(run, out, resumed=state is not None, replan=replan)
             watch = Progress(recipe.train, out) if progress and ctx.is_main else Quiet()
+            if ctx.is_main:  # told once, whether or not progress is shown; kept in the report
+                for line in run.notices[len(state.get("notes", [])) if state else 0 :]:
+                    print(f"note: {line}", flush=True)
             run.timing["run_start"] = time.perf_counter()  # the data is on the device from here
             while run.epoch < recipe.train.epochs:
                 train_epoch(run, watch)
                 end_epoch(run, out, watch)
             return finish_run(run, out, report)
+
+
+def _lengthen(run: Run, state: dict[str, Any]) -> bool:
+    """Record a resume that changes the run's length: the schedule is laid out over the new
+    length from here on. True when the plan changed."""
+    import tomllib
+
+    before = tomllib.loads(state["recipe"])["train"]["epochs"]
+    run.resumed_at = run.epoch
+    if run.recipe.train.epochs == before:
+        return False
+    run.extensions.append(
+        {"at_epoch": run.epoch, "from_epochs": before, "to_epochs": run.recipe.train.epochs}
+    )
+    run.notices.append(
+        f"extended at epoch {run.epoch} from {before} to {run.recipe.train.epochs} epochs: the "
+        f"schedule is laid out again over {run.recipe.train.epochs} epochs"
+    )
+    return True
 
 
 def train_steps(

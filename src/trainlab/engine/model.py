@@ -1,8 +1,28 @@
 """The trained model: the normalizer (the training split's statistics) as its first module, then
-the network from the recipe, initialized by the recipe's scheme from the seed alone."""
+the network, initialized by the recipe's scheme from the seed alone.
+
+The network is one of trainlab's kinds (``model.kind`` = mlp, cnn, resnet) or the user's own:
+
+- ``model.kind = "import:package.module:factory"`` (or ``"import:path/to/file.py:factory"``)
+  imports ``factory`` from the user's environment and calls ``factory(in_shape, num_classes,
+  **model.args)``; such a recipe runs that code, as any Python configuration does;
+- ``fit(recipe, out, model=...)`` takes an ``nn.Module`` or a factory ``(in_shape,
+  num_classes) -> nn.Module`` from Python; its recipe records ``model.kind = "python:NAME"``,
+  and a resume or an evaluation is given the same ``model=`` again.
+
+Either way the network maps a float (B, C, H, W) batch to (B, classes) logits and becomes
+``Classifier(normalize, network, identity)``, so it gets what a built-in model gets. Before
+training, :func:`check_model_fits` runs one batch through it, so that a network too deep for
+the images, or one whose logits have the wrong shape, is one line naming the key.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,14 +31,160 @@ from torch import nn
 from trainlab.data import derive_seed
 from trainlab.engine.splits import Splits
 from trainlab.engine.step import STREAM_INIT
+from trainlab.errors import RecipeError, summary
 from trainlab.recipe import Recipe
 
+BUILT_IN_KINDS = ("mlp", "cnn", "resnet")
+Factory = Callable[..., nn.Module]
+ModelSource = nn.Module | Factory | None  # what fit(model=...) takes
 
-def build_training_model(recipe: Recipe, splits: Splits, stats: Any = None) -> nn.Module:
-    """Normalizer from the training split's statistics, model from its spec, then initialization;
-    the weights depend on the seed alone."""
+
+# ---------------------------------------------------------------------------------------------
+# The user's own network: import:MODULE:NAME in a recipe, or model= from Python.
+
+
+def import_factory(kind: str) -> Factory:
+    """The callable that ``model.kind = "import:MODULE:NAME"`` names: ``MODULE`` is a dotted
+    module on the Python path, or a ``.py`` file; a failure is one `RecipeError` naming the
+    key."""
+    spec = kind.removeprefix("import:")
+    module_name, _, attr = spec.rpartition(":")
+    if not module_name or not attr:
+        raise RecipeError(
+            f"model.kind = {kind!r}: expected import:package.module:factory or "
+            "import:path/to/file.py:factory"
+        )
+    try:
+        if module_name.endswith(".py"):
+            module = _import_file(Path(module_name).expanduser())
+        else:
+            module = importlib.import_module(module_name)
+        factory = getattr(module, attr)
+    except Exception as exc:  # the user's code: any error it raises is the user's to see
+        raise RecipeError(f"model.kind = {kind!r}: cannot import it ({summary(exc)})") from exc
+    if not callable(factory):
+        raise RecipeError(
+            f"model.kind = {kind!r}: {attr} is a {type(factory).__name__}, not a factory"
+        )
+    return factory
+
+
+def _import_file(path: Path) -> Any:
+    """A ``.py`` file imported as a module of its own (once per path and process)."""
+    path = path.absolute()
+    if not path.is_file():
+        raise FileNotFoundError(f"no file {path}")
+    name = f"trainlab_user_{abs(hash(str(path)))}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def resolved_model_kind(kind: str) -> str:
+    """``kind`` with a ``.py`` file's path made absolute, so the run's recipe finds it from any
+    working folder; the kind is checked to be known or importable."""
+    if kind in BUILT_IN_KINDS or kind.startswith("python:"):
+        return kind
+    if not kind.startswith("import:"):
+        raise RecipeError(
+            f"model.kind = {kind!r}: expected one of {', '.join(BUILT_IN_KINDS)}, or "
+            "import:package.module:factory for a network of your own"
+        )
+    module_name, _, attr = kind.removeprefix("import:").rpartition(":")
+    if module_name.endswith(".py"):
+        kind = f"import:{Path(module_name).expanduser().absolute()}:{attr}"
+    import_factory(kind)  # importable now, not after the data has loaded
+    return kind
+
+
+def python_kind(model: ModelSource) -> str:
+    """The ``model.kind`` a recipe records for ``fit(model=...)``: what was passed, by name."""
+    named = model if not isinstance(model, nn.Module) else type(model)
+    qualname = getattr(named, "__qualname__", type(named).__name__)
+    return f"python:{getattr(named, '__module__', '?')}.{qualname}"
+
+
+def _user_network(recipe: Recipe, model: ModelSource, in_shape: tuple[int, int, int],
+                  num_classes: int) -> nn.Module:  # fmt: skip
+    kind = recipe.model.kind
+    if isinstance(model, nn.Module):
+        return model
+    if model is None and kind.startswith("python:"):
+        raise RecipeError(
+            f"model.kind = {kind!r}: this run's network came from Python; pass it again "
+            "(fit(..., model=...), model_from_checkpoint(..., model=...))"
+        )
+    factory = model if model is not None else import_factory(kind)
+    args = dict(recipe.model.args) if model is None else {}
+    try:
+        network = factory(tuple(in_shape), num_classes, **args)
+    except Exception as exc:
+        raise RecipeError(
+            f"model.kind = {kind!r}: the factory failed for images of "
+            f"{'x'.join(map(str, in_shape))} and {num_classes} classes ({summary(exc)})"
+        ) from exc
+    if not isinstance(network, nn.Module):
+        raise RecipeError(
+            f"model.kind = {kind!r}: the factory returned a {type(network).__name__}, "
+            "not an nn.Module"
+        )
+    return network
+
+
+def _network(
+    recipe: Recipe,
+    model: ModelSource,
+    in_shape: tuple[int, int, int],
+    num_classes: int,
+    normalize: nn.Module,
+) -> nn.Module:
+    from trainlab.models import Classifier, build_model
+
+    if model is not None or recipe.model.kind not in BUILT_IN_KINDS:
+        network = _user_network(recipe, model, in_shape, num_classes)
+        return Classifier(normalize, network, nn.Identity())
+    try:
+        return build_model(recipe.model, in_shape, num_classes, normalize)
+    except RuntimeError as exc:  # the CNN counts its features with one pass at build time
+        raise _misfit(recipe, in_shape, exc) from exc
+
+
+def _misfit(recipe: Recipe, in_shape: tuple[int, ...], exc: BaseException) -> RecipeError:
+    cfg, size = recipe.model, "x".join(map(str, in_shape))
+    if cfg.kind in BUILT_IN_KINDS:
+        where = (
+            f"model.widths = {cfg.widths} (model.depth = {cfg.depth}, model.kind = {cfg.kind!r})"
+        )
+        hint = "fewer stages in model.widths, or larger images"
+        return RecipeError(
+            f"{where}: the network does not fit {size} images: {hint} ({summary(exc)})"
+        )
+    return RecipeError(
+        f"model.kind = {cfg.kind!r}: the network fails on a batch of {size} images ({summary(exc)})"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Building and checking.
+
+
+def build_training_model(
+    recipe: Recipe, splits: Splits, stats: Any = None, model: ModelSource = None
+) -> nn.Module:
+    """Normalizer from the training split's statistics, network from its spec (or ``model``),
+    then initialization; the weights depend on the seed alone (a module passed in keeps its own
+    weights until the scheme, unless ``init.scheme = "keep"``)."""
     from trainlab.init import initialize, zero_init_residual
-    from trainlab.models import build_model
     from trainlab.preprocess import make_normalizer
 
     x = splits.train[0]
@@ -30,18 +196,46 @@ def build_training_model(recipe: Recipe, splits: Splits, stats: Any = None) -> n
     probe = x[torch.randperm(len(x), generator=generator)[:256]]  # data-driven schemes (LSUV)
     with torch.random.fork_rng(devices=[]):  # PyTorch's default init draws from the global RNG
         torch.manual_seed(seed)
-        model = build_model(recipe.model, splits.in_shape, len(splits.classes), normalize)
-    if recipe.init.scheme != "default":
+        network = _network(recipe, model, splits.in_shape, len(splits.classes), normalize)
+    if recipe.init.scheme not in ("default", "keep"):
         initialize(
-            model,
+            network,
             recipe.init.scheme,
             activation=recipe.model.activation,
             generator=generator,
             batch=probe,
         )
     if recipe.model.kind == "resnet" and recipe.init.zero_init_residual:
-        zero_init_residual(model)
-    return model
+        zero_init_residual(network)
+    return network
+
+
+def check_model_fits(
+    model: nn.Module, recipe: Recipe, splits: Splits, device: torch.device
+) -> None:
+    """One forward pass of two training images, in eval mode and without gradients (no statistic
+    moves, no random draw): a network that cannot take the images, or whose logits are not
+    (batch, classes), is one `RecipeError` naming the key and the sizes, before any training."""
+    images = splits.train[0][:2].to(device)
+    if not model.training:
+        raise RuntimeError("check_model_fits expects a model in training mode")
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            logits = model(images)
+    except RuntimeError as exc:
+        raise _misfit(recipe, splits.in_shape, exc) from exc
+    finally:
+        model.train()
+    expected = (len(images), len(splits.classes))
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        key = "model.kind" if recipe.model.kind not in BUILT_IN_KINDS else "model"
+        raise RecipeError(
+            f"{key} = {recipe.model.kind!r}: for a batch of {expected[0]} images of "
+            f"{'x'.join(map(str, splits.in_shape))} the network returns {got}; expected logits "
+            f"{expected} = [batch, classes]"
+        )
 
 
 def _stats_for(spec: str, images: torch.Tensor, stats: Any = None) -> Any:
@@ -57,13 +251,17 @@ def _stats_for(spec: str, images: torch.Tensor, stats: Any = None) -> Any:
     return stats if stats is not None else compute_stats(images)
 
 
-def empty_model(recipe: Recipe, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+def empty_model(
+    recipe: Recipe,
+    in_shape: tuple[int, int, int],
+    num_classes: int,
+    model: ModelSource = None,
+) -> nn.Module:
     """The model's shape with placeholder statistics, ready for a checkpoint's state_dict."""
-    from trainlab.models import build_model
     from trainlab.preprocess import make_normalizer
 
     normalize = make_normalizer(recipe.data.normalize, None, shape=in_shape)
-    return build_model(recipe.model, in_shape, num_classes, normalize)
+    return _network(recipe, model, tuple(in_shape), num_classes, normalize)
 
 
 def uses_channels_last(recipe: Recipe) -> bool:

@@ -3,7 +3,7 @@ test split, as uint8 tensors on the CPU."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -23,6 +23,7 @@ class Splits:
     test: tuple[torch.Tensor, torch.Tensor]
     val: tuple[torch.Tensor, torch.Tensor] | None
     classes: list[str]
+    notes: list[str] = field(default_factory=list)  # the data set's, e.g. a held-out test split
 
     @property
     def in_shape(self) -> tuple[int, int, int]:
@@ -46,7 +47,7 @@ def prepare_splits(recipe: Recipe, dataset: ImageDataset | None = None) -> Split
         x, y, vx, vy = split_validation(x, y, cfg.val_fraction, seed)
         val = (vx, vy)
     tx, ty = held_out_split(ds, cfg.test_subset)
-    return Splits((x, y), (tx, ty), val, list(ds.classes))
+    return Splits((x, y), (tx, ty), val, list(ds.classes), list(ds.notes))
 
 
 def held_out_split(ds: ImageDataset, test_subset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -131,6 +131,9 @@ class Run:
     mix_generator: Any = None
     tally: Any = None
     timing: dict[str, float] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)  # what the user must be told, once
+    extensions: list[dict[str, int]] = field(default_factory=list)  # where the run was lengthened
+    resumed_at: int | None = None  # the epoch this process resumed the run at
 
     def __post_init__(self) -> None:
         self.base_lrs = self.base_lrs or [float(g["lr"]) for g in self.optimizer.param_groups]
@@ -156,6 +159,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     run.diag.begin_step(run.step)
     run.mark_step()
     loss, logits = run.update(x, target, run.step - run.tally.first_step)
+    run.diag.after_step(loss)  # the loss curve, kept on the device
     run.tally.add(loss, logits, y, run.step)
     run.step += 1
     return loss
