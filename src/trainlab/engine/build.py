@@ -20,7 +20,6 @@ from trainlab.engine.checkpoint import load_initial_weights
 from trainlab.engine.model import (
     ModelSource,
     build_training_model,
-    check_model_fits,
     uses_channels_last,
 )
 from trainlab.engine.splits import Splits, prepare_splits
@@ -139,7 +138,6 @@ def build_run(
     channels_last = uses_channels_last(recipe)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    check_model_fits(model, recipe, splits, device)
     # Under torchrun the step runs through DDP, which averages gradients over the ranks;
     # everything else (optimizer, penalty, evaluation, checkpoints) sees the plain model.
     train_model = wrap_model(model, ctx, device, cfg.sync_batchnorm)

@@ -197,6 +197,8 @@ def build_training_model(
     with torch.random.fork_rng(devices=[]):  # PyTorch's default init draws from the global RNG
         torch.manual_seed(seed)
         network = _network(recipe, model, splits.in_shape, len(splits.classes), normalize)
+        # before the scheme: one pass also gives lazy layers (nn.LazyLinear) their shapes
+        check_model_fits(network, recipe, splits)
     if recipe.init.scheme not in ("default", "keep"):
         initialize(
             network,
@@ -210,23 +212,21 @@ def build_training_model(
     return network
 
 
-def check_model_fits(
-    model: nn.Module, recipe: Recipe, splits: Splits, device: torch.device
-) -> None:
-    """One forward pass of two training images, in eval mode and without gradients (no statistic
-    moves, no random draw): a network that cannot take the images, or whose logits are not
-    (batch, classes), is one `RecipeError` naming the key and the sizes, before any training."""
-    images = splits.train[0][:2].to(device)
-    if not model.training:
-        raise RuntimeError("check_model_fits expects a model in training mode")
+def check_model_fits(model: nn.Module, recipe: Recipe, splits: Splits) -> None:
+    """One forward pass of two training images (on the CPU, where the model is built), in eval
+    mode and without gradients, so that no statistic moves: a network that cannot take the
+    images, or whose logits are not (batch, classes), is one `RecipeError` naming the key and
+    the sizes, before any training."""
+    images = splits.train[0][:2]
+    was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with torch.no_grad():
             logits = model(images)
     except RuntimeError as exc:
         raise _misfit(recipe, splits.in_shape, exc) from exc
     finally:
-        model.train()
+        model.train(was_training)
     expected = (len(images), len(splits.classes))
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
