@@ -347,3 +347,38 @@ def test_a_rank_that_raises_is_named(runs):
     proc = _torchrun(tmp, ["train", "r.toml", "--out", "bad", "--no-progress"], TEST_MODE="raise")
     assert proc.returncode != 0
     assert "trainlab: rank 1 of 2" in proc.stderr and "planted failure" in proc.stderr
+
+
+OWN_NETWORK = """
+from torch import nn
+
+
+def small_cnn(in_shape, num_classes, width=6):
+    return nn.Sequential(
+        nn.Conv2d(in_shape[0], width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(width, num_classes),
+    )
+"""
+
+
+def test_a_users_own_network_trains_under_torchrun_as_in_one_process(tmp_path):
+    """model.kind = "import:...": the factory is imported on every rank, DDP wraps it, and two
+    ranks end with the single process's weights."""
+    (tmp_path / "nets.py").write_text(OWN_NETWORK)
+    own = RECIPE.replace(
+        "[model]\n", '[model]\nkind = "import:nets.py:small_cnn"\nargs = {width = 5}\n'
+    )
+    (tmp_path / "r.toml").write_text(own)
+    with torch.random.fork_rng(devices=[]):
+        cwd = os.getcwd()
+        os.chdir(tmp_path)
+        try:
+            fit(load_recipe("r.toml"), tmp_path / "single", progress=False, report=False)
+        finally:
+            os.chdir(cwd)
+    proc = _torchrun(tmp_path, ["train", "r.toml", "--out", "multi", "--no-progress"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = load_checkpoint(tmp_path / "single"), load_checkpoint(tmp_path / "multi")
+    assert one["model"]["features.0.weight"].shape == (5, 1, 3, 3)
+    assert _max_diff(one["model"], two["model"]) < WEIGHT_TOL

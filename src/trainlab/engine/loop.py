@@ -157,6 +157,10 @@ def fit(
     """
     out = Path(out)
     state = None
+    if model is not None and recipe is not None and not recipe.model.kind.startswith("python:"):
+        recipe = dataclasses.replace(  # the recipe records where the network came from
+            recipe, model=dataclasses.replace(recipe.model, kind=python_kind(model))
+        )
     if resume:
         if overwrite or init_from is not None:
             raise RecipeError(
@@ -171,10 +175,6 @@ def fit(
         raise RecipeError("fit() needs a recipe, or resume=True with a run folder")
     elif not overwrite:
         refuse_held_run(out)  # before any work
-    if model is not None and not recipe.model.kind.startswith("python:"):
-        recipe = dataclasses.replace(
-            recipe, model=dataclasses.replace(recipe.model, kind=python_kind(model))
-        )
     # Under torchrun every rank runs this; rank 0 alone shows progress and writes files.
     with distributed_run(recipe.train.device) as (ctx, device):
         out = Path(broadcast_object(str(out), ctx))  # a timestamped default may differ per rank
