@@ -117,12 +117,28 @@ class InitConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = _f("sgd", choices=("sgd", "adamw"))
+    name: str = _f(
+        "sgd",
+        choices=("sgd", "adam", "adamw", "rmsprop"),
+        help="sgd (optim.nesterov), adam, adamw (decoupled decay), rmsprop",
+    )
     lr: float = _f(0.05, lo=0.0, lo_open=True)
     momentum: float = _f(0.9, lo=0.0, hi=1.0, hi_open=True)
     nesterov: bool = _f(True)
-    beta2: float = _f(0.999, lo=0.0, hi=1.0, lo_open=True, hi_open=True, help="AdamW only")
-    weight_decay: float = _f(5e-4, lo=0.0, help="decoupled, on weights only (not biases or norms)")
+    beta2: float = _f(
+        0.999,
+        lo=0.0,
+        hi=1.0,
+        lo_open=True,
+        hi_open=True,
+        help="second-moment decay: Adam's and AdamW's beta2, RMSprop's alpha",
+    )
+    weight_decay: float = _f(
+        5e-4,
+        lo=0.0,
+        help="on weights only (not biases or norms): decoupled for adamw, added to the "
+        "gradient (L2) for sgd, adam and rmsprop",
+    )
     clip_grad_norm: float = _f(
         0.0, lo=0.0, help="rescale the gradient to at most this global L2 norm (0: off)"
     )

@@ -68,6 +68,13 @@ def autocast_for(recipe: Recipe, device: torch.device) -> Callable[[], Any]:
 
 
 def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    """The recipe's optimizer over two parameter groups: weights with ``optim.weight_decay``,
+    biases and norm parameters without. ``optim.momentum`` is SGD's and RMSprop's momentum and
+    Adam's beta1; ``optim.beta2`` the second-moment decay (RMSprop's alpha).
+
+    SGD with momentum (Polyak 1964) or Nesterov's (Sutskever et al. 2013); Adam (Kingma & Ba
+    2015); AdamW, Adam with decoupled weight decay (Loshchilov & Hutter 2019); RMSprop (Hinton,
+    Lecture 6e of "Neural Networks for Machine Learning", 2012)."""
     from trainlab.regularize.penalties import decay_param_groups
 
     cfg = recipe.optim
@@ -76,7 +83,10 @@ def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
         )
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, cfg.beta2))
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.beta2, momentum=cfg.momentum)
+    adam = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+    return adam(groups, lr=cfg.lr, betas=(cfg.momentum, cfg.beta2))
 
 
 def gradient_clipper(recipe: Recipe, model: nn.Module) -> Callable[[], Any]:
