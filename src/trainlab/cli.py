@@ -167,6 +167,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=10, help="sample every N steps")
     p.add_argument("--batch", type=int, default=256, help="--init: images in the probe batch")
     _add_json(p, "the findings")
+
+    p = _command(
+        sub, "export", cmd_export, "export a trained model: TorchScript, torch.export or ONNX",
+        "Export the model of a run folder or checkpoint, normalizer inside, in eval mode: it "
+        "takes uint8 images (N, C, H, W) and returns logits. Writes RUN/model.pt, RUN/model.pt2 "
+        "or RUN/model.onnx, only once its logits on 64 test images match the checkpoint's "
+        "within 1e-5.",
+    )  # fmt: skip
+    p.add_argument("run", metavar="RUN", help="a run folder or checkpoint")
+    p.add_argument("--format", required=True, choices=["torchscript", "export", "onnx"])
+    p.add_argument("--out", metavar="FILE", help="file to write (default: RUN/model.<ext>)")
+    _add_data_dir(p)
+    _add_json(p)
     _add_verbose(parser)
     return parser
 
@@ -421,3 +434,16 @@ def cmd_bench_tta(args: argparse.Namespace) -> None:
 
     stats = time_to_accuracy(_recipe(args), args.target, args.runs, warmup=args.warmup)
     print(json.dumps(stats, indent=2) if args.json else format_report(stats))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from trainlab.export import export_run
+
+    result = export_run(args.run, args.format, args.out, data_dir=args.data_dir)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    print(
+        f"wrote {result.path} ({result.format}): logits within {result.max_abs_diff:.1e} of the "
+        f"checkpoint's on {result.images} test images"
+    )
