@@ -13,6 +13,12 @@ ratio ``||W_after - W_before|| / ||W_before||`` is measured from the optimizer's
 it is right for Adam, momentum and weight decay alike (``lr ||g|| / ||W||`` is right only for
 plain SGD); the lecture's rule of thumb is ~1e-3. In-place activations are fine: a forward hook
 runs before the next module overwrites the tensor.
+
+Besides the windows, two curves are kept whole: every step's training loss (``after_step``, a
+copy into a preallocated device buffer) and every sampled step's gradient norm per weighted
+layer; the stalled, oscillating and exploding-gradient rules read them. Evaluations a caller
+makes during training (``record_evaluation``: the doctor's validation loss) join the report for
+the over-fitting rule.
 """
 
 from __future__ import annotations
@@ -220,6 +226,34 @@ _UNIT_FRACTIONS = ("dead_fraction", "saturated_fraction")
 _PER_UNIT = ("unit_saturation", "unit_mean", "unit_max")
 
 
+class _Curve:
+    """Values recorded at steps, held on the device in a buffer that doubles when full: adding
+    one is a copy kernel, never a host sync (the steps are host ints the caller knows)."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.buffer: Tensor | None = None
+
+    def add(self, step: int, value: Tensor) -> None:
+        n = len(self.steps)
+        if self.buffer is None or n == len(self.buffer):
+            grown = torch.full((max(256, 2 * n), *value.shape), math.nan, dtype=torch.float64,
+                               device=value.device)  # fmt: skip
+            if self.buffer is not None:
+                grown[:n] = self.buffer
+            self.buffer = grown
+        self.buffer[n] = value
+        self.steps.append(step)
+
+    def steps_array(self) -> np.ndarray:
+        return np.array(self.steps, dtype=np.int64)
+
+    def values_array(self) -> np.ndarray:
+        if self.buffer is None:
+            return np.zeros(0)
+        return self.buffer[: len(self.steps)].cpu().numpy()
+
+
 class _Weight:
     """Gradient norms and update ratios of one weighted layer, summed over the window."""
 
@@ -300,6 +334,11 @@ class DiagnosticsReport:
     input_name: str | None
     activation_kinds: dict[str, int]
     notes: list[str] = field(default_factory=list)
+    loss_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    loss: np.ndarray = field(default_factory=lambda: np.zeros(0))  # every step's training loss
+    grad_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    grad_norms: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (sampled, layers)
+    evaluations: list[dict[str, float]] = field(default_factory=list)  # record_evaluation's
 
     def layer(self, name: str) -> LayerSeries:
         for s in self.layers:
@@ -310,16 +349,48 @@ class DiagnosticsReport:
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(self)
 
+    def until(self, step: int) -> DiagnosticsReport:
+        """What the report held once training had reached ``step`` (steps < ``step`` done): the
+        windows closed by then, the curves up to it. Rules run on it say when they would have
+        fired (the doctor's steps to detection)."""
+        keep = int(np.searchsorted(self.window_end, step, side="right"))
+
+        def cut(series: Any) -> Any:
+            values = {}
+            for f in dataclasses.fields(series):
+                v = getattr(series, f.name)
+                values[f.name] = v[:keep] if isinstance(v, np.ndarray) else v
+            for name in ("first_nonfinite_step", "first_nonfinite_grad_step"):
+                if getattr(series, name, None) is not None and getattr(series, name) >= step:
+                    values[name] = None
+            return type(series)(**values)
+
+        loss_keep, grad_keep = self.loss_steps < step, self.grad_steps < step
+        return dataclasses.replace(
+            self,
+            window_start=self.window_start[:keep],
+            window_end=self.window_end[:keep],
+            layers=[cut(s) for s in self.layers],
+            weights=[cut(w) for w in self.weights],
+            loss_steps=self.loss_steps[loss_keep],
+            loss=self.loss[loss_keep],
+            grad_steps=self.grad_steps[grad_keep],
+            grad_norms=self.grad_norms[grad_keep],
+            evaluations=[e for e in self.evaluations if e["step"] <= step],
+        )
+
 
 class NoDiagnostics:
     """The no-op form of :class:`Diagnostics`: the engine's step calls the same hooks either way,
     so it has no branch for whether anyone is watching."""
 
     def begin_step(self, step: int) -> None: ...
+    def after_step(self, loss: Tensor) -> None: ...
     def after_backward(self) -> None: ...
     def before_optimizer_step(self) -> None: ...
     def after_optimizer_step(self) -> None: ...
     def snapshot(self, step: int | None = None) -> None: ...
+    def record_evaluation(self, step: int, **values: float) -> None: ...
     def detach(self) -> None: ...
 
 
@@ -362,6 +433,10 @@ class Diagnostics:
         self._before: list[Tensor] | None = None
         self._input_acc: dict[str, Tensor] = {}
         self.input_name: str | None = None
+        # the whole curves: every step's loss, every sampled step's gradient norm per layer
+        self._loss = _Curve()
+        self._grads = _Curve()
+        self._evaluations: list[dict[str, float]] = []
         for name, module in model.named_modules():
             name = name or type(module).__name__
             if _is_activation(module):
@@ -427,6 +502,17 @@ class Diagnostics:
         # A device scalar made by a fill kernel: no host-to-device copy on a CUDA stream.
         self._step_t = torch.full((), self.step, dtype=torch.int64, device=device)
 
+    def after_step(self, loss: Tensor) -> None:
+        """The step's training loss, every step (sampled or not), kept on the device: a copy into
+        a preallocated buffer, no host sync. The stalled and oscillating rules read this curve."""
+        if self._handles:
+            self._loss.add(self.step, loss.detach().reshape(()))
+
+    def record_evaluation(self, step: int, **values: float) -> None:
+        """An evaluation made during training (host floats the caller already has, such as
+        ``val_loss=``, ``val_acc=``): the over-fitting rule compares them over time."""
+        self._evaluations.append({"step": int(step), **{k: float(v) for k, v in values.items()}})
+
     def after_backward(self) -> None:
         """Gradient norms of the weighted layers (sampled steps only)."""
         if not self.sampling or not self.weights:
@@ -438,6 +524,7 @@ class Diagnostics:
                 zero if g is None else torch.linalg.vector_norm(g.detach().float()) for g in grads
             ]
             norms = torch.stack(norms).double()
+            self._grads.add(self.step, norms)  # non-finite norms kept: the rules read them
             finite = torch.isfinite(norms)
             acc = self._grad_window()
             acc["grad_sum"] += torch.where(finite, norms, 0.0)
@@ -540,6 +627,11 @@ class Diagnostics:
             input_name=self.input_name,
             activation_kinds=dict(kinds),
             notes=notes,
+            loss_steps=self._loss.steps_array(),
+            loss=self._loss.values_array(),
+            grad_steps=self._grads.steps_array(),
+            grad_norms=self._grads.values_array().reshape(-1, max(1, len(self.weights))),
+            evaluations=list(self._evaluations),
         )
 
     def _layer_series(self, p: _Probe) -> LayerSeries:

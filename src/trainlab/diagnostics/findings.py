@@ -22,13 +22,29 @@ rule                   fires when
 ``vanishing_grad``     the first weighted layer's RMS gradient is < GRAD_RATIO x the last one's
 ``large_updates``      a layer's update-to-weight ratio ||dW|| / ||W|| exceeds UPDATE_RATIO_HIGH
                        (the lecture's rule of thumb is ~1e-3)
+``exploding_grad``     the global gradient norm (of the weighted layers, at sampled steps; a
+                       running median of 3) rises EXPLODE_GROWTH x above its lowest point so far
+                       and stays there to the end of the run
+``stalled``            the mean loss of the run's last STALL_TAIL share is above STALL_LEVEL x
+                       min(the loss of its first steps, ln classes)
+``oscillating``        the loss curve cut in OSC_WINDOWS parts: at least OSC_COUNT parts whose
+                       mean rose above the lowest earlier mean by OSC_Z standard errors and by
+                       OSC_RISE of that mean
+``overfitting``        the validation loss (``record_evaluation``) of the last two evaluations
+                       is OVERFIT_RISE above its lowest, while the training loss fell and the
+                       gap between them widened since then
 =====================  =========================================================================
+
+The loss rules need at least MIN_CURVE_STEPS steps of loss curve; the over-fitting rule at
+least OVERFIT_EVALS evaluations. The problem codes are those of :mod:`trainlab.doctor.problems`;
+given the recipe, ``findings`` words each piece of advice as the recipe changes the doctor
+would try (:mod:`trainlab.doctor.repairs`), none of which the recipe already does.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +58,22 @@ OUTPUT_MEAN_RATIO = 1.0
 DEPTH_RATIO = 10.0
 GRAD_RATIO = 1e-3
 UPDATE_RATIO_HIGH = 0.1
+EXPLODE_GROWTH = 100.0
+EXPLODE_LOSS_RISE = 1.5
+EXPLODE_INIT_LOSS = 8.0
+STALL_TAIL = 0.25
+STALL_LEVEL = 0.98
+OSC_WINDOWS = 20
+OSC_Z = 3.0
+OSC_RISE = 0.1
+OSC_COUNT = 3
+OSC_PEAK = 1.5
+OSC_PEAKS = 2
+OVERFIT_SMOOTH = 3
+OVERFIT_RISE = 0.15
+OVERFIT_Z = 3.0
+OVERFIT_EVALS = 5
+MIN_CURVE_STEPS = 20
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -71,12 +103,43 @@ class Finding:
         return f"{self.message}: {self.advice}"
 
 
-def findings(report: DiagnosticsReport) -> list[Finding]:
-    """All findings, errors first, then in layer order."""
-    rules = (_non_finite, _dead, _saturated, _input_centred, _output_centred, _depth, _vanishing,
-             _updates)  # fmt: skip
-    found = [finding for rule in rules for finding in rule(report)]
+def findings(
+    report: DiagnosticsReport,
+    *,
+    recipe: Any = None,
+    classes: int | None = None,
+    own_model: bool = False,
+) -> list[Finding]:
+    """All findings, errors first, then in layer order.
+
+    ``classes``: the number of classes (ln classes is the loss at chance; by default the width
+    of the last weighted layer). ``recipe``: the run's recipe, so that advice names the keys to
+    change and never what the recipe already does (``own_model``: a user's model, whose
+    ``model.*`` keys mean nothing).
+    """
+    classes = classes or _output_width(report)
+    rules = (_non_finite, _exploding_grad, _dead, _saturated, _input_centred, _output_centred,
+             _depth, _vanishing, _updates, _oscillating, _overfitting)  # fmt: skip
+    found = [f for rule in rules for f in rule(report)] + _stalled(report, classes)
+    if not any(f.code == "explode" for f in found):
+        found += _explode_at_init(report, classes)
+    if recipe is not None:
+        found = [_recipe_advice(f, recipe, own_model) for f in found]
     return sorted(found, key=lambda f: SEVERITIES.index(f.severity))
+
+
+def _recipe_advice(found: Finding, recipe: Any, own_model: bool) -> Finding:
+    from trainlab.doctor.repairs import advice
+
+    text = advice(found.code, recipe, own_model=own_model)
+    if text is None:
+        text = "the recipe already does what the lecture advises for this; " + found.advice
+    return replace(found, advice=text)
+
+
+def _output_width(report: DiagnosticsReport) -> int | None:
+    layers = [s for s in report.layers if s.role == "layer"]
+    return layers[-1].units if layers else None
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -135,6 +198,9 @@ def _non_finite(report: DiagnosticsReport) -> list[Finding]:
         for w in report.weights
         if w.first_nonfinite_grad_step is not None
     ]
+    bad_loss = np.flatnonzero(~np.isfinite(report.loss))  # the loss curve holds every step
+    if len(bad_loss):
+        events.append((int(report.loss_steps[bad_loss[0]]), 2, 0, "the loss", "loss"))
     if not events:
         return []
     step, _, _, name, what = min(events)
@@ -143,8 +209,8 @@ def _non_finite(report: DiagnosticsReport) -> list[Finding]:
             "non_finite",
             [name],
             "error",
-            f"non-finite {what} first seen at step {step} in {name} (checked every {report.every} "
-            "steps)",
+            f"non-finite {what} first seen at step {step}"
+            + ("" if what == "loss" else f" in {name} (checked every {report.every} steps)"),
             "lower the learning rate, clip the gradient norm, or use a schedule with warm-up; "
             "check the input for NaN",
             since_step=step,
@@ -329,9 +395,13 @@ def _vanishing(report: DiagnosticsReport) -> list[Finding]:
 
 def _updates(report: DiagnosticsReport) -> list[Finding]:
     hits = []
+    # A window of step 0 alone (the doctor closes one) holds the first update, measured against
+    # random weights: the rule of thumb is about the weights being trained, so it starts after.
+    start = 1 if len(report.window_end) and report.window_end[0] == 1 else 0
     for w in report.weights:
         r = w.update_ratio
         bad = ~(r <= UPDATE_RATIO_HIGH) & ~np.isnan(r)  # inf counts as too large
+        bad[:start] = False
         idx = np.flatnonzero(bad)
         if len(idx):
             hits.append((w, int(idx[0]), float(r[idx[0]])))
@@ -353,3 +423,230 @@ def _updates(report: DiagnosticsReport) -> list[Finding]:
             threshold=UPDATE_RATIO_HIGH,
         )
     ]
+
+
+# -- the loss and gradient curves -----------------------------------------------------------------
+def _finite_curve(report: DiagnosticsReport) -> tuple[np.ndarray, np.ndarray] | None:
+    """The loss curve if it is long enough and finite throughout (a non-finite one is
+    ``non_finite``'s finding, and its loss levels mean nothing)."""
+    loss = report.loss
+    if len(loss) < MIN_CURVE_STEPS or not np.isfinite(loss).all():
+        return None
+    return report.loss_steps, loss
+
+
+def _loss_rise(report: DiagnosticsReport) -> float:
+    """The mean loss of the curve's last tenth over that of its lowest tenth (inf if the curve
+    went non-finite): how far the loss has climbed back up."""
+    loss = report.loss
+    if len(loss) < MIN_CURVE_STEPS:
+        return math.nan
+    if not np.isfinite(loss).all():
+        return math.inf
+    means = [part.mean() for part in np.array_split(loss, 10)]
+    return float(means[-1] / max(min(means), 1e-12))
+
+
+def _exploding_grad(report: DiagnosticsReport) -> list[Finding]:
+    if len(report.grad_steps) < 3 or report.grad_norms.shape[1] == 0:
+        return []
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.sqrt(np.square(report.grad_norms).sum(axis=1))
+    total = np.where(np.isfinite(total), total, np.inf)  # a NaN gradient is as large as it gets
+    smooth = np.array([np.median(total[max(0, i - 2) : i + 1]) for i in range(len(total))])
+    floor = np.minimum.accumulate(np.maximum(smooth, 1e-30))
+    with np.errstate(invalid="ignore"):
+        growth = smooth / floor
+    above = growth >= EXPLODE_GROWTH
+    # still up there at the end, and the loss climbing with it: growth out of a collapsed start
+    # (a network escaping tiny initial weights) is not an explosion
+    rise = _loss_rise(report)
+    if not above[-1] or not rise >= EXPLODE_LOSS_RISE:
+        return []
+    clear = np.flatnonzero(~above)
+    first = clear[-1] + 1 if len(clear) else 0
+    step = int(report.grad_steps[first])
+    worst = float(growth[-1])
+    size = f"{worst:.3g}x" if math.isfinite(worst) else "to infinity"
+    return [
+        Finding(
+            "exploding_grad",
+            [w.name for w in report.weights],
+            "error",
+            f"the gradient norm grows without bound: {size} above its lowest point since step "
+            f"{step}, and the loss climbs with it (global norm of the weighted layers, sampled "
+            f"every {report.every} steps)",
+            "lower the learning rate, or clip the gradient norm (optim.clip_grad_norm)",
+            since_step=step,
+            value=worst,
+            threshold=EXPLODE_GROWTH,
+        )
+    ]
+
+
+def _explode_at_init(report: DiagnosticsReport, classes: int | None) -> list[Finding]:
+    """The first step's loss far above ln(classes): the outputs are far too large from the
+    start (the lecture's sanity check: at initialization the loss is about ln classes)."""
+    if not classes or classes < 2 or len(report.loss) == 0:
+        return []
+    first, chance = float(report.loss[0]), math.log(classes)
+    if not first > EXPLODE_INIT_LOSS * chance:  # NaN: non_finite's
+        return []
+    return [
+        Finding(
+            "explode",
+            [],
+            "warning",
+            f"the first step's loss is {first:.3g}, {first / chance:.3g}x ln {classes} (rule: "
+            f"> {EXPLODE_INIT_LOSS:g}x): the activations are far too large from initialization",
+            _init_advice(None),
+            since_step=int(report.loss_steps[0]),
+            value=first / chance,
+            threshold=EXPLODE_INIT_LOSS,
+        )
+    ]
+
+
+def _stalled(report: DiagnosticsReport, classes: int | None) -> list[Finding]:
+    curve = _finite_curve(report)
+    if curve is None:
+        return []
+    steps, loss = curve
+    head = float(loss[: max(1, len(loss) // 20)].mean())
+    tail_start = int(len(loss) * (1 - STALL_TAIL))
+    tail = float(loss[tail_start:].mean())
+    chance = math.log(classes) if classes and classes > 1 else math.inf
+    ref = min(head, chance)
+    if not tail > STALL_LEVEL * ref:
+        return []
+    where = f"ln {classes}, chance" if chance <= head else "its first steps"
+    return [
+        Finding(
+            "stalled",
+            [],
+            "warning",
+            f"the loss makes no progress: {tail:.3g} over the last {100 * STALL_TAIL:.0f}% of "
+            f"the steps against {ref:.3g} ({where}); rule: above {STALL_LEVEL:g}x",
+            "raise the learning rate; check the initialization and the input's scale",
+            since_step=int(steps[tail_start]),
+            value=tail / ref,
+            threshold=STALL_LEVEL,
+        )
+    ]
+
+
+def _oscillating(report: DiagnosticsReport) -> list[Finding]:
+    risen, first = _training_swings(report)
+    peaks = _validation_peaks(report)
+    if len(risen) < OSC_COUNT and len(peaks) < OSC_PEAKS:
+        return []
+    what = []
+    if len(risen) >= OSC_COUNT:
+        what.append(
+            f"in {len(risen)} of {OSC_WINDOWS} parts of the run the training loss rose above its"
+            f" earlier lowest (by > {OSC_Z:g} noise standard errors and {100 * OSC_RISE:.0f}%)"
+        )
+    if len(peaks) >= OSC_PEAKS:
+        what.append(
+            f"the validation loss jumped {len(peaks)} times to over {OSC_PEAK:g}x both its "
+            "neighbouring evaluations and fell back"
+        )
+        first = min(x for x in (first, peaks[0]) if x is not None)
+    return [
+        Finding(
+            "oscillating",
+            [],
+            "warning",
+            "the loss swings: " + "; ".join(what),
+            "lower the learning rate, or warm it up",
+            since_step=first,
+            value=float(max(len(risen), len(peaks))),
+            threshold=float(OSC_COUNT),
+        )
+    ]
+
+
+def _training_swings(report: DiagnosticsReport) -> tuple[list[int], int | None]:
+    """The parts of the loss curve whose mean rose significantly above the lowest earlier one.
+
+    The noise is that of single steps, estimated from successive differences (1.4826 x the
+    median |l_t - l_t-1| / sqrt 2): slow swings do not inflate it as a part's own spread would."""
+    curve = _finite_curve(report)
+    if curve is None or len(curve[1]) < 2 * OSC_WINDOWS:
+        return [], None
+    steps, loss = curve
+    noise = 1.4826 * float(np.median(np.abs(np.diff(loss)))) / math.sqrt(2)
+    parts = np.array_split(np.arange(len(loss)), OSC_WINDOWS)
+    means = np.array([loss[p].mean() for p in parts])
+    sizes = np.array([len(p) for p in parts])
+    risen = []
+    for k in range(1, OSC_WINDOWS):
+        low = int(np.argmin(means[:k]))
+        rise = means[k] - means[low]
+        error = noise * math.sqrt(1 / sizes[k] + 1 / sizes[low])
+        if rise > OSC_Z * error and rise > OSC_RISE * means[low]:
+            risen.append(k)
+    return risen, int(steps[parts[risen[0]][0]]) if risen else None
+
+
+def _validation_peaks(report: DiagnosticsReport) -> list[int]:
+    """Steps of the evaluations whose validation loss is over OSC_PEAK x both neighbours'."""
+    evals = [e for e in report.evaluations if "val_loss" in e]
+    val = [e["val_loss"] for e in evals]
+    return [
+        evals[i]["step"]
+        for i in range(1, len(val) - 1)
+        if all(math.isfinite(v) for v in val[i - 1 : i + 2])
+        and val[i] > OSC_PEAK * val[i - 1]
+        and val[i] > OSC_PEAK * val[i + 1]
+    ]
+
+
+def _overfitting(report: DiagnosticsReport) -> list[Finding]:
+    """On the validation loss smoothed over OVERFIT_SMOOTH evaluations (a small validation split
+    is noisy): its last value OVERFIT_RISE above its lowest and OVERFIT_Z noise standard errors
+    above it (the noise of one evaluation from successive differences, 1.4826 x the median
+    |v_k - v_k-1| / sqrt 2), while the training loss fell and the gap between them widened."""
+    evals = [e for e in report.evaluations if math.isfinite(e.get("val_loss", math.nan))]
+    if len(evals) < max(OVERFIT_EVALS, OVERFIT_SMOOTH + 1):
+        return []
+    val = np.array([e["val_loss"] for e in evals])
+    smooth = np.convolve(val, np.ones(OVERFIT_SMOOTH) / OVERFIT_SMOOTH, mode="valid")
+    best = int(np.argmin(smooth))
+    rise = smooth[-1] - smooth[best]
+    noise = 1.4826 * float(np.median(np.abs(np.diff(val)))) / math.sqrt(2)
+    error = noise * math.sqrt(2 / OVERFIT_SMOOTH)
+    if best == len(smooth) - 1 or not rise > OVERFIT_RISE * smooth[best] or not rise > (
+        OVERFIT_Z * error
+    ):
+        return []
+    # the evaluations a smoothed value stands for end at index + OVERFIT_SMOOTH - 1
+    then, now = evals[best + OVERFIT_SMOOTH - 1], evals[-1]
+    train = [_train_loss_before(report, e["step"]) for e in (then, now)]
+    if not all(math.isfinite(t) for t in train):
+        return []
+    gap_then, gap_now = smooth[best] - train[0], smooth[-1] - train[1]
+    if not (train[1] < train[0] and gap_now > gap_then):
+        return []
+    step = int(then["step"])
+    return [
+        Finding(
+            "overfitting",
+            [],
+            "warning",
+            f"over-fitting: the validation loss (mean of {OVERFIT_SMOOTH} evaluations) rose from "
+            f"{smooth[best]:.3g} (step {step}) to {smooth[-1]:.3g} while the training loss fell "
+            f"from {train[0]:.3g} to {train[1]:.3g}",
+            "add dropout, weight decay or data augmentation; or stop earlier",
+            since_step=step,
+            value=float(smooth[-1] / smooth[best] - 1),
+            threshold=OVERFIT_RISE,
+        )
+    ]
+
+
+def _train_loss_before(report: DiagnosticsReport, step: int, span: int = 0) -> float:
+    """The mean training loss of the steps just before ``step`` (a twentieth of the curve)."""
+    span = span or max(1, len(report.loss) // 20)
+    before = report.loss[report.loss_steps < step][-span:]
+    return float(before.mean()) if len(before) else math.nan

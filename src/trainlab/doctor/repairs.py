@@ -1,0 +1,364 @@
+"""The lecture's fixes as recipe changes, the order the doctor tries them in, and their evidence.
+
+A fix is a function of the recipe that returns a :class:`Change` (the keys to set, why, and the
+lab experiment behind it), or None where the recipe already does it or it does not apply (a
+user's own model has no ``model.*`` keys to change). So advice never repeats what a recipe
+already does, and every piece of it names the key and a value: ``--set optim.lr=0.005``.
+
+The order per problem (:data:`REPAIR_ORDER`) follows the lecture: a lower rate or warm-up for
+divergence and large updates; the right initialization for the activation for collapse or
+explosion; Leaky ReLU, ELU or a lower rate for dead units; batch norm; standardized input;
+gradient clipping; dropout, weight decay or augmentation for over-fitting; a higher rate when
+the loss stalls. Learning rates are anchored to a reference for the optimizer and batch size
+(:func:`reference_lr`). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainlab.recipe import Recipe
+from trainlab.registry import parse_spec
+
+# Activations by what the right initialization is for them (trainlab.activations has the
+# formulas; tests/test_advise.py checks these names against it).
+SATURATING = ("sigmoid", "logistic", "tanh")
+RELU_LIKE = ("relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "swish")
+# Schemes that already fit the activation: Kaiming uses the activation's exact gain in trainlab,
+# LSUV measures it, LeCun normal is SELU's; Xavier/Glorot is the classic choice for tanh.
+FITTING_INIT = {
+    "relu_like": ("kaiming", "he", "lsuv", "orthogonal"),
+    "saturating": (
+        "kaiming",
+        "he",
+        "lsuv",
+        "orthogonal",
+        "xavier",
+        "glorot_normal",
+        "glorot_uniform",
+        "lecun_normal",
+    ),
+    "selu": ("lecun_normal", "lsuv"),
+}
+FLIP_SAFE_DATA = ("fashion-mnist", "cifar10", "cifar100", "cifar10-jpeg")  # mirror keeps labels
+IMAGE_SIZE = {"fashion-mnist": 28, "mnist": 28, "cifar10": 32, "cifar100": 32, "cifar10-jpeg": 32}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One recipe change: the keys to set, why (the lecture's reason) and the lab experiment
+    that measured it (None: no experiment backs it)."""
+
+    settings: dict[str, Any]
+    because: str
+    lab: str | None = None
+    name: str = ""  # the fix's name, e.g. "lower_rate"
+
+    def flags(self) -> str:
+        return " ".join(
+            f"--set {shlex.quote(f'{k}={format_value(v)}')}" for k, v in self.settings.items()
+        )
+
+    def sentence(self) -> str:
+        return f"{self.because}: {self.flags()} ({cite(self.lab)})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "change": dict(self.settings),
+            "because": self.because,
+            "lab": cite(self.lab),
+        }
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a fix may need besides the recipe."""
+
+    own_model: bool = False  # the user's nn.Module: model.* keys do not describe it
+    tried: frozenset[str] = field(default_factory=frozenset)  # changes already tried
+    activation: str | None = None  # a user's network's own activation, where it differs
+
+
+def format_value(value: Any) -> str:
+    """A value as ``--set`` reads it: TOML where TOML reads it back the same, else a bare word
+    (``leaky_relu(0.1)``)."""
+    text = _toml(value)
+    if isinstance(value, str):
+        try:
+            tomllib.loads(f"v = {value}")
+        except tomllib.TOMLDecodeError:
+            return value  # a bare word or a spec, read as a string by --set
+    return text
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ",".join(_toml(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
+
+
+def cite(experiment: str | None) -> str:
+    """``"dead-relu: held"``: the lab's verdict as recorded (trainlab.lab.ledger), or plainly
+    that no experiment backs the advice."""
+    if experiment is None:
+        return "no experiment backs it"
+    try:
+        from trainlab.lab.ledger import current_verdict
+    except ImportError:
+        return f"{experiment}: no verdict recorded"
+    verdict = current_verdict(experiment)
+    if verdict is None:
+        return f"{experiment}: no verdict recorded"
+    return f"{experiment}: {verdict['verdict']}"
+
+
+def reference_lr(recipe: Recipe) -> float:
+    """The learning rate the lecture's recipes would start from for this optimizer and batch.
+
+    SGD: 0.1 per 256 images at momentum 0.9 (Goyal et al. 2017, "Accurate, Large Minibatch
+    SGD"), held as an effective step ``lr / (1 - momentum)`` of ``B / 256``, so plain SGD gets
+    ten times the rate. AdamW: 1e-3 (Kingma & Ba 2015) scaled by ``sqrt(B / 256)`` (Malladi et
+    al. 2022, the square-root rule for adaptive methods)."""
+    batch = recipe.train.batch_size
+    if recipe.optim.name == "adamw":
+        return 1e-3 * math.sqrt(batch / 256)
+    return batch / 256 * (1 - recipe.optim.momentum)
+
+
+def _round_rate(lr: float) -> float:
+    """Two significant digits: a rate a person would write."""
+    return float(f"{lr:.2g}")
+
+
+def activation_family(spec: str) -> str:
+    name = parse_spec(spec)[0]
+    if name in SATURATING:
+        return "saturating"
+    if name == "selu":
+        return "selu"
+    return "relu_like" if name in RELU_LIKE else "other"
+
+
+# -- the fixes ---------------------------------------------------------------------------------
+def lower_rate(recipe: Recipe, ctx: Context) -> Change | None:
+    """A tenth of the rate, or the reference rate if that is lower: a rate far above the
+    reference is cut to it in one step."""
+    lr = recipe.optim.lr
+    new = _round_rate(min(lr / 10, reference_lr(recipe)))
+    return Change({"optim.lr": new}, "lower the learning rate", None, "lower_rate")
+
+
+def lower_rate_gently(recipe: Recipe, ctx: Context) -> Change | None:
+    """A third of the rate: for a loss that swings but does not diverge."""
+    new = _round_rate(recipe.optim.lr / 3)
+    return Change({"optim.lr": new}, "lower the learning rate", None, "lower_rate_gently")
+
+
+def higher_rate(recipe: Recipe, ctx: Context) -> Change | None:
+    """The reference rate if the recipe's is below a third of it, else three times the rate;
+    nothing if the rate is already above three times the reference."""
+    lr, ref = recipe.optim.lr, reference_lr(recipe)
+    if lr > 3 * ref:
+        return None
+    new = _round_rate(ref if lr < ref / 3 else 3 * lr)
+    return Change({"optim.lr": new}, "raise the learning rate", None, "higher_rate")
+
+
+def warm_up(recipe: Recipe, ctx: Context) -> Change | None:
+    """A linear warm-up over a twentieth of the run (at least a tenth of an epoch), so the first
+    steps, where gradients are largest, are small (Goyal et al. 2017)."""
+    if recipe.schedule.warmup_epochs > 0:
+        return None
+    epochs = recipe.train.epochs
+    warm = min(float(epochs), max(0.1, round(epochs / 20, 1)))
+    return Change({"schedule.warmup_epochs": warm}, "warm the learning rate up", None, "warm_up")
+
+
+def right_init(recipe: Recipe, ctx: Context) -> Change | None:
+    """The initialization that keeps the activations' variance through depth for this
+    activation: Kaiming with its exact gain (He et al. 2015), LeCun normal for SELU. For a
+    user's network the gain comes from ``model.activation``, so the change names it too."""
+    activation = ctx.activation or recipe.model.activation
+    family = activation_family(activation)
+    scheme = parse_spec(recipe.init.scheme)[0]
+    if family == "other" or (
+        scheme in FITTING_INIT[family] and activation == recipe.model.activation
+    ):
+        return None
+    new, lab = ("lecun_normal", "selu") if family == "selu" else ("kaiming", "deep-init")
+    if family == "saturating":
+        lab = "init-statistics"
+    settings: dict[str, Any] = {"init.scheme": new}
+    if activation != recipe.model.activation:
+        settings["model.activation"] = activation
+    return Change(settings, f"initialize for {activation} ({new})", lab, "right_init")
+
+
+def leaky_relu(recipe: Recipe, ctx: Context) -> Change | None:
+    if ctx.own_model or parse_spec(recipe.model.activation)[0] != "relu":
+        return None
+    return Change(
+        {"model.activation": "leaky_relu(0.1)"},
+        "use Leaky ReLU, which cannot die",
+        "dead-relu",
+        "leaky_relu",
+    )
+
+
+def elu(recipe: Recipe, ctx: Context) -> Change | None:
+    if ctx.own_model or parse_spec(recipe.model.activation)[0] != "relu":
+        return None
+    return Change({"model.activation": "elu"}, "use ELU, which cannot die", "dead-relu", "elu")
+
+
+def relu_instead(recipe: Recipe, ctx: Context) -> Change | None:
+    """ReLU and Kaiming in place of a saturating activation in a deep stack (Krizhevsky et al.
+    2012; Glorot et al. 2011)."""
+    if ctx.own_model or activation_family(recipe.model.activation) != "saturating":
+        return None
+    return Change(
+        {"model.activation": "relu", "init.scheme": "kaiming"},
+        "use ReLU, whose gradient does not saturate",
+        "relu-vs-tanh",
+        "relu_instead",
+    )
+
+
+def tanh_instead(recipe: Recipe, ctx: Context) -> Change | None:
+    if ctx.own_model or parse_spec(recipe.model.activation)[0] not in ("sigmoid", "logistic"):
+        return None
+    return Change(
+        {"model.activation": "tanh"},
+        "use tanh, which is zero-centred",
+        "not-zero-centred",
+        "tanh_instead",
+    )
+
+
+def batch_norm(recipe: Recipe, ctx: Context) -> Change | None:
+    if ctx.own_model or recipe.model.norm != "none":
+        return None
+    return Change(
+        {"model.norm": "batch"}, "add batch norm (Ioffe & Szegedy 2015)", "small-data", "batch_norm"
+    )
+
+
+def standardize(recipe: Recipe, ctx: Context) -> Change | None:
+    if parse_spec(recipe.data.normalize)[0] not in ("none", "scale", "mean_image", "channel_mean"):
+        return None
+    return Change(
+        {"data.normalize": "standardize"},
+        "standardize the input per channel",
+        "preprocessing",
+        "standardize",
+    )
+
+
+def clip_gradients(recipe: Recipe, ctx: Context) -> Change | None:
+    if recipe.optim.clip_grad_norm > 0:
+        return None
+    return Change(
+        {"optim.clip_grad_norm": 1.0},
+        "clip the gradient norm (Pascanu et al. 2013)",
+        None,
+        "clip_gradients",
+    )
+
+
+def dropout(recipe: Recipe, ctx: Context) -> Change | None:
+    """Dropout(0.5) on the fully-connected layers (Srivastava et al. 2014): where trainlab's MLP
+    has them and a flatten head feeds its classifier; not after global pooling."""
+    cfg = recipe.model
+    fc = cfg.kind == "mlp" or (cfg.kind == "cnn" and cfg.head == "flatten")
+    if ctx.own_model or cfg.dropout != "none" or not fc:
+        return None
+    return Change({"model.dropout": "dropout(0.5)"}, "add dropout", "dropout", "dropout")
+
+
+def weight_decay(recipe: Recipe, ctx: Context) -> Change | None:
+    wd = recipe.optim.weight_decay
+    if wd >= 5e-3:
+        return None
+    new = 5e-4 if wd < 5e-4 else 5e-3
+    return Change({"optim.weight_decay": new}, "add weight decay", None, "weight_decay")
+
+
+def augmentation(recipe: Recipe, ctx: Context) -> Change | None:
+    """Random crops of a padded image and, where a mirror image keeps its label, flips
+    (Krizhevsky et al. 2012)."""
+    name = recipe.data.name
+    base = name.split("(")[0]
+    size = IMAGE_SIZE.get(base) or _synthetic_size(name)
+    ops = list(recipe.augment.train)
+    have = {parse_spec(op)[0] for op in ops}
+    wanted = []
+    if base in FLIP_SAFE_DATA and "hflip" not in have:
+        wanted.append("hflip")
+    if "pad_crop" not in have and "random_resized_crop" not in have:
+        wanted.append(f"pad_crop({max(1, size // 8)})")
+    if not wanted:
+        return None
+    return Change(
+        {"augment.train": ops + wanted},
+        "augment the training images",
+        "augmentation",
+        "augmentation",
+    )
+
+
+def _synthetic_size(name: str) -> int:
+    if name.startswith("synthetic("):
+        return int(parse_spec(name)[2].get("size", 16))
+    return 16 if name == "synthetic" else 32
+
+
+Fix = Callable[[Recipe, Context], Change | None]
+
+# The order in which the doctor tries the fixes for each problem, and in which advice lists them.
+REPAIR_ORDER: dict[str, tuple[Fix, ...]] = {
+    "non_finite": (lower_rate, warm_up, right_init, batch_norm, standardize, clip_gradients),
+    "exploding_grad": (lower_rate, warm_up, right_init, batch_norm, standardize, clip_gradients),
+    "large_updates": (lower_rate, warm_up),
+    "explode": (right_init, batch_norm, standardize),
+    "collapse": (right_init, batch_norm),
+    "vanishing_grad": (right_init, batch_norm, relu_instead),
+    "saturated": (right_init, batch_norm, relu_instead, lower_rate),
+    "dead_units": (leaky_relu, elu, lower_rate),
+    "input_not_centred": (standardize,),
+    "not_zero_centred": (tanh_instead, batch_norm),
+    "oscillating": (lower_rate_gently, warm_up, batch_norm, clip_gradients),
+    "stalled": (higher_rate, batch_norm, standardize, right_init),
+    "overfitting": (dropout, weight_decay, augmentation),
+    "dropout_placement": (),
+}
+
+
+def repairs_for(code: str, recipe: Recipe, ctx: Context | None = None) -> list[Change]:
+    """The changes that apply to ``recipe`` for problem ``code``, in the order to try them:
+    nothing the recipe already does, nothing already tried."""
+    ctx = ctx or Context()
+    changes = (fix(recipe, ctx) for fix in REPAIR_ORDER.get(code, ()))
+    return [c for c in changes if c is not None and change_key(c) not in ctx.tried]
+
+
+def change_key(change: Change) -> str:
+    return json.dumps(change.settings, sort_keys=True)
+
+
+def advice(code: str, recipe: Recipe, *, own_model: bool = False, limit: int = 2) -> str | None:
+    """The first ``limit`` changes for ``code`` in one sentence, or None if none applies."""
+    changes = repairs_for(code, recipe, Context(own_model=own_model))[:limit]
+    return "; or ".join(c.sentence() for c in changes) if changes else None
