@@ -285,7 +285,11 @@ def test_compiled_training_matches_eager_training(tmp_path, mode):
         tiny("train.compile_mode=fastest")
 
 
-@pytest.mark.parametrize("extra", [[], ["optim.clip_grad_norm=0.5"]], ids=["plain", "clipped"])
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["optim.clip_grad_norm=0.5"], ["train.ema_decay=0.99"]],
+    ids=["plain", "clipped", "ema"],
+)
 def test_a_silent_run_reads_nothing_back_from_the_device_inside_an_epoch(
     tmp_path, monkeypatch, extra
 ):

@@ -189,6 +189,21 @@ class TrainConfig:
     sync_batchnorm: bool = _f(
         False, help="under torchrun: batch-norm statistics over the global batch (GPUs only)"
     )
+    ema_decay: float = _f(
+        0.0,
+        lo=0.0,
+        hi=1.0,
+        hi_open=True,
+        help="exponential moving average of the weights, evaluated and checkpointed (0: off)",
+    )
+    select_on: str = _f(
+        "none",
+        choices=("none", "val_loss", "val_acc"),
+        help="keep best.pt, the epoch best on the validation split (needs data.val_fraction)",
+    )
+    early_stop_patience: int = _f(
+        0, lo=0, help="stop after this many evaluations without a better select_on (0: never)"
+    )
 
 
 @dataclass
@@ -298,6 +313,16 @@ def recipe_from_dict(raw: dict[str, Any], where: str = "<recipe>") -> Recipe:
             f'{where}: train.compile_scope = "step" needs diagnostics.every = 0 (the diagnostics '
             f"hooks run between backward and the optimizer step, inside the captured update), "
             f"got {recipe.diagnostics.every}"
+        )
+    if recipe.train.select_on != "none" and recipe.data.val_fraction == 0:
+        raise RecipeError(
+            f"{where}: train.select_on = {recipe.train.select_on!r} needs data.val_fraction > 0: "
+            "the best epoch is chosen on the validation split, never the test split"
+        )
+    if recipe.train.early_stop_patience > 0 and recipe.train.select_on == "none":
+        raise RecipeError(
+            f"{where}: train.early_stop_patience = {recipe.train.early_stop_patience} needs "
+            'train.select_on = "val_loss" or "val_acc": the metric whose improvement it waits for'
         )
     if recipe.train.cpu_autocast and recipe.train.autocast != "bf16":
         raise RecipeError(

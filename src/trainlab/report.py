@@ -115,6 +115,9 @@ def write_report(
                        f"(data loading {summary.get('data_seconds', 0):.1f} s)"),
         ("throughput", f"{sum(images_per_s) / max(len(images_per_s), 1):,.0f} training images/s"),
     ]  # fmt: skip
+    if best := summary.get("best"):
+        chosen = f"{best['epoch']}: {best['metric']} {best['value']:.4f} ({best['file']})"
+        facts.insert(4, ("best epoch (validation)", chosen))
     if "val_acc" in final:
         facts.insert(4, ("final validation accuracy", f"{100 * final['val_acc']:.2f}%"))
     recipe_text = recipe.to_toml()

@@ -17,6 +17,7 @@ from torch import nn
 from trainlab.data import DeviceLoader, ImageDataset
 from trainlab.distributed import SINGLE, DistContext, ShardedLoader, wrap_model
 from trainlab.engine.checkpoint import load_initial_weights
+from trainlab.engine.ema import NoAverage, WeightAverage
 from trainlab.engine.model import (
     ModelSource,
     build_training_model,
@@ -24,6 +25,7 @@ from trainlab.engine.model import (
 )
 from trainlab.engine.splits import Splits, prepare_splits
 from trainlab.engine.step import (
+    NoScaler,
     Run,
     channels_last_layout,
     constant_lr,
@@ -87,6 +89,16 @@ def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.beta2, momentum=cfg.momentum)
     adam = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
     return adam(groups, lr=cfg.lr, betas=(cfg.momentum, cfg.beta2))
+
+
+def grad_scaler(recipe: Recipe, device: torch.device) -> Any:
+    """fp16 autocast on CUDA scales the loss so that small gradients do not underflow to zero
+    in float16 (Micikevicius et al. 2018, "Mixed Precision Training"): torch.amp.GradScaler,
+    which skips a step whose gradients overflowed and backs its scale off. bf16 has float32's
+    range and needs none; nor does a run without autocast."""
+    if recipe.train.autocast == "fp16" and device.type == "cuda":
+        return torch.amp.GradScaler("cuda")
+    return NoScaler()
 
 
 def gradient_clipper(recipe: Recipe, model: nn.Module) -> Callable[[], Any]:
@@ -167,6 +179,7 @@ def build_run(
     pipeline = make_pipeline(recipe.augment.train, stats=stats) if recipe.augment.train else None
     loader = _loader(recipe, splits, ctx, device, pipeline)
     optimizer = build_optimizer(recipe, model)
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else NoAverage()
     steps_per_epoch = len(loader)
     run = Run(
         recipe=recipe,
@@ -187,7 +200,9 @@ def build_run(
         ctx=ctx,
         autocast=autocast_for(recipe, device),
         mark_step=torch.compiler.cudagraph_mark_step_begin if graphs else no_step_mark,
-        eval_model=_eval_model(recipe, model),
+        scaler=grad_scaler(recipe, device),
+        ema=ema,
+        eval_model=_eval_model(recipe, model if ema.average is None else ema.average),
         splits=splits,
         seed=cfg.seed,
         stats=stats,
@@ -208,6 +223,11 @@ def build_run(
         run.metrics = list(state["metrics"])  # the checkpoint's own record: metrics.jsonl may lag
         run.confusion = state.get("confusion")
         run.extensions = list(state.get("extensions", []))
+        run.selection = dict(state.get("selection") or run.selection)
+        if state.get("scaler"):
+            run.scaler.load_state_dict(state["scaler"])
+        if state.get("ema") is not None:
+            run.ema.load_state_dict(state["ema"])
     return run
 
 

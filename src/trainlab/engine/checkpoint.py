@@ -17,6 +17,7 @@ from trainlab.fileio import atomic_open
 from trainlab.recipe import Recipe
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"  # train.select_on: the epoch best on the validation split
 
 
 CHECKPOINT_FORMAT = "trainlab-checkpoint/1"
@@ -25,13 +26,21 @@ CHECKPOINT_FORMAT = "trainlab-checkpoint/1"
 CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "step", "recipe", "in_shape", "num_classes")
 
 
-def save_checkpoint(path: Path, **state: Any) -> None:
+def serialize_checkpoint(**state: Any) -> bytes:
     # Serialized in memory first: torch.save reports a failed write (a full disk) as a
     # RuntimeError of its zip writer, a plain write as an OSError that names the cause.
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
+    return buffer.getvalue()
+
+
+def write_checkpoint(path: Path, data: bytes) -> None:
     with atomic_open(path, "wb") as handle:
-        handle.write(buffer.getbuffer())
+        handle.write(data)
+
+
+def save_checkpoint(path: Path, **state: Any) -> None:
+    write_checkpoint(path, serialize_checkpoint(**state))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -68,13 +77,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def model_from_checkpoint(
     path: str | Path, model: ModelSource = None
 ) -> tuple[nn.Module, Recipe, dict[str, Any]]:
-    """Rebuild the trained model (with its normalizer) from a checkpoint or run folder; a run
-    whose network came from Python (``fit(model=...)``) is given the same ``model`` again."""
+    """Rebuild the trained model (with its normalizer) from a checkpoint or run folder (or its
+    ``best.pt``), with the weights the run evaluated (the moving average of the weights, where
+    ``train.ema_decay`` kept one); a run whose network came from Python (``fit(model=...)``)
+    is given the same ``model`` again."""
     state = load_checkpoint(path)
     recipe = checkpoint_recipe(state, path)
     try:
         rebuilt = empty_model(recipe, tuple(state["in_shape"]), state["num_classes"], model)
-        rebuilt.load_state_dict(state["model"])
+        # the weights the run evaluated: the moving average where train.ema_decay kept one
+        rebuilt.load_state_dict(state.get("ema") or state["model"])
     except (TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: its model cannot be rebuilt ({summary(exc)})") from exc
     return rebuilt, recipe, state
@@ -139,24 +151,32 @@ def _class_head(
     return k_new.pop()
 
 
-def save_run_checkpoint(run: Run, out: Path) -> None:
+def save_run_checkpoint(run: Run, out: Path, best: bool = False) -> None:
+    """The run's state after its last epoch; also as ``best.pt`` when that epoch is the best so
+    far on the validation split (written first: a kill between the two leaves a checkpoint of
+    the epoch before, which a resume redoes)."""
     assert run.splits is not None
+    data = serialize_checkpoint(
+        model=run.model.state_dict(),
+        optimizer=run.optimizer.state_dict(),
+        epoch=run.epoch,
+        step=run.step,
+        recipe=run.recipe.to_toml(),
+        classes=run.splits.classes,
+        in_shape=list(run.splits.in_shape),
+        num_classes=len(run.splits.classes),
+        confusion=run.confusion,
+        metrics=run.metrics,
+        extensions=run.extensions,
+        notes=run.notices,
+        scaler=run.scaler.state_dict(),
+        ema=run.ema.state_dict() if run.ema.average is not None else None,
+        selection=run.selection,
+    )
     try:
-        save_checkpoint(
-            out / CHECKPOINT,
-            model=run.model.state_dict(),
-            optimizer=run.optimizer.state_dict(),
-            epoch=run.epoch,
-            step=run.step,
-            recipe=run.recipe.to_toml(),
-            classes=run.splits.classes,
-            in_shape=list(run.splits.in_shape),
-            num_classes=len(run.splits.classes),
-            confusion=run.confusion,
-            metrics=run.metrics,
-            extensions=run.extensions,
-            notes=run.notices,
-        )
+        if best:
+            write_checkpoint(out / BEST, data)
+        write_checkpoint(out / CHECKPOINT, data)
     except OutputError as exc:  # the write is atomic: the previous checkpoint is still whole
         kept = f"; the last good checkpoint is kept in {out / CHECKPOINT}"
         raise OutputError(f"{exc}{kept if (out / CHECKPOINT).exists() else ''}") from exc

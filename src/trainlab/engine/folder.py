@@ -22,17 +22,18 @@ from typing import Any
 import torch
 
 from trainlab.distributed import DistContext, reduce_diagnostics_
-from trainlab.engine.checkpoint import CHECKPOINT, load_checkpoint
+from trainlab.engine.checkpoint import BEST, CHECKPOINT, load_checkpoint
 from trainlab.engine.step import Run
 from trainlab.errors import OutputError, RecipeError, TrainlabError
 from trainlab.fileio import write_json, write_text
 from trainlab.recipe import Recipe
 
-METRICS, SUMMARY, RECIPE = "metrics.jsonl", "summary.json", "recipe.toml"
+METRICS, METRICS_CSV = "metrics.jsonl", "metrics.csv"
+SUMMARY, RECIPE = "summary.json", "recipe.toml"
 # Everything a run writes into its folder; --overwrite removes these and nothing else.
 RUN_OUTPUTS = (
-    CHECKPOINT, METRICS, SUMMARY, RECIPE, "report.html", "report.md", "diagnostics.html",
-    "diagnostics.json", "findings.json", "figures",
+    CHECKPOINT, BEST, METRICS, METRICS_CSV, SUMMARY, RECIPE, "report.html", "report.md",
+    "diagnostics.html", "diagnostics.json", "findings.json", "figures",
 )  # fmt: skip
 
 
@@ -70,7 +71,8 @@ def held_run(out: Path) -> HeldRun | None:
         except TrainlabError:  # unreadable, but still someone's file: refuse to replace it
             return HeldRun(0, None, False)
         planned = _planned_epochs(state)
-        finished = state["epoch"] >= (planned or 0) and (out / SUMMARY).is_file()
+        stopped = (state.get("selection") or {}).get("stopped_at") is not None
+        finished = (stopped or state["epoch"] >= (planned or 0)) and (out / SUMMARY).is_file()
         return HeldRun(state["epoch"], planned, finished)
     rows = (out / METRICS).read_text().count("\n") if (out / METRICS).is_file() else 0
     if rows or (out / SUMMARY).is_file():
@@ -179,6 +181,12 @@ def finish_run(run: Run, out: Path, report: bool) -> RunResult:
     }
     if run.extensions:
         summary["extended"] = run.extensions
+    if run.selection["best"] is not None:
+        summary["best"] = {**run.selection["best"], "file": BEST}
+    if run.selection["stopped_at"] is not None:
+        summary["stopped_early_at_epoch"] = run.selection["stopped_at"]
+    if run.ema.average is not None:
+        summary["evaluated"] = f"the moving average of the weights (decay {run.ema.decay})"
     if run.resumed_at is not None:  # the diagnostics' hooks watch this process's steps alone
         summary["diagnostics_from_epoch"] = run.resumed_at + 1
     diagnosis = None

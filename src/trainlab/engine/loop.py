@@ -27,6 +27,8 @@ from trainlab.engine.checkpoint import (
 )
 from trainlab.engine.evaluate import evaluate_run
 from trainlab.engine.folder import (
+    METRICS,
+    METRICS_CSV,
     SUMMARY,
     RunResult,
     clear_run,
@@ -121,14 +123,48 @@ def end_epoch(run: Run, out: Path | None = None, watch: Any = None) -> dict[str,
         images_per_s=tally.seen / max(1e-9, train_seconds),
     )
     run.metrics.append(row)
+    improved = select_epoch(run, row)
     run.epoch += 1
     if out is not None and ctx.is_main:  # the ranks hold the same model: one of them writes
         t_io = time.perf_counter()
-        save_run_checkpoint(run, out)
-        write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics))
+        save_run_checkpoint(run, out, best=improved)
+        write_text(out / METRICS, "".join(json.dumps(m) + "\n" for m in run.metrics))
+        write_text(out / METRICS_CSV, metrics_csv(run.metrics))
         run.timing["io_seconds"] = run.timing.get("io_seconds", 0.0) + time.perf_counter() - t_io
     watch.epoch_line(run, row)
     return row
+
+
+def select_epoch(run: Run, row: dict[str, Any]) -> bool:
+    """``train.select_on``: is this epoch's validation result the best so far? Counts the
+    evaluations without improvement, and ends the run after ``train.early_stop_patience``."""
+    cfg, selection = run.recipe.train, run.selection
+    if cfg.select_on == "none" or cfg.select_on not in row:
+        return False
+    value, best = row[cfg.select_on], selection["best"]
+    sign = 1 if cfg.select_on == "val_loss" else -1  # lower loss, higher accuracy
+    if best is None or sign * value < sign * best["value"]:
+        selection.update(best={"epoch": row["epoch"], "metric": cfg.select_on, "value": value},
+                         stale=0)  # fmt: skip
+        return True
+    selection["stale"] += 1
+    if cfg.early_stop_patience and selection["stale"] >= cfg.early_stop_patience:
+        selection["stopped_at"] = row["epoch"]
+    return False
+
+
+def metrics_csv(rows: list[dict[str, Any]]) -> str:
+    """metrics.jsonl as a table: one column per key in the order first seen (test and
+    validation columns are empty on untested epochs)."""
+    import csv
+    import io
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
 
 
 def fit(
@@ -169,7 +205,10 @@ def fit(
         state = load_checkpoint(out)
         stored = checkpoint_recipe(state, out / CHECKPOINT)
         recipe = continued_recipe(out, stored, recipe, state["epoch"])
-        if state["epoch"] >= recipe.train.epochs and (out / SUMMARY).is_file():
+        done = state["epoch"] >= recipe.train.epochs or (state.get("selection") or {}).get(
+            "stopped_at"
+        )
+        if done and (out / SUMMARY).is_file():
             return finished_result(out, state)
     elif recipe is None:
         raise RecipeError("fit() needs a recipe, or resume=True with a run folder")
@@ -194,7 +233,7 @@ def fit(
                 for line in run.notices[len(state.get("notes", [])) if state else 0 :]:
                     print(f"note: {line}", flush=True)
             run.timing["run_start"] = time.perf_counter()  # the data is on the device from here
-            while run.epoch < recipe.train.epochs:
+            while run.epoch < recipe.train.epochs and run.selection["stopped_at"] is None:
                 train_epoch(run, watch)
                 end_epoch(run, out, watch)
             return finish_run(run, out, report)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from trainlab.distributed import SINGLE, DistContext
+from trainlab.engine.ema import NoAverage
 from trainlab.engine.splits import Splits
 from trainlab.recipe import Recipe
 
@@ -56,6 +57,29 @@ def same_layout(x: torch.Tensor) -> torch.Tensor:
 
 def no_clipping() -> None:
     return None
+
+
+class NoScaler:
+    """No loss scaling (every precision but fp16 on CUDA): torch.amp.GradScaler's calls, each
+    doing what the step does without it."""
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
+        return None
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.step()
+
+    def update(self) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
 
 
 def no_step_mark() -> None:
@@ -112,6 +136,8 @@ class Run:
     lr_factor: Callable[[int], float]
     update: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None  # fwd, bwd, step
     clip_gradients: Callable[[], Any] = no_clipping  # optim.clip_grad_norm, after backward
+    scaler: Any = field(default_factory=NoScaler)  # torch.amp.GradScaler for fp16 on CUDA
+    ema: Any = field(default_factory=NoAverage)  # train.ema_decay: WeightAverage
     set_lr: Callable[[float], None] | None = None
     diag: Any = field(default_factory=no_diagnostics)
     ctx: DistContext = SINGLE
@@ -134,6 +160,11 @@ class Run:
     notices: list[str] = field(default_factory=list)  # what the user must be told, once
     extensions: list[dict[str, int]] = field(default_factory=list)  # where the run was lengthened
     resumed_at: int | None = None  # the epoch this process resumed the run at
+    # train.select_on: the best evaluation so far ({epoch, metric, value}), evaluations since
+    # it, and whether early stopping ended the run
+    selection: dict[str, Any] = field(
+        default_factory=lambda: {"best": None, "stale": 0, "stopped_at": None}
+    )
 
     def __post_init__(self) -> None:
         self.base_lrs = self.base_lrs or [float(g["lr"]) for g in self.optimizer.param_groups]
@@ -160,6 +191,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     run.mark_step()
     loss, logits = run.update(x, target, run.step - run.tally.first_step)
     run.diag.after_step(loss)  # the loss curve, kept on the device
+    run.ema.update(run.step)
     run.tally.add(loss, logits, y, run.step)
     run.step += 1
     return loss
@@ -173,11 +205,13 @@ def forward_backward_update(run: Run, x: torch.Tensor, target: torch.Tensor, bat
         logits = run.step_model(x)
     loss = run.loss(logits.float(), target)
     run.optimizer.zero_grad(set_to_none=True)
-    run.regularize(loss, batch_index).backward()
+    run.scaler.scale(run.regularize(loss, batch_index)).backward()
+    run.scaler.unscale_(run.optimizer)  # diagnostics and clipping see the true gradients
     run.diag.after_backward()
     run.clip_gradients()
     run.diag.before_optimizer_step()
-    run.optimizer.step()
+    run.scaler.step(run.optimizer)  # skipped, and the scale backed off, if a gradient is inf
+    run.scaler.update()
     run.diag.after_optimizer_step()
     return loss.detach(), logits.detach()
 
