@@ -398,3 +398,15 @@ def test_on_a_terminal_the_bar_refreshes_every_log_every_steps(tmp_path, monkeyp
     kinds = [kind for kind, _ in updates]
     assert updates[0] == ("new", 6) and kinds.count("update") == 6
     assert kinds.count("postfix") == 2  # after steps 4 and 6 (the epoch's last)
+
+
+def test_the_run_eta_is_the_average_step_time_times_the_steps_left():
+    import time
+    from types import SimpleNamespace
+
+    from trainlab.engine.progress import run_eta
+
+    now = time.perf_counter()
+    run = SimpleNamespace(step=25, timing={"run_start": now - 10.0, "run_start_step": 20})
+    assert run_eta(run, 100) == pytest.approx(10.0 / 5 * 75, rel=1e-3)  # resumed at step 20
+    assert run_eta(SimpleNamespace(step=0, timing={}), 100) != run_eta(run, 100)  # nan: unknown

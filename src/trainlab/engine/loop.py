@@ -233,6 +233,7 @@ def fit(
                 for line in run.notices[len(state.get("notes", [])) if state else 0 :]:
                     print(f"note: {line}", flush=True)
             run.timing["run_start"] = time.perf_counter()  # the data is on the device from here
+            run.timing["run_start_step"] = run.step
             while run.epoch < recipe.train.epochs and run.selection["stopped_at"] is None:
                 train_epoch(run, watch)
                 end_epoch(run, out, watch)

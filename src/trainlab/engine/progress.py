@@ -47,12 +47,14 @@ class Progress(Quiet):
             elapsed = time.perf_counter() - run.timing["epoch_start"]
             loss, acc = tally.loss_sum.item() / tally.seen, tally.correct.item() / tally.seen
             rate = tally.seen / max(1e-9, elapsed)
+            eta = _clock(run_eta(run, self.cfg.epochs * steps))
             if self.bar is not None:
-                self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}", img_s=f"{rate:,.0f}")
+                self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}", img_s=f"{rate:,.0f}",
+                                     run_eta=eta)  # fmt: skip
             elif done < steps:  # the epoch line follows the last step
                 print(
                     f"epoch {run.epoch + 1} step {done}/{steps}: train_loss {loss:.4f}  "
-                    f"train_acc {acc:.4f}  ({rate:,.0f} img/s)",
+                    f"train_acc {acc:.4f}  ({rate:,.0f} img/s, run eta {eta})",
                     flush=True,
                 )
         if self.bar is not None:
@@ -69,6 +71,25 @@ class Progress(Quiet):
         )
         print(
             f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f}  train_acc "
-            f"{row['train_acc']:.4f}{tested}  ({row['seconds']:.1f}s)",
+            f"{row['train_acc']:.4f}{tested}  ({row['seconds']:.1f}s, run eta "
+            f"{_clock(run_eta(run, self.cfg.epochs * len(run.loader)))})",
             flush=True,
         )
+
+
+def run_eta(run: Run, total_steps: int) -> float:
+    """Seconds left in the whole run, at this process's average time a step so far (its test
+    passes included, so a run that tests every epoch is not promised too early)."""
+    start, first = run.timing.get("run_start"), run.timing.get("run_start_step", 0)
+    done = run.step - first
+    if start is None or done <= 0:
+        return float("nan")
+    return (time.perf_counter() - start) / done * max(0, total_steps - run.step)
+
+
+def _clock(seconds: float) -> str:
+    if seconds != seconds:  # nan: nothing to go on yet
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
