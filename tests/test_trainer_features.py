@@ -174,3 +174,35 @@ def test_a_resume_stays_exact_with_each_feature_on(tmp_path, monkeypatch, extra)
             assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
     assert a["scaler"] == b["scaler"] and a["selection"] == b["selection"]
     assert [m["train_loss"] for m in resumed.metrics] == [m["train_loss"] for m in whole.metrics]
+
+
+def test_tensorboard_events_hold_the_epoch_metrics_and_the_logged_steps(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = fit(tiny("train.tensorboard=true", "train.log_steps=2"), tmp_path, progress=False,
+                 report=False)  # fmt: skip
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    accs = [(e.step, e.value) for e in events.Scalars("epoch/test_acc")]
+    assert accs == [(m["epoch"], pytest.approx(m["test_acc"])) for m in result.metrics]
+    steps = [e.step for e in events.Scalars("step/loss")]
+    assert steps == [2, 4, 6, 8, 10, 12]  # 4 steps an epoch, 3 epochs, every 2nd
+    lrs = [e.value for e in events.Scalars("step/lr")]
+    assert all(0 < lr <= 0.05 for lr in lrs)
+
+
+def test_tensorboard_without_its_package_is_one_line_naming_the_extra(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name == "tensorboard":
+            raise ImportError("no tensorboard here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(RecipeError, match=r"pip install 'trainlab\[tensorboard\]'"):
+        fit(tiny("train.tensorboard=true"), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

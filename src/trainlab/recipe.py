@@ -204,6 +204,11 @@ class TrainConfig:
     early_stop_patience: int = _f(
         0, lo=0, help="stop after this many evaluations without a better select_on (0: never)"
     )
+    tensorboard: bool = _f(
+        False,
+        help="TensorBoard events in OUT/tensorboard: epoch metrics, and the loss and lr every "
+        "train.log_steps steps (needs trainlab[tensorboard])",
+    )
 
 
 @dataclass

@@ -33,7 +33,7 @@ SUMMARY, RECIPE = "summary.json", "recipe.toml"
 # Everything a run writes into its folder; --overwrite removes these and nothing else.
 RUN_OUTPUTS = (
     CHECKPOINT, BEST, METRICS, METRICS_CSV, SUMMARY, RECIPE, "report.html", "report.md",
-    "diagnostics.html", "diagnostics.json", "findings.json", "figures",
+    "diagnostics.html", "diagnostics.json", "findings.json", "figures", "tensorboard",
 )  # fmt: skip
 
 

@@ -38,6 +38,7 @@ from trainlab.engine.folder import (
     refuse_held_run,
     start_run_folder,
 )
+from trainlab.engine.logs import NoLog, TensorBoardLog, require_tensorboard
 from trainlab.engine.model import ModelSource, python_kind
 from trainlab.engine.progress import Progress, Quiet
 from trainlab.engine.step import STREAM_GLOBAL, STREAM_MIX, STREAM_MODULES, Run, train_step
@@ -214,6 +215,8 @@ def fit(
         raise RecipeError("fit() needs a recipe, or resume=True with a run folder")
     elif not overwrite:
         refuse_held_run(out)  # before any work
+    if recipe.train.tensorboard:
+        require_tensorboard()
     # Under torchrun every rank runs this; rank 0 alone shows progress and writes files.
     with distributed_run(recipe.train.device) as (ctx, device):
         out = Path(broadcast_object(str(out), ctx))  # a timestamped default may differ per rank
@@ -228,15 +231,20 @@ def fit(
             if overwrite and ctx.is_main:
                 clear_run(out)  # the new recipe is valid and its data loaded: now the old goes
             start_run_folder(run, out, resumed=state is not None, replan=replan)
-            watch = Progress(recipe.train, out) if progress and ctx.is_main else Quiet()
+            cfg = recipe.train
+            watch = Progress(cfg, out) if progress and ctx.is_main else Quiet()
             if ctx.is_main:  # told once, whether or not progress is shown; kept in the report
                 for line in run.notices[len(state.get("notes", [])) if state else 0 :]:
                     print(f"note: {line}", flush=True)
             run.timing["run_start"] = time.perf_counter()  # the data is on the device from here
             run.timing["run_start_step"] = run.step
-            while run.epoch < recipe.train.epochs and run.selection["stopped_at"] is None:
-                train_epoch(run, watch)
-                end_epoch(run, out, watch)
+            log = TensorBoardLog(out, cfg.log_steps) if cfg.tensorboard and ctx.is_main else NoLog()
+            try:
+                while run.epoch < cfg.epochs and run.selection["stopped_at"] is None:
+                    train_epoch(run, watch, on_step=log.step)
+                    log.epoch(end_epoch(run, out, watch))
+            finally:
+                log.close()
             return finish_run(run, out, report)
 
 
