@@ -1,4 +1,5 @@
-"""The command line: ``trainlab train | eval | data | stats | plot | bench | lab | diagnose``.
+"""The command line: ``trainlab train | eval | data | stats | plot | bench | lab | diagnose |
+doctor | advise``.
 
 A user mistake (a bad recipe, a missing data set, a corrupt checkpoint) is one line on stderr
 and exit code 2; anything else is a bug and keeps its traceback.
@@ -167,6 +168,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=10, help="sample every N steps")
     p.add_argument("--batch", type=int, default=256, help="--init: images in the probe batch")
     _add_json(p, "the findings")
+
+    p = _command(
+        sub, "doctor", cmd_doctor, "find what is wrong with a training and repair it",
+        "Train the recipe briefly (a third of its epochs) with diagnostics, list the problems "
+        "found; with --repair try the lecture's fixes for each, in order, each verified by a "
+        "short re-run (the problem gone, the loss lower). Writes OUT/doctor.json, "
+        "OUT/repaired.toml and OUT/doctor.html.",
+    )  # fmt: skip
+    _add_recipe_args(p)
+    p.add_argument("--out", help="output folder (default: runs/doctor-<time>)")
+    p.add_argument("--repair", action="store_true", help="try the repairs and verify each")
+    p.add_argument("--epochs", type=float, help="epochs to watch (default: a third of the run)")
+    p.add_argument("--steps", type=int, help="steps to watch, instead of --epochs")
+    p.add_argument(
+        "--val", type=float, default=0.0, metavar="FRACTION",
+        help="hold out this fraction for validation (over-fitting needs it) if the recipe has "
+        "no validation split",
+    )  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace a doctor's result in OUT")
+    _add_json(p, "doctor.json")
+
+    p = _command(
+        sub, "advise", cmd_advise, "check a recipe against the lecture's rules, no training",
+        "Check the recipe against the lecture's rules without training (a fraction of a "
+        "second); one line per rule that fires, with the keys to change. Exit status: 0 "
+        "clean, 1 a rule fired, 2 a bad recipe.",
+    )  # fmt: skip
+    _add_recipe_args(p)
+    _add_json(p, "the advice")
 
     p = _command(
         sub, "export", cmd_export, "export a trained model: TorchScript, torch.export or ONNX",
@@ -404,6 +434,43 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
         return
     lines = [f.sentence() for f in result.findings] or ["no findings: nothing unhealthy was seen"]
     print("\n".join([*lines, f"report: {result.html}"]))
+
+
+def cmd_doctor(args: argparse.Namespace) -> None:
+    from trainlab.doctor.doctor import doctor
+
+    if args.steps is not None and args.steps < 1 or args.epochs is not None and args.epochs <= 0:
+        raise RecipeError(f"--steps {args.steps} --epochs {args.epochs}: expected positive numbers")
+    if not 0 <= args.val < 0.5:
+        raise RecipeError(f"--val {args.val}: expected a fraction in [0, 0.5)")
+    out = Path(args.out or _stamped("doctor"))
+    log = None if args.json else print
+    result = doctor(_recipe(args), out, repair=args.repair, epochs=args.epochs, steps=args.steps,
+                    val_fraction=args.val, overwrite=args.overwrite, log=log)  # fmt: skip
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    for f in result.first.findings:
+        print(f"  {f.code}: {f.sentence()}")
+    print(f"{result.verdict}; {out / 'doctor.json'}, {out / 'repaired.toml'}, "
+          f"{out / 'doctor.html'}")  # fmt: skip
+
+
+def cmd_advise(args: argparse.Namespace) -> None:
+    from trainlab.doctor.advise import advise, read_recipe
+
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
+    found = advise(read_recipe(args.recipe, overrides))
+    if args.json:
+        print(json.dumps([a.to_dict() for a in found], indent=2))
+    else:
+        for a in found:
+            print(a.line())
+    if found:
+        sys.stdout.flush()
+        raise SystemExit(1)  # a rule fired: a hook or script can tell
 
 
 def cmd_lab(args: argparse.Namespace) -> None:

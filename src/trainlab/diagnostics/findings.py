@@ -616,8 +616,10 @@ def _overfitting(report: DiagnosticsReport) -> list[Finding]:
     rise = smooth[-1] - smooth[best]
     noise = 1.4826 * float(np.median(np.abs(np.diff(val)))) / math.sqrt(2)
     error = noise * math.sqrt(2 / OVERFIT_SMOOTH)
-    if best == len(smooth) - 1 or not rise > OVERFIT_RISE * smooth[best] or not rise > (
-        OVERFIT_Z * error
+    if (
+        best == len(smooth) - 1
+        or not rise > OVERFIT_RISE * smooth[best]
+        or not rise > (OVERFIT_Z * error)
     ):
         return []
     # the evaluations a smoothed value stands for end at index + OVERFIT_SMOOTH - 1

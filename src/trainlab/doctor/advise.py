@@ -85,7 +85,7 @@ DATA_SHAPES = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3
 DATA_SIZES = {"fashion-mnist": 60_000, "mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000,
               "cifar10-jpeg": 50_000}  # fmt: skip
 # trainlab.init.gain of each activation (the exact gain; tests check these against it).
-GAINS = {"relu": 1.4142, "leaky_relu": 1.4072, "prelu": 1.372, "elu": 1.2452, "gelu": 1.5335,
+GAINS = {"relu": 1.4142, "leaky_relu": 1.4141, "prelu": 1.372, "elu": 1.2452, "gelu": 1.5335,
          "silu": 1.6765, "swish": 1.6765, "tanh": 1.5925, "sigmoid": 1.8462,
          "logistic": 1.8462, "selu": 1.0, "identity": 1.0, "linear": 1.0, "none": 1.0}  # fmt: skip
 
@@ -310,8 +310,7 @@ def _rule_rate(recipe: Recipe) -> tuple[str, str] | None:
     detail = f"{opt} at batch {recipe.train.batch_size}, whose reference is {ref:.3g}"
     if lr > LR_FAR * ref:
         return "large_updates", (
-            f"optim.lr = {lr:g} is {lr / ref:.3g}x the reference for {detail} "
-            f"(rule: > {LR_FAR:g}x)"
+            f"optim.lr = {lr:g} is {lr / ref:.3g}x the reference for {detail} (rule: > {LR_FAR:g}x)"
         )
     if lr < ref / LR_FAR:
         return "stalled", (

@@ -130,17 +130,18 @@ def reference_lr(recipe: Recipe) -> float:
 
     SGD: 0.1 per 256 images at momentum 0.9 (Goyal et al. 2017, "Accurate, Large Minibatch
     SGD"), held as an effective step ``lr / (1 - momentum)`` of ``B / 256``, so plain SGD gets
-    ten times the rate. AdamW: 1e-3 (Kingma & Ba 2015) scaled by ``sqrt(B / 256)`` (Malladi et
-    al. 2022, the square-root rule for adaptive methods)."""
+    ten times the rate. Adam, AdamW and RMSprop: 1e-3 (Kingma & Ba 2015; Hinton's lecture 6
+    for RMSprop) scaled by ``sqrt(B / 256)`` (Malladi et al. 2022, the square-root rule for
+    adaptive methods)."""
     batch = recipe.train.batch_size
-    if recipe.optim.name == "adamw":
+    if recipe.optim.name in ("adam", "adamw", "rmsprop"):  # RMSprop's 1e-3: Hinton's lecture 6
         return 1e-3 * math.sqrt(batch / 256)
     return batch / 256 * (1 - recipe.optim.momentum)
 
 
 def _round_rate(lr: float) -> float:
-    """Two significant digits: a rate a person would write."""
-    return float(f"{lr:.2g}")
+    """Three significant digits: a rate a person would write (0.0125, not 0.012500000000000001)."""
+    return float(f"{lr:.3g}")
 
 
 def activation_family(spec: str) -> str:

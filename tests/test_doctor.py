@@ -1,0 +1,212 @@
+"""trainlab.doctor: the repairs as recipe changes, and detect -> repair -> verify on planted runs.
+
+A rate far too high makes the doctor lower it (the re-run's loss finite and lower, the problem
+gone), a healthy recipe is left alone, doctor.json and repaired.toml say what was done, a user's
+own nn.Module is doctored as a built-in model is, and the CLI's doctor and advise keep their exit
+codes. Every run is the engine's own step on tiny synthetic data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+
+import pytest
+import torch
+from torch import nn
+
+from trainlab.cli import main
+from trainlab.data import load_dataset
+from trainlab.doctor import repairs
+from trainlab.doctor.doctor import apply_change, doctor, watch
+from trainlab.errors import OutputError
+from trainlab.recipe import load_recipe
+
+TINY = [
+    "data.name=synthetic(n=512, size=8)", "train.device=cpu", "model.kind=mlp",
+    "model.widths=[32,32]", "train.batch_size=32", "train.epochs=6", "augment.train=[]",
+    "diagnostics.every=0",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("synthetic(n=512, size=8)")
+
+
+def tiny(*extra):
+    return load_recipe(None, [*TINY, *extra])
+
+
+# -- the repairs -------------------------------------------------------------------------------
+def test_reference_rate_is_goyal_for_sgd_and_kingma_ba_for_adam():
+    assert repairs.reference_lr(tiny("train.batch_size=256")) == pytest.approx(0.1)
+    assert repairs.reference_lr(tiny("train.batch_size=64")) == pytest.approx(0.025)
+    plain = tiny("train.batch_size=256", "optim.momentum=0")
+    assert repairs.reference_lr(plain) == pytest.approx(1.0)  # same effective step lr/(1-m)
+    adam = tiny("optim.name=adamw", "train.batch_size=256")
+    assert repairs.reference_lr(adam) == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize(
+    "code, already",
+    [
+        ("collapse", ["init.scheme=kaiming", "model.norm=batch"]),
+        ("input_not_centred", ["data.normalize=standardize"]),
+        ("dead_units", ["model.activation=elu"]),
+        ("overfitting", ["model.dropout=dropout(0.5)", "optim.weight_decay=0.005",
+                         "augment.train=['pad_crop(1)']"]),
+        ("large_updates", ["schedule.warmup_epochs=1.0"]),
+    ],
+)  # fmt: skip
+def test_a_fix_the_recipe_already_has_is_never_offered(code, already):
+    recipe = tiny(*already)
+    offered = repairs.repairs_for(code, recipe)
+    for change in offered:
+        for key, value in change.settings.items():
+            section, name = key.split(".")
+            assert getattr(getattr(recipe, section), name) != value, (code, key)
+    names = {c.name for c in offered}
+    assert not names & {"right_init", "batch_norm", "standardize", "leaky_relu", "dropout",
+                        "weight_decay", "augmentation", "warm_up"}  # fmt: skip
+
+
+def test_every_change_reads_back_through_set_as_the_value_it_names():
+    recipe = tiny("optim.lr=5", "model.norm=none", "data.normalize=none", "init.scheme=normal(1)")
+    changes = [c for code in repairs.REPAIR_ORDER for c in repairs.repairs_for(code, recipe)]
+    assert len(changes) > 8
+    for change in changes:
+        overrides = [f.split(" ", 1)[1].strip("'") for f in change.flags().split(" --set")]
+        overrides = [o.removeprefix("--set ").strip("'") for o in overrides]
+        changed = load_recipe(None, [*TINY, *overrides])
+        for key, value in change.settings.items():
+            section, name = key.split(".")
+            assert getattr(getattr(changed, section), name) == value
+
+
+def test_a_rate_far_above_the_reference_is_cut_to_it():
+    (lower, *_) = repairs.repairs_for("non_finite", tiny("optim.lr=5"))
+    assert lower.settings == {"optim.lr": 0.0125}  # min(5 / 10, the reference 0.1 * 32 / 256)
+    (lower, *_) = repairs.repairs_for("non_finite", tiny("optim.lr=0.01"))
+    assert lower.settings == {"optim.lr": 0.001}
+
+
+def test_citations_come_from_the_ledger(monkeypatch):
+    import trainlab.lab.ledger as ledger
+
+    monkeypatch.setattr(ledger, "current_verdict", lambda name: {"verdict": "held"})
+    assert repairs.cite("dead-relu") == "dead-relu: held"
+    monkeypatch.setattr(ledger, "current_verdict", lambda name: None)
+    assert repairs.cite("dead-relu") == "dead-relu: no verdict recorded"
+    assert repairs.cite(None) == "no experiment backs it"
+
+
+def test_apply_change_validates_like_a_recipe_file():
+    recipe = tiny()
+    changed = apply_change(recipe, repairs.Change({"optim.lr": 0.003}, "x"))
+    assert changed.optim.lr == 0.003 and recipe.optim.lr != 0.003
+    with pytest.raises(Exception, match="optim.lr"):
+        apply_change(recipe, repairs.Change({"optim.lr": -1.0}, "x"))
+
+
+# -- detect -> repair -> verify --------------------------------------------------------------------
+def test_the_doctor_lowers_a_rate_that_diverges_and_verifies_it(tmp_path, data):
+    recipe = tiny("optim.lr=20", "model.norm=none")
+    result = doctor(recipe, tmp_path / "doc", repair=True, dataset=data)
+    first = {f.code for f in result.first.problems}
+    assert "non_finite" in first
+    kept = [r for r in result.repairs if r["kept"]]
+    assert kept and kept[0]["problem"] == "non_finite"
+    assert kept[0]["change"] == {"optim.lr": 0.0125}  # the reference for SGD at batch 32
+    before = result.first.score
+    assert kept[0]["before"] == (round(before, 6) if math.isfinite(before) else None)
+    assert kept[0]["after"] < min(before, math.log(4))
+    assert result.verdict == "repaired" and not result.last.problems
+    assert result.recipe.optim.lr == 0.0125
+    assert result.cost <= 3.0
+    saved = json.loads((tmp_path / "doc" / "doctor.json").read_text())
+    assert saved["verdict"] == "repaired"
+    assert {"code", "layers", "step", "evidence"} <= set(saved["problems"][0])
+    assert {"problem", "change", "because", "before", "after"} <= set(saved["repairs"][0])
+    repaired = tomllib.loads((tmp_path / "doc" / "repaired.toml").read_text())
+    assert repaired["optim"]["lr"] == 0.0125 and repaired["model"]["norm"] == "none"
+    assert (tmp_path / "doc" / "doctor.html").is_file()
+    assert "repaired" in (tmp_path / "doc" / "doctor.md").read_text()
+
+
+def test_a_healthy_recipe_is_left_alone_and_costs_a_third_of_a_run(data):
+    result = doctor(tiny("optim.lr=0.05"), None, repair=True, dataset=data)
+    assert result.verdict == "healthy" and result.repairs == []
+    assert result.first.steps == 2 * result.first.steps_per_epoch  # 6 epochs / 3
+    assert result.cost == pytest.approx(1 / 3)
+
+
+def test_the_watched_run_makes_a_validation_split_and_evaluates_it(data):
+    watched = watch(tiny("train.epochs=15"), dataset=data, val_fraction=0.25)
+    per_epoch = watched.steps_per_epoch
+    assert per_epoch == math.floor(512 * 0.75 / 32)  # the training split less the validation
+    assert [c["step"] for c in watched.checks] == [per_epoch * (i + 1) for i in range(5)]
+    assert all("val_loss" in c for c in watched.checks)
+    assert len(watched.report.evaluations) == 5
+    assert watched.report.window_end[0] == 1  # step 0 alone: the network as initialized
+
+
+def test_a_result_is_not_overwritten_by_accident(tmp_path, data):
+    doctor(tiny(), tmp_path, dataset=data, steps=4)
+    with pytest.raises(OutputError, match="--overwrite"):
+        doctor(tiny(), tmp_path, dataset=data, steps=4)
+    doctor(tiny(), tmp_path, dataset=data, steps=4, overwrite=True)
+
+
+class OwnNet(nn.Module):
+    """A user's network: no model.* key describes it."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 4))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_the_doctor_repairs_a_users_own_network(data):
+    net = OwnNet()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    result = doctor(tiny("optim.lr=30"), None, repair=True, model=net, dataset=data)
+    assert "non_finite" in {f.code for f in result.first.problems}
+    assert result.verdict == "repaired"
+    kept = [r for r in result.repairs if r["kept"]]
+    assert all(not key.startswith("model.") for r in result.repairs for key in r["change"])
+    assert kept[0]["change"] == {"optim.lr": 0.0125}
+    # each run trained a copy: the user's module is as it was given
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+# -- the command line --------------------------------------------------------------------------
+def test_cli_doctor_writes_its_files(tmp_path, capsys):
+    out = tmp_path / "doc"
+    sets = [a for o in TINY + ["optim.lr=20", "model.norm=none"] for a in ("--set", o)]
+    assert main(["doctor", *sets, "--out", str(out), "--repair", "--steps", "24"]) == 0
+    text = capsys.readouterr().out
+    assert "non_finite" in text and "repaired" in text
+    assert (out / "repaired.toml").is_file() and (out / "doctor.json").is_file()
+    assert main(["doctor", *sets, "--out", str(out), "--steps", "5"]) == 2  # held: refused
+
+
+def test_cli_advise_exit_codes(tmp_path, capsys):
+    assert main(["advise", "recipes/default.toml"]) == 0
+    with pytest.raises(SystemExit) as fired:
+        main(["advise", "--set", "optim.lr=5"])
+    assert fired.value.code == 1
+    assert "large_updates: optim.lr = 5 is 100x" in capsys.readouterr().out
+    assert main(["advise", "--set", "model.activation=rellu"]) == 2
+    assert main(["advise", str(tmp_path / "missing.toml")]) == 2
