@@ -34,6 +34,7 @@ ORDER = [
     "speed",  # the CPU part; the GPU part (speed_gpu.md) comes from benchmarks/gpu_check.sh
     "host_overhead",
     "profile",
+    "lr_find",
 ]
 
 HEADER = """# Benchmarks

@@ -199,6 +199,20 @@ def _parser() -> argparse.ArgumentParser:
     _add_json(p, "the advice")
 
     p = _command(
+        sub, "lr-find", cmd_lr_find, "the learning-rate range test: sweep the rate, suggest one",
+        "Train the recipe for at most one epoch with a rate growing exponentially from --start "
+        "to --end (Smith 2017), stop when the smoothed loss exceeds 4x its minimum, and suggest "
+        "the rate at the minimum of the smoothed loss divided by 10 (fastai's lr_min). Writes "
+        "OUT/lr_find.png and OUT/lr_find.json; no run folder, no checkpoint.",
+    )  # fmt: skip
+    _add_recipe_args(p)
+    p.add_argument("--out", help="output folder (default: runs/lr-find-<time>)")
+    p.add_argument("--start", type=float, default=1e-6, help="first rate (default 1e-6)")
+    p.add_argument("--end", type=float, default=10.0, help="last rate (default 10)")
+    p.add_argument("--steps", type=int, default=100, help="steps, at most one epoch (default 100)")
+    _add_json(p, "the sweep")
+
+    p = _command(
         sub, "export", cmd_export, "export a trained model: TorchScript, torch.export or ONNX",
         "Export the model of a run folder or checkpoint, normalizer inside, in eval mode: it "
         "takes uint8 images (N, C, H, W) and returns logits. Writes RUN/model.pt, RUN/model.pt2 "
@@ -513,4 +527,21 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(
         f"wrote {result.path} ({result.format}): logits within {result.max_abs_diff:.1e} of the "
         f"checkpoint's on {result.images} test images"
+    )
+
+
+def cmd_lr_find(args: argparse.Namespace) -> None:
+    from trainlab.lr_find import check_out_folder, lr_find, write_sweep
+
+    recipe = _recipe(args)
+    out = check_out_folder(args.out or _stamped("lr-find"))  # before the sweep, not after
+    sweep = lr_find(recipe, start=args.start, end=args.end, steps=args.steps)
+    png, _ = write_sweep(sweep, out)
+    if args.json:
+        print(json.dumps(sweep.to_dict(), indent=2))
+        return
+    print(
+        f"suggested rate {sweep.suggestion:.3g} (optim.lr = {recipe.optim.lr:g} in the recipe): "
+        f"{sweep.rule}\n{len(sweep.rates)} steps from {sweep.rates[0]:.3g} to "
+        f"{sweep.rates[-1]:.3g}, {sweep.stopped}; plot: {png}"
     )
