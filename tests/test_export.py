@@ -1,10 +1,11 @@
 """trainlab export: each format, loaded back by its own runtime (torch.jit, torch.export,
-onnxruntime), gives the checkpoint's logits within 1e-5 on the run's test images and on
-another batch size; an export off by more is refused with one line and leaves no file; a
-missing ONNX extra is named."""
+onnxruntime), gives the checkpoint's logits within 1e-5 + 1.3e-6 |logit| (torch.testing's
+float32 tolerances) on the run's test images and on another batch size; an export off by more
+is refused with one line and leaves no file; a missing ONNX extra is named."""
 
 import builtins
 import copy
+import math
 import sys
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 from trainlab.cli import main
 from trainlab.engine import fit, held_out_split, model_from_checkpoint
 from trainlab.errors import TrainlabError
-from trainlab.export import FORMATS, TOLERANCE, export_run, save_torchscript
+from trainlab.export import FORMATS, export_run, save_torchscript, within_tolerance
 from trainlab.recipe import load_recipe
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")
@@ -67,7 +68,6 @@ def test_each_format_round_trips_within_the_tolerance(runs, kind, fmt):
         pytest.importorskip("onnxscript")
     result = export_run(runs[kind], fmt)
     assert result.path == runs[kind] / FORMATS[fmt] and result.images == 64
-    assert result.max_abs_diff <= TOLERANCE
     reference, _, _ = model_from_checkpoint(runs[kind])
     reference.eval()
     exported = _load(fmt, result.path)  # by its own runtime, not through trainlab
@@ -77,7 +77,7 @@ def test_each_format_round_trips_within_the_tolerance(runs, kind, fmt):
         with torch.no_grad():
             want, got = reference(x), exported(x)
         assert got.shape == (len(x), 4)
-        assert (got - want).abs().max() <= TOLERANCE
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1.3e-6)
         assert torch.equal(exported(x), got)  # eval mode: the same images, the same logits
     assert _leftovers(runs[kind]) == []
 
@@ -101,8 +101,8 @@ def test_an_export_off_by_more_than_the_tolerance_is_refused_and_leaves_no_file(
 
     out = tmp_path / "model.pt"
     loader = export.EXPORTERS["torchscript"][1]
-    monkeypatch.setitem(export.EXPORTERS, "torchscript", (_shifted_save(3e-5), loader))
-    with pytest.raises(TrainlabError, match=r"differ from the checkpoint's by 3\.\d+e-05"):
+    monkeypatch.setitem(export.EXPORTERS, "torchscript", (_shifted_save(1e-4), loader))
+    with pytest.raises(TrainlabError, match=r"differ from the checkpoint's by up to 1\.\d+e-04"):
         export_run(runs["cnn"], "torchscript", out)
     assert list(tmp_path.iterdir()) == []
     assert main(["export", str(runs["mlp"]), "--format", "torchscript", "--out", str(out)]) == 2
@@ -113,6 +113,16 @@ def test_an_export_off_by_more_than_the_tolerance_is_refused_and_leaves_no_file(
     monkeypatch.setitem(export.EXPORTERS, "torchscript", (_shifted_save(2e-6), loader))
     assert export_run(runs["cnn"], "torchscript", out).max_abs_diff == pytest.approx(2e-6, rel=0.1)
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_the_tolerance_is_absolute_for_small_logits_relative_for_large():
+    want = torch.tensor([[0.0, 1.0, 50.0]])
+    # allowed: 1e-5, 1e-5 + 1.3e-6, 1e-5 + 6.5e-5
+    assert within_tolerance(want + torch.tensor([[9e-6, 1.1e-5, 7.4e-5]]), want)
+    assert not within_tolerance(want + torch.tensor([[1.1e-5, 0.0, 0.0]]), want)
+    assert not within_tolerance(want + torch.tensor([[0.0, 0.0, 7.6e-5]]), want)
+    assert not within_tolerance(want + torch.tensor([[0.0, math.nan, 0.0]]), want)
+    assert not within_tolerance(want[:, :2], want)
 
 
 def test_a_missing_onnx_extra_is_one_line_naming_it_before_any_work(
@@ -143,7 +153,7 @@ def test_a_network_from_python_must_be_given_again(tmp_path, capsys, one_thread)
     assert main(["export", str(tmp_path / "run"), "--format", "export"]) == 2
     assert "came from Python; pass it again" in capsys.readouterr().err
     result = export_run(tmp_path / "run", "export", model=copy.deepcopy(network))
-    assert result.max_abs_diff <= TOLERANCE
+    assert result.max_abs_diff <= 1e-4
 
 
 def test_an_unknown_format_is_refused():
