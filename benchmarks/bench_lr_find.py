@@ -104,9 +104,9 @@ def table(result: dict, seeds: list[int]) -> tuple[list[str], bool]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subset", type=int, default=5120, help="training images (0: all)")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--test-subset", type=int, default=2000, help="test images (0: all)")
+    parser.add_argument("--subset", type=int, default=2560, help="training images (0: all)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--test-subset", type=int, default=1000, help="test images (0: all)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--recipes", nargs="+", default=RECIPES)
     parser.add_argument("--record", default=str(Path(tempfile.gettempdir()) / "bench_lr_find.json"))
