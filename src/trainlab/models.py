@@ -202,3 +202,29 @@ def build_model(
     """The classifier a model config describes, for images of ``in_shape`` = (C, H, W)."""
     features, head = BUILDERS[cfg.kind](cfg, tuple(in_shape), num_classes)
     return Classifier(normalize, features, head)
+
+
+# The classifier starts with logits near zero: std = HEAD_STD / sqrt(fan_in).
+HEAD_STD = 0.1
+
+
+def init_classifier(head: nn.Module, generator: torch.Generator | None = None) -> None:
+    """Small weights for the layer before the softmax: ``w ~ N(0, (0.1 / sqrt(fan_in))^2)``,
+    bias 0, so the logits start near zero, the prediction near uniform and the first loss near
+    ln(classes), the loss of a guess (the lecture's sanity check: "look for the correct loss at
+    chance performance", Karpathy, CS231n).
+
+    Why it is needed: ``trainlab.init.initialize`` gives every layer of a ReLU network Kaiming's
+    gain sqrt(2), the classifier too, though no ReLU follows it. Its logits then have about the
+    variance of its inputs' second moment times 2 (about 1 after batch norm and ReLU), and the
+    first loss of the default recipe is 2.53-2.67 against ln 10 = 2.30. Zero weights would
+    give ln(classes) exactly but no gradient to the features at the first step, and an
+    update-to-weight ratio with nothing to divide by. A ``DropConnectLinear`` head is a Linear
+    too; any other head is left as it is."""
+    if not isinstance(head, nn.Linear):
+        return
+    std = HEAD_STD / head.in_features**0.5
+    with torch.no_grad():
+        head.weight.normal_(0.0, std, generator=generator)
+        if head.bias is not None:
+            head.bias.zero_()

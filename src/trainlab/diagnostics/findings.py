@@ -18,23 +18,31 @@ rule                   fires when
                        |mean| > OUTPUT_MEAN_RATIO * std: the next layer's gradients share a sign
 ``collapse``           activation std falls more than DEPTH_RATIO x from the first to the last
                        activation layer (LeCun et al. 1998; Glorot & Bengio 2010)
-``explode``            ... or grows more than DEPTH_RATIO x
+``explode``            ... or grows more than DEPTH_RATIO x; or the first step's loss is above
+                       EXPLODE_INIT_LOSS x ln classes (the loss of a guess is ln classes)
 ``vanishing_grad``     the first weighted layer's RMS gradient is < GRAD_RATIO x the last one's
 ``large_updates``      a layer's update-to-weight ratio ||dW|| / ||W|| exceeds UPDATE_RATIO_HIGH
-                       (the lecture's rule of thumb is ~1e-3)
+                       (the lecture's rule of thumb is ~1e-3); a window of step 0 alone (the
+                       first update, against random weights) is held to UPDATE_RATIO_FIRST
 ``exploding_grad``     the global gradient norm (of the weighted layers, at sampled steps; a
                        running median of 3) rises EXPLODE_GROWTH x above its lowest point so far
-                       and stays there to the end of the run
+                       and stays there to the end of the run, while the loss climbs: its last
+                       tenth's mean EXPLODE_LOSS_RISE x its lowest tenth's (or non-finite)
 ``stalled``            the mean loss of the run's last STALL_TAIL share is above STALL_LEVEL x
-                       min(the loss of its first steps, ln classes)
-``oscillating``        the loss curve cut in OSC_WINDOWS parts: at least OSC_COUNT parts whose
-                       mean rose above the lowest earlier mean by OSC_Z standard errors and by
-                       OSC_RISE of that mean
-``overfitting``        the validation loss (``record_evaluation``) of the last two evaluations
-                       is OVERFIT_RISE above its lowest, while the training loss fell and the
-                       gap between them widened since then
+                       min(the mean loss of its first twentieth, ln classes)
+``oscillating``        the training loss cut in OSC_WINDOWS parts: at least OSC_COUNT parts whose
+                       mean rose above the lowest earlier mean by OSC_Z standard errors (the noise
+                       of one step from successive differences) and by OSC_RISE of that mean; or
+                       at least OSC_PEAKS evaluations whose validation loss is OSC_PEAK x both
+                       neighbours'
+``overfitting``        the validation loss (``record_evaluation``) smoothed over OVERFIT_SMOOTH
+                       evaluations ends OVERFIT_RISE above its lowest and OVERFIT_Z noise standard
+                       errors above it, while the training loss fell and the gap widened
 =====================  =========================================================================
 
+Thresholds of the rules above ``exploding_grad`` were set on planted runs (issue 6); those from
+``exploding_grad`` on, UPDATE_RATIO_FIRST and EXPLODE_INIT_LOSS were set on the tuning half of
+the doctor's corpus (benchmarks/bench_doctor.py, issue 24), before its held-out half was run.
 The loss rules need at least MIN_CURVE_STEPS steps of loss curve; the over-fitting rule at
 least OVERFIT_EVALS evaluations. The problem codes are those of :mod:`trainlab.doctor.problems`;
 given the recipe, ``findings`` words each piece of advice as the recipe changes the doctor
@@ -58,6 +66,7 @@ OUTPUT_MEAN_RATIO = 1.0
 DEPTH_RATIO = 10.0
 GRAD_RATIO = 1e-3
 UPDATE_RATIO_HIGH = 0.1
+UPDATE_RATIO_FIRST = 1.0
 EXPLODE_GROWTH = 100.0
 EXPLODE_LOSS_RISE = 1.5
 EXPLODE_INIT_LOSS = 8.0
@@ -396,12 +405,14 @@ def _vanishing(report: DiagnosticsReport) -> list[Finding]:
 def _updates(report: DiagnosticsReport) -> list[Finding]:
     hits = []
     # A window of step 0 alone (the doctor closes one) holds the first update, measured against
-    # random weights: the rule of thumb is about the weights being trained, so it starts after.
-    start = 1 if len(report.window_end) and report.window_end[0] == 1 else 0
+    # random weights: the rule of thumb is about weights being trained, so that window is held
+    # to UPDATE_RATIO_FIRST instead: a first step larger than the weights themselves.
+    first_alone = len(report.window_end) > 0 and report.window_end[0] == 1
     for w in report.weights:
         r = w.update_ratio
-        bad = ~(r <= UPDATE_RATIO_HIGH) & ~np.isnan(r)  # inf counts as too large
-        bad[:start] = False
+        limit = np.full(len(r), UPDATE_RATIO_HIGH)
+        limit[:1] = UPDATE_RATIO_FIRST if first_alone else UPDATE_RATIO_HIGH
+        bad = ~(r <= limit) & ~np.isnan(r)  # inf counts as too large
         idx = np.flatnonzero(bad)
         if len(idx):
             hits.append((w, int(idx[0]), float(r[idx[0]])))

@@ -1,0 +1,915 @@
+"""The doctor on a corpus of broken and healthy trainings, beside AutoTrainer's rules.
+
+The corpus (CORPUS below) is built from the lecture's failure modes: each broken setup is a
+healthy base of its group (data set and model) with one thing done wrong, at several severities,
+and is labelled by how it was built with the problem kinds it must show (MUST) and those it may
+show as consequences (MAY: a network whose units all died also stalls). Healthy setups are the
+bases, tuned variants of them and the shipped recipes cut down. Data: Fashion-MNIST, CIFAR-10
+and synthetic images; models: MLPs, CNNs and ResNets.
+
+The corpus is split in two halves by SPLIT_SEED (a hash of each setup's name, so adding a setup
+moves no other one). The detectors' thresholds (trainlab.diagnostics.findings) were tuned on the
+tuning half only and committed before the held-out half was run; the numbers that count are
+the held-out half's.
+
+For every setup the doctor watches a short run (a third of the run's epochs) with a validation
+split of VAL_FRACTION; AutoTrainer's rules (Zhang et al., ICSE 2021; implemented here from the
+paper and its public monitor code, not in trainlab) watch the same run through the engine's
+step hook, checking once per epoch as its code does (once per tenth of the watched run where a
+watched run holds fewer than five epochs). With --repair the doctor then repairs, and the
+repaired recipe is trained in full: a repair counts when its test accuracy comes within
+REPAIR_MARGIN of the best healthy variant of the same group.
+
+Reported per problem kind and overall, for both detectors: precision and recall, false positives
+on the healthy setups, steps to detection (a share of the run); for the doctor, the repair rate
+and the compute of doctor plus repair in runs of the recipe.
+
+Run:  PYTHONPATH=src .venv/bin/python benchmarks/bench_doctor.py --half tuning|held-out
+          [--repair] [--jobs 2] [--only NAME ...] [--save DIR]
+Writes docs/benchmarks/doctor.md (and docs/benchmarks/doctor.json) for --half held-out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import math
+import os
+import pickle
+import sys
+import time
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+SPLIT_SEED = 2024_24  # fixed before any threshold was tuned (issue 24)
+VAL_FRACTION = 0.2
+REPAIR_MARGIN = 0.01  # a repaired run within 1 point of the best healthy variant
+COMMAND = (
+    "PYTHONPATH=src .venv/bin/python benchmarks/bench_doctor.py --half held-out --repair --jobs 2"
+)
+
+# -- the corpus ---------------------------------------------------------------------------------
+# Each code of the doctor counts for one problem kind; AutoTrainer's issues for the kinds below.
+KIND_OF_CODE = {
+    "non_finite": "diverging", "exploding_grad": "diverging", "large_updates": "diverging",
+    "explode": "exploding", "collapse": "vanishing", "vanishing_grad": "vanishing",
+    "dead_units": "dead_units", "saturated": "saturated", "stalled": "stalled",
+    "oscillating": "oscillating", "overfitting": "overfitting",
+    "input_not_centred": "input_not_centred",
+}  # fmt: skip
+KINDS_OF_AUTOTRAINER = {
+    "explode": ("diverging", "exploding"),  # a NaN, or the gradient ratio above 70
+    "vanish": ("vanishing",),
+    "relu": ("dead_units",),
+    "unstable": ("oscillating",),
+    "not_converge": ("stalled",),
+}
+KINDS = ("diverging", "exploding", "vanishing", "dead_units", "saturated", "stalled",
+         "oscillating", "overfitting", "input_not_centred")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Group:
+    """A data set and a model: the healthy base its broken setups are made from."""
+
+    name: str
+    data: str
+    base: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    group: str
+    overrides: tuple[str, ...]
+    must: frozenset[str] = frozenset()  # problem kinds it must show
+    may: frozenset[str] = frozenset()  # kinds it may show as consequences
+    severity: int = 0
+    recipe_file: str | None = None  # a shipped recipe, cut down by the group's base
+
+    @property
+    def healthy(self) -> bool:
+        return not self.must
+
+
+FM = "fashion-mnist"
+C10 = "cifar10"
+SYN = "synthetic(n=2048, classes=4, size=16)"
+COMMON = ("train.device=cpu", "diagnostics.every=0", "train.eval_every=0", "train.seed=0",
+          "data.test_subset=2000")  # fmt: skip
+
+GROUPS = {
+    g.name: g
+    for g in (
+        Group(
+            "fm-mlp",
+            FM,
+            (
+                "data.subset=4000",
+                "model.kind=mlp",
+                "model.widths=[256,256]",
+                "model.norm=batch",
+                "optim.lr=0.05",
+                "train.batch_size=64",
+                "train.epochs=18",
+                "augment.train=['hflip']",
+            ),
+        ),
+        Group(
+            "fm-plain",
+            FM,
+            (
+                "data.subset=4000",
+                "model.kind=mlp",
+                "model.widths=[256,256,256]",
+                "model.norm=none",
+                "optim.lr=0.02",
+                "train.batch_size=64",
+                "train.epochs=18",
+                "augment.train=['hflip']",
+            ),
+        ),
+        Group(
+            "fm-cnn",
+            FM,
+            (
+                "data.subset=2000",
+                "model.kind=cnn",
+                "model.widths=[16,32]",
+                "model.norm=batch",
+                "model.head=flatten",
+                "optim.lr=0.025",
+                "schedule.warmup_epochs=0.5",
+                "train.batch_size=64",
+                "train.epochs=12",
+                "augment.train=['hflip']",
+            ),
+        ),
+        Group(
+            "c10-cnn",
+            C10,
+            (
+                "data.subset=3000",
+                "model.kind=cnn",
+                "model.widths=[16,32,64]",
+                "model.norm=batch",
+                "model.head=avg",
+                "optim.lr=0.05",
+                "train.batch_size=64",
+                "train.epochs=12",
+                "augment.train=['hflip', 'pad_crop(2)']",
+            ),
+        ),
+        Group(
+            "c10-resnet",
+            C10,
+            (
+                "data.subset=2000",
+                "model.kind=resnet",
+                "model.widths=[8,16]",
+                "optim.lr=0.05",
+                "train.batch_size=64",
+                "train.epochs=12",
+                "augment.train=['hflip', 'pad_crop(2)']",
+            ),
+        ),
+        Group(
+            "c10-plain",
+            C10,
+            (
+                "data.subset=3000",
+                "model.kind=cnn",
+                "model.widths=[16,32,64]",
+                "model.norm=none",
+                "model.head=avg",
+                "optim.lr=0.01",
+                "train.batch_size=64",
+                "train.epochs=12",
+                "augment.train=['hflip', 'pad_crop(2)']",
+            ),
+        ),
+        Group(
+            "syn-deep",
+            SYN,
+            (
+                "data.name=" + SYN,
+                "model.kind=mlp",
+                "model.widths=[128,128,128,128,128,128]",
+                "model.norm=none",
+                "optim.lr=0.02",
+                "train.batch_size=64",
+                "train.epochs=20",
+                "augment.train=[]",
+            ),
+        ),
+        Group(
+            "syn-cnn",
+            SYN,
+            (
+                "data.name=" + SYN,
+                "model.kind=cnn",
+                "model.widths=[8,16,32]",
+                "model.norm=none",
+                "model.head=avg",
+                "optim.lr=0.02",
+                "train.batch_size=64",
+                "train.epochs=16",
+                "augment.train=['pad_crop(2)']",
+            ),
+        ),
+        Group(
+            "fm-small",
+            FM,
+            (
+                "data.subset=1000",
+                "model.kind=mlp",
+                "model.widths=[1024,1024]",
+                "model.norm=none",
+                "optim.lr=0.05",
+                "optim.weight_decay=0.0",
+                "train.batch_size=32",
+                "train.epochs=60",
+                "augment.train=[]",
+            ),
+        ),
+        Group(
+            "c10-small",
+            C10,
+            (
+                "data.subset=1000",
+                "model.kind=cnn",
+                "model.widths=[16,32]",
+                "model.norm=batch",
+                "model.head=flatten",
+                "optim.lr=0.0125",
+                "schedule.warmup_epochs=0.5",
+                "optim.weight_decay=0.0",
+                "train.batch_size=32",
+                "train.epochs=45",
+                "augment.train=[]",
+            ),
+        ),
+        Group("shipped", FM, ()),  # at full size: the watch alone (no broken setup to repair)
+        Group("shipped-c10", C10, ("data.subset=10000", "train.epochs=9")),
+    )  # fmt: skip
+}
+
+
+def _s(name, group, overrides=(), must=(), may=(), severity=0, recipe_file=None) -> Setup:
+    return Setup(name, group, tuple(overrides), frozenset(must), frozenset(may), severity,
+                 recipe_file)  # fmt: skip
+
+
+def corpus() -> list[Setup]:
+    """Every setup. Severities count up from 1; healthy setups have severity 0."""
+    out: list[Setup] = []
+
+    def family(kind, group, settings, must=None, may=(), prefix=None):
+        for i, overrides in enumerate(settings, 1):
+            name = f"{group}/{prefix or kind}-{i}"
+            out.append(_s(name, group, overrides, must or (kind,), may, i))
+
+    diverged = ("exploding", "vanishing", "dead_units", "stalled", "oscillating", "saturated")
+    # healthy: the bases and tuned variants
+    for group, variants in {
+        "fm-mlp": ([], ["optim.lr=0.025"], ["optim.lr=0.1"], ["optim.name=adamw",
+                   "optim.lr=0.001"], ["regularize.label_smoothing=0.1"],
+                   ["model.dropout=dropout(0.2)"]),
+        "fm-plain": ([], ["optim.lr=0.01"], ["optim.lr=0.04"], ["optim.name=adamw",
+                     "optim.lr=0.0005"], ["model.activation=tanh", "init.scheme=xavier"]),
+        "fm-cnn": ([], ["schedule.warmup_epochs=1.0"], ["optim.lr=0.0125"], ["optim.name=adamw",
+                   "optim.lr=0.001"], ["model.activation=gelu"]),
+        "c10-cnn": ([], ["optim.lr=0.025"], ["optim.lr=0.1"], ["optim.name=adamw",
+                    "optim.lr=0.002"], ["model.activation=leaky_relu(0.1)"]),
+        "c10-resnet": ([], ["optim.lr=0.1"], ["optim.lr=0.025"], ["optim.name=adamw",
+                       "optim.lr=0.001"], ["regularize.label_smoothing=0.1"]),
+        "c10-plain": ([], ["optim.lr=0.005"], ["optim.lr=0.02"], ["optim.name=adamw",
+                      "optim.lr=0.001"], ["model.activation=leaky_relu(0.1)"]),
+        "syn-deep": ([], ["optim.lr=0.01"], ["optim.lr=0.04"], ["model.activation=tanh",
+                     "init.scheme=xavier"], ["model.activation=selu",
+                     "init.scheme=lecun_normal"]),
+        "syn-cnn": ([], ["optim.lr=0.01"], ["optim.lr=0.04"], ["optim.name=adamw",
+                    "optim.lr=0.001"], ["model.activation=elu"]),
+        "fm-small": (["optim.lr=0.02", "model.dropout=dropout(0.5)", "optim.weight_decay=0.005",
+                      "augment.train=['hflip']"],
+                     ["optim.lr=0.02", "model.dropout=dropout(0.5)", "optim.weight_decay=0.0005",
+                      "augment.train=['hflip']"],
+                     ["optim.weight_decay=0.005", "augment.train=['hflip', 'pad_crop(2)']"]),
+        "c10-small": (["augment.train=['hflip', 'pad_crop(4)']"],
+                      ["augment.train=['hflip', 'pad_crop(4)']", "optim.weight_decay=0.0005"],
+                      ["model.dropout=dropout(0.5)", "augment.train=['hflip', 'pad_crop(4)']"]),
+    }.items():  # fmt: skip
+        for i, overrides in enumerate(variants):
+            out.append(_s(f"{group}/healthy-{i}", group, overrides))
+    for recipe in ("default", "fashion-mnist-fast"):
+        out.append(_s(f"shipped/{recipe}", "shipped", recipe_file=f"recipes/{recipe}.toml"))
+    for recipe in ("cifar10", "cifar10-cpu"):
+        out.append(_s(f"shipped-c10/{recipe}", "shipped-c10", recipe_file=f"recipes/{recipe}.toml"))
+
+    # diverging: the rate far above what the network can take
+    family("diverging", "fm-plain", [["optim.lr=0.2"], ["optim.lr=0.6"], ["optim.lr=2.0"]],
+           may=diverged)  # fmt: skip
+    family("diverging", "syn-deep", [["optim.lr=0.2"], ["optim.lr=1.0"], ["optim.lr=5.0"]],
+           may=diverged)  # fmt: skip
+    family("diverging", "syn-cnn", [["optim.lr=0.3"], ["optim.lr=1.0"], ["optim.lr=5.0"]],
+           may=diverged)  # fmt: skip
+    adam = [["optim.name=adamw", "optim.lr=0.3"], ["optim.name=adamw", "optim.lr=1.0"]]
+    family("diverging", "fm-plain", adam, may=diverged, prefix="diverging-adam")
+    family("diverging", "c10-plain", [["optim.lr=0.15"], ["optim.lr=0.5"], ["optim.lr=2.0"]],
+           may=diverged)  # fmt: skip
+    # exploding: a fixed init std far above Kaiming's in a deep plain net
+    family("exploding", "syn-deep", [["init.scheme=normal(0.3)"], ["init.scheme=normal(0.6)"],
+           ["init.scheme=normal(1.5)"]], may=diverged + ("diverging",))  # fmt: skip
+    family("exploding", "fm-plain", [["init.scheme=normal(0.25)"], ["init.scheme=normal(0.5)"],
+           ["init.scheme=normal(1.0)"]], may=diverged + ("diverging",))  # fmt: skip
+    family("exploding", "syn-cnn", [["init.scheme=normal(0.5)"], ["init.scheme=normal(1.0)"],
+           ["init.scheme=normal(2.0)"]], may=diverged + ("diverging",))  # fmt: skip
+    family("exploding", "c10-plain", [["init.scheme=normal(0.3)"], ["init.scheme=normal(0.6)"],
+           ["init.scheme=normal(1.2)"]], may=diverged + ("diverging",))  # fmt: skip
+    # vanishing: a small fixed init std, or sigmoid, in a deep plain net
+    family("vanishing", "syn-deep", [["init.scheme=normal(0.04)"], ["init.scheme=normal(0.02)"],
+           ["init.scheme=normal(0.005)"]], may=("stalled", "dead_units"))  # fmt: skip
+    family("vanishing", "fm-plain", [["init.scheme=normal(0.03)"], ["init.scheme=normal(0.01)"],
+           ["init.scheme=normal(0.003)"]], may=("stalled", "dead_units"))  # fmt: skip
+    family("vanishing", "syn-deep", [["model.activation=sigmoid", "init.scheme=xavier"],
+           ["model.activation=sigmoid", "init.scheme=normal(0.05)"],
+           ["model.activation=sigmoid", "init.scheme=normal(0.02)"]],
+           may=("stalled", "saturated", "dead_units"), prefix="vanishing-sigmoid")  # fmt: skip
+    family("vanishing", "c10-plain", [["init.scheme=normal(0.01)"], ["init.scheme=normal(0.003)"],
+           ["init.scheme=normal(0.001)"]], may=("stalled", "dead_units"))  # fmt: skip
+    # dead units: Adam at a high rate knocks ReLUs below zero for good
+    family("dead_units", "fm-plain", [["optim.name=adamw", "optim.lr=0.03"],
+           ["optim.name=adamw", "optim.lr=0.06"], ["optim.name=adamw", "optim.lr=0.12"]],
+           may=("stalled", "diverging", "oscillating", "vanishing"))  # fmt: skip
+    family("dead_units", "syn-deep", [["optim.name=adamw", "optim.lr=0.02"],
+           ["optim.name=adamw", "optim.lr=0.05"], ["optim.name=adamw", "optim.lr=0.1"]],
+           may=("stalled", "diverging", "oscillating", "vanishing"))  # fmt: skip
+    for group in ("c10-plain", "syn-cnn"):
+        family("dead_units", group, [["optim.name=adamw", "optim.lr=0.02"],
+               ["optim.name=adamw", "optim.lr=0.05"], ["optim.name=adamw", "optim.lr=0.1"]],
+               may=("stalled", "diverging", "oscillating", "vanishing"))  # fmt: skip
+    # saturated: tanh with a large fixed init std
+    family("saturated", "fm-plain", [["model.activation=tanh", "init.scheme=normal(0.2)"],
+           ["model.activation=tanh", "init.scheme=normal(0.5)"],
+           ["model.activation=tanh", "init.scheme=normal(1.5)"]],
+           may=("stalled", "vanishing", "diverging", "exploding"))  # fmt: skip
+    family("saturated", "syn-deep", [["model.activation=tanh", "init.scheme=normal(0.3)"],
+           ["model.activation=tanh", "init.scheme=normal(0.6)"],
+           ["model.activation=tanh", "init.scheme=normal(1.5)"]],
+           may=("stalled", "vanishing", "diverging", "exploding"))  # fmt: skip
+    family("saturated", "syn-cnn", [["model.activation=tanh", "init.scheme=normal(0.5)"],
+           ["model.activation=tanh", "init.scheme=normal(1.0)"],
+           ["model.activation=tanh", "init.scheme=normal(2.0)"]],
+           may=("stalled", "vanishing", "diverging", "exploding"))  # fmt: skip
+    # stalled: the rate far below the reference
+    for group, lr in (("fm-mlp", 0.05), ("fm-cnn", 0.025), ("c10-cnn", 0.05),
+                      ("c10-resnet", 0.05), ("syn-cnn", 0.02), ("fm-plain", 0.02)):  # fmt: skip
+        family("stalled", group, [[f"optim.lr={lr / k:.3g}"] for k in (1e4, 1e5, 1e6)])
+    # oscillating: batch norm lets a far too high rate train, swinging
+    high = (1.5, 3.0, 6.0)
+    for group, rates in (("fm-mlp", high), ("fm-cnn", (1.0, 2.0, 4.0)), ("c10-cnn", high),
+                         ("c10-resnet", high)):  # fmt: skip
+        family("oscillating", group, [["optim.nesterov=false", f"optim.lr={lr}"] for lr in rates],
+               may=("diverging", "dead_units", "stalled", "vanishing"))  # fmt: skip
+    # over-fitting: no regularization on little data
+    family("overfitting", "fm-small", [["train.epochs=45"], ["train.epochs=60"],
+           ["train.epochs=90"], ["model.widths=[2048,2048]"]])  # fmt: skip
+    family("overfitting", "c10-small", [["train.epochs=45"], ["train.epochs=60"],
+           ["train.epochs=90"]])  # fmt: skip
+    # input not centred: raw or [0, 1] pixels
+    for group in ("fm-plain", "syn-deep", "c10-cnn", "fm-mlp"):
+        family("input_not_centred", group, [["data.normalize=scale"], ["data.normalize=none"]],
+               may=diverged + ("diverging",))  # fmt: skip
+    return out
+
+
+def halves(setups: list[Setup]) -> dict[str, str]:
+    """Each setup's half: within each stratum (its problem kind, or healthy) the setups are
+    ordered by a hash of SPLIT_SEED and their name and dealt alternately to the two halves, so
+    every kind is in both."""
+    strata: dict[str, list[Setup]] = {}
+    for s in setups:
+        strata.setdefault(",".join(sorted(s.must)) or "healthy", []).append(s)
+    half = {}
+    for members in strata.values():
+        members.sort(key=lambda s: hashlib.sha256(f"{SPLIT_SEED}:{s.name}".encode()).hexdigest())
+        for i, s in enumerate(members):
+            half[s.name] = ("tuning", "held-out")[i % 2]
+    return half
+
+
+def half_of(setup: Setup) -> str:
+    return halves(corpus())[setup.name]
+
+
+def setup_recipe(setup: Setup):
+    from trainlab.recipe import load_recipe
+
+    group = GROUPS[setup.group]
+    data = [] if setup.recipe_file else [f"data.name={group.data}"]
+    return load_recipe(setup.recipe_file, [*COMMON, *data, *group.base, *setup.overrides])
+
+
+# -- AutoTrainer's rules, the baseline ------------------------------------------------------
+class AutoTrainerRules:
+    """AutoTrainer's detection (Zhang et al., "AUTOTRAINER: An Automatic DNN Training Problem
+    Detection and Repair System", ICSE 2021), from the paper and its public monitor code
+    (AutoTrainer/utils/monitor.py), with its default parameters. Checked once per epoch:
+
+    * gradients (of a batch at the epoch's end; here the epoch's last step): vanishing if the
+      ratio of the first to the last layer's kernel gradient norm is below BETA_1 while the
+      first is below BETA_2; exploding if that ratio exceeds BETA_3; dying ReLU if at least
+      GAMMA of all gradient entries are exactly zero; any NaN counts as exploding;
+    * the accuracy history, from 30% of the epochs on: unstable if local maxima and minima of
+      the training accuracy, paired in order, differ by at least ZETA on at least ETA of the
+      epochs; not converging if the best training or validation accuracy is below THETA;
+      slow if no epoch gained DELTA in either;
+    * as in the code, the gradient rules name a problem only while training is not converging
+      (or slow), in the order dying ReLU, exploding, vanishing, then slow convergence;
+      otherwise an unstable history names "unstable". A NaN loss or weight is "explode".
+    """
+
+    BETA_1, BETA_2, BETA_3, GAMMA = 1e-3, 1e-4, 70.0, 0.7
+    ZETA, ETA, DELTA, THETA, JUDGMENT = 0.03, 0.2, 0.01, 0.7, 0.3
+
+    def __init__(self, total_checks: int):
+        self.total = total_checks
+        self.history: dict[str, list[float]] = {"loss": [], "acc": [], "val_loss": [],
+                                                "val_acc": []}  # fmt: skip
+        self.counts = {"relu": 0, "explode": 0, "vanish": 0}
+        self.nan = False
+        self.issues: list[str] = []
+        self.detected_at: int | None = None
+
+    def check(self, step: int, row: dict[str, float], kernels: list[float], zero_fraction: float,
+              grads_finite: bool, weights_finite: bool) -> None:  # fmt: skip
+        if self.issues:
+            return
+        for key, value in (("loss", row["train_loss"]), ("acc", row["train_acc"]),
+                           ("val_loss", row["val_loss"]), ("val_acc", row["val_acc"])):  # fmt: skip
+            self.history[key].append(value)
+        if not grads_finite:
+            self.nan = True
+        elif len(kernels) >= 2:
+            ratio = kernels[0] / kernels[-1] if kernels[-1] > 0 else math.inf
+            self.counts["vanish"] += ratio < self.BETA_1 and kernels[0] < self.BETA_2
+            self.counts["explode"] += ratio > self.BETA_3
+            self.counts["relu"] += zero_fraction >= self.GAMMA
+        self.nan |= not weights_finite
+        h = self.history
+        losses = h["loss"] + h["val_loss"]
+        if any(not math.isfinite(v) for v in losses) or h["val_loss"][-1] >= 1e5:
+            self.nan = True
+        unstable = not_converge = slow = False
+        if not self.nan and len(h["acc"]) >= self.JUDGMENT * self.total:
+            unstable = _ol_judge(h["acc"], self.ZETA, self.ETA)
+            not_converge = max(h["val_acc"]) < self.THETA or max(h["acc"]) < self.THETA
+            slow = _max_delta(h["val_acc"]) < self.DELTA and _max_delta(h["acc"]) < self.DELTA
+        issues = ["explode"] if self.nan else []
+        if not_converge or slow:
+            for issue in ("relu", "explode", "vanish"):
+                if self.counts[issue] >= 1:
+                    issues.append(issue)
+                    break
+            else:
+                if slow:
+                    issues.append("not_converge")
+        elif unstable:
+            issues.append("unstable")
+        self.issues = sorted(set(issues))
+        if self.issues:
+            self.detected_at = step
+
+
+def _ol_judge(acc: list[float], threshold: float, rate: float) -> bool:
+    """AutoTrainer's oscillation rule: local maxima and minima paired in order."""
+    maxima = [
+        acc[i] for i in range(1, len(acc) - 1) if acc[i] >= acc[i - 1] and acc[i] >= acc[i + 1]
+    ]
+    minima = [
+        acc[i] for i in range(1, len(acc) - 1) if acc[i] <= acc[i - 1] and acc[i] <= acc[i + 1]
+    ]
+    count = sum(1 for a, b in zip(maxima, minima, strict=False) if a - b >= threshold)
+    return count >= rate * len(acc)
+
+
+def _max_delta(acc: list[float]) -> float:
+    return max([0.0] + [b - a for a, b in zip(acc[:-1], acc[1:], strict=True)])
+
+
+def _gradient_facts(model) -> tuple[list[float], float, bool, bool]:
+    """First-to-last kernel gradient norms, the share of exactly-zero gradient entries, and
+    whether gradients and weights are finite: what AutoTrainer reads at each epoch's end."""
+    import torch
+    from torch import nn
+
+    kernels, zeros, total, finite = [], 0, 0, True
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, nn.Parameter) and weight.dim() >= 2 and weight.grad is not None:
+            kernels.append(float(torch.linalg.vector_norm(weight.grad.float())))
+    for p in model.parameters():
+        if p.grad is not None:
+            zeros += int((p.grad == 0).sum())
+            total += p.grad.numel()
+            finite &= bool(torch.isfinite(p.grad).all())
+    weights_ok = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    finite &= all(math.isfinite(k) for k in kernels)
+    return kernels, zeros / max(1, total), finite, weights_ok
+
+
+# -- one setup ----------------------------------------------------------------------------------
+_DATA: dict[str, Any] = {}
+
+
+def _dataset(name: str):
+    from trainlab.data import load_dataset
+
+    if name not in _DATA:
+        _DATA[name] = load_dataset(name)
+    return _DATA[name]
+
+
+def run_setup(setup: Setup, repair: bool, save: str | None = None) -> dict[str, Any]:
+    """Watch the setup (doctor and AutoTrainer on the same run), then repair and train."""
+    import tempfile
+
+    import torch
+
+    from trainlab.diagnostics import findings
+    from trainlab.doctor.doctor import doctor, watch
+    from trainlab.engine import fit
+
+    torch.set_num_threads(1)
+    recipe = setup_recipe(setup)
+    data = _dataset(recipe.data.name)
+    t0, c0 = time.perf_counter(), time.process_time()
+    box: dict[str, Any] = {}
+
+    def on_check(run, row):
+        if "at" not in box:
+            box["at"] = AutoTrainerRules(_planned_checks(run, recipe))
+        tally = run.tally
+        row = {**row, "train_loss": float(tally.loss_sum) / max(1, tally.seen)}
+        box["at"].check(run.step, row, *_gradient_facts(run.model))
+
+    first = watch(recipe, dataset=data, val_fraction=VAL_FRACTION, on_check=on_check)
+    watch_seconds = time.perf_counter() - t0
+    run_steps = recipe.train.epochs * first.steps_per_epoch
+    classes = len(data.classes)
+    ours = {KIND_OF_CODE[c] for c in first.codes() if c in KIND_OF_CODE}
+    found_at: dict[str, int] = {}
+    for check in first.checks:
+        part = first.report.until(int(check["step"]) + 1)
+        codes = {f.code for f in findings(part, recipe=recipe, classes=classes)}
+        for code in codes:
+            kind = KIND_OF_CODE.get(code)
+            if kind in ours and kind not in found_at:
+                found_at[kind] = int(check["step"])
+    at = box.get("at")
+    theirs = sorted({k for issue in (at.issues if at else []) for k in KINDS_OF_AUTOTRAINER[issue]})
+    row: dict[str, Any] = {
+        "name": setup.name, "group": setup.group, "half": half_of(setup),
+        "must": sorted(setup.must), "may": sorted(setup.may), "severity": setup.severity,
+        "codes": sorted(first.codes()), "ours": sorted(ours),
+        "ours_at": {k: v / run_steps for k, v in found_at.items()},
+        "autotrainer": sorted(at.issues) if at else [], "theirs": theirs,
+        "theirs_at": (at.detected_at / run_steps) if at and at.detected_at is not None else None,
+        "findings": [f.sentence() for f in first.findings],
+        "watch_steps": first.steps, "run_steps": run_steps, "watch_seconds": watch_seconds,
+    }  # fmt: skip
+    if save:
+        Path(save).mkdir(parents=True, exist_ok=True)
+        with open(Path(save) / (setup.name.replace("/", "__") + ".pkl"), "wb") as f:
+            pickle.dump({"report": first.report, "checks": first.checks, "row": row,
+                         "classes": classes, "recipe": recipe.to_toml()}, f)  # fmt: skip
+    row["cpu_seconds"] = time.process_time() - c0
+    if not repair:
+        return row
+    t1 = time.perf_counter()
+    result = doctor(recipe, None, repair=bool(first.problems), dataset=data,
+                    val_fraction=VAL_FRACTION, first=first)  # fmt: skip
+    row["verdict"] = result.verdict
+    row["repairs"] = result.repairs
+    row["cost"] = result.cost
+    row["doctor_seconds"] = time.perf_counter() - t1 + watch_seconds
+    with tempfile.TemporaryDirectory() as tmp:
+        final = fit(result.recipe, Path(tmp) / "run", progress=False, report=False, dataset=data)
+    row["test_acc"] = final.final.get("test_acc")
+    row["seconds"] = time.perf_counter() - t0
+    row["cpu_seconds"] = time.process_time() - c0
+    return row
+
+
+def _planned_checks(run, recipe) -> int:
+    from trainlab.doctor.doctor import BUDGET_SHARE, CHECKS, MIN_EPOCHS
+
+    per_epoch = len(run.loader)
+    planned = max(1, round(max(1, round(recipe.train.epochs * BUDGET_SHARE)) * per_epoch))
+    return planned // per_epoch if planned >= MIN_EPOCHS * per_epoch else CHECKS
+
+
+def _one(args: tuple[Setup, bool, str | None]) -> dict[str, Any]:
+    setup, repair, save = args
+    try:
+        return run_setup(setup, repair, save)
+    except Exception as exc:  # a broken setup must not stop the corpus: it is reported
+        import traceback
+
+        return {"name": setup.name, "error": f"{type(exc).__name__}: {exc}",
+                "trace": traceback.format_exc()}  # fmt: skip
+
+
+# -- scoring -----------------------------------------------------------------------------------
+def score(rows: list[dict[str, Any]], detector: str) -> dict[str, dict[str, float]]:
+    """Per kind and overall: recall over the setups that must show the kind, precision over the
+    setups where the detector named it (true when the setup must or may show it), and steps to
+    detection as a share of the run (median over the true detections)."""
+    broken = [r for r in rows if r["must"]]
+    out: dict[str, dict[str, float]] = {}
+    at_key = "ours_at" if detector == "ours" else "theirs_at"
+    for kind in (*KINDS, "overall"):
+        must = [r for r in broken if kind in r["must"] or (kind == "overall")]
+        named = [(r, k) for r in rows for k in r[detector] if kind in (k, "overall")]
+        if kind == "overall":
+            hits = sum(1 for r in must if set(r["must"]) & set(r[detector]))
+        else:
+            hits = sum(1 for r in must if kind in r[detector])
+        true = sum(1 for r, k in named if k in r["must"] or k in r["may"])
+        shares = []
+        for r in must:
+            for k in r["must"]:
+                if k in r[detector] and (kind in (k, "overall")):
+                    at = r[at_key].get(k) if detector == "ours" else r[at_key]
+                    if at is not None:
+                        shares.append(at)
+        out[kind] = {
+            "setups": len(must),
+            "recall": hits / len(must) if must else math.nan,
+            "named": len(named),
+            "precision": true / len(named) if named else math.nan,
+            "steps_to_detection": _median(shares),
+        }
+    healthy = [r for r in rows if not r["must"]]
+    out["healthy"] = {"setups": len(healthy),
+                      "false_positives": sum(1 for r in healthy if r[detector])}  # fmt: skip
+    return out
+
+
+def _median(values: list[float]) -> float:
+    if not values:
+        return math.nan
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
+
+
+def repair_rate(rows: list[dict[str, Any]], healthy_acc: dict[str, float]) -> dict[str, Any]:
+    """A detected broken setup is repaired when its repaired recipe, trained in full, comes
+    within REPAIR_MARGIN of the best healthy variant of its group."""
+    per_kind: dict[str, list[bool]] = {}
+    for r in rows:
+        if not r["must"] or not (set(r["must"]) & set(r["ours"])) or "test_acc" not in r:
+            continue
+        best = healthy_acc.get(r["group"])
+        ok = (
+            best is not None and r["test_acc"] is not None and r["test_acc"] >= best - REPAIR_MARGIN
+        )
+        r["repaired"] = ok
+        r["best_healthy"] = best
+        for kind in (*r["must"], "overall"):
+            per_kind.setdefault(kind, []).append(ok)
+    return {k: (sum(v), len(v)) for k, v in per_kind.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--half", choices=("tuning", "held-out", "all"), required=True)
+    parser.add_argument("--repair", action="store_true", help="repair and train in full")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--only", nargs="*", help="setup names (or prefixes) to run")
+    parser.add_argument("--save", help="folder for each watched run's report (pickles)")
+    parser.add_argument("--results", help="JSON lines of the rows (default: in --save or /tmp)")
+    args = parser.parse_args()
+    setups = corpus()
+    chosen = [s for s in setups if args.half == "all" or half_of(s) == args.half]
+    if args.repair:  # the healthy variants of the groups are the references of repair
+        groups = {s.group for s in chosen if s.must}
+        chosen += [s for s in setups if s.healthy and s.group in groups and s not in chosen]
+    if args.only:
+        chosen = [s for s in chosen if any(s.name.startswith(o) for o in args.only)]
+    results = Path(args.results or f"/tmp/bench_doctor_{args.half}.jsonl")
+    done = {}
+    if results.exists():
+        for line in results.read_text().splitlines():
+            row = json.loads(line)
+            if "error" not in row and (not args.repair or "test_acc" in row):
+                done[row["name"]] = row
+    todo = [s for s in chosen if s.name not in done]
+    print(f"{len(chosen)} setups ({len(todo)} to run) on {args.jobs} process(es)", flush=True)
+    t0 = time.perf_counter()
+    jobs = [(s, args.repair, args.save) for s in todo]
+    with ProcessPoolExecutor(args.jobs) if args.jobs > 1 else _Serial() as pool:
+        for row in pool.map(_one, jobs):
+            done[row["name"]] = row
+            with results.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            brief = row.get("error") or (f"ours {row['ours']} theirs {row['theirs']} "
+                                         f"({row['watch_seconds']:.1f} s)")  # fmt: skip
+            print(f"{row['name']:38s} {brief}", flush=True)
+    wall = time.perf_counter() - t0
+    rows = [done[s.name] for s in chosen if s.name in done and "error" not in done[s.name]]
+    failed = [s for s in chosen if s.name in done and "error" in done[s.name]]
+    scored = [r for r in rows if args.half in ("all", r["half"])]
+    healthy_acc: dict[str, float] = {}
+    for r in rows:
+        if not r["must"] and r.get("test_acc") is not None:
+            healthy_acc[r["group"]] = max(healthy_acc.get(r["group"], 0.0), r["test_acc"])
+    repaired = repair_rate(scored, healthy_acc) if args.repair else {}
+    report(scored, args, wall, failed)
+    if args.half == "held-out" and not args.only:
+        write_doc(scored, rows, repaired, wall, args)
+    return 0
+
+
+class _Serial:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, items: Iterable[Any]):
+        return map(fn, items)
+
+
+def report(rows: list[dict[str, Any]], args: Any, wall: float, failed: list[Setup]) -> None:
+    ours, theirs = score(rows, "ours"), score(rows, "theirs")
+    print(f"\n{len(rows)} setups, {wall:.0f} s; failed: {[s.name for s in failed]}")
+    print(f"{'kind':18s} {'n':>3s} | {'recall':>6s} {'prec':>6s} {'steps':>6s} | "
+          f"{'recall':>6s} {'prec':>6s} {'steps':>6s}")  # fmt: skip
+    for kind in (*KINDS, "overall"):
+        a, b = ours[kind], theirs[kind]
+        print(f"{kind:18s} {a['setups']:3d} | {a['recall']:6.2f} {a['precision']:6.2f} "
+              f"{a['steps_to_detection']:6.2f} | {b['recall']:6.2f} {b['precision']:6.2f} "
+              f"{b['steps_to_detection']:6.2f}")  # fmt: skip
+    print(f"healthy: {ours['healthy']}, autotrainer {theirs['healthy']}")
+    for r in rows:
+        missed = set(r["must"]) - set(r["ours"])
+        false = set(r["ours"]) - set(r["must"]) - set(r["may"])
+        if missed or false:
+            print(f"  {r['name']:36s} missed {sorted(missed)} false {sorted(false)}")
+
+
+def _cell(x: float, digits: int = 2) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def thresholds_table() -> list[str]:
+    """Every threshold the doctor's detectors use, as committed (trainlab.diagnostics.findings)."""
+    import importlib
+
+    rules = importlib.import_module("trainlab.diagnostics.findings")
+    names = [n for n in dir(rules) if n.isupper() and isinstance(getattr(rules, n), int | float)]
+    return [f"`{n} = {getattr(rules, n)!r}`" for n in sorted(names)]
+
+
+def write_doc(scored, rows, repaired, wall, args) -> None:
+    """docs/benchmarks/doctor.md and doctor.json: both detectors side by side, per kind."""
+    import torch
+
+    from trainlab.bench import cpu_model
+    from trainlab.fileio import write_json, write_text
+
+    ours, theirs = score(scored, "ours"), score(scored, "theirs")
+    broken = [r for r in scored if r["must"]]
+    lines = [
+        "| problem kind | setups | doctor recall | doctor precision | doctor steps to detection "
+        "| AutoTrainer recall | AutoTrainer precision | AutoTrainer steps to detection "
+        "| repaired (within 1 point) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind in (*KINDS, "overall"):
+        a, b = ours[kind], theirs[kind]
+        done, total = repaired.get(kind, (0, 0))
+        rate = f"{done}/{total}" if total else "-"
+        lines.append(
+            f"| {kind} | {a['setups']} | {_cell(a['recall'])} | {_cell(a['precision'])} | "
+            f"{_cell(a['steps_to_detection'])} | {_cell(b['recall'])} | {_cell(b['precision'])} "
+            f"| {_cell(b['steps_to_detection'])} | {rate} |"
+        )
+    healthy = ours["healthy"]
+    lines.append(
+        f"| healthy (false positives) | {healthy['setups']} | {healthy['false_positives']} | | "
+        f"| {theirs['healthy']['false_positives']} | | | |"
+    )
+    costs = sorted(r["cost"] for r in scored if "cost" in r)
+    broken_costs = sorted(r["cost"] for r in broken if "cost" in r)
+    cpu = sum(r.get("cpu_seconds", 0.0) for r in rows)
+    misses = [
+        f"`{r['name']}` missed {sorted(set(r['must']) - set(r['ours']))}"
+        for r in broken
+        if set(r["must"]) - set(r["ours"])
+    ]
+    outside = [(r, set(r["ours"]) - set(r["must"]) - set(r["may"])) for r in scored]
+    falses = [f"`{r['name']}` named {sorted(extra)}" for r, extra in outside if extra]
+    unrepaired = [
+        f"`{r['name']}` ({100 * r['test_acc']:.1f}% against {100 * r['best_healthy']:.1f}%)"
+        for r in broken
+        if r.get("repaired") is False and r.get("best_healthy")
+    ]
+    targets = _targets(ours, theirs, repaired, broken_costs)
+    text = f"""## The doctor on a corpus of broken trainings, beside AutoTrainer (issue 24)
+
+Machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, one thread per
+process, {args.jobs} processes. Date: {datetime.date.today()}. Command: `{COMMAND}`.
+The machine was shared with other engineers' test runs: wall times are inflated; CPU times
+are the work itself.
+
+**Corpus** (`benchmarks/bench_doctor.py`, `corpus()`): {len(corpus())} setups, of which
+{sum(1 for s in corpus() if s.must)} broken (9 problem kinds, each at 2-4 severities in up to
+six groups of data set and model: Fashion-MNIST, CIFAR-10 and synthetic bars; MLPs, plain and
+batch-norm CNNs, a ResNet) and {sum(1 for s in corpus() if not s.must)} healthy (the groups'
+bases, tuned variants of them, and the four CPU-trainable shipped recipes cut down). Each
+broken setup is labelled by how it was built with the kinds it must show, and the kinds it may
+show as consequences (a network whose units died also stalls). The corpus was split in halves
+by `SPLIT_SEED = {SPLIT_SEED}` (within each kind, alternately by a hash of the name) before any
+threshold was tuned; the thresholds below were tuned on the tuning half only and committed
+before this held-out run. **These are the held-out half's numbers**: {len(broken)} broken and
+{ours["healthy"]["setups"]} healthy setups.
+
+Each setup: the doctor watches a third of the run's epochs with a 20% validation split;
+AutoTrainer's rules (implemented in the benchmark from the paper and its public monitor code:
+gradient ratio first/last layer < 1e-3 with the first below 1e-4 vanishing, > 70 or a NaN
+exploding; >= 70% zero gradients dying ReLU; accuracy swings >= 0.03 on >= 20% of epochs
+unstable; best accuracy < 0.7 or gains < 0.01 not converging; the gradient rules only while not
+converging; checked once per epoch, or per tenth of a watched run shorter than five epochs)
+watch the same run. A doctor's code counts for one kind ({
+        ", ".join(f"{k}: {v}" for k, v in KIND_OF_CODE.items())
+    }); AutoTrainer's explode counts for diverging and exploding, vanish for
+vanishing, relu for dead units, unstable for oscillating, not converging for stalled. Recall:
+share of the setups that must show a kind where the detector named it; precision: share of the
+kinds a detector named that the setup must or may show; steps to detection: median share of
+the run (its full length) watched before the first check at which the detector named it. With
+--repair, each detected setup is repaired and its repaired recipe trained in full: repaired
+when its test accuracy (2,000 test images) comes within 1 point of the best healthy variant of
+its group.
+
+{chr(10).join(lines)}
+
+Compute of doctor plus repair, in runs of the recipe (steps): median {_cell(_median(costs))},
+broken setups median {_cell(_median(broken_costs))}, largest {
+        _cell(max(broken_costs) if broken_costs else math.nan)
+    }.
+This run: {wall / 60:.1f} min of wall time, {cpu / 60:.1f} min of CPU time over {len(rows)}
+setups (held-out, and the healthy references of their groups).
+
+Misses: {"; ".join(misses) or "none"}. Named outside the labels: {"; ".join(falses) or "none"}.
+Not repaired: {"; ".join(unrepaired) or "none"}.
+
+| target | measured | met |
+|---|---|---|
+{chr(10).join(targets)}
+
+Thresholds (trainlab.diagnostics.findings, committed before this run): {
+        ", ".join(thresholds_table())
+    }.
+"""
+    write_text(ROOT / "docs" / "benchmarks" / "doctor.md", text)
+    write_json(ROOT / "docs" / "benchmarks" / "doctor.json", {"rows": rows, "wall": wall})
+    print(text)
+
+
+def _targets(ours, theirs, repaired, costs) -> list[str]:
+    o, t = ours["overall"], theirs["overall"]
+    fp_o, fp_t = ours["healthy"]["false_positives"], theirs["healthy"]["false_positives"]
+    done, total = repaired.get("overall", (0, 0))
+    rate = done / total if total else math.nan
+    over = sum(1 for c in costs if c > 3.0)
+    n = ours["healthy"]["setups"]
+    better = (
+        o["recall"] >= t["recall"] and fp_o <= fp_t and (o["recall"] > t["recall"] or fp_o < fp_t)
+    )
+    rows = [
+        ("recall >= 0.95 (held-out)", f"{o['recall']:.3f}", o["recall"] >= 0.95),
+        ("no false positive on healthy", f"{fp_o} of {n}", fp_o == 0),
+        ("at least as good as AutoTrainer on both, better on one",
+         f"recall {o['recall']:.3f} vs {t['recall']:.3f}, false positives {fp_o} vs {fp_t}",
+         better),
+        (">= 95% of detected problems repaired", f"{done}/{total} = {_cell(rate, 3)}",
+         rate >= 0.95),
+        ("doctor plus repair <= 3 runs", f"{over} setups above 3", over == 0),
+    ]  # fmt: skip
+    return [f"| {what} | {got} | {'yes' if ok else '**no**'} |" for what, got, ok in rows]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
