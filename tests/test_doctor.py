@@ -210,3 +210,14 @@ def test_cli_advise_exit_codes(tmp_path, capsys):
     assert "large_updates: optim.lr = 5 is 100x" in capsys.readouterr().out
     assert main(["advise", "--set", "model.activation=rellu"]) == 2
     assert main(["advise", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_cli_diagnose_advises_only_what_the_recipe_lacks(tmp_path, capsys):
+    # the example: a high rate on a recipe with Kaiming init and batch norm already
+    sets = [a for o in TINY + ["optim.lr=5", "model.norm=batch", "init.scheme=kaiming"]
+            for a in ("--set", o)]  # fmt: skip
+    assert main(["diagnose", *sets, "--steps", "30", "--every", "2", "--out",
+                 str(tmp_path / "d")]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "--set" in text
+    assert "model.norm=batch" not in text and "init.scheme=kaiming" not in text

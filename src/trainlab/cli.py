@@ -426,6 +426,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     import torch
 
     from trainlab.data import derive_seed
+    from trainlab.diagnostics import findings
     from trainlab.engine import build_training_model, prepare_splits, run_diagnostics
     from trainlab.init import signal_check
 
@@ -442,11 +443,14 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     if args.steps < 1 or args.every < 1:
         raise RecipeError(f"--steps {args.steps} --every {args.every}: expected positive integers")
     out = Path(args.out or _stamped("diagnose"))
-    result = run_diagnostics(_recipe(args), out, steps=args.steps, every=args.every)
+    recipe = _recipe(args)
+    result = run_diagnostics(recipe, out, steps=args.steps, every=args.every)
+    # advice that names the recipe's keys, never what the recipe already does
+    found = findings(result.report, recipe=recipe)
     if args.json:
-        print(json.dumps([f.to_dict() for f in result.findings], indent=2))
+        print(json.dumps([f.to_dict() for f in found], indent=2))
         return
-    lines = [f.sentence() for f in result.findings] or ["no findings: nothing unhealthy was seen"]
+    lines = [f.sentence() for f in found] or ["no findings: nothing unhealthy was seen"]
     print("\n".join([*lines, f"report: {result.html}"]))
 
 
