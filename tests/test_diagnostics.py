@@ -26,13 +26,7 @@ from trainlab.diagnostics import (
 )
 from trainlab.train import run_diagnostics
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -24,12 +24,7 @@ from trainlab.train import build_run, train_steps
 rules = importlib.import_module("trainlab.diagnostics.findings")  # the package exports findings()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread
 
 
 def report_of(loss=(), *, grads=None, evaluations=(), every=1) -> DiagnosticsReport:

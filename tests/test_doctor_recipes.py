@@ -19,13 +19,7 @@ from trainlab.models import init_classifier
 from trainlab.recipe import load_recipe
 from trainlab.train import build_run, build_training_model, prepare_splits, train_steps
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -208,45 +208,45 @@ def right_init(recipe: Recipe, ctx: Context) -> Change | None:
     return Change(settings, f"initialize for {activation} ({new})", lab, "right_init")
 
 
-def leaky_relu(recipe: Recipe, ctx: Context) -> Change | None:
-    if ctx.own_model or parse_spec(recipe.model.activation)[0] != "relu":
+def _swap_activation(
+    recipe: Recipe, ctx: Context, now: tuple[str, ...], settings: dict[str, Any], because: str,
+    lab: str, name: str,
+) -> Change | None:  # fmt: skip
+    """Another activation where the recipe's is one of ``now`` (not for a user's network)."""
+    if ctx.own_model or parse_spec(recipe.model.activation)[0] not in now:
         return None
-    return Change(
-        {"model.activation": "leaky_relu(0.1)"},
-        "use Leaky ReLU, which cannot die",
-        "dead-relu",
-        "leaky_relu",
-    )
+    return Change(settings, because, lab, name)
+
+
+def leaky_relu(recipe: Recipe, ctx: Context) -> Change | None:
+    """Leaky ReLU (Maas et al. 2013): a slope of 0.1 below zero keeps every unit learning."""
+    settings = {"model.activation": "leaky_relu(0.1)"}
+    return _swap_activation(recipe, ctx, ("relu",), settings, "use Leaky ReLU, which cannot die",
+                            "dead-relu", "leaky_relu")  # fmt: skip
 
 
 def elu(recipe: Recipe, ctx: Context) -> Change | None:
-    if ctx.own_model or parse_spec(recipe.model.activation)[0] != "relu":
-        return None
-    return Change({"model.activation": "elu"}, "use ELU, which cannot die", "dead-relu", "elu")
+    """ELU (Clevert et al. 2016): smooth and negative below zero, so it cannot die either."""
+    settings = {"model.activation": "elu"}
+    return _swap_activation(recipe, ctx, ("relu",), settings, "use ELU, which cannot die",
+                            "dead-relu", "elu")  # fmt: skip
 
 
 def relu_instead(recipe: Recipe, ctx: Context) -> Change | None:
     """ReLU and Kaiming in place of a saturating activation in a deep stack (Krizhevsky et al.
     2012; Glorot et al. 2011)."""
-    if ctx.own_model or activation_family(recipe.model.activation) != "saturating":
-        return None
-    return Change(
-        {"model.activation": "relu", "init.scheme": "kaiming"},
-        "use ReLU, whose gradient does not saturate",
-        "relu-vs-tanh",
-        "relu_instead",
-    )
+    settings = {"model.activation": "relu", "init.scheme": "kaiming"}
+    return _swap_activation(recipe, ctx, SATURATING, settings,
+                            "use ReLU, whose gradient does not saturate", "relu-vs-tanh",
+                            "relu_instead")  # fmt: skip
 
 
 def tanh_instead(recipe: Recipe, ctx: Context) -> Change | None:
-    if ctx.own_model or parse_spec(recipe.model.activation)[0] not in ("sigmoid", "logistic"):
-        return None
-    return Change(
-        {"model.activation": "tanh"},
-        "use tanh, which is zero-centred",
-        "not-zero-centred",
-        "tanh_instead",
-    )
+    """tanh for sigmoid: zero-centred outputs (LeCun et al. 1998, "Efficient BackProp")."""
+    settings = {"model.activation": "tanh"}
+    return _swap_activation(recipe, ctx, ("sigmoid", "logistic"), settings,
+                            "use tanh, which is zero-centred", "not-zero-centred",
+                            "tanh_instead")  # fmt: skip
 
 
 def batch_norm(recipe: Recipe, ctx: Context) -> Change | None:
