@@ -1,9 +1,11 @@
-"""Every lab experiment, run once at its smoke size, writes a well-formed result: the issue's
-comparison records, a verdict that follows from them by the rule "all", finite numbers, real
-PNG figures; the gallery and docs/lab.md page show every comparison and every number.
+"""Every lab experiment, run once at its smoke size (tests/lab_support.py), writes a well-formed
+result: the primary comparison first and deciding the verdict, the secondaries judged at Holm's
+levels, records the statistics module can rebuild, the frame's registered rule and its hash,
+finite numbers, real PNG figures; the gallery and docs/lab.md page show every comparison and
+every number.
 
-Smoke runs check the plumbing, not the claims (two seeds never decide): the claims are the
-experiments' own job at full size (docs/lab.md)."""
+Smoke runs check the plumbing, not the claims (three seeds cannot pass the sign-flip test): the
+claims are the experiments' own job at full size (docs/lab.md)."""
 
 from __future__ import annotations
 
@@ -15,97 +17,125 @@ import re
 
 import pytest
 import torch
-from lab_support import numbers
+from lab_support import needs_data, numbers, smoke_lab
 
 from trainlab.lab import evidence
-from trainlab.lab import runs as lab_runs
-from trainlab.lab.base import VERDICTS, experiment_names, get_experiment
+from trainlab.lab.base import VERDICTS, experiment, experiment_names, get_experiment
 from trainlab.lab.gallery import (
+    comparison_cells,
     flatten,
     format_value,
     lab_markdown,
-    run_lab,
     what_would_decide,
     write_gallery,
 )
+from trainlab.lab.rules import Rule, Spec
 
-RECORD_KEYS = {"name", "metric", "arms", "difference", "ci95", "min_effect", "seeds", "verdict"}
-RECORD_EXTRA = {"direction", "interval"}
+RECORD_KEYS = {
+    "name",
+    "role",
+    "metric",
+    "scale",
+    "arms",
+    "difference",
+    "ci",
+    "level",
+    "min_effect",
+    "direction",
+    "seeds",
+    "excluded",
+    "verdict",
+    "t_verdict",
+    "sign_flip",
+    "p_value",
+    "sensitive",
+    "neighbours",
+    "note",
+}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+pytestmark = needs_data
 
 
 @pytest.fixture(scope="module")
-def smoke_lab(tmp_path_factory):
-    """Every experiment once at smoke size, into one lab folder."""
-    out = tmp_path_factory.mktemp("lab")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(lab_runs.SMOKE_ENV, "1")
-        state = torch.random.get_rng_state()
-        results = run_lab("all", out, quick=True, seed=0)
-        assert torch.equal(torch.random.get_rng_state(), state), "the lab touched the global RNG"
-    return out, {r["name"]: r for r in results}
+def lab():
+    out, results, untouched = smoke_lab()
+    assert untouched, "the lab touched the global RNG"
+    return out, results
 
 
-def test_all_thirteen_experiments_ran(smoke_lab):
-    _, results = smoke_lab
-    assert list(results) == experiment_names() and len(results) == 13
+def test_every_registered_experiment_ran(lab):
+    _, results = lab
+    assert list(results) == experiment_names() and results  # no count: whatever is registered
 
 
 @pytest.mark.parametrize("name", experiment_names())
-def test_result_file_is_well_formed(smoke_lab, name):
-    out, results = smoke_lab
+def test_result_file_is_well_formed(lab, name):
+    out, results = lab
     result = json.loads((out / name / "result.json").read_text())
     assert result == results[name]
     exp = get_experiment(name)
     assert (result["name"], result["claim"], result["source"]) == (name, exp.claim, exp.source)
-    assert result["rule"] == exp.rule and result["verdict"] in VERDICTS
-    assert result["size"] == "smoke" and result["quick"] is True and result["seed"] == 0
+    assert result["rule"] == exp.rule_text and result["rule_hash"] == exp.rule_hash
+    assert result["verdict"] in VERDICTS and result["size"] == "smoke"
+    assert result["seeds"] == list(range(exp.sizes["seeds"][0]))
+    assert result["tuning_seeds"] == [10_000, 10_001, 10_002]
+    assert not set(result["seeds"]) & set(result["tuning_seeds"])
     assert result["threads"] >= 1 and result["torch"] == torch.__version__
-    assert "checks" not in result["measured"], "identity checks are unit tests, not evidence"
-    assert "partly held" not in json.dumps(result)
-    # Infinite losses are stored as null (n/a); every other number is finite.
+    assert "config" in result["measured"]  # the frame records the size's values
     assert all(math.isfinite(v) for _, v in numbers(result["measured"]))
-    assert result["figures"]
+    assert "comparisons.png" in result["figures"] and len(result["figures"]) >= 2
     for figure in result["figures"]:
         assert (out / name / figure).read_bytes()[:8] == PNG_MAGIC
 
 
 @pytest.mark.parametrize("name", experiment_names())
-def test_comparison_records_decide_the_verdict(smoke_lab, name):
-    _, results = smoke_lab
-    records = results[name]["comparisons"]
-    assert records, "every verdict rests on at least one comparison"
-    for c in records:
-        assert set(c) == RECORD_KEYS | RECORD_EXTRA
-        assert isinstance(c["name"], str) and c["name"] and isinstance(c["metric"], str)
-        assert len(c["arms"]) == 2 and c["arms"][0] != c["arms"][1]
-        lo, hi = c["ci95"]
-        assert math.isfinite(lo) and math.isfinite(hi) and lo <= c["difference"] <= hi
-        assert math.isfinite(c["min_effect"]) and c["direction"] in (1, -1, 0)
-        assert c["interval"] == "paired t" and c["verdict"] in evidence.VERDICTS
-        assert len(c["seeds"]) >= 2 and len(set(c["seeds"])) == len(c["seeds"])
-        if len(c["seeds"]) < 3:  # the smoke size: two seeds decide nothing
+def test_the_primary_decides_and_secondaries_are_holm_judged(lab, name):
+    _, results = lab
+    result = results[name]
+    primary, *secondaries = result["comparisons"]
+    for c in result["comparisons"]:
+        assert set(c) == RECORD_KEYS and c["verdict"] in evidence.VERDICTS
+        assert c["scale"] in evidence.SCALES and len(c["arms"]) == 2
+        if c["ci"] is not None:
+            lo, hi = c["ci"]
+            assert lo <= c["difference"] <= hi
+            if c["scale"] == "fraction":
+                assert -1 <= lo and hi <= 1
+        if len(c["seeds"]) < 6:  # the exact sign-flip test cannot pass below 6 pairs
             assert c["verdict"] in ("inconclusive", "not reached")
-    assert len({c["name"] for c in records}) == len(records), "each sub-claim named once"
-    rebuilt = [
-        evidence.Comparison(
-            c["name"],
-            c["metric"],
-            tuple(c["arms"]),
-            c["difference"],
-            tuple(c["ci95"]),
-            c["min_effect"],
-            c["direction"],
-            c["seeds"],
-            c["verdict"],
-        )  # fmt: skip
-        for c in records
-    ]
-    assert results[name]["verdict"] == evidence.overall_verdict(rebuilt)
+    assert primary["role"] == "primary" and primary["level"] == 0.95
+    assert result["verdict"] == primary["verdict"] and result["sensitive"] == primary["sensitive"]
+    exp = get_experiment(name)
+    assert primary["name"] == exp.rule.primary.name
+    assert primary["min_effect"] == pytest.approx(exp.rule.primary.min_effect, rel=1e-5)
+    assert all(c["role"] == "secondary" for c in secondaries)
+    judged = [c for c in secondaries if c["ci"] is not None and c["verdict"] != "not reached"]
+    # Holm: the k-th of m by p-value at level 1 - 0.05 / (m - k), or the first failure's level
+    allowed = {1 - 0.05 / (len(judged) - k) for k in range(len(judged))}
+    assert all(any(c["level"] == pytest.approx(a) for a in allowed) for c in judged)
+    assert len({c["name"] for c in result["comparisons"]}) == len(result["comparisons"])
 
 
-def test_gallery_embeds_every_claim_comparison_and_figure(smoke_lab):
-    out, results = smoke_lab
+@pytest.mark.parametrize("name", experiment_names())
+def test_tuned_experiments_recheck_the_primary_at_neighbouring_rates(lab, name):
+    _, results = lab
+    result = results[name]
+    searches = result["measured"].get("lr_search", {})
+    primary = result["comparisons"][0]
+    if not searches or primary["sensitive"] is None:
+        return  # nothing tuned decides this primary (timing, init statistics)
+    assert primary["neighbours"], "a tuned primary is re-decided at neighbouring rates"
+    for n in primary["neighbours"]:
+        assert n["verdict"] in evidence.VERDICTS
+    assert primary["sensitive"] == any(
+        n["verdict"] != primary["verdict"] for n in primary["neighbours"]
+    )
+    for search in searches.values():
+        assert len(search["tuning_seeds"]) >= 3 and search["best"] in search["tried"]
+
+
+def test_gallery_embeds_every_claim_comparison_and_figure(lab):
+    out, results = lab
     page = write_gallery(out, list(results.values())).read_text()
     for r in results.values():
         assert html.escape(r["claim"]) in page and f'id="{r["name"]}"' in page
@@ -116,36 +146,76 @@ def test_gallery_embeds_every_claim_comparison_and_figure(smoke_lab):
     assert all(base64.b64decode(b)[:8] == PNG_MAGIC for b in embedded)
 
 
-def test_markdown_shows_every_comparison_and_every_number(smoke_lab):
-    _, results = smoke_lab
-    md = lab_markdown(list(results.values()), command="x", machine="m")
-    assert "partly held" not in md
+def test_markdown_shows_every_comparison_and_every_number(lab):
+    _, results = lab
+    md = lab_markdown(list(results.values()), command="x", machine="m", ledger_rows=["| r |"])
+    assert "| r |" in md
     for r in results.values():
         assert f"## {r['name']}" in md and r["claim"] in md and f"**Verdict: {r['verdict']}" in md
-        assert f"{r['threads']} thread(s)" in md
+        assert r["rule_hash"] in md
         for c in r["comparisons"]:
-            lo, hi = c["ci95"]
-            row = f"| {c['name']} | {' - '.join(c['arms'])} | {c['difference']:+.4f} | "
-            assert row + f"[{lo:+.4f}, {hi:+.4f}] |" in md
+            assert "| " + " | ".join(comparison_cells(c)) + " |" in md
         for key, value in flatten(r["measured"]):  # no number cut from the page
             assert f"| {key} | {format_value(value)} |" in md
 
 
-def _record(verdict, difference, ci95, seeds=5, min_effect=0.005, direction=1):
-    return {"name": "c", "metric": "test_acc", "arms": ["a", "b"], "difference": difference,
-            "ci95": list(ci95), "min_effect": min_effect, "seeds": list(range(seeds)),
-            "verdict": verdict, "direction": direction}  # fmt: skip
+def _record(verdict, difference, ci, seeds=6, min_effect=0.005, direction=1, t="inconclusive"):
+    return {
+        "name": "c",
+        "metric": "test_acc",
+        "arms": ["a", "b"],
+        "difference": difference,
+        "ci": list(ci),
+        "min_effect": min_effect,
+        "seeds": list(range(seeds)),
+        "verdict": verdict,
+        "direction": direction,
+        "t_verdict": t,
+    }
 
 
 def test_what_would_decide_an_undecided_comparison():
     assert what_would_decide(_record("held", 0.02, (0.01, 0.03))) == ""
     assert "not reached" in what_would_decide(_record("not reached", 0.02, (0.01, 0.03)))
     # Half-width 0.01, mean 0.005 from the 0.005 boundary: the width must shrink 2x, so 4x the
-    # seeds (1/sqrt(n) scaling): 5 -> 20.
-    text = what_would_decide(_record("inconclusive", 0.010, (0.0, 0.02)))
-    assert "about 20 paired seeds" in text
+    # seeds (1/sqrt(n) scaling): 6 -> 24.
+    assert "about 24 paired seeds" in what_would_decide(_record("inconclusive", 0.010, (0.0, 0.02)))
     assert "at least 3" in what_would_decide(_record("inconclusive", 0.0, (-1, 1), seeds=2))
-    # Agreement: the nearest of the two boundaries +-0.05 counts.
-    text = what_would_decide(_record("inconclusive", 0.03, (0.01, 0.05), min_effect=0.05,
-                                     direction=0))  # fmt: skip
-    assert "about 5 paired seeds" in text or "about 6 paired seeds" in text
+    # The t interval decided but the sign-flip test did not: more seeds, not a wider mean.
+    text = what_would_decide(_record("inconclusive", 0.1, (0.05, 0.15), seeds=5, t="held"))
+    assert "sign-flip" in text
+
+
+def test_registration_checks_sizes_and_the_paper_plan():
+    rule = Rule("d", Spec("p", ("a", "b"), "m", "linear", 0.1, 1))
+    with pytest.raises(ValueError, match="'bad'.*needs 'seeds'"):
+        experiment("bad", claim="c", source="s", sizes={"n": (1, 2, 3)}, rule=rule)
+    with pytest.raises(ValueError, match="size 'n' must be a tuple"):
+        experiment("bad", claim="c", source="s", sizes={"n": (1, 2), "seeds": (3, 3, 6)}, rule=rule)
+    with pytest.raises(ValueError, match="differ in length"):
+        experiment(
+            "bad", claim="c", source="s", sizes={"n": (1, 2, 3, 4), "seeds": (3, 3, 6)}, rule=rule
+        )
+    with pytest.raises(ValueError, match="paper column and a plan"):
+        experiment("bad", claim="c", source="s", sizes={"seeds": (3, 3, 6, 6)}, rule=rule)
+    with pytest.raises(ValueError, match="scale must be one of"):
+        Spec("p", ("a", "b"), "m", "ratio", 0.1, 1)
+    assert "bad" not in experiment_names()
+
+
+def test_the_rule_hash_moves_with_every_part_of_the_rule():
+    from trainlab.lab.rules import rule_hash
+
+    spec = Spec("p", ("a", "b"), "m", "log", 0.1, 1)
+    base = rule_hash("x", "claim", Rule("d", spec), {"seeds": (3, 3, 6)})
+    assert len(base) == 12
+    changed = [
+        rule_hash(
+            "x", "claim", Rule("d", Spec("p", ("a", "b"), "m", "log", 0.2, 1)), {"seeds": (3, 3, 6)}
+        ),
+        rule_hash("x", "claim", Rule("d", spec, preconditions=("q",)), {"seeds": (3, 3, 6)}),
+        rule_hash("x", "claim", Rule("d", spec), {"seeds": (3, 3, 8)}),
+        rule_hash("x", "other claim", Rule("d", spec), {"seeds": (3, 3, 6)}),
+    ]
+    assert base not in changed and len(set(changed)) == len(changed)
+    assert base == rule_hash("x", "claim", Rule("d", spec), {"seeds": (3, 3, 6)})

@@ -1,25 +1,20 @@
 """Lab experiments 9 (selu) and 10 (preprocessing): their measuring functions against
-independent computations, and one smoke run each checking the result's comparison records."""
+independent computations."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from lab_support import have, have_cifar
 from torch import nn
-
-from trainlab.lab import runs as lab_runs
-from trainlab.lab.base import run_experiment
 
 # ------------------------------------------------------------------ selu
 
 
-def test_selu_dataset_loss_is_the_mean_cross_entropy_in_float64():
-    from trainlab.lab.exp_09_selu import dataset_loss
+def test_mean_loss_is_the_mean_cross_entropy_in_float64():
+    from trainlab.lab.nets import mean_loss as dataset_loss
 
     g = torch.Generator().manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 10))
@@ -31,15 +26,15 @@ def test_selu_dataset_loss_is_the_mean_cross_entropy_in_float64():
 
 
 def test_selu_layer_stats_follow_a_hand_written_forward():
-    from trainlab.lab.exp_09_selu import _activations, _mlp, layer_stats
+    from trainlab.lab.exp_09_selu import layer_stats, mlp
     from trainlab.preprocess import make_normalizer
 
-    model = _mlp("selu", "lecun_normal", 3, 16, 0, make_normalizer("scale"))
+    model = mlp("selu", "lecun_normal", 3, 16, 0, make_normalizer("scale"))
     x = torch.randint(0, 256, (32, 1, 28, 28), generator=torch.Generator().manual_seed(0))
     means, stds = layer_stats(model, x.to(torch.uint8))
     h = x.double().flatten(1) / 255
     linears = [m for m in model.features if isinstance(m, nn.Linear)]
-    assert len(_activations(model)) == len(linears) == 3
+    assert len(means) == len(linears) == 3
     for i, lin in enumerate(linears):
         h = F.selu(h @ lin.weight.double().T + lin.bias.double())
         assert means[i] == pytest.approx(h.mean().item(), abs=1e-5)
@@ -49,14 +44,14 @@ def test_selu_layer_stats_follow_a_hand_written_forward():
 def test_selu_keeps_the_fixed_point_on_gaussian_inputs_and_relu_does_not():
     """Klambauer et al.'s fixed point (0, 1) with LeCun-normal weights, on N(0, 1) inputs of a
     wide net; ReLU's outputs are positive, so their mean is far from 0."""
-    from trainlab.lab.exp_09_selu import _mlp, layer_stats
+    from trainlab.lab.exp_09_selu import layer_stats, mlp
     from trainlab.preprocess import make_normalizer
 
     x = torch.randn(512, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-    selu = _mlp("selu", "lecun_normal", 16, 256, 0, nn.Identity())
+    selu = mlp("selu", "lecun_normal", 16, 256, 0, nn.Identity())
     means, stds = layer_stats(selu, x)
     assert max(abs(m) for m in means) < 0.1 and all(0.8 < s < 1.2 for s in stds)
-    relu = _mlp("relu", "kaiming", 16, 256, 0, make_normalizer("none", shape=(1, 28, 28)))
+    relu = mlp("relu", "kaiming", 16, 256, 0, make_normalizer("none", shape=(1, 28, 28)))
     assert layer_stats(relu, x)[0][-1] > 0.2
 
 
@@ -64,12 +59,12 @@ def test_selu_keeps_the_fixed_point_on_gaussian_inputs_and_relu_does_not():
 
 
 def test_weight_sensitivity_restores_weights_and_matches_a_direct_computation():
-    from trainlab.lab.exp_10_preprocessing import DRAWS, NOISE, _model, weight_sensitivity
+    from trainlab.lab.exp_10_preprocessing import DRAWS, NOISE, model_for, weight_sensitivity
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 1, 4, 4, generator=g)
     y = torch.randint(0, 10, (256,), generator=g)
-    model = _model("linear", 16, 0, 0)
+    model = model_for("linear", 16, 0, 0)
     before = [p.clone() for p in model.parameters()]
     got = weight_sensitivity(model, x, y, torch.Generator().manual_seed(1))
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
@@ -96,39 +91,24 @@ def test_input_rms_and_grid_centre_scale_with_the_inputs():
     assert input_rms(255 * x) == pytest.approx(255 * input_rms(x))
 
 
-def test_centred_features_have_zero_mean_and_raw_is_untouched():
-    from trainlab.lab.exp_10_preprocessing import _features
+def test_centred_features_have_zero_mean_and_raw_and_scale_are_not_centred():
+    from trainlab.lab.exp_10_preprocessing import features
     from trainlab.preprocess import compute_stats
 
     x = torch.randint(0, 256, (64, 3, 4, 4), generator=torch.Generator().manual_seed(0))
     x = x.to(torch.uint8)
     stats = compute_stats(x)
-    raw, mean_image, channel, std = (
-        _features(a, stats, x)[0] for a in ("raw", "mean_image", "channel_mean", "standardize")
+    raw, scale, mean_image, channel, std = (
+        features(a, stats, x)[0]
+        for a in ("raw", "scale", "mean_image", "channel_mean", "standardize")
     )
     assert torch.allclose(raw, x.float())
+    assert torch.allclose(scale, x.float() / 255)  # the arm that isolates scale from centring
+    # centring on the x/255 scale: channel_mean is scale minus the channel means, exactly
+    means = (x.double() / 255).mean((0, 2, 3), keepdim=True)
+    assert torch.allclose(channel.double(), scale.double() - means, atol=1e-6)
     assert mean_image.double().mean(0).abs().max() < 1e-5
     assert channel.double().mean((0, 2, 3)).abs().max() < 1e-5
     assert torch.allclose(
         std.double().std((0, 2, 3), correction=0), torch.ones(3, dtype=torch.float64), atol=1e-3
     )
-
-
-# ------------------------------------------------------------------ smoke runs
-
-
-@pytest.mark.skipif(not have("fashion-mnist"), reason="Fashion-MNIST missing")
-@pytest.mark.parametrize("name", ["selu", "preprocessing"])
-def test_smoke_run_writes_comparison_records(tmp_path, monkeypatch, name):
-    if name == "preprocessing" and not have_cifar():
-        pytest.skip("CIFAR-10 missing")
-    monkeypatch.setenv(lab_runs.SMOKE_ENV, "1")
-    result = run_experiment(name, tmp_path, quick=True, seed=0)
-    assert json.loads((tmp_path / "result.json").read_text()) == result
-    assert result["size"] == "smoke" and "partly held" not in json.dumps(result)
-    records = result["comparisons"]
-    assert records and all(len(c["seeds"]) == 2 for c in records)
-    assert all(c["verdict"] in ("inconclusive", "not reached") for c in records)  # 2 seeds
-    assert "comparisons.png" in result["figures"]
-    lr = result["measured"]["lr"] if name == "selu" else result["measured"]["linear_lr"]
-    assert all(v > 0 for v in lr.values())

@@ -1,21 +1,17 @@
-"""The lab's frame: an experiment states a claim, its source and the rule that decides it, before
-it runs; it then measures, draws its figures and returns its numbers and verdict.
+"""The lab's frame: an experiment states a claim, its source, its size table and its registered
+rule (:class:`~trainlab.lab.rules.Rule`) before it runs; the frame derives the scales it offers,
+its paired and tuning seeds, runs it, judges its secondary comparisons at Holm's levels, draws
+``comparisons.png`` and writes ``out/result.json``::
 
-    result = run_experiment("zero-init", out="lab/zero-init", quick=True, seed=0)
+    result = run_experiment("zero-init", out="lab/zero-init", scale="quick", seed=0)
 
-writes ``out/result.json``::
+    {"name", "claim", "source", "rule", "rule_hash", "verdict", "sensitive",
+     "comparisons": [primary record, secondary records...], "measured": {...},
+     "figures": [...], "notes", "size", "seed", "seeds", "tuning_seeds", "seconds", ...}
 
-    {"name", "claim", "source", "rule", "verdict", "measured": {...numbers...},
-     "comparisons": [{"name", "metric", "arms", "difference", "ci95", "min_effect", "seeds",
-                      "verdict", ...}, ...],
-     "figures": ["fig.png", ...], "quick", "size", "seed", "seconds", "notes"}
-
-Every verdict comes from the experiment's comparisons (:mod:`trainlab.lab.evidence`: a paired
-difference over seeds with its 95% interval against a minimum effect stated before the run;
-held, did not hold, inconclusive or not reached), combined by the rule in the experiment's
-docstring (:func:`~trainlab.lab.evidence.overall_verdict`). Checks that cannot fail (identities
-of the arithmetic) are unit tests, not evidence. A claim that does not hold on our setup says
-so, with the numbers.
+The verdict is the primary comparison's (:mod:`trainlab.lab.evidence`): held, did not hold,
+inconclusive or not reached. Checks that cannot fail (identities of the arithmetic) are unit
+tests, not evidence. A claim that does not hold on our setup says so, with the numbers.
 """
 
 from __future__ import annotations
@@ -27,50 +23,69 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from trainlab.errors import TrainlabError
 from trainlab.fileio import write_json
 from trainlab.lab import evidence
-from trainlab.lab.numbers import rounded
-from trainlab.lab.runs import size_of
+from trainlab.lab.loop import intra_op_threads
+from trainlab.lab.rules import Rule, rule_hash
+from trainlab.lab.sizes import SCALES, at_size, check_sizes, paired_seeds, size_of, tuning_seeds
 from trainlab.registry import Registry
 
 VERDICTS = evidence.VERDICTS
 
 
 @dataclass
-class Outcome:
-    """What an experiment's ``run`` returns: the numbers, the verdict and the figures."""
+class Context:
+    """What the frame hands an experiment's ``run``: where to write, the size and its table's
+    values (``cfg``), the base seed, the paired seeds and the tuning seeds."""
 
-    verdict: str
+    name: str
+    out: Path
+    size: str
+    seed: int
+    cfg: dict[str, Any]
+    seeds: list[int]
+    tuning_seeds: list[int]
+
+
+@dataclass
+class Outcome:
+    """What an experiment's ``run`` returns: the primary comparison (it decides), the secondary
+    ones, the measured numbers, the figures it wrote, its notes and its rate searches (the frame
+    records the size's configuration, the chosen rates and their searches beside the numbers)."""
+
+    primary: evidence.Comparison
     measured: dict[str, Any]
     figures: list[str] = field(default_factory=list)
     notes: str = ""
-    comparisons: list[evidence.Comparison] = field(default_factory=list)
+    secondaries: list[evidence.Comparison] = field(default_factory=list)
+    searches: dict[str, Any] = field(default_factory=dict)  # arm -> its LRSearch
 
-    def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
-        if not self.comparisons:
-            raise ValueError("an experiment's outcome needs at least one comparison")
+    @property
+    def verdict(self) -> str:
+        return self.primary.verdict
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """A claim of the lecture made measurable.
-
-    ``run(out: Path, size: str, seed: int) -> Outcome`` does the work at ``size`` (see
-    :func:`trainlab.lab.runs.size_of`); figures are written into ``out`` (use
-    :func:`trainlab.lab.figures.save_figure`) and named in the outcome.
-    """
+    """A claim of the lecture made measurable (see :func:`experiment`)."""
 
     name: str
     claim: str
     source: str
-    rule: str
-    run: Callable[[Path, str, int], Outcome]
-    scales: tuple[str, ...] = ("quick", "full")
+    rule: Rule
+    sizes: dict[str, tuple[Any, ...]]
+    run: Callable[[Context], Outcome]
+    scales: tuple[str, ...]
+    plan: Callable[[dict[str, Any]], list[Any]] | None = None
+
+    @property
+    def rule_text(self) -> str:
+        return self.rule.text(self.sizes)
+
+    @property
+    def rule_hash(self) -> str:
+        return rule_hash(self.name, self.claim, self.rule, self.sizes)
 
 
 EXPERIMENTS: Registry[Experiment] = Registry("lab experiment")
@@ -78,13 +93,25 @@ _ORDER: list[str] = []
 
 
 def experiment(
-    name: str, *, claim: str, source: str, rule: str, scales: tuple[str, ...] = ("quick", "full")
+    name: str,
+    *,
+    claim: str,
+    source: str,
+    sizes: dict[str, tuple[Any, ...]],
+    rule: Rule,
+    plan: Callable[[dict[str, Any]], list[Any]] | None = None,
 ):
-    """Register ``run(out, size, seed) -> Outcome`` as the experiment ``name``, offered at
-    ``scales`` (``"paper"`` too where its size table has the paper's column)."""
+    """Register ``run(ctx) -> Outcome`` as the experiment ``name``. The size table (``{param:
+    (smoke, quick, full[, paper])}``, with ``seeds``) is checked here and gives the scales
+    (``paper`` where it has a fourth column, which then needs a ``plan`` of its runs)."""
+    scales = check_sizes(name, sizes)
+    if ("paper" in scales) != (plan is not None):
+        raise ValueError(f"lab experiment {name!r}: a paper column and a plan go together")
+    if not isinstance(rule, Rule):
+        raise ValueError(f"lab experiment {name!r}: rule must be a Rule, got {type(rule)}")
 
-    def decorate(run: Callable[[Path, str, int], Outcome]) -> Callable[[Path, str, int], Outcome]:
-        exp = Experiment(name, claim, source, rule, run, scales)
+    def decorate(run: Callable[[Context], Outcome]) -> Callable[[Context], Outcome]:
+        exp = Experiment(name, claim, source, rule, sizes, run, scales, plan)
         EXPERIMENTS.register(name)(lambda: exp)
         _ORDER.append(name)
         return run
@@ -103,33 +130,72 @@ def get_experiment(name: str) -> Experiment:
     return EXPERIMENTS.get(name)()
 
 
+def context(exp: Experiment, out: Path, size: str, seed: int) -> Context:
+    cfg = at_size(exp.sizes, size)
+    seeds = paired_seeds(seed, cfg["seeds"])
+    return Context(exp.name, out, size, seed, cfg, seeds, tuning_seeds(seed))
+
+
 def run_experiment(
-    name: str, out: str | Path, quick: bool = False, seed: int = 0, scale: str | None = None
+    name: str,
+    out: str | Path,
+    quick: bool = False,
+    seed: int = 0,
+    scale: str | None = None,
+    budget: float | None = None,
 ) -> dict[str, Any]:
     """Run one experiment at ``scale`` (``"quick"``, ``"full"`` or ``"paper"``; by default
     ``"quick"`` if ``quick`` else ``"full"``), write ``out/result.json`` and return its content.
-    An experiment that does not offer ``scale`` is refused before any work
-    (:func:`check_scale`)."""
+    An experiment that does not offer ``scale`` is refused before any work. At paper scale the
+    runs are remembered in ``out/runs`` and the command stops after ``budget`` seconds
+    (:mod:`trainlab.lab.paper`); the result then says ``{"unfinished": ...}`` and the same call
+    again continues."""
+    from trainlab.lab import figures, paper
+
     scale = check_scale([name], scale or ("quick" if quick else "full"))
     exp = get_experiment(name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     size = size_of(scale)
-    outcome = exp.run(out, size, seed)
+    ctx = context(exp, out, size, seed)
+    if scale == "paper":
+        try:
+            with paper.session(out, budget or paper.COMMAND_SECONDS):
+                outcome = exp.run(ctx)
+        except paper.Unfinished as stop:
+            return {"name": name, "unfinished": str(stop), "runs_done_now": stop.done}
+    else:  # the CPU sizes are sized for one thread: a pool's barriers on small tensors only wait
+        with intra_op_threads(1):
+            outcome = exp.run(ctx)
+    secondaries = evidence.holm(outcome.secondaries)
+    comparisons = [outcome.primary, *secondaries]
+    outcome.figures.append(
+        figures.comparison_intervals(
+            out, "comparisons.png", f"{name}: primary (top) and secondary comparisons", comparisons
+        )
+    )
+    import torch
+
+    from trainlab.lab.numbers import rounded
+
     result = {
         "name": exp.name,
         "claim": exp.claim,
         "source": exp.source,
-        "rule": exp.rule,
+        "rule": exp.rule_text,
+        "rule_hash": exp.rule_hash,
         "verdict": outcome.verdict,
-        "measured": outcome.measured,
-        "comparisons": [c.to_dict() for c in outcome.comparisons],
+        "sensitive": outcome.primary.sensitive,
+        "comparisons": [rounded(c.to_dict()) for c in comparisons],
+        "measured": rounded(_measured(ctx, outcome)),
         "figures": outcome.figures,
-        "notes": outcome.notes,
+        "notes": (outcome.notes + _size_note(ctx)).strip(),
         "quick": scale == "quick",
         "size": size,
         "seed": seed,
+        "seeds": ctx.seeds,
+        "tuning_seeds": ctx.tuning_seeds,
         "seconds": round(time.perf_counter() - t0, 2),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -139,11 +205,29 @@ def run_experiment(
     return result
 
 
+def _measured(ctx: Context, outcome: Outcome) -> dict[str, Any]:
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in ctx.cfg.items() if k != "seeds"}
+    rates = {a: s.best for a, s in outcome.searches.items()}
+    searches = {a: s.to_dict() for a, s in outcome.searches.items()}
+    return {
+        "config": config,
+        **outcome.measured,
+        **({"lr": rates, "lr_search": searches} if outcome.searches else {}),
+    }
+
+
+def _size_note(ctx: Context) -> str:
+    note = f" Paired seeds {ctx.seeds}; tuning seeds {ctx.tuning_seeds}."
+    if ctx.size == "smoke":
+        note += " Smoke size (the test-suite's): plumbing only, synthetic data where needed."
+    elif ctx.size != "full":
+        note += f" Size '{ctx.size}': see the size table in the rule."
+    return note
+
+
 def check_scale(names: list[str], scale: str) -> str:
     """``scale`` if every experiment in ``names`` offers it; else a one-line error naming the
     first that does not and the scales it has."""
-    from trainlab.lab.runs import SCALES
-
     if scale not in SCALES:
         raise TrainlabError(f"unknown lab scale {scale!r}; valid: {', '.join(SCALES)}")
     for name in names:
@@ -155,19 +239,14 @@ def check_scale(names: list[str], scale: str) -> str:
     return scale
 
 
-def conclude(
-    comparisons: list[evidence.Comparison],
-    measured: dict[str, Any],
-    figures: list[str],
-    notes: str,
-) -> Outcome:
-    """The outcome of an experiment: the verdict is :func:`evidence.overall_verdict` of its
-    ``comparisons`` (rule "all", stated in the experiment's docstring), every number of
-    ``measured`` :func:`rounded` for JSON."""
-    if not comparisons:
-        raise TrainlabError("an experiment's verdict needs at least one comparison")
-    verdict = evidence.overall_verdict(comparisons)
-    return Outcome(verdict, rounded(measured), figures, notes, comparisons)
+def plan_text(name: str) -> str:
+    """The priced plan of an experiment's paper-scale runs (``--plan``); nothing runs."""
+    from trainlab.lab.paper import plan_lines
+
+    check_scale([name], "paper")
+    exp = get_experiment(name)
+    assert exp.plan is not None
+    return plan_lines(name, exp.plan(at_size(exp.sizes, "paper")))
 
 
 def _load_all() -> None:

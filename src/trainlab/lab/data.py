@@ -11,7 +11,7 @@ from torch import Tensor
 
 from trainlab.data import ImageDataset, load_dataset
 from trainlab.errors import DataError
-from trainlab.lab.runs import SMOKE_ENV
+from trainlab.lab.sizes import SMOKE_ENV
 
 
 @functools.cache

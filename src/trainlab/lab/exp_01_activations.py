@@ -1,25 +1,17 @@
 """Experiment 1: every activation, its derivative, and what each costs to compute.
 
 The figure draws ``f`` and ``f'`` from trainlab's float64 reference formulas; the costs are
-timed on one float32 tensor with PyTorch's kernels on this CPU. Of the exponential-based ones,
-sigmoid's and tanh's backward kernels evaluate no exponential: they reuse the saved output y
-(``y (1 - y)`` and ``1 - y^2``); the others' backward passes recompute from the input.
+timed with PyTorch's kernels on this CPU at one intra-op thread. The lecture's claim is about
+the forward function: the exponential-based activations evaluate ``exp`` where ReLU compares
+with zero. (Their backward passes are the lab's addition and only secondary: sigmoid's and
+tanh's evaluate no exponential, reusing the saved output, ``y (1 - y)`` and ``1 - y^2``.)
 
-Evidence. Timings on a shared machine are noisy, so they are paired: a *round* times every
-activation once, forward and backward, back to back (in an order the seed shuffles anew each
-round), so that a change of machine load between rounds hits every activation of that round
-alike. The "seeds" of these comparisons are the timing rounds (0, 1, 2, ...): each round gives
-one pair. One comparison per exponential-based activation (sigmoid, tanh, ELU, SELU, GELU,
-SiLU) and pass (forward, backward): the metric is ``log(t_other / t_relu)`` in the same round,
-its mean over rounds with the paired-t 95% interval (:func:`trainlab.lab.evidence.compare`,
-direction +1) against the minimum effect :data:`MIN_EFFECT` = log(1.10), stated before the
-run: the other activation is at least 10% dearer than ReLU. Held if the interval lies above it,
-did not hold if below, inconclusive if it contains it (or with fewer than 3 rounds: the smoke
-size's 2 rounds decide nothing). Verdict rule "all"
-(:func:`~trainlab.lab.evidence.overall_verdict`): did not hold if any comparison did not hold,
-else inconclusive if any was, else held. Timings, and so the verdict, depend on the machine,
-its load and the thread count (recorded); they are not covered by the same-seed
-reproducibility guarantee.
+Timings on a shared machine are noisy, so they are paired: a *round* times every activation on
+every tensor size back to back, in an order the seed shuffles anew, so that a change of load
+between rounds hits all of them alike; each time is the fastest of a few calls. A round's ratio
+of an activation to ReLU is the median over the tensor sizes (the ratio depends on size:
+caches, vector widths). The rounds are the comparisons' pairs. The whole timing is rerun three
+times; the verdict stands only if all three reruns give it.
 """
 
 from __future__ import annotations
@@ -27,33 +19,58 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 from trainlab.activations import PLOT_SPECS, make_activation, plot_activations
-from trainlab.lab import evidence
-from trainlab.lab.base import Outcome, conclude, experiment
-from trainlab.lab.figures import comparison_intervals, pyplot, save_figure
-from trainlab.lab.runs import at_size, generator, intra_op_threads
+from trainlab.lab.base import Context, Outcome, experiment
+from trainlab.lab.figures import pyplot, save_figure
+from trainlab.lab.loop import intra_op_threads
+from trainlab.lab.nets import generator
+from trainlab.lab.rules import Rule, Spec
 
 TIMED = tuple(s for s in PLOT_SPECS if s != "identity")
 EXP_BASED = ("sigmoid", "tanh", "elu", "selu", "gelu", "silu")
 PASSES = ("forward", "backward")
 MIN_RATIO = 1.10  # the least extra cost the claim counts: 10% dearer than ReLU
-MIN_EFFECT = math.log(MIN_RATIO)
-MIN_ROUNDS = 3  # fewer rounds than this decide nothing
 SIZES = {  # smoke, quick, full
-    "elements": (1 << 14, 1 << 20, 1 << 22),
-    "rounds": (2, 20, 25),  # timing rounds: the pairs of every comparison; 2 (smoke) never decide
-    "repeats": (2, 5, 4),  # calls per activation and pass in a round; the round keeps the fastest
+    "elements": (
+        (1 << 10, 1 << 14),
+        (1 << 12, 1 << 16, 1 << 20),
+        (1 << 12, 1 << 16, 1 << 20, 1 << 22),
+    ),
+    "repeats": (2, 3, 3),  # calls per activation, pass and size in a round; the fastest counts
+    "reruns": (3, 3, 3),  # the whole timing, repeated: the verdict must agree in all
+    "seeds": (3, 6, 10),  # timing rounds per rerun: the pairs
 }
-THREADS = 1  # timed on one core: a thread pool's barriers on a shared machine time the load
+PRIMARY = Spec(
+    "every exponential-based activation's forward pass is dearer than ReLU's",
+    ("cheapest exp-based", "relu"),
+    "forward time ratio to ReLU (median over sizes)",
+    "log",
+    math.log(MIN_RATIO),
+    +1,
+)
+RULE = Rule(
+    design="PyTorch's float32 kernels on this CPU at one intra-op thread, on standard-normal "
+    "tensors of several sizes; interleaved timing rounds (each activation, pass and size back "
+    "to back in a shuffled order, each the fastest of a few calls); a round's ratio to ReLU is "
+    "the median over the sizes. The primary's per-round value is the smallest forward ratio "
+    "among sigmoid, tanh, ELU, SELU, GELU and SiLU (all must be dearer).",
+    primary=PRIMARY,
+    secondaries=(
+        "each exponential-based activation, forward and backward, against ReLU "
+        f"(log ratio, minimum log {MIN_RATIO}), over the rounds of all reruns",
+    ),
+    preconditions=(
+        "the three reruns give the same verdict (else inconclusive: the timing "
+        "depends on the load)",
+    ),
+)
 
 
 def _best_time(fn, repeats: int) -> float:
-    """The shortest of ``repeats`` back-to-back timings of ``fn()``: the time the work takes
-    when the machine's other load does not interrupt it."""
+    """The shortest of ``repeats`` back-to-back timings of ``fn()``."""
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
@@ -62,82 +79,70 @@ def _best_time(fn, repeats: int) -> float:
     return best
 
 
-def timing_rounds(
-    elements: int, rounds: int, repeats: int, seed: int
-) -> dict[str, dict[str, list[float]]]:
-    """Seconds per activation and pass, one value per round: ``{spec: {pass: [t_0, t_1, ...]}}``.
-
-    Each round times every activation of :data:`TIMED` forward (under ``no_grad``) and backward
-    (``autograd.grad`` of its output, kept from a first forward pass), back to back, in an order
-    drawn from the seed's generator anew for each round; a round's time of one activation and
-    pass is the shortest of ``repeats`` consecutive calls."""
+def timing_rounds(sizes: tuple[int, ...], rounds: int, repeats: int, seed: int):
+    """Seconds per activation, pass and tensor size, one value per round:
+    ``{spec: {pass: {elements: [t_0, t_1, ...]}}}``. Each round walks every size and, in an
+    order drawn anew, every activation: forward under ``no_grad``, backward as ``autograd.grad``
+    of an output kept from a first pass."""
     gen = generator(seed, "activations", "input")
-    x = torch.randn(elements, generator=gen).requires_grad_(True)
-    grad_out = torch.randn(elements, generator=gen)
     modules = {s: make_activation(s) for s in TIMED}
-    outputs = {s: m(x) for s, m in modules.items()}
-    with torch.no_grad():
-        for m in modules.values():  # warm-up: first calls allocate and pick kernels
-            m(x)
-    for y in outputs.values():
-        torch.autograd.grad(y, x, grad_out, retain_graph=True)
-    order_gen = generator(seed, "activations", "order")
-    samples = {s: {p: [] for p in PASSES} for s in TIMED}
+    tensors = {}
+    for n in sizes:
+        x = torch.randn(n, generator=gen).requires_grad_(True)
+        outputs = {s: m(x) for s, m in modules.items()}
+        tensors[n] = (x, torch.randn(n, generator=gen), outputs)
+        for s in TIMED:  # warm-up: first calls allocate and pick kernels
+            torch.autograd.grad(outputs[s], x, tensors[n][1], retain_graph=True)
+    order = generator(seed, "activations", "order")
+    samples = {s: {p: {n: [] for n in sizes} for p in PASSES} for s in TIMED}
     for _ in range(rounds):
-        for i in torch.randperm(len(TIMED), generator=order_gen).tolist():
-            spec = TIMED[i]
-            with torch.no_grad():
-                samples[spec]["forward"].append(_best_time(lambda m=modules[spec]: m(x), repeats))
-            y = outputs[spec]
-            samples[spec]["backward"].append(
-                _best_time(
-                    lambda y=y: torch.autograd.grad(y, x, grad_out, retain_graph=True), repeats
+        for n in sizes:
+            x, grad_out, outputs = tensors[n]
+            for i in torch.randperm(len(TIMED), generator=order).tolist():
+                spec, y = TIMED[i], outputs[TIMED[i]]
+                with torch.no_grad():
+                    forward = _best_time(lambda m=modules[spec], x=x: m(x), repeats)
+                backward = _best_time(
+                    lambda y=y, x=x, g=grad_out: torch.autograd.grad(y, x, g, retain_graph=True),
+                    repeats,
                 )
-            )
+                samples[spec]["forward"][n].append(forward)
+                samples[spec]["backward"][n].append(backward)
     return samples
 
 
-def log_ratios(samples: dict[str, dict[str, list[float]]], spec: str, phase: str) -> list[float]:
-    """``log(t_spec / t_relu)`` in each round of ``phase``: the paired metric."""
-    return [
-        math.log(t / r) for t, r in zip(samples[spec][phase], samples["relu"][phase], strict=True)
-    ]
+def round_ratios(samples, spec: str, phase: str) -> list[float]:
+    """Per round, the median over tensor sizes of ``t_spec / t_relu``."""
+    per_size = samples[spec][phase]
+    relu = samples["relu"][phase]
+    rounds = len(next(iter(relu.values())))
+    return [statistics.median(per_size[n][k] / relu[n][k] for n in per_size) for k in range(rounds)]
 
 
-def comparisons_of(samples: dict[str, dict[str, list[float]]]) -> list[evidence.Comparison]:
-    """One comparison per exponential-based activation and pass: its log time against ReLU's,
-    paired by round (the rounds are the comparison's "seeds")."""
-    rounds = list(range(len(samples["relu"]["forward"])))
-    return [
-        evidence.compare(
-            f"{spec} {phase} dearer than relu",
-            "log(time / relu time)",
-            (spec, "relu"),
-            [math.log(t) for t in samples[spec][phase]],
-            [math.log(t) for t in samples["relu"][phase]],
-            rounds,
-            MIN_EFFECT,
-            +1,
-            min_seeds=MIN_ROUNDS,
-        )
-        for spec in EXP_BASED
-        for phase in PASSES
-    ]
+def primary_of(samples, rounds: list[int]):
+    """The rerun's primary: per round the smallest forward ratio of the exp-based ones."""
+    ratios = {s: round_ratios(samples, s, "forward") for s in EXP_BASED}
+    cheapest = [min(ratios[s][k] for s in EXP_BASED) for k in range(len(rounds))]
+    return PRIMARY.compare(cheapest, [1.0] * len(rounds), rounds)
 
 
-def _figure(out: Path, medians: dict[str, dict[str, float]], elements: int) -> str:
+def _figure(out, medians: dict[str, dict[str, float]], sizes) -> str:
     fig, ax = pyplot().subplots(figsize=(9, 3.8))
     specs = list(medians)
-    pos = range(len(specs))
-    scale = 1e9 / elements  # nanoseconds per element
-    fwd = [medians[s]["forward"] * scale for s in specs]
-    bwd = [medians[s]["backward"] * scale for s in specs]
-    ax.bar([p - 0.2 for p in pos], fwd, width=0.4, label="forward")
-    ax.bar([p + 0.2 for p in pos], bwd, width=0.4, label="backward")
-    ax.set_xticks(list(pos), specs, rotation=30, fontsize=8)
+    for k, phase in enumerate(PASSES):
+        ax.bar(
+            [i + 0.4 * k - 0.2 for i in range(len(specs))],
+            [medians[s][phase] for s in specs],
+            width=0.4,
+            label=phase,
+        )
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.axhline(MIN_RATIO, color="k", ls="--", lw=0.8)
+    ax.set_xticks(range(len(specs)), specs, rotation=30, fontsize=8)
     ax.set(
-        ylabel="ns per element (median)",
-        title=f"Cost of each activation on {elements:,} float32 values (CPU)",
+        ylabel="time / ReLU's (median over rounds and sizes)",
+        yscale="log",
+        title=f"Cost relative to ReLU on {len(sizes)} tensor sizes (CPU, one thread)",
     )
     ax.legend()
     return save_figure(fig, out, "activation_cost.png")
@@ -146,72 +151,55 @@ def _figure(out: Path, medians: dict[str, dict[str, float]], elements: int) -> s
 @experiment(
     "activations",
     claim=(
-        "ReLU is the cheapest activation to compute; the exponential-based ones (sigmoid, "
-        "tanh, ELU, SELU, GELU, SiLU) cost more, forward and backward."
+        "ReLU is the cheapest activation to compute: the exponential-based ones (sigmoid, tanh, "
+        "ELU, SELU, GELU, SiLU) cost more in the forward pass."
     ),
     source=(
         "cs231n lecture 'Training Neural Networks I' (activation functions); Krizhevsky et "
         "al. 2012, sec. 3.1"
     ),
-    rule=(
-        "Wall time of PyTorch's kernels on one float32 tensor on this CPU, in interleaved "
-        "rounds (each round times every activation, forward and backward, back to back, in a "
-        "shuffled order; each time the fastest of a few consecutive calls), on one thread; the "
-        f"rounds are the paired 'seeds' ({SIZES['rounds'][2]} full, {SIZES['rounds'][1]} "
-        "quick). One "
-        "comparison per activation (sigmoid, tanh, ELU, SELU, GELU, SiLU) and pass: the mean "
-        f"over rounds of log(time / ReLU's time in the same round), its paired-t 95% interval "
-        f"above log({MIN_RATIO}) = {MIN_EFFECT:.4f} (at least 10% dearer) held, below it did "
-        f"not hold, containing it (or fewer than {MIN_ROUNDS} rounds) inconclusive. Overall: "
-        "did not hold if any did not hold, else inconclusive if any was, else held. Timings, "
-        "and so this verdict, depend on the machine, its load and the thread count, and are "
-        "not covered by the same-seed reproducibility guarantee."
-    ),
+    sizes=SIZES,
+    rule=RULE,
 )
-def run(out: Path, size: str, seed: int) -> Outcome:
-    cfg = at_size(SIZES, size)
-    elements, rounds, repeats = cfg["elements"], cfg["rounds"], cfg["repeats"]
-    plot_activations(out / "activations.png")
-    with intra_op_threads(THREADS):
-        samples = timing_rounds(elements, rounds, repeats, seed)
-    comparisons = comparisons_of(samples)
-    medians = {s: {p: statistics.median(v) for p, v in ts.items()} for s, ts in samples.items()}
-    relu = medians["relu"]
-    relative = {s: {p: t / relu[p] for p, t in ts.items()} for s, ts in medians.items()}
-    paired_ratio = {  # exp(mean log ratio): the geometric mean of the per-round ratios
-        s: {p: math.exp(statistics.fmean(log_ratios(samples, s, p))) for p in PASSES} for s in TIMED
+def run(ctx: Context) -> Outcome:
+    cfg = ctx.cfg
+    sizes, rounds = cfg["elements"], list(range(cfg["seeds"]))
+    plot_activations(ctx.out / "activations.png")
+    reruns = []
+    with intra_op_threads(1):  # a pool's barriers on a shared machine would time the load
+        for k in range(cfg["reruns"]):
+            reruns.append(timing_rounds(sizes, len(rounds), cfg["repeats"], ctx.seed + 1000 * k))
+    firsts = [primary_of(samples, rounds) for samples in reruns]
+    verdicts = [c.verdict for c in firsts]
+    primary = firsts[0]
+    if len(set(verdicts)) > 1:
+        primary.verdict = "inconclusive"
+    primary.note = f"verdicts of the {len(reruns)} reruns: {', '.join(verdicts)}"
+    pooled = list(range(len(rounds) * len(reruns)))
+    ratios = {
+        s: {p: [r for samples in reruns for r in round_ratios(samples, s, p)] for p in PASSES}
+        for s in TIMED
     }
-    timing = {
-        "median_seconds": medians,
-        "relative_to_relu": relative,
-        "paired_ratio_to_relu": paired_ratio,
-    }
-    measured = {
-        **cfg,
-        "threads": THREADS,
-        "min_ratio": MIN_RATIO,
-        "min_effect": MIN_EFFECT,
-        "timing": timing,
-    }
-    figures = [
-        "activations.png",
-        _figure(out, medians, elements),
-        comparison_intervals(
-            out,
-            "comparisons.png",
-            "Each exponential-based activation against ReLU, paired by timing round",
-            comparisons,
-        ),
+    ones = [1.0] * len(pooled)
+    secondaries = [
+        Spec(
+            f"{s} {p} dearer than relu", (s, "relu"), "time ratio", "log", PRIMARY.min_effect, 1
+        ).compare(ratios[s][p], ones, pooled)
+        for s in EXP_BASED
+        for p in PASSES
     ]
+    medians = {s: {p: statistics.median(v) for p, v in ratios[s].items()} for s in TIMED}
+    measured = {
+        "rerun_verdicts": verdicts,
+        "rerun_cheapest_ratio": [math.exp(c.difference) for c in firsts],
+        "median_ratio_to_relu": medians,
+    }
     notes = (
-        f"{elements:,} float32 values (standard normal), {rounds} interleaved timing rounds "
-        f"(the paired 'seeds'; each time the fastest of {repeats} consecutive calls), torch "
-        f"{torch.__version__} on {THREADS} thread (the cost per core: with a pool of threads "
-        "on a shared machine, a kernel waits for its slowest thread and the timing measures "
-        "the load). Forward under no_grad; backward is autograd.grad of a kept output with "
-        "respect to the input. Every number under 'timing' (and the verdict) depends on the "
-        "machine and its load."
+        f"Float32 standard-normal tensors, torch {torch.__version__} at one intra-op thread; "
+        "forward under no_grad, backward as autograd.grad of a kept output. Timings, and so "
+        "the verdict, depend on the machine and its load (other work ran beside it); they are "
+        "outside the same-seed reproducibility guarantee."
     )
-    if rounds < MIN_ROUNDS:
-        notes += f" Only {rounds} rounds: no comparison can be decided."
-    return conclude(comparisons, measured, figures, notes)
+    return Outcome(
+        primary, measured, ["activations.png", _figure(ctx.out, medians, sizes)], notes, secondaries
+    )

@@ -2,61 +2,71 @@
 
 For a neuron ``y = w . x`` and one sample, ``dL/dw_i = (dL/dy) x_i``: when every ``x_i > 0``
 (the outputs of a sigmoid layer) all components of the gradient have the sign of ``dL/dy``, so
-a per-sample step can only move ``w`` towards the all-positive or the all-negative orthant, and
+a per-sample step moves ``w`` only towards the all-positive or the all-negative orthant, and
 reaching an optimum in another orthant takes a zig-zag (cs231n; LeCun et al. 1998, "Efficient
 BackProp", sec. 4.3, which also shows that a non-zero input mean makes the Hessian
-ill-conditioned: one large eigenvalue along the mean, which caps the step size for every other
-direction). That the gradient rows share a sign, and so that every per-sample move lies in
-quadrant I or III, is an identity of the arithmetic: it is unit-tested
+ill-conditioned). That the gradient rows share a sign is an identity, unit-tested
 (:func:`single_sign_fraction`, :func:`sgd_step`), not evidence.
 
-Evidence. The claim about optimisation: per-sample SGD on a linear neuron with all-positive
-inputs ``sigmoid(z)``, ``z ~ N(0, I)``, needs more steps to reach the optimum than with the same
-inputs centred (minus their mean). A paired seed draws the inputs, the optimum ``w*``, the
-initial weights ``w0`` and the order of the samples, shared by both arms; the targets are
-``w* . x`` without noise, so both arms have the optimum ``w*``. Each arm's learning rate is
-tuned on its own (:func:`trainlab.lab.arms.tune_lr`: a log grid of :data:`GRID_POINTS` rates a
-quarter-decade apart centred on the arm's ``1 / mean ||x||^2``, extended past an edge that holds
-the best) on a tuning seed that is none of the paired seeds, scored by the steps it needs; then
-fixed. Metric: ``log(steps)`` to bring ``||w - w*||`` within :data:`TOL` of ``||w0 - w*||`` (the
-distance, not the loss, because the two arms' losses are on different scales: the positive arm
-starts with the large error along the input mean), a run that does not get there within
-:data:`BUDGET` steps counting as the budget. One comparison, positive against centred,
-direction +1, paired-t 95% interval against the minimum effect :data:`MIN_EFFECT` = log(1.5)
-stated before the run (at least 1.5 times the steps): held if the interval lies above it, did
-not hold if below, inconclusive if it contains it (or with fewer than 3 seeds: smoke's 2 decide
-nothing); not reached unless every centred run converged within the budget. Verdict rule "all"
-(:func:`~trainlab.lab.evidence.overall_verdict`) over this one comparison: its verdict.
+The evidence is about optimisation: per-sample SGD (the engine's step, squared error) on a
+linear neuron with inputs ``sigmoid(z)``, ``z ~ N(0, I)``, against the same inputs centred. A
+paired seed draws the inputs, the optimum ``w*``, the start ``w0`` and the sample order, shared
+by both arms; the targets are ``w* . x`` without noise. The metric is the number of steps until
+``||w - w*|| <= TOL ||w0 - w*||`` (the distance, not the loss: the arms' losses are on
+different scales); a run that does not get there within the budget counts as the budget, a
+lower bound.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from trainlab.lab import evidence
-from trainlab.lab.arms import TUNING_SEED, LRSearch, log_grid, tune_lr
-from trainlab.lab.base import Outcome, conclude, experiment
-from trainlab.lab.figures import comparison_intervals, pyplot, save_figure
-from trainlab.lab.runs import at_size, generator
+from trainlab.lab.base import Context, Outcome, experiment
+from trainlab.lab.evidence import capped_counts
+from trainlab.lab.figures import pyplot, save_figure
+from trainlab.lab.loop import train
+from trainlab.lab.nets import built, generator
+from trainlab.lab.rules import Rule, Spec
+from trainlab.lab.tuning import log_grid, recheck, tune_lr
 
 ARMS = ("positive", "centred")
 TOL = 0.01  # converged: ||w - w*|| <= 1% of ||w0 - w*||
-BUDGET = 20_000  # per-sample SGD steps at most
 ESCAPE = 1e3  # ||w - w*|| beyond this many times its start: diverged, the run stops
-MIN_RATIO = 1.5  # the least slow-down the claim counts: 1.5 times the steps
-MIN_EFFECT = math.log(MIN_RATIO)
-MIN_SEEDS = 3
-GRID_POINTS = 9
 GRID_RATIO = 10**0.25  # a quarter-decade between neighbouring rates
 SIZES = {  # smoke, quick, full
     "inputs": (4, 16, 16),  # the neuron's fan-in
     "samples": (64, 1024, 4096),
-    "seeds": (2, 5, 10),  # paired seeds; 2 (smoke) never decide
+    "budget": (500, 3000, 20000),  # per-sample steps at most
+    "grid": (5, 7, 7),  # rates in each arm's first grid, a quarter-decade apart
+    "seeds": (3, 6, 10),
 }
+PRIMARY = Spec(
+    "positive inputs need more SGD steps than centred ones",
+    ("positive", "centred"),
+    "steps to converge",
+    "log",
+    math.log(1.5),
+    +1,
+)
+RULE = Rule(
+    design="Per-sample SGD without momentum (the engine's step, loss (w . x - w* . x)^2 / 2) on "
+    "a linear neuron with inputs sigmoid(z), z ~ N(0, I), against the same inputs minus their "
+    "mean; a paired seed draws inputs, w*, w0 and the sample order for both arms. Metric: "
+    f"steps until ||w - w*|| <= {TOL} ||w0 - w*||; a run not converged within the budget "
+    "counts as the budget (a lower bound: where that could have produced the verdict, it is "
+    f"not reached); a run whose distance grows past {ESCAPE:g} times its start, or whose loss "
+    "ends above its start, diverged.",
+    primary=PRIMARY,
+    preconditions=("every centred run converged within the budget",),
+    tuning="each arm's on the tuning seeds, a log grid a quarter-decade apart centred on "
+    "1 / mean ||x||^2 (the normalised LMS step), extended past an edge holding the best; "
+    "score: steps to converge (the budget times the distance left if it did not; inf if it "
+    "diverged). The verdict is re-checked with each arm at its neighbouring rates.",
+)
 
 
 def single_sign_fraction(x: Tensor, upstream: Tensor) -> Tensor:
@@ -75,126 +85,91 @@ def sgd_step(error: list[float], x: list[float], lr: float) -> list[float]:
     return [e - lr * residual * xi for e, xi in zip(error, x, strict=True)]
 
 
-def _norm(v: list[float]) -> float:
-    return math.sqrt(math.fsum(e * e for e in v))
-
-
-def _loss(x: list[list[float]], error: list[float]) -> float:
-    """The mean of ``0.5 (e . x)^2`` over the samples: the full-data loss at ``w = w* + e``."""
-    residuals = (math.fsum(e * xi for e, xi in zip(error, r, strict=True)) for r in x)
-    return math.fsum(0.5 * v * v for v in residuals) / len(x)
-
-
-def sgd_run(
-    x: list[list[float]],
-    error0: list[float],
-    order: list[int],
-    lr: float,
-    path: bool = False,
-) -> dict:
-    """Per-sample SGD from ``w0 = w* + error0`` on the samples ``x[order[t]]``, until
-    ``||w - w*|| <= TOL ||w0 - w*||`` or the end of ``order``. Returns ``steps`` (to converge, or
-    None), ``diverged`` (the distance left :data:`ESCAPE` times its start, went non-finite, or
-    the full-data loss ended above its start), ``distance`` (relative, after each step) and, with
-    ``path``, the errors ``e_0, e_1, ...``."""
-    start = _norm(error0)
-    e, distance, errors = list(error0), [1.0], [list(error0)]
-    for step, i in enumerate(order, start=1):
-        e = sgd_step(e, x[i], lr)
-        d = _norm(e) / start
-        distance.append(d)
-        if path:
-            errors.append(e)
-        if not math.isfinite(d) or d > ESCAPE:
-            return {"steps": None, "diverged": True, "distance": distance, "path": errors}
-        if d <= TOL:
-            return {"steps": step, "diverged": False, "distance": distance, "path": errors}
-    return {
-        "steps": None,
-        "diverged": _loss(x, e) > _loss(x, error0),
-        "distance": distance,
-        "path": errors,
-    }
+def half_squared(output: Tensor, target: Tensor) -> Tensor:
+    return 0.5 * (output.squeeze(1) - target).pow(2).mean()
 
 
 def problem(seed: int, inputs: int, samples: int) -> dict:
-    """One paired seed's problem: the all-positive inputs ``sigmoid(z)`` and the same centred,
-    the error ``w0 - w*`` (``w*`` and ``w0`` both N(0, I)) and the order of :data:`BUDGET`
-    samples, shared by both arms."""
+    """One paired seed's problem: inputs ``sigmoid(z)`` (and the same centred), ``w*`` and
+    ``w0`` (both N(0, I)), float64, shared by both arms."""
     gen = generator(seed, "not-zero-centred", "problem")
     positive = torch.sigmoid(torch.randn(samples, inputs, generator=gen, dtype=torch.float64))
     w_star = torch.randn(inputs, generator=gen, dtype=torch.float64)
     w0 = torch.randn(inputs, generator=gen, dtype=torch.float64)
-    order = torch.randint(samples, (BUDGET,), generator=gen)
     return {
-        "x": {"positive": positive.tolist(), "centred": (positive - positive.mean(0)).tolist()},
-        "error0": (w0 - w_star).tolist(),
-        "order": order.tolist(),
-        "input_mean": float(positive.mean()),
+        "x": {"positive": positive, "centred": positive - positive.mean(0)},
+        "w_star": w_star,
+        "w0": w0,
+        "seed": seed,
     }
 
 
-def normalised_rate(x: list[list[float]]) -> float:
-    """``1 / mean ||x||^2``, the step of normalised LMS: the centre of an arm's grid."""
-    return len(x) / math.fsum(math.fsum(v * v for v in r) for r in x)
+def sgd_run(p: dict, arm: str, lr: float, budget: int, every: int = 10) -> dict:
+    """Per-sample SGD from ``w0`` through the engine's step until ``||w - w*|| <= TOL ||w0 -
+    w*||`` or ``budget`` steps: ``steps`` (None if not converged), ``diverged`` and the relative
+    distance every ``every`` steps. The sample order comes from the seed, the same in both
+    arms."""
+    x, w_star = p["x"][arm], p["w_star"]
+    model = built(lambda: nn.Linear(len(w_star), 1, bias=False, dtype=torch.float64))
+    with torch.no_grad():
+        model.weight.copy_(p["w0"][None])
+    start = float((p["w0"] - w_star).norm())
+    distance, state = [1.0], {"escaped": False}
+
+    def probe(step: int, _loss: float) -> bool:
+        d = float((model.weight[0].detach() - w_star).norm()) / start
+        if step % every == 0:
+            distance.append(d)
+        state["escaped"] = not d <= ESCAPE  # NaN escapes too
+        return d <= TOL or state["escaped"]
+
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    trained = train(
+        model,
+        opt,
+        x,
+        x @ w_star,
+        batch=1,
+        steps=budget,
+        probe=probe,
+        gen=generator(p["seed"], "not-zero-centred", "order"),
+        loss=half_squared,
+    )
+    final = float((model.weight[0].detach() - w_star).norm()) / start
+    converged = trained.stopped and not state["escaped"]
+    with torch.no_grad():
+        ended_above = bool(
+            half_squared(model(x), x @ w_star) > half_squared(x @ p["w0"][:, None], x @ w_star)
+        )
+    return {
+        "steps": len(trained.losses) if converged else None,
+        "diverged": trained.diverged or state["escaped"] or (not converged and ended_above),
+        "final_distance": final,
+        "distance": distance,
+    }
 
 
-def tuning_score(run: dict) -> float:
-    """What the learning-rate search minimises: the steps to converge; ``inf`` for a diverged
-    run; beyond the budget, the budget times how far the run ended from the threshold."""
+def tuning_score(run: dict, budget: int) -> float:
+    """Steps to converge; the budget times how far the run ended from the threshold if it did
+    not; ``inf`` if it diverged."""
     if run["diverged"]:
         return math.inf
-    if run["steps"] is not None:
-        return float(run["steps"])
-    return BUDGET * run["distance"][-1] / TOL
+    return float(run["steps"]) if run["steps"] is not None else budget * run["final_distance"] / TOL
 
 
-def tune_arm(tuning: dict, arm: str) -> LRSearch:
-    """The arm's learning rate, searched on the tuning seed's problem."""
-    x = tuning["x"][arm]
-    grid = log_grid(normalised_rate(x), GRID_POINTS, GRID_RATIO)
-    return tune_lr(
-        lambda lr: tuning_score(sgd_run(x, tuning["error0"], tuning["order"], lr)),
-        grid,
-        ratio=GRID_RATIO,
-    )
-
-
-def _curves_figure(out: Path, curves: dict[str, list[list[float]]], lrs: dict) -> str:
+def _curves_figure(out, curves: dict[str, list[list[float]]], lrs: dict, every: int) -> str:
     fig, ax = pyplot().subplots(figsize=(6.5, 4))
     for arm, colour in zip(ARMS, ("C0", "C2"), strict=True):
         for k, d in enumerate(curves[arm]):
             label = f"{arm} inputs (lr {lrs[arm]:.3g})" if k == 0 else None
-            ax.semilogy(range(len(d)), d, color=colour, lw=0.7, alpha=0.7, label=label)
+            ax.semilogy(
+                [every * i for i in range(len(d))], d, color=colour, lw=0.7, alpha=0.7, label=label
+            )
     ax.axhline(TOL, color="k", ls="--", lw=0.8, label=f"threshold {TOL}")
     ax.set(xlabel="per-sample SGD step", ylabel="||w - w*|| / ||w0 - w*||")
     ax.set_title("Distance to the optimum, each paired seed, tuned rate per arm", fontsize=9)
     ax.legend(fontsize=8)
     return save_figure(fig, out, "distance_curves.png")
-
-
-def _zigzag_figure(out: Path, seed: int) -> str:
-    """An illustration (not evidence): two weights, optimum (1, -1), start (0, 0), each input
-    kind at its normalised rate; the positive arm's moves all lie in quadrant I or III."""
-    gen = generator(seed, "not-zero-centred", "zigzag")
-    positive = torch.sigmoid(torch.randn(512, 2, generator=gen, dtype=torch.float64))
-    order = torch.randint(512, (200,), generator=gen).tolist()
-    fig, axes = pyplot().subplots(1, 2, figsize=(10, 4.4))
-    for ax, arm in zip(axes, ARMS, strict=True):
-        x = (positive if arm == "positive" else positive - positive.mean(0)).tolist()
-        run = sgd_run(x, [-1.0, 1.0], order, normalised_rate(x), path=True)
-        p = [(e[0] + 1.0, e[1] - 1.0) for e in run["path"]]  # w = w* + e
-        ax.plot(
-            *zip(*p, strict=True), "-o", ms=2, lw=0.8, color="C0" if arm == "positive" else "C2"
-        )
-        ax.plot(1.0, -1.0, "r*", ms=12, label="optimum w*")
-        ax.plot(0, 0, "ks", ms=5, label="start")
-        ax.axhline(0, color="0.7", lw=0.5)
-        ax.axvline(0, color="0.7", lw=0.5)
-        ax.set(xlim=(-0.6, 2.0), ylim=(-1.8, 0.6), xlabel="w1", ylabel="w2")
-        ax.set_title(f"{arm} inputs: first {len(p) - 1} SGD steps", fontsize=9)
-        ax.legend(fontsize=8, loc="upper right")
-    return save_figure(fig, out, "zigzag_paths.png")
 
 
 @experiment(
@@ -208,75 +183,46 @@ def _zigzag_figure(out: Path, seed: int) -> str:
         "cs231n lecture 'Training Neural Networks I' (sigmoid: outputs not zero-centred); "
         "LeCun et al. 1998, 'Efficient BackProp', sec. 4.3"
     ),
-    rule=(
-        f"Per-sample SGD on a linear neuron ({SIZES['inputs'][2]} inputs) with noiseless "
-        "targets w* . x, inputs sigmoid(z), z ~ N(0, I), against the same inputs centred; "
-        f"paired seeds ({SIZES['seeds'][2]} full, {SIZES['seeds'][1]} quick) each draw the "
-        "inputs, w*, w0 and the sample order for both arms; each arm's "
-        f"learning rate tuned on a tuning seed (log grid of {GRID_POINTS} rates a quarter-decade "
-        "apart, extended at the edges). Metric: log(steps until ||w - w*|| <= "
-        f"{TOL} ||w0 - w*||), {BUDGET} at most. The mean paired difference (positive - centred), "
-        f"its paired-t 95% interval above log({MIN_RATIO}) = {MIN_EFFECT:.4f} held, below it did "
-        f"not hold, containing it (or fewer than {MIN_SEEDS} seeds) inconclusive; not reached "
-        "unless every centred run converged. Overall (rule 'all', one comparison): its verdict. "
-        "The sign identities are unit tests, not evidence."
-    ),
+    sizes=SIZES,
+    rule=RULE,
 )
-def run(out: Path, size: str, seed: int) -> Outcome:
-    cfg = at_size(SIZES, size)
-    inputs, samples = cfg["inputs"], cfg["samples"]
-    seeds = [seed + i for i in range(cfg["seeds"])]
-    tuning = problem(seed + TUNING_SEED, inputs, samples)
-    searches = {arm: tune_arm(tuning, arm) for arm in ARMS}
+def run(ctx: Context) -> Outcome:
+    cfg = ctx.cfg
+    budget = cfg["budget"]
+    problems = {s: problem(s, cfg["inputs"], cfg["samples"]) for s in ctx.seeds + ctx.tuning_seeds}
+
+    @functools.cache
+    def measure(arm: str, lr: float, seed: int) -> dict:
+        return sgd_run(problems[seed], arm, lr, budget)
+
+    searches = {}
+    for arm in ARMS:
+        x = problems[ctx.tuning_seeds[0]]["x"][arm]
+        centre = len(x) / float(x.pow(2).sum())  # 1 / mean ||x||^2
+        grid = log_grid(centre, cfg["grid"], GRID_RATIO)
+        score = lambda lr, s, a=arm: tuning_score(measure(a, lr, s), budget)  # noqa: E731
+        searches[arm] = tune_lr(score, grid, ctx.tuning_seeds, ratio=GRID_RATIO)
     lrs = {arm: searches[arm].best for arm in ARMS}
-    runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
-    for s in seeds:
-        p = problem(s, inputs, samples)
-        for arm in ARMS:
-            runs[arm].append(sgd_run(p["x"][arm], p["error0"], p["order"], lrs[arm]))
-    steps = {arm: [r["steps"] or BUDGET for r in runs[arm]] for arm in ARMS}
-    reached = all(r["steps"] is not None for r in runs["centred"])
-    comparison = evidence.compare(
-        "positive inputs need more SGD steps than centred ones",
-        "log(steps to converge)",
-        ("positive", "centred"),
-        [math.log(v) for v in steps["positive"]],
-        [math.log(v) for v in steps["centred"]],
-        seeds,
-        MIN_EFFECT,
-        +1,
-        reached=reached,
-        min_seeds=MIN_SEEDS,
-    )
+
+    def decide(rates: dict[str, float]):
+        paired = {a: [measure(a, rates[a], s) for s in ctx.seeds] for a in ARMS}
+        (pos, pos_capped), (cen, cen_capped) = (
+            capped_counts(paired[a], budget, "steps") for a in ARMS
+        )
+        reached = all(r["steps"] is not None for r in paired["centred"])
+        return PRIMARY.compare(pos, cen, ctx.seeds, reached, capped=(pos_capped, cen_capped))
+
+    primary = recheck(decide, lrs, searches)
+    paired = {a: [measure(a, lrs[a], s) for s in ctx.seeds] for a in ARMS}
     measured = {
-        **cfg,
-        "seeds": seeds,
-        "tolerance": TOL,
-        "step_budget": BUDGET,
-        "min_ratio": MIN_RATIO,
-        "min_effect": MIN_EFFECT,
-        "lr": lrs,
-        "lr_search": {arm: searches[arm].to_dict() for arm in ARMS},
-        "steps": steps,
-        "not_converged": {arm: sum(r["steps"] is None for r in runs[arm]) for arm in ARMS},
-        "diverged": {arm: sum(r["diverged"] for r in runs[arm]) for arm in ARMS},
-        "steps_ratio_geometric_mean": math.exp(comparison.difference),
+        "steps": {a: [r["steps"] for r in rows] for a, rows in paired.items()},
+        "diverged": {a: sum(r["diverged"] for r in rows) for a, rows in paired.items()},
+        "input_mean": float(problems[ctx.seeds[0]]["x"]["positive"].mean()),
     }
-    figures = [
-        _curves_figure(out, {arm: [r["distance"] for r in runs[arm]] for arm in ARMS}, lrs),
-        _zigzag_figure(out, seed),
-        comparison_intervals(
-            out, "comparisons.png", "Positive against centred inputs, paired seeds", [comparison]
-        ),
-    ]
+    curves = {a: [r["distance"] for r in rows] for a, rows in paired.items()}
+    figures = [_curves_figure(ctx.out, curves, lrs, 10)]
     notes = (
-        f"A linear neuron with {inputs} inputs, {samples} samples per seed of sigmoid(z), z ~ "
-        "N(0, I) (positive arm) or the same minus their mean (centred arm); targets w* . x "
-        "without noise; w* and w0 drawn N(0, I); per-sample SGD without momentum, the sample "
-        f"order shared by both arms; seeds {seeds}, tuning seed {seed + TUNING_SEED}. Tuned "
-        f"rates: positive {lrs['positive']:.3g}, centred {lrs['centred']:.3g}. The zig-zag "
-        "figure (two weights, optimum (1, -1), normalised rates) illustrates; it is not evidence."
+        "Targets w* . x without noise; the sample order is a fresh permutation each epoch, the "
+        f"same in both arms (steps None: not converged within {budget})."
     )
-    if len(seeds) < MIN_SEEDS:
-        notes += f" Only {len(seeds)} seeds: no comparison can be decided."
-    return conclude([comparison], measured, figures, notes)
+    return Outcome(primary, measured, figures, notes, searches=searches)

@@ -4,7 +4,7 @@ several experiments share (one curve per arm; test accuracy per arm over seeds).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,30 +57,25 @@ def plot_curves(
 
 
 def accuracy_bars(
-    out: Path,
-    name: str,
-    title: str,
-    runs: dict[str, list[dict]],
-    baseline_of: Callable[[str], str],
+    out: Path, name: str, title: str, test_acc: dict[str, list[Any]], baseline: str
 ) -> str:
-    """Mean test accuracy per arm with its spread over seeds, each seed's run as a dot; an arm
-    is grey if it is a baseline, else green if its mean beats its baseline's, red if not."""
-    from trainlab.lab.numbers import mean_std
-
-    acc = {arm: mean_std([r["test_acc"] for r in rows]) for arm, rows in runs.items()}
-    means = [m for m, _ in acc.values()]
+    """Mean test accuracy per arm over the seeds that trained, each seed's run as a dot (a
+    failed run is left out); the baseline grey, an arm green if its mean beats the baseline's,
+    else red."""
+    kept = {a: [v for v in vs if not isinstance(v, str)] for a, vs in test_acc.items()}
+    means = {a: sum(v) / len(v) if v else math.nan for a, v in kept.items()}
     colors = [
-        "tab:gray" if baseline_of(a) == a else "tab:green" if m > acc[baseline_of(a)][0]
-        else "tab:red"
-        for a, (m, _) in acc.items()
-    ]  # fmt: skip
+        "tab:gray" if a == baseline else "tab:green" if means[a] > means[baseline] else "tab:red"
+        for a in kept
+    ]
     fig, ax = pyplot().subplots(figsize=(8, 4))
-    ax.bar(range(len(runs)), means, yerr=[s for _, s in acc.values()], color=colors, alpha=0.7)
-    for i, rows in enumerate(runs.values()):
-        ax.scatter([i] * len(rows), [r["test_acc"] for r in rows], color="k", s=8, zorder=3)
-    ax.set_xticks(range(len(runs)), list(runs), rotation=35, ha="right", fontsize=8)
-    ax.set(ylabel="test accuracy", ylim=(max(0.0, min(means) - 0.1), None))
-    ax.set_title(f"{title} (green: beats its baseline)")
+    ax.bar(range(len(kept)), list(means.values()), color=colors, alpha=0.7)
+    for i, values in enumerate(kept.values()):
+        ax.scatter([i] * len(values), values, color="k", s=8, zorder=3)
+    ax.set_xticks(range(len(kept)), list(kept), rotation=35, ha="right", fontsize=8)
+    finite = [m for m in means.values() if math.isfinite(m)] or [0.1]
+    ax.set(ylabel="test accuracy", ylim=(max(0.0, min(finite) - 0.1), None))
+    ax.set_title(f"{title} (green: beats {baseline})")
     return save_figure(fig, out, name)
 
 
@@ -89,29 +84,41 @@ VERDICT_MARKS = {"held": "#1a7f37", "did not hold": "#cf222e", "inconclusive": "
 
 def comparison_intervals(out: Path, name: str, title: str, comparisons: Sequence[Any]) -> str:
     """Each comparison (:class:`trainlab.lab.evidence.Comparison`) on its own row, in its own
-    metric's units (accuracies in points): the mean paired difference with its 95% interval,
-    beside zero (solid) and the minimum effect in the claimed direction (dashed; both sides for
-    a claim of agreement); coloured by verdict (grey: not reached)."""
+    metric's units (fractions in points): the mean paired difference with its interval at its
+    level, beside zero (solid) and the minimum effect in the claimed direction (dashed; both
+    sides for a claim of agreement); coloured by verdict (grey: not reached). A comparison
+    without an interval (too few pairs) shows its verdict alone."""
     n = len(comparisons)
     fig, axes = pyplot().subplots(n, 1, figsize=(6.5, 0.95 * n + 0.9), squeeze=False)
     for ax, c in zip(axes[:, 0], comparisons, strict=True):
-        scale, unit = (100, "points") if "acc" in c.metric else (1, "")
-        lo, hi = c.ci95
-        d = c.difference
+        scale, unit = (100, "points") if c.scale == "fraction" else (1, "")
         colour = VERDICT_MARKS.get(c.verdict, "#57606a")
-        ax.errorbar(
-            scale * d, 0, xerr=[[scale * (d - lo)], [scale * (hi - d)]], fmt="o", color=colour,
-            capsize=4,
-        )  # fmt: skip
+        if c.ci is not None:
+            lo, hi = c.ci
+            d = c.difference
+            ax.errorbar(
+                scale * d,
+                0,
+                xerr=[[scale * (d - lo)], [scale * (hi - d)]],
+                fmt="o",
+                color=colour,
+                capsize=4,
+            )
         bounds = [c.min_effect, -c.min_effect] if c.direction == 0 else [c.direction * c.min_effect]
         for b in bounds:
             ax.axvline(scale * b, color="k", ls="--", lw=0.8)
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks([])
-        ax.set_ylabel(f"{c.verdict}\n{len(c.seeds)} seeds", fontsize=7, rotation=0, ha="right",
-                      va="center", color=colour)  # fmt: skip
-        ax.set_title(f"{c.name} ({' - '.join(c.arms)})", fontsize=7, loc="left")
-        ax.set_xlabel(f"{c.metric} {unit}".strip(), fontsize=7, labelpad=1)
+        label = f"{c.role}\n{c.verdict}\n{len(c.seeds)} pairs, {c.level:.1%}"
+        ax.set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center", color=colour)
+        ax.set_title(
+            f"{c.name} ({' - '.join(c.arms)})",
+            fontsize=7,
+            loc="left",
+            fontweight="bold" if c.role == "primary" else "normal",
+        )
+        log = {"log": "log ", "fraction": ""}.get(c.scale, "")
+        ax.set_xlabel(f"{log}{c.metric} {unit}".strip(), fontsize=7, labelpad=1)
         ax.tick_params(axis="x", labelsize=7)
-    fig.suptitle(f"{title}\n(paired-t 95% interval; dashed: minimum effect)", fontsize=9)
+    fig.suptitle(f"{title}\n(paired-t interval at each level; dashed: minimum effect)", fontsize=9)
     return save_figure(fig, out, name)

@@ -29,37 +29,66 @@ VERDICT_COLOURS = {
     "did not hold": "#cf222e",
     "not reached": "#57606a",
 }
-COMPARISON_COLUMNS = ("comparison", "arms", "difference", "95% interval", "min effect", "seeds",
-                      "verdict")  # fmt: skip
+COMPARISON_COLUMNS = (
+    "role",
+    "comparison",
+    "arms",
+    "difference",
+    "interval (level)",
+    "sign-flip p (above, below)",
+    "min effect",
+    "pairs",
+    "verdict",
+)
 
 
 def comparison_cells(c: dict[str, Any]) -> list[str]:
     """One comparison record of result.json as table cells, in :data:`COMPARISON_COLUMNS`'
-    order: treatment - baseline difference, its interval and the minimum effect in the metric's
-    units (signed in the claimed direction)."""
-    lo, hi = c["ci95"]
-    sign = {1: "+", -1: "-", 0: "±"}[c.get("direction", 1)]
+    order: the treatment - baseline difference on the metric's scale (a ratio beside it on
+    the log scale), its interval at its level, the exact sign-flip test's one-sided p-values,
+    the minimum effect (signed in the claimed direction), the pairs kept (and the runs left out
+    as diverged or collapsed), the verdict (and, for the primary, its sensitivity)."""
+    d, ci = c["difference"], c["ci"]
+    diff = "n/a" if d is None else f"{d:+.4f}"
+    if d is not None and c["scale"] == "log":
+        diff += f" (x{math.exp(d):.3g})"
+    interval = "n/a" if ci is None else f"[{ci[0]:+.4f}, {ci[1]:+.4f}] ({c['level']:.3g})"
+    flip = c.get("sign_flip")
+    flip_cell = "-" if not flip else f"{flip['p_above']:.3g}, {flip['p_below']:.3g}"
+    sign = {1: "+", -1: "-", 0: "±"}[c["direction"]]
+    excluded = [
+        f"{n} {arm} {status}" for arm, v in c.get("excluded", {}).items() for status, n in v.items()
+    ]
+    left_out = f"; left out: {', '.join(excluded)}" if excluded else ""
+    verdict = c["verdict"]
+    if c.get("sensitive"):
+        verdict += " (sensitive)"
     return [
+        c["role"],
         c["name"],
         " - ".join(c["arms"]),
-        f"{c['difference']:+.4f}",
-        f"[{lo:+.4f}, {hi:+.4f}]",
-        f"{sign}{c['min_effect']:.4g} ({c['metric']})",
-        f"{len(c['seeds'])}: {format_value(c['seeds'])}",
-        c["verdict"],
+        diff,
+        interval,
+        flip_cell,
+        f"{sign}{c['min_effect']:.4g} ({c['metric']}, {c['scale']})",
+        f"{len(c['seeds'])}: {format_value(c['seeds'])}{left_out}",
+        verdict,
     ]
 
 
 def run_line(result: dict[str, Any]) -> str:
-    """Where and how one result was measured: size, seed, seconds, threads, torch and date."""
-    parts = [f"{result.get('size', _size(result))} size", f"seed {result.get('seed')}",
-             f"{result.get('seconds')} s"]  # fmt: skip
+    """Where and how one result was measured: size, seed, seconds, threads, torch, date,
+    commit and the rule's hash."""
+    parts = [
+        f"{result.get('size', _size(result))} size",
+        f"seed {result.get('seed')}",
+        f"{result.get('seconds')} s",
+    ]
     if "threads" in result:
         parts.append(f"{result['threads']} thread(s), torch {result.get('torch')}")
-    if "date" in result:
-        parts.append(result["date"])
-    if "commit" in result:
-        parts.append(f"commit {result['commit']}")
+    for key, label in (("date", ""), ("commit", "commit "), ("rule_hash", "rule ")):
+        if key in result:
+            parts.append(f"{label}{result[key]}")
     return ", ".join(parts)
 
 
@@ -75,18 +104,26 @@ def what_would_decide(c: dict[str, Any]) -> str:
         )
     if c["verdict"] != "inconclusive":
         return ""
-    lo, hi = c["ci95"]
-    n, d, m = len(c["seeds"]), c["difference"], c["min_effect"]
-    boundaries = [m, -m] if c.get("direction", 1) == 0 else [c.get("direction", 1) * m]
+    n = len(c["seeds"])
+    if n < 3 or c["ci"] is None:
+        return f"{c['name']}: only {n} pairs; at least 3 are needed to decide anything."
+    lo, hi = c["ci"]
+    d, m, direction = c["difference"], c["min_effect"], c.get("direction", 1)
+    boundaries = [m, -m] if direction == 0 else [direction * m]
     gap = min(abs(d - b) for b in boundaries)
-    if n < 3:
-        return f"{c['name']}: only {n} seeds; at least 3 are needed to decide anything."
     if gap == 0:
         return f"{c['name']}: the mean sits on the minimum effect; no number of seeds decides it."
     needed = math.ceil(n * ((hi - lo) / 2 / gap) ** 2)
-    return (f"{c['name']}: inconclusive with {n} seeds; about {max(needed, n + 1)} paired seeds "
-            "would narrow the interval enough to decide, if the mean difference stays where it "
-            "is.")  # fmt: skip
+    if needed <= n and c.get("t_verdict") != "inconclusive":
+        return (
+            f"{c['name']}: the t interval decides ({c['t_verdict']}) but the exact "
+            f"sign-flip test does not at {n} pairs; more paired seeds would."
+        )
+    return (
+        f"{c['name']}: inconclusive with {n} pairs; about {max(needed, n + 1)} paired seeds "
+        "would narrow the interval enough to decide, if the mean difference stays where it "
+        "is."
+    )
 
 
 def run_lab(
@@ -195,7 +232,7 @@ def _section(result: dict[str, Any], folder: Path) -> str:
 <h2>{e(result["name"])} {_badge(result["verdict"])}</h2>
 <p><b>Claim.</b> {e(result["claim"])}</p>
 <p><b>Source.</b> {e(result["source"])}</p>
-<p><b>Rule (stated before the run).</b> {e(result["rule"])}</p>
+<p><b>Rule {e(result.get("rule_hash", ""))} (registered before the run).</b> {e(result["rule"])}</p>
 {comparisons}
 <table><tr><th>measured</th><th>value</th></tr>{rows}</table>
 {figures}
@@ -211,7 +248,8 @@ def write_gallery(out: str | Path, results: Sequence[dict[str, Any]]) -> Path:
     out = Path(out)
     summary = "".join(
         f"<tr><td><a href='#{html.escape(r['name'])}'>{html.escape(r['name'])}</a></td>"
-        f"<td>{_badge(r['verdict'])}</td></tr>"
+        f"<td>{_badge(r['verdict'])}{' sensitive' if r.get('sensitive') else ''}</td>"
+        f"<td>{html.escape(secondary_counts(r))}</td></tr>"
         for r in results
     )
     body = "".join(_section(r, out / r["name"]) for r in results)
@@ -222,13 +260,40 @@ def write_gallery(out: str | Path, results: Sequence[dict[str, Any]]) -> Path:
 <h1>trainlab lab: the lecture's claims, measured</h1>
 <p class="meta">{len(results)} experiments, written {stamp} on {html.escape(platform.node())}.
 Verdicts: {", ".join(VERDICTS)}.</p>
-<table><tr><th>experiment</th><th>verdict</th></tr>{summary}</table>
+<table><tr><th>experiment</th><th>verdict (primary)</th><th>secondaries</th></tr>{summary}</table>
 {body}
 </body></html>
 """
     path = out / "gallery.html"
     write_text(path, page)
     return path
+
+
+def secondary_counts(result: dict[str, Any]) -> str:
+    """The secondary comparisons' verdicts counted, e.g. "3 held, 1 inconclusive"."""
+    from trainlab.lab.evidence import count_verdicts
+
+    counts = count_verdicts(result["comparisons"][1:])
+    return ", ".join(f"{n} {v}" for v, n in counts.items()) or "none"
+
+
+PAGE_INTRO = (
+    "Each experiment states a claim, its source and a rule registered as data before it runs "
+    "(`src/trainlab/lab/exp_*.py`; every version of every rule, with the verdicts it gave, is "
+    "in [lab_ledger.md](lab_ledger.md)). One **primary** comparison over paired seeds decides "
+    "the verdict: the mean paired difference on the metric's scale (log for ratios and losses; "
+    "bounded fractions keep their interval inside [-1, 1]) with its paired-t 95% interval "
+    "against a minimum effect fixed in the rule, beside the exact sign-flip test (with five "
+    "pairs or fewer the more conservative of the two decides). **held**: beyond the minimum "
+    "effect in the claimed direction (inside the tolerance, for a claim of agreement); **did "
+    "not hold**: short of it, or the other way; **inconclusive**: neither (or fewer than 3 "
+    "pairs); **not reached**: the regime the claim is about did not occur. Secondary "
+    "comparisons are judged at Holm's step-down levels and never overturn the primary. A run "
+    "that diverged or collapsed is left out of its pair and counted, never given a value. "
+    "Rates are tuned on three tuning seeds; a verdict that flips when an arm moves to a "
+    "neighbouring or tied rate of its grid is marked **sensitive**. In the tables, n/a stands "
+    "for a value that does not exist (a diverged run's loss, a step that never came)."
+)
 
 
 def lab_markdown(
@@ -239,39 +304,39 @@ def lab_markdown(
     date: str | None = None,
     not_run: Sequence[str] = (),
     remarks: str = "",
+    ledger_rows: Sequence[str] = (),
 ) -> str:
-    """The lab's Markdown page: a summary table of verdicts, ``remarks`` (a reader's comments
-    on this particular run, written after it, kept apart from the measured results), then per
-    experiment its claim, source, rule, verdict, its comparisons (with what would decide the
-    undecided ones), every measured number and notes."""
+    """The lab's Markdown page: the verdicts (and, from the ledger, every rule version's and
+    every run's), ``remarks`` (a reader's comments on this run, written after it, kept apart
+    from the measured results), then per experiment its claim, source, rule, verdict, its
+    comparisons (with what would decide the undecided ones), every measured number and notes."""
     date = date or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        "# The lab: the lecture's claims, measured",
-        "",
-        "Each experiment states a claim, its source and the rule that decides it before it runs "
-        "(`src/trainlab/lab/exp_*.py`). Every verdict rests on comparisons over paired seeds: "
-        "the mean paired difference with its paired-t 95% interval against a minimum effect "
-        "fixed in the code before the run. **held**: the interval lies beyond the minimum effect "
-        "in the claimed direction (inside the tolerance, for a claim of agreement); **did not "
-        "hold**: it excludes the minimum effect, or points the other way; **inconclusive**: it "
-        "straddles it (or fewer than 3 seeds); **not reached**: the regime the claim is about "
-        "(for example a baseline that over-fits) did not occur. An experiment's verdict combines "
-        'its comparisons by the rule "all": did not hold if any did not hold, else not '
-        "reached, else inconclusive, else held. A claim that did not hold on this setup says "
-        "so. In the tables, n/a stands for a diverged run's loss, or for a step that never came.",
-        "",
-        f"- Date: {date}",
-    ]
+    lines = ["# The lab: the lecture's claims, measured", "", PAGE_INTRO, "", f"- Date: {date}"]
     if machine:
         lines.append(f"- Machine: {machine}")
     if command:
         lines.append(f"- Command: `{command}`")
-    lines += ["", "| experiment | size | verdict | seconds |", "|---|---|---|---|"]
     lines += [
-        f"| [{r['name']}](#{r['name']}) | {_size(r)} | **{r['verdict']}** | {r['seconds']} |"
-        for r in results
+        "",
+        "| experiment | size | verdict (primary) | secondaries | seconds |",
+        "|---|---|---|---|---|",
     ]
-    lines += [f"| {name} | not run | - | - |" for name in not_run]
+    for r in results:
+        verdict = f"**{r['verdict']}**" + (" (sensitive)" if r.get("sensitive") else "")
+        lines.append(
+            f"| [{r['name']}](#{r['name']}) | {_size(r)} | {verdict} | "
+            f"{secondary_counts(r)} | {r['seconds']} |"
+        )
+    lines += [f"| {name} | not run | - | - | - |" for name in not_run]
+    if ledger_rows:
+        lines += [
+            "",
+            "Every rule version and run (from the ledger):",
+            "",
+            "| experiment | earlier rule versions | current rule's runs | current verdict |",
+            "|---|---|---|---|",
+            *ledger_rows,
+        ]
     if remarks.strip():
         lines += ["", "## Remarks on this run (written after it)", "", remarks.strip()]
     for r in results:
@@ -280,18 +345,26 @@ def lab_markdown(
             "",
             f"## {r['name']}",
             "",
-            f"**Verdict: {r['verdict']}** ({run_line(r)})",
+            f"**Verdict: {r['verdict']}**"
+            + (" (sensitive)" if r.get("sensitive") else "")
+            + f" ({run_line(r)})",
             "",
             f"- Claim: {r['claim']}",
             f"- Source: {r['source']}",
             f"- Rule: {r['rule']}",
             "",
-            "Comparisons (mean paired difference, paired-t 95% interval):",
+            "Comparisons (mean paired difference; the primary first):",
             "",
             "| " + " | ".join(COMPARISON_COLUMNS) + " |",
             "|" + "---|" * len(COMPARISON_COLUMNS),
         ]
         lines += ["| " + " | ".join(comparison_cells(c)) + " |" for c in r["comparisons"]]
+        primary = r["comparisons"][0]
+        if primary.get("neighbours"):
+            moved = "; ".join(
+                f"{n['arm']} at {n['lr']:g}: {n['verdict']}" for n in primary["neighbours"]
+            )
+            lines += ["", f"Primary re-decided at neighbouring rates: {moved}."]
         deciders = [what_would_decide(c) for c in r["comparisons"]]
         lines += ["", *[f"- {d}" for d in deciders if d]] if any(deciders) else []
         lines += ["", "| measured | value |", "|---|---|", *numbers]
