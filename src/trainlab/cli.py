@@ -150,6 +150,12 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--out", help="output folder (default: lab/<name>)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plan", action="store_true", help="paper scale: each run's cost; runs none")
+    p.add_argument(
+        "--budget", type=float, default=None, metavar="SECONDS",
+        help="paper scale: stop after this many seconds (default 540) at a checkpoint; the same "
+        "command again continues",
+    )  # fmt: skip
 
     p = _command(
         sub, "diagnose", cmd_diagnose, "what goes wrong inside a recipe's network, with advice",
@@ -502,8 +508,18 @@ def cmd_lab(args: argparse.Namespace) -> None:
         return
     out = Path(args.out or f"lab/{args.name}")
     scale = args.scale or ("quick" if args.quick else "full")
+    if args.plan:
+        from trainlab.lab.base import plan_text
+
+        every = [n for n in experiment_names() if "paper" in get_experiment(n).scales]
+        names = every if args.name == "all" else [args.name]
+        print("\n".join(plan_text(n) for n in names))
+        return
     if args.name != "all":
-        result = run_experiment(args.name, out, seed=args.seed, scale=scale)
+        result = run_experiment(args.name, out, seed=args.seed, scale=scale, budget=args.budget)
+        if "unfinished" in result:
+            print(f"{args.name}: unfinished: {result['unfinished']}; progress kept in {out}")
+            return
         verdict = f"{result['name']}: {result['verdict']} ({result['seconds']:.0f} s)"
         print(f"{verdict}; {out / 'result.json'}")
         return
