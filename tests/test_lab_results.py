@@ -215,7 +215,9 @@ def test_the_rule_hash_moves_with_every_part_of_the_rule():
         ),
         rule_hash("x", "claim", Rule("d", spec, preconditions=("q",)), {"seeds": (3, 3, 6)}),
         rule_hash("x", "claim", Rule("d", spec), {"seeds": (3, 3, 8)}),
+        rule_hash("x", "claim", Rule("d", spec), {"seeds": (3, 3, 6, 6)}),
         rule_hash("x", "other claim", Rule("d", spec), {"seeds": (3, 3, 6)}),
     ]
     assert base not in changed and len(set(changed)) == len(changed)
     assert base == rule_hash("x", "claim", Rule("d", spec), {"seeds": (3, 3, 6)})
+    assert base == rule_hash("x", "claim", Rule("d", spec), {"seeds": (2, 4, 6)})  # previews

@@ -58,7 +58,7 @@ GRID_CENTRE = {"sgd_momentum": 10**-1.5, "sgd": 10**-0.5, "adam": 10**-2.5}
 SIZES = {  # smoke, quick, full
     "n": (512, 4096, 30000),
     "hidden": (32, 32, 128),
-    "steps": (20, 100, 1000),
+    "steps": (20, 60, 1000),
     "max_up": (2, 3, 6),  # the sweep grows at most this many points upwards to find the edge
     "seeds": (3, 4, 6),
     "remedy_seeds": (2, 2, 3),  # seeds of the arms measured without a comparison

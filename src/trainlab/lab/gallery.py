@@ -82,7 +82,7 @@ def run_line(result: dict[str, Any]) -> str:
     parts = [
         f"{result.get('size', _size(result))} size",
         f"seed {result.get('seed')}",
-        f"{result.get('seconds')} s",
+        f"{result.get('seconds')} s ({result.get('cpu_seconds', '?')} s CPU)",
     ]
     if "threads" in result:
         parts.append(f"{result['threads']} thread(s), torch {result.get('torch')}")

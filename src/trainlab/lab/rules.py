@@ -6,7 +6,7 @@ A :class:`Rule` names the design, the one **primary** comparison (treatment, bas
 and its scale, the minimum effect in the claimed direction), the secondary comparisons (judged
 at Holm's levels; they never overturn the primary), the preconditions under which the claim is
 "not reached", and how rates are tuned. Its hash covers the experiment's name, claim and size
-table too (seeds and sizes are part of the rule).
+table's full and paper columns too (seeds and sizes are part of the rule).
 """
 
 from __future__ import annotations
@@ -122,7 +122,10 @@ class Rule:
 
 def rule_hash(name: str, claim: str, rule: Rule, sizes: dict[str, tuple[Any, ...]]) -> str:
     """The first 12 hex digits of the SHA-256 of the rule's canonical JSON (name, claim, rule,
-    size table): any change to what decides the verdict is a new rule version."""
-    data = {"name": name, "claim": claim, "rule": rule.data(), "sizes": sizes}
+    and the size table's full and paper columns, the sizes whose runs decide): any change to
+    what decides the verdict is a new rule version. The smoke and quick columns, previews that
+    the ledger never records, are left out."""
+    data = {"name": name, "claim": claim, "rule": rule.data(),
+            "sizes": {k: v[2:] for k, v in sizes.items()}}  # fmt: skip
     text = json.dumps(data, sort_keys=True, default=list, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
