@@ -44,8 +44,8 @@ BATCH = 128
 DOWNSAMPLE = (10, 20)  # plain_conv's convolutions (0-based) of stride 2: 32 -> 16 -> 8 pixels
 SIZES = {  # smoke, quick, full (the MLP on Fashion-MNIST), paper (plain_conv on CIFAR-10)
     "n": (256, 2048, 10000, 50000),
-    "width": (8, 32, 128, 64),
-    "cap": (30, 300, 1500, 6000),  # the step cap: a run not reaching THRESHOLD by then stalls
+    "width": (8, 16, 128, 64),
+    "cap": (30, 200, 1500, 6000),  # the step cap: a run not reaching THRESHOLD by then stalls
     "seeds": (3, 3, 6, 6),
 }
 NETWORK = {"smoke": "mlp", "quick": "mlp", "full": "mlp", "paper": "conv"}

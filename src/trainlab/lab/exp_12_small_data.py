@@ -17,8 +17,6 @@ baseline's; each technique alone is secondary.
 
 from __future__ import annotations
 
-from torch import nn
-
 from trainlab.lab import paper
 from trainlab.lab.base import Context, Outcome, experiment
 from trainlab.lab.figures import accuracy_bars
@@ -105,12 +103,7 @@ def base_overrides(cfg: dict, seed: int, epochs: int, device="cpu", batch: int =
 
 
 def plan(cfg: dict) -> list[paper.PlannedRun]:
-    from trainlab.models import build_model
-    from trainlab.recipe import ModelConfig
-
-    model = ModelConfig(kind="resnet", widths=[16, 32, 64], depth=PAPER_DEPTH, norm="none")
-    make = lambda: build_model(model, (3, 32, 32), 10, nn.Identity())  # noqa: E731
-    return paper.recipe_plan(cfg, make, len(cfg["arms"]), 3)
+    return paper.recipe_plan(cfg, paper.resnet20("none"), len(cfg["arms"]), 3)
 
 
 @experiment(

@@ -15,7 +15,6 @@ the augmented arm's validation loss stops improving (augmentation trains slower)
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from trainlab.augment import make_pipeline, plot_augment
 from trainlab.lab import paper
@@ -127,12 +126,7 @@ def _grid(out, images: torch.Tensor, stats, seed: int) -> str:
 
 
 def plan(cfg: dict) -> list[paper.PlannedRun]:
-    from trainlab.models import build_model
-    from trainlab.recipe import ModelConfig
-
-    model = ModelConfig(kind="resnet", widths=[16, 32, 64], depth=PAPER_DEPTH, norm="batch")
-    make = lambda: build_model(model, (3, 32, 32), 10, nn.Identity())  # noqa: E731
-    return paper.recipe_plan(cfg, make, len(cfg["augments"]), 2)
+    return paper.recipe_plan(cfg, paper.resnet20("batch"), len(cfg["augments"]), 2)
 
 
 @experiment(
