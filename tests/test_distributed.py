@@ -78,7 +78,7 @@ rank, mode = int(os.environ["RANK"]), os.environ.get("TEST_MODE", "")
 if rank != 0:
     def refuse(*args, **kwargs):
         raise AssertionError(f"rank {rank} tried to write a file")
-    F.write_text = F.write_json = L.write_text = C.save_checkpoint = refuse
+    F.write_text = F.write_json = L.write_text = C.write_checkpoint = refuse
     trainlab.report.write_report = refuse
 if rank == 1 and mode:
     weight = D.ShardedLoader.loss_weight

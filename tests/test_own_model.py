@@ -56,21 +56,21 @@ def test_an_own_network_resumes_exactly_and_is_evaluated_from_its_checkpoint(tmp
 
     whole = fit(tiny("train.epochs=3"), tmp_path / "whole", model=mlp_like_trainlabs,
                 progress=False, report=False)  # fmt: skip
-    real, saves = checkpoint_mod.save_checkpoint, {"n": 0}
+    real, saves = checkpoint_mod.write_checkpoint, {"n": 0}
 
-    def save_then_die(path, **state):
-        real(path, **state)
+    def save_then_die(path, data):
+        real(path, data)
         saves["n"] += 1
         if saves["n"] == 1:
             raise KeyboardInterrupt
 
-    checkpoint_mod.save_checkpoint = save_then_die
+    checkpoint_mod.write_checkpoint = save_then_die
     try:
         with pytest.raises(KeyboardInterrupt):
             fit(tiny("train.epochs=3"), tmp_path / "cut", model=mlp_like_trainlabs,
                 progress=False, report=False)  # fmt: skip
     finally:
-        checkpoint_mod.save_checkpoint = real
+        checkpoint_mod.write_checkpoint = real
     with pytest.raises(RecipeError, match="model.kind = 'python:.*pass it again"):
         fit(None, tmp_path / "cut", resume=True, progress=False, report=False)
     resumed = fit(None, tmp_path / "cut", resume=True, model=mlp_like_trainlabs, progress=False,

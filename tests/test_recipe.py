@@ -35,7 +35,7 @@ def test_values_are_read_and_ints_widen_to_float(tmp_path):
         ("[train]\nepochs = 0\n", "train.epochs = 0: expected an integer >= 1"),
         ("[optim]\nlr = -0.1\n", "optim.lr = -0.1: expected a number > 0"),
         ("[optim]\nmomentum = 1.0\n", "optim.momentum = 1.0: expected a number < 1"),
-        ("[optim]\nname = 'adam'\n", "optim.name = 'adam': expected one of sgd, adamw"),
+        ("[optim]\nname = 'lion'\n", "optim.name = 'lion': expected one of sgd, adam, adamw"),
         ("[train]\nseed = true\n", "expected an integer, got a boolean"),
         ("[model]\nwidths = [8, 'x']\n", "model.widths[1]"),
         ("[model]\nwidths = 8\n", "expected a list of an integer"),
@@ -103,7 +103,7 @@ def test_shipped_default_recipe_equals_the_built_in_defaults():
 FLOAT_FIELDS = [
     "data.val_fraction", "model.survival_prob", "optim.lr", "optim.momentum", "optim.beta2",
     "optim.weight_decay", "optim.clip_grad_norm", "schedule.warmup_epochs", "schedule.gamma",
-    "schedule.final_lr",
+    "schedule.final_lr", "train.ema_decay",
     "regularize.label_smoothing",
 ]  # fmt: skip
 

@@ -77,13 +77,13 @@ def test_an_uncreatable_folder_is_one_error_naming_it(tmp_path):
 
 
 def test_a_full_disk_ends_in_exit_2_with_the_last_checkpoint_intact(tmp_path, monkeypatch):
-    real = checkpoint_mod.save_checkpoint
+    real = checkpoint_mod.write_checkpoint
 
-    def save_then_die(path, **state):
-        real(path, **state)
+    def save_then_die(path, data):
+        real(path, data)
         raise KeyboardInterrupt  # stop after the first epoch's checkpoint
 
-    monkeypatch.setattr(checkpoint_mod, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpoint_mod, "write_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         fit(tiny(), tmp_path, progress=False, report=False)
     before = (tmp_path / "checkpoint.pt").read_bytes()

@@ -104,15 +104,15 @@ def test_resume_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, extra
     whole = fit(recipe, tmp_path / "whole", progress=False, report=False)
 
     saves = {"n": 0}
-    real_save = checkpoint_mod.save_checkpoint
+    real_save = checkpoint_mod.write_checkpoint
 
-    def save_then_die(path, **state):
-        real_save(path, **state)
+    def save_then_die(path, data):
+        real_save(path, data)
         saves["n"] += 1
         if saves["n"] == 1:
             raise KeyboardInterrupt  # the process is killed right after the first checkpoint
 
-    monkeypatch.setattr(checkpoint_mod, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpoint_mod, "write_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         fit(recipe, tmp_path / "cut", progress=False, report=False)
     assert load_checkpoint(tmp_path / "cut")["epoch"] == 1
