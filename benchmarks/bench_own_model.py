@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from trainlab.bench import cpu_model  # noqa: E402
+from trainlab.bench import cpu_model, median_interval  # noqa: E402
 from trainlab.engine import train_steps  # noqa: E402
 from trainlab.fileio import write_text  # noqa: E402
 from trainlab.recipe import load_recipe  # noqa: E402
@@ -67,19 +66,6 @@ def chunk_ms(run, steps: int) -> float:
     t0 = time.perf_counter()
     train_steps(run, steps)
     return 1000 * (time.perf_counter() - t0) / steps
-
-
-def median_interval(ratios: list[float]) -> tuple[float, float]:
-    """A distribution-free 95% interval of the median: the order statistics whose binomial
-    (n, 1/2) tail probabilities are at most 2.5% each."""
-    xs, n = sorted(ratios), len(ratios)
-    cdf, k = 0.0, 0
-    while True:
-        cdf += math.comb(n, k) / 2**n
-        if cdf > 0.025:
-            break
-        k += 1
-    return xs[max(k - 1, 0)], xs[min(n - k, n - 1)]
 
 
 def main() -> int:

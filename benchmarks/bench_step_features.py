@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import os
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from trainlab.bench import cpu_model  # noqa: E402
+from trainlab.bench import cpu_model, median_interval  # noqa: E402
 from trainlab.fileio import write_text  # noqa: E402
 
 SETTINGS = ["data.subset=8192", "train.batch_size=128", "data.test_subset=16",
@@ -51,18 +50,6 @@ t0 = time.perf_counter()
 train_steps(run, 60)
 print(1000 * (time.perf_counter() - t0) / 60)
 """
-
-
-def median_interval(ratios: list[float]) -> tuple[float, float]:
-    """Distribution-free 95% interval of the median (binomial order statistics)."""
-    xs, n = sorted(ratios), len(ratios)
-    cdf, k = 0.0, 0
-    while True:
-        cdf += math.comb(n, k) / 2**n
-        if cdf > 0.025:
-            break
-        k += 1
-    return xs[max(k - 1, 0)], xs[min(n - k, n - 1)]
 
 
 def features(rounds: int, steps: int) -> dict[str, list[float]]:

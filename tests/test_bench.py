@@ -88,3 +88,12 @@ def test_cli_prints_the_statistics(capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "2 runs, target 25.00%" in out and "time per run" in out
+
+
+def test_the_median_interval_is_the_binomial_order_statistics_of_the_tables():
+    """n = 40: the 14th and 27th of the sorted values (P(Binomial(40, 1/2) <= 13) = 0.0192,
+    <= 14: 0.0403); n = 6: the smallest and largest (0.0156 and 0.109)."""
+    from trainlab.bench import median_interval
+
+    assert median_interval([float(i) for i in range(40)][::-1]) == (13.0, 26.0)
+    assert median_interval([3.0, 1.0, 2.0, 6.0, 5.0, 4.0]) == (1.0, 6.0)

@@ -48,6 +48,20 @@ def summarize(values: list[float]) -> dict[str, float]:
     }
 
 
+def median_interval(ratios: list[float]) -> tuple[float, float]:
+    """A distribution-free 95% interval of the median of paired ratios: the order statistics
+    whose binomial(n, 1/2) tails hold at most 2.5% each (robust to the load spikes of a shared
+    machine, which a t interval on the mean is not)."""
+    xs, n = sorted(ratios), len(ratios)
+    cdf, k = 0.0, 0
+    while True:
+        cdf += math.comb(n, k) / 2**n
+        if cdf > 0.025:
+            break
+        k += 1
+    return xs[max(k - 1, 0)], xs[min(n - k, n - 1)]
+
+
 def time_to_accuracy(
     recipe: Recipe,
     target: float,
