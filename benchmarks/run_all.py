@@ -33,6 +33,8 @@ ORDER = [
     "distributed",
     "speed",  # the CPU part; the GPU part (speed_gpu.md) comes from benchmarks/gpu_check.sh
     "host_overhead",
+    "own_model",
+    "step_features",
     "profile",
     "lr_find",
 ]
