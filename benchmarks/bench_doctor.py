@@ -538,8 +538,12 @@ def _dataset(name: str):
     return _DATA[name]
 
 
-def run_setup(setup: Setup, repair: bool, save: str | None = None) -> dict[str, Any]:
-    """Watch the setup (doctor and AutoTrainer on the same run), then repair and train."""
+def run_setup(
+    setup: Setup, repair: bool, save: str | None = None, train: bool = True
+) -> dict[str, Any]:
+    """Watch the setup (doctor and AutoTrainer on the same run), then repair, and (``train``)
+    train the repaired recipe in full: the broken setups and the healthy references of their
+    groups, not the shipped recipes (no broken setup is measured against them)."""
     import tempfile
 
     import torch
@@ -601,9 +605,12 @@ def run_setup(setup: Setup, repair: bool, save: str | None = None) -> dict[str, 
     row["repairs"] = result.repairs
     row["cost"] = result.cost
     row["doctor_seconds"] = time.perf_counter() - t1 + watch_seconds
-    with tempfile.TemporaryDirectory() as tmp:
-        final = fit(result.recipe, Path(tmp) / "run", progress=False, report=False, dataset=data)
-    row["test_acc"] = final.final.get("test_acc")
+    row["test_acc"] = None
+    if train:
+        with tempfile.TemporaryDirectory() as tmp:
+            final = fit(result.recipe, Path(tmp) / "run", progress=False, report=False,
+                        dataset=data)  # fmt: skip
+        row["test_acc"] = final.final.get("test_acc")
     row["seconds"] = time.perf_counter() - t0
     row["cpu_seconds"] = time.process_time() - c0
     return row
@@ -617,10 +624,10 @@ def _planned_checks(run, recipe) -> int:
     return planned // per_epoch if planned >= MIN_EPOCHS * per_epoch else CHECKS
 
 
-def _one(args: tuple[Setup, bool, str | None]) -> dict[str, Any]:
-    setup, repair, save = args
+def _one(args: tuple[Setup, bool, str | None, bool]) -> dict[str, Any]:
+    setup, repair, save, train = args
     try:
-        return run_setup(setup, repair, save)
+        return run_setup(setup, repair, save, train)
     except Exception as exc:  # a broken setup must not stop the corpus: it is reported
         import traceback
 
@@ -716,7 +723,8 @@ def main() -> int:
     todo = [s for s in chosen if s.name not in done]
     print(f"{len(chosen)} setups ({len(todo)} to run) on {args.jobs} process(es)", flush=True)
     t0 = time.perf_counter()
-    jobs = [(s, args.repair, args.save) for s in todo]
+    with_broken = {s.group for s in setups if s.must}
+    jobs = [(s, args.repair, args.save, s.group in with_broken) for s in todo]
     with ProcessPoolExecutor(args.jobs) if args.jobs > 1 else _Serial() as pool:
         for row in pool.map(_one, jobs):
             done[row["name"]] = row
@@ -782,6 +790,25 @@ def thresholds_table() -> list[str]:
     return [f"`{n} = {getattr(rules, n)!r}`" for n in sorted(names)]
 
 
+def advise_timing(rounds: int = 5) -> tuple[float, float, float]:
+    """Wall seconds of ``trainlab advise`` on every shipped recipe (median and largest over
+    recipes of the median of ``rounds`` runs), and of a bare ``python -c pass`` beside it."""
+    import statistics
+    import subprocess
+
+    def seconds(command: list[str]) -> float:
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            subprocess.run(command, cwd=ROOT, capture_output=True, check=False)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    cli = [str(Path(sys.executable).with_name("trainlab"))]  # the console script, as users run it
+    each = [seconds([*cli, "advise", str(p)]) for p in sorted((ROOT / "recipes").glob("*.toml"))]
+    return statistics.median(each), max(each), seconds([sys.executable, "-c", "pass"])
+
+
 def write_doc(scored, rows, repaired, wall, args) -> None:
     """docs/benchmarks/doctor.md and doctor.json: both detectors side by side, per kind."""
     import torch
@@ -794,22 +821,25 @@ def write_doc(scored, rows, repaired, wall, args) -> None:
     lines = [
         "| problem kind | setups | doctor recall | doctor precision | doctor steps to detection "
         "| AutoTrainer recall | AutoTrainer precision | AutoTrainer steps to detection "
-        "| repaired (within 1 point) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| repaired (within 1 point) | doctor + repair (runs, median) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind in (*KINDS, "overall"):
         a, b = ours[kind], theirs[kind]
         done, total = repaired.get(kind, (0, 0))
         rate = f"{done}/{total}" if total else "-"
+        cost = _median([r["cost"] for r in broken if "cost" in r
+                        and (kind == "overall" or kind in r["must"])])  # fmt: skip
         lines.append(
             f"| {kind} | {a['setups']} | {_cell(a['recall'])} | {_cell(a['precision'])} | "
             f"{_cell(a['steps_to_detection'])} | {_cell(b['recall'])} | {_cell(b['precision'])} "
-            f"| {_cell(b['steps_to_detection'])} | {rate} |"
+            f"| {_cell(b['steps_to_detection'])} | {rate} | {_cell(cost)} |"
         )
     healthy = ours["healthy"]
+    healthy_cost = _median([r["cost"] for r in scored if not r["must"] and "cost" in r])
     lines.append(
         f"| healthy (false positives) | {healthy['setups']} | {healthy['false_positives']} | | "
-        f"| {theirs['healthy']['false_positives']} | | | |"
+        f"| {theirs['healthy']['false_positives']} | | | | {_cell(healthy_cost)} |"
     )
     costs = sorted(r["cost"] for r in scored if "cost" in r)
     broken_costs = sorted(r["cost"] for r in broken if "cost" in r)
@@ -826,7 +856,19 @@ def write_doc(scored, rows, repaired, wall, args) -> None:
         for r in broken
         if r.get("repaired") is False and r.get("best_healthy")
     ]
+    wall_text = (
+        f"{wall / 60:.1f} min of wall time for the setups this invocation ran (a run continues "
+        "from `--results`: finished setups are not run again)"
+        if wall > 1
+        else "wall time: see the remarks below (this invocation only wrote the page)"
+    )
     targets = _targets(ours, theirs, repaired, broken_costs)
+    advise_median, advise_max, python_alone = advise_timing()
+    targets.append(
+        f"| `trainlab advise` under 1 s | median {advise_median:.2f} s, largest {advise_max:.2f} "
+        f"s over the {len(list((ROOT / 'recipes').glob('*.toml')))} shipped recipes (Python "
+        f"alone: {python_alone:.2f} s) | {'yes' if advise_max < 1 else '**no**'} |"
+    )
     text = f"""## The doctor on a corpus of broken trainings, beside AutoTrainer (issue 24)
 
 Machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, one thread per
@@ -869,8 +911,9 @@ Compute of doctor plus repair, in runs of the recipe (steps): median {_cell(_med
 broken setups median {_cell(_median(broken_costs))}, largest {
         _cell(max(broken_costs) if broken_costs else math.nan)
     }.
-This run: {wall / 60:.1f} min of wall time, {cpu / 60:.1f} min of CPU time over {len(rows)}
-setups (held-out, and the healthy references of their groups).
+This run: {cpu / 60:.1f} min of CPU time over {len(rows)} setups (held-out, and the healthy
+references of their groups; one thread each, so about half that in wall time on two idle cores),
+{wall_text}. Rows: docs/benchmarks/doctor.json.
 
 Misses: {"; ".join(misses) or "none"}. Named outside the labels: {"; ".join(falses) or "none"}.
 Not repaired: {"; ".join(unrepaired) or "none"}.
@@ -884,7 +927,16 @@ Thresholds (trainlab.diagnostics.findings, committed before this run): {
     }.
 """
     write_text(ROOT / "docs" / "benchmarks" / "doctor.md", text)
-    write_json(ROOT / "docs" / "benchmarks" / "doctor.json", {"rows": rows, "wall": wall})
+    keep = ("name", "group", "half", "must", "may", "severity", "codes", "ours", "ours_at",
+            "autotrainer", "theirs", "theirs_at", "verdict", "cost", "test_acc", "best_healthy",
+            "repaired", "watch_steps", "run_steps", "cpu_seconds")  # fmt: skip
+    slim = [
+        {**{k: r[k] for k in keep if k in r},
+         "repairs": [{k: x[k] for k in ("problem", "change", "kept", "before", "after")}
+                     for x in r.get("repairs", [])]}
+        for r in rows
+    ]  # fmt: skip
+    write_json(ROOT / "docs" / "benchmarks" / "doctor.json", {"rows": slim})
     print(text)
 
 
