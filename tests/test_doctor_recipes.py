@@ -61,3 +61,44 @@ def test_warm_up_keeps_the_fast_recipes_first_steps_from_blowing_up(fashion_mnis
     assert max(first_losses[0.0]) > 3 * first_losses[0.0][0]
     assert max(first_losses[0.2]) <= first_losses[0.2][0] * 1.05
     assert load_recipe("recipes/fashion-mnist-fast.toml").schedule.warmup_epochs == 0.2
+
+
+@pytest.mark.parametrize("recipe_path", ["recipes/default.toml", "recipes/fashion-mnist-fast.toml"])
+def test_the_engine_starts_the_shipped_recipes_at_the_loss_of_a_guess(fashion_mnist, recipe_path):
+    """The fix in place: the network the engine builds (init.small_head, on by default) gives a
+    first loss within 0.1 of ln 10 on a training batch; with the key off, the classifier keeps
+    Kaiming's draw, std sqrt(2 / fan_in), and the loss is well above it."""
+    first = {}
+    for small_head in (True, False):
+        recipe = load_recipe(recipe_path, ["data.subset=1000", f"init.small_head={str(small_head).lower()}"])
+        splits = prepare_splits(recipe, fashion_mnist)
+        model = build_training_model(recipe, splits).train()
+        x, y = splits.train[0][:512], splits.train[1][:512]
+        with torch.no_grad():
+            first[small_head] = F.cross_entropy(model(x), y).item()
+        fan_in = model.head.in_features
+        expected_std = (0.1 if small_head else math.sqrt(2)) / math.sqrt(fan_in)
+        assert model.head.weight.std().item() == pytest.approx(expected_std, rel=0.05)
+    assert abs(first[True] - math.log(10)) < 0.1
+    assert first[False] > math.log(10) + 0.1
+
+
+def test_a_users_own_classifier_is_found_and_a_fixed_scheme_is_left_alone(fashion_mnist):
+    """The head is the last Linear to the classes in any network (here a user's, whose last
+    Linear is not called ``head``); a scheme whose std the user chose (normal(0.05)) keeps it."""
+    from torch import nn
+
+    def factory(in_shape, num_classes):
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(28 * 28, 64), nn.ReLU(), nn.Linear(64, num_classes)
+        )
+
+    recipe = load_recipe("recipes/default.toml", ["data.subset=500"])
+    splits = prepare_splits(recipe, fashion_mnist)
+    network = build_training_model(recipe, splits, model=factory)
+    last = [m for m in network.modules() if isinstance(m, nn.Linear)][-1]
+    assert last.weight.std().item() == pytest.approx(0.1 / math.sqrt(64), rel=0.15)
+    fixed = load_recipe("recipes/default.toml", ["data.subset=500", "init.scheme=normal(0.05)"])
+    network = build_training_model(fixed, splits, model=factory)
+    last = [m for m in network.modules() if isinstance(m, nn.Linear)][-1]
+    assert last.weight.std().item() == pytest.approx(0.05, rel=0.15)

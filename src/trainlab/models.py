@@ -208,6 +208,16 @@ def build_model(
 HEAD_STD = 0.1
 
 
+def classifier_layer(model: nn.Module, num_classes: int) -> nn.Linear | None:
+    """The layer before the softmax: the last ``nn.Linear`` (in module order) with
+    ``num_classes`` outputs, in trainlab's networks and in a user's own alike; None if there is
+    none (a convolutional head, say)."""
+    layers = [
+        m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_classes
+    ]
+    return layers[-1] if layers else None
+
+
 def init_classifier(head: nn.Module, generator: torch.Generator | None = None) -> None:
     """Small weights for the layer before the softmax: ``w ~ N(0, (0.1 / sqrt(fan_in))^2)``,
     bias 0, so the logits start near zero, the prediction near uniform and the first loss near

@@ -113,6 +113,11 @@ class ModelConfig:
 class InitConfig:
     scheme: str = _f("kaiming", registry="init")
     zero_init_residual: bool = _f(True, help="zero the last norm scale of each residual block")
+    small_head: bool = _f(
+        True,
+        help="the classifier (the last Linear to the classes) drawn at std 0.1/sqrt(fan_in), so "
+        "the first loss is ln(classes); under the schemes that size weights by their fans",
+    )
 
 
 @dataclass
