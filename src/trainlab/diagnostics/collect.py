@@ -9,9 +9,12 @@ Statistics are summed over *windows* of ``window`` steps: one row per window in 
 :class:`LayerSeries` and :class:`WeightSeries`. A ReLU unit whose maximum output over a window
 is <= 0 is *dead*: it passed no gradient for any sample. An output is *saturated* where
 ``|f'(x)| < sat_eps * max|f'|`` (``|tanh| > 0.99`` at the default 0.02). The update-to-weight
-ratio ``||W_after - W_before|| / ||W_before||`` is measured from the optimizer's actual step, so
-it is right for Adam, momentum and weight decay alike (``lr ||g|| / ||W||`` is right only for
-plain SGD); the lecture's rule of thumb is ~1e-3. In-place activations are fine: a forward hook
+ratio ``||W_after - W_before|| / max(||W_before||, sqrt(rows))`` is measured from the optimizer's
+actual step, so it is right for Adam, momentum and weight decay alike (``lr ||g|| / ||W||`` is
+right only for plain SGD); the lecture's rule of thumb is ~1e-3. ``sqrt(rows)`` is the expected
+norm of a gain-1 draw (variance 1 / fan_in over rows x fan_in entries): a layer started below it
+(a classifier started small so that the first loss is ln(classes)) is judged against the scale
+it grows into, not against its small start (issue 24; before, the plain ``||W_before||``). In-place activations are fine: a forward hook
 runs before the next module overwrites the tensor.
 
 Besides the windows, two curves are kept whole: every step's training loss (``after_step``, a
@@ -427,6 +430,7 @@ class Diagnostics:
         self._handles: list[Any] = []
         self.probes: list[_Probe] = []
         self.weights: list[_Weight] = []
+        self._unit_gain_norm: Tensor | None = None  # sqrt(rows) per weighted layer
         self._grad_acc: dict[str, Tensor] = {}
         self._grad_history: list[dict[str, Tensor]] = []
         self._grad_first_bad: Tensor | None = None
@@ -550,7 +554,12 @@ class Diagnostics:
             delta = torch._foreach_sub(after, self._before)
             dn = torch.stack(torch._foreach_norm(delta)).double()
             wn = torch.stack(torch._foreach_norm(self._before)).double()
-            ratio = dn / wn.clamp_min(1e-30)
+            # A layer still below the scale of a gain-1 draw (a classifier started small, a
+            # small Gaussian) is growing into it: its update is judged against that scale.
+            if self._unit_gain_norm is None:  # once: the layers' shapes do not change
+                rows = [math.sqrt(w.param.shape[0]) for w in self.weights]
+                self._unit_gain_norm = torch.tensor(rows, dtype=wn.dtype, device=wn.device)
+            ratio = dn / torch.maximum(wn, self._unit_gain_norm).clamp_min(1e-30)
             acc = self._grad_window()
             finite = torch.isfinite(ratio)
             acc["ratio_sum"] += torch.where(finite, ratio, 0.0)

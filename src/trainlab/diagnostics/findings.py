@@ -21,9 +21,12 @@ rule                   fires when
 ``explode``            ... or grows more than DEPTH_RATIO x; or the first step's loss is above
                        EXPLODE_INIT_LOSS x ln classes (the loss of a guess is ln classes)
 ``vanishing_grad``     the first weighted layer's RMS gradient is < GRAD_RATIO x the last one's
-``large_updates``      a layer's update-to-weight ratio ||dW|| / ||W|| exceeds UPDATE_RATIO_HIGH
-                       (the lecture's rule of thumb is ~1e-3); a window of step 0 alone (the
-                       first update, against random weights) is held to UPDATE_RATIO_FIRST
+``large_updates``      a layer's update-to-weight ratio ||dW|| / max(||W||, sqrt(rows)) exceeds
+                       UPDATE_RATIO_HIGH (the lecture's rule of thumb is ~1e-3); a window of step
+                       0 alone (the first update, against random weights) is held to
+                       UPDATE_RATIO_FIRST. The floor sqrt(rows), a gain-1 draw's norm, was added
+                       after the held-out run (commit bec9a58), when the classifier began small
+                       (``init.small_head``): see docs/doctor.md
 ``exploding_grad``     the global gradient norm (of the weighted layers, at sampled steps; a
                        running median of 3) rises EXPLODE_GROWTH x above its lowest point so far
                        and stays there to the end of the run, while the loss climbs: its last
