@@ -146,6 +146,10 @@ def main() -> int:
     if args.no_pages:
         return 0
     results = load_results(out)
+    if args.quick:  # a preview: the gallery only; the ledger and the pages hold full sizes
+        write_gallery(out, results)
+        print(f"wrote {out / 'gallery.html'} (quick sizes: the ledger and docs are unchanged)")
+        return 0
     book = ledger.load()
     for r in results:
         if r["size"] in ledger.DECIDING_SIZES:
