@@ -97,10 +97,10 @@ def test_the_suggestion_on_a_hand_made_curve():
                 1.3, 1.6, 2.0, 0.1, 3.0, 3.5]  # fmt: skip
     # steps 0..1 (the first tenth of 20) and the last five (15..19) are outside the window,
     # so neither the lucky first batch (0.5) nor the glitch at 17 (0.1) is the minimum:
-    # the minimum is 0.9 at step 12, rate 10^(12/4 - 4) = 0.1, and a tenth of it is 0.01
-    assert suggest(rates, smoothed, planned=20) == pytest.approx(0.01, rel=1e-12)
+    # the minimum is 0.9 at step 12, rate 10^(12/4 - 4) = 0.1, and a third of it is 0.0333
+    assert suggest(rates, smoothed, planned=20) == pytest.approx(0.1 / 3, rel=1e-12)
     # a sweep stopped after 15 steps: the window is steps 2..9, its minimum 1.2 at step 9
-    assert suggest(rates[:15], smoothed[:15], planned=20) == pytest.approx(rates[9] / 10)
+    assert suggest(rates[:15], smoothed[:15], planned=20) == pytest.approx(rates[9] / 3)
 
 
 def test_the_cli_writes_its_plot_and_sweep_and_nothing_else(tmp_path, monkeypatch, capsys):

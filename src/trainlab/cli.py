@@ -208,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
         sub, "lr-find", cmd_lr_find, "the learning-rate range test: sweep the rate, suggest one",
         "Train the recipe for at most one epoch with a rate growing exponentially from --start "
         "to --end (Smith 2017), stop when the smoothed loss exceeds 4x its minimum, and suggest "
-        "the rate at the minimum of the smoothed loss divided by 10 (fastai's lr_min). Writes "
+        "the rate at the minimum of the smoothed loss divided by 3. Writes "
         "OUT/lr_find.png and OUT/lr_find.json; no run folder, no checkpoint.",
     )  # fmt: skip
     _add_recipe_args(p)
