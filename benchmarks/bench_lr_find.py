@@ -31,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import torch  # noqa: E402
+
 from trainlab.bench import cpu_model  # noqa: E402
 from trainlab.engine import fit  # noqa: E402
 from trainlab.fileio import write_json, write_text  # noqa: E402
@@ -112,6 +114,7 @@ def main() -> int:
     parser.add_argument("--first-seed", type=int, default=4,
                         help="seeds first-seed, first-seed + 1, ...: 1-3 judged the first rule")
     parser.add_argument("--recipes", nargs="+", default=RECIPES)
+    parser.add_argument("--page", default="docs/benchmarks/lr_find.md", help="the page written")
     parser.add_argument("--record", default=str(Path(tempfile.gettempdir()) / "bench_lr_find.json"))
     args = parser.parse_args()
     cut = [f"data.subset={args.subset}", f"train.epochs={args.epochs}",
@@ -131,7 +134,7 @@ def main() -> int:
     page = [
         "## lr-find: the suggested rate against a grid (bench_lr_find.py)",
         "",
-        f"Machine: {cpu_model()}, 2 cores shared with other jobs (run under `nice`); "
+        f"Machine: {cpu_model()}, {torch.get_num_threads()} thread(s), shared with other jobs; "
         f"{started}; {(time.perf_counter() - t0) / 60:.0f} min. Command: "
         f"`PYTHONPATH=src nice -n 5 .venv/bin/python benchmarks/bench_lr_find.py "
         f"--subset {args.subset} --epochs {args.epochs} --test-subset {args.test_subset} "
@@ -152,7 +155,7 @@ def main() -> int:
         "",
         *sections,
     ]
-    write_text(ROOT / "docs" / "benchmarks" / "lr_find.md", "\n".join(page).rstrip() + "\n")
+    write_text(ROOT / args.page, "\n".join(page).rstrip() + "\n")
     print(json.dumps({r["recipe"]: r["suggestion"] for r in results}))
     return 0
 

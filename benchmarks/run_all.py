@@ -37,6 +37,7 @@ ORDER = [
     "step_features",
     "profile",
     "lr_find",
+    "lr_find_longer",  # the same grid on 4x the images and 2x the epochs, seeds 7-9
     "lr_find_divisor10",  # the first rule's grid, kept beside the rule that replaced it
 ]
 
