@@ -705,7 +705,15 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="setup names (or prefixes) to run")
     parser.add_argument("--save", help="folder for each watched run's report (pickles)")
     parser.add_argument("--results", help="JSON lines of the rows (default: in --save or /tmp)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="train.seed of every setup: another seed gives fresh runs of the "
+                             "same corpus (the thresholds were tuned and judged at seed 0)")
+    parser.add_argument("--page", default="doctor",
+                        help="docs/benchmarks/PAGE.md and PAGE.json (held-out or all halves)")
     args = parser.parse_args()
+    global COMMON  # read by setup_recipe in the worker processes (forked after this line)
+    COMMON = tuple(o for o in COMMON if not o.startswith("train.seed=")) + (
+        f"train.seed={args.seed}",)
     setups = corpus()
     chosen = [s for s in setups if args.half == "all" or half_of(s) == args.half]
     if args.repair:  # the healthy variants of the groups are the references of repair
@@ -713,7 +721,7 @@ def main() -> int:
         chosen += [s for s in setups if s.healthy and s.group in groups and s not in chosen]
     if args.only:
         chosen = [s for s in chosen if any(s.name.startswith(o) for o in args.only)]
-    results = Path(args.results or f"/tmp/bench_doctor_{args.half}.jsonl")
+    results = Path(args.results or f"/tmp/bench_doctor_{args.half}_seed{args.seed}.jsonl")
     done = {}
     if results.exists():
         for line in results.read_text().splitlines():
@@ -743,7 +751,7 @@ def main() -> int:
             healthy_acc[r["group"]] = max(healthy_acc.get(r["group"], 0.0), r["test_acc"])
     repaired = repair_rate(scored, healthy_acc) if args.repair else {}
     report(scored, args, wall, failed)
-    if args.half == "held-out" and not args.only:
+    if args.half in ("held-out", "all") and not args.only:
         write_doc(scored, rows, repaired, wall, args)
     return 0
 
@@ -869,10 +877,17 @@ def write_doc(scored, rows, repaired, wall, args) -> None:
         f"s over the {len(list((ROOT / 'recipes').glob('*.toml')))} shipped recipes (Python "
         f"alone: {python_alone:.2f} s) | {'yes' if advise_max < 1 else '**no**'} |"
     )
-    text = f"""## The doctor on a corpus of broken trainings, beside AutoTrainer (issue 24)
+    command = COMMAND.replace("--half held-out", f"--half {args.half}") + (
+        f" --seed {args.seed} --page {args.page}" if args.seed or args.page != "doctor" else ""
+    )
+    which = ("the held-out half's numbers" if args.half == "held-out" else "both halves' numbers")
+    if args.seed:
+        which += f", at train.seed = {args.seed}: fresh runs, never seen when the rules were set"
+    text = f"""## The doctor on a corpus of broken trainings, beside AutoTrainer (issue 24{
+        f'; seed {args.seed}' if args.seed else ''})
 
 Machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, one thread per
-process, {args.jobs} processes. Date: {datetime.date.today()}. Command: `{COMMAND}`.
+process, {args.jobs} processes. Date: {datetime.date.today()}. Command: `{command}`.
 The machine was shared with other engineers' test runs: wall times are inflated; CPU times
 are the work itself.
 
@@ -885,7 +900,7 @@ broken setup is labelled by how it was built with the kinds it must show, and th
 show as consequences (a network whose units died also stalls). The corpus was split in halves
 by `SPLIT_SEED = {SPLIT_SEED}` (within each kind, alternately by a hash of the name) before any
 threshold was tuned; the thresholds below were tuned on the tuning half only and committed
-before this held-out run. **These are the held-out half's numbers**: {len(broken)} broken and
+before this held-out run. **These are {which}**: {len(broken)} broken and
 {ours["healthy"]["setups"]} healthy setups.
 
 Each setup: the doctor watches a third of the run's epochs with a 20% validation split;
@@ -913,7 +928,7 @@ broken setups median {_cell(_median(broken_costs))}, largest {
     }.
 This run: {cpu / 60:.1f} min of CPU time over {len(rows)} setups (held-out, and the healthy
 references of their groups; one thread each, so about half that in wall time on two idle cores),
-{wall_text}. Rows: docs/benchmarks/doctor.json.
+{wall_text}. Rows: docs/benchmarks/{args.page}.json.
 
 Misses: {"; ".join(misses) or "none"}. Named outside the labels: {"; ".join(falses) or "none"}.
 Not repaired: {"; ".join(unrepaired) or "none"}.
@@ -926,7 +941,7 @@ Thresholds (trainlab.diagnostics.findings, committed before this run): {
         ", ".join(thresholds_table())
     }.
 """
-    write_text(ROOT / "docs" / "benchmarks" / "doctor.md", text)
+    write_text(ROOT / "docs" / "benchmarks" / f"{args.page}.md", text)
     keep = ("name", "group", "half", "must", "may", "severity", "codes", "ours", "ours_at",
             "autotrainer", "theirs", "theirs_at", "verdict", "cost", "test_acc", "best_healthy",
             "repaired", "watch_steps", "run_steps", "cpu_seconds")  # fmt: skip
@@ -936,7 +951,7 @@ Thresholds (trainlab.diagnostics.findings, committed before this run): {
                      for x in r.get("repairs", [])]}
         for r in rows
     ]  # fmt: skip
-    write_json(ROOT / "docs" / "benchmarks" / "doctor.json", {"rows": slim})
+    write_json(ROOT / "docs" / "benchmarks" / f"{args.page}.json", {"rows": slim})
     print(text)
 
 
