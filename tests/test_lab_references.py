@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from trainlab.lab import ledger
+from trainlab.lab import evidence, ledger
 from trainlab.lab.base import context, experiment_names, get_experiment
 from trainlab.lab.evidence import compare, holm, sign_flip_p
 from trainlab.lab.tuning import mean_ranks
@@ -184,3 +184,24 @@ def test_the_two_full_runs_are_fresh_to_each_other_and_tune_on_unpaired_seeds(na
     runs = book["experiments"][name]["versions"][1]["runs"]
     assert [r["fresh"] for r in runs] == [False, True]
     assert ledger.verdict_in(book, name)["confirmed"]
+
+
+def test_a_rules_words_and_its_bound_follow_the_judge():
+    """A negative minimum effect is non-inferiority whatever the direction (evidence.judge); the
+    text and the page's bound say the claim that is judged: ``difference < +0.0953`` for "the
+    treatment's loss is no worse by more than log 1.1", ``< -0.0953`` for "lower by log 1.1"."""
+    from trainlab.lab.gallery import comparison_cells
+    from trainlab.lab.rules import Spec
+
+    margin = math.log(1.1)
+    no_worse = Spec("z", ("zero", "standard"), "loss", "log", -margin, -1)
+    lower = Spec("s", ("selu", "relu"), "loss", "log", margin, -1)
+    assert "zero no worse than standard by more than 0.0953" in no_worse.text()
+    assert "selu below relu by at least 0.0953" in lower.text()
+    assert evidence.judge(-0.5, 0.09, -margin, -1) == "held"  # the whole interval under +log 1.1
+    assert evidence.judge(-0.5, -0.1, margin, -1) == "held"  # the whole interval under -log 1.1
+    row = {"role": "primary", "name": "z", "arms": ["zero", "standard"], "difference": 0.0,
+           "ci": [-0.1, 0.1], "level": 0.95, "direction": -1, "min_effect": -margin,
+           "metric": "loss", "scale": "log", "seeds": [0, 1], "verdict": "held"}  # fmt: skip
+    assert comparison_cells(row)[6].startswith("< +0.09531")
+    assert comparison_cells({**row, "min_effect": margin})[6].startswith("< -0.09531")

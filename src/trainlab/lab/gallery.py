@@ -36,7 +36,7 @@ COMPARISON_COLUMNS = (
     "difference",
     "interval (level)",
     "sign-flip p (above, below)",
-    "min effect",
+    "difference must be",
     "pairs",
     "verdict",
 )
@@ -46,8 +46,9 @@ def comparison_cells(c: dict[str, Any]) -> list[str]:
     """One comparison record of result.json as table cells, in :data:`COMPARISON_COLUMNS`'
     order: the treatment - baseline difference on the metric's scale (a ratio beside it on
     the log scale), its interval at its level, the exact sign-flip test's one-sided p-values,
-    the minimum effect (signed in the claimed direction), the pairs kept (and the runs left out
-    as diverged or collapsed), the verdict (and, for the primary, its sensitivity)."""
+    the bound the difference must pass (the minimum effect in the claimed direction), the pairs
+    kept (and the runs left out as diverged or collapsed), the verdict (and, for the primary,
+    its sensitivity)."""
     d, ci = c["difference"], c["ci"]
     diff = "n/a" if d is None else f"{d:+.4f}"
     if d is not None and c["scale"] == "log":
@@ -55,7 +56,12 @@ def comparison_cells(c: dict[str, Any]) -> list[str]:
     interval = "n/a" if ci is None else f"[{ci[0]:+.4f}, {ci[1]:+.4f}] ({c['level']:.3g})"
     flip = c.get("sign_flip")
     flip_cell = "-" if not flip else f"{flip['p_above']:.3g}, {flip['p_below']:.3g}"
-    sign = {1: "+", -1: "-", 0: "±"}[c["direction"]]
+    # the bound the difference must pass: direction x minimum effect (a negative minimum is a
+    # claim of non-inferiority), or ± it for agreement
+    if c["direction"] == 0:
+        bound = f"±{c['min_effect']:.4g}"
+    else:
+        bound = f"{'>' if c['direction'] > 0 else '<'} {c['direction'] * c['min_effect']:+.4g}"
     excluded = [
         f"{n} {arm} {status}" for arm, v in c.get("excluded", {}).items() for status, n in v.items()
     ]
@@ -70,7 +76,7 @@ def comparison_cells(c: dict[str, Any]) -> list[str]:
         diff,
         interval,
         flip_cell,
-        f"{sign}{c['min_effect']:.4g} ({c['metric']}, {c['scale']})",
+        f"{bound} ({c['metric']}, {c['scale']})",
         f"{len(c['seeds'])}: {format_value(c['seeds'])}{left_out}",
         verdict,
     ]

@@ -75,7 +75,7 @@ class Spec:
         else:
             side = "above" if self.direction > 0 else "below"
             claim = f"{t} {side} {b} by at least {abs(self.min_effect):.4g}"
-            if self.direction * self.min_effect < 0:
+            if self.min_effect < 0:  # evidence.judge: a negative minimum is non-inferiority
                 claim = f"{t} no worse than {b} by more than {abs(self.min_effect):.4g}"
         return f"{self.name}: {t} - {b}, {self.metric} on a {self.scale} scale, {claim}"
 
