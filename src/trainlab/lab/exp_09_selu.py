@@ -126,6 +126,8 @@ def run(ctx: Context) -> Outcome:
         gen = generator(seed, "exp09", "batches")
         done = train(model, sgd(model, lr), x, y, batch=BATCH, steps=cfg["steps"], gen=gen)
         final = "diverged" if done.diverged else mean_loss(model, x, y)
+        if final == math.inf:  # only the last update blew up: diverged all the same
+            final = "diverged"
         return {"losses": done.losses, "final": final, "tuning": final_loss(done.losses)}
 
     score = lambda a: lambda lr, s: measure(a, lr, s)["tuning"]  # noqa: E731

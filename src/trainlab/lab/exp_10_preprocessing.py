@@ -166,12 +166,14 @@ def run(ctx: Context) -> Outcome:
         model = model_for(kind, x[0].numel(), cfg["mlp_hidden"], seed)
         gen = generator(seed, "exp10", "batches")
         done = train(model, sgd(model, lr), x, y, batch=BATCH, steps=cfg["steps"], gen=gen)
-        if done.diverged:
-            return {"losses": done.losses, "loss": "diverged", "accuracy": 0.0, "sensitivity": None}
+        loss = "diverged" if done.diverged else mean_loss(model, sx, sy)
+        if not math.isfinite(loss if isinstance(loss, float) else math.inf):  # the last update too
+            return {"losses": done.losses, "loss": "diverged", "accuracy": None,
+                    "sensitivity": None}  # fmt: skip
         noise = generator(seed, "exp10", "noise")
         return {
             "losses": done.losses,
-            "loss": mean_loss(model, sx, sy),
+            "loss": loss,
             "accuracy": accuracy(model, sx, sy),
             "sensitivity": weight_sensitivity(model, sx, sy, noise),
         }
@@ -209,7 +211,8 @@ def run(ctx: Context) -> Outcome:
             if (t, b) != PRIMARY.arms:
                 secondaries.append(lower_loss(t, b).of(lambda a: per_seed(a, "loss"), ctx.seeds))
         raw_acc = per_seed(f"{kind} raw", "accuracy")
-        learned[kind] = sum(raw_acc) / len(raw_acc) >= LEARNED
+        # a diverged raw run did not learn: the precondition fails, no accuracy is made up for it
+        learned[kind] = None not in raw_acc and sum(raw_acc) / len(raw_acc) >= LEARNED
         calmer = Spec(
             f"{kind}: standardize is at least 2x less sensitive to weight noise than raw",
             (f"{kind} standardize", f"{kind} raw"),
