@@ -30,7 +30,7 @@ from trainlab.lab.base import Context, Outcome, experiment
 from trainlab.lab.data import image_subset
 from trainlab.lab.evidence import capped_counts
 from trainlab.lab.figures import plot_curves
-from trainlab.lab.loop import sgd, train
+from trainlab.lab.loop import checkpointed_losses, sgd, train
 from trainlab.lab.nets import generator, initialized, initialized_mlp
 from trainlab.lab.rules import Rule, Spec
 from trainlab.lab.sizes import lab_device
@@ -131,7 +131,8 @@ def train_to_threshold(
 
     def compute(folder):
         net = network(scheme, spec, seed).to(x.device)
-        recent: list[float] = []  # the probe's window (after a resume it starts afresh)
+        state = folder / "state.pt" if folder else None
+        recent = checkpointed_losses(state)[-WINDOW:]  # the probe's window, across a resume
 
         def reached(_step: int, loss: float) -> bool:
             recent.append(loss)
@@ -146,7 +147,7 @@ def train_to_threshold(
             steps=cap,
             gen=generator(seed, "deep-init", "batches"),
             probe=reached,
-            checkpoint=folder / "state.pt" if folder else None,
+            checkpoint=state,
         )
         return {
             "losses": done.losses,

@@ -171,3 +171,11 @@ def _restore(path: Path, done: Trained, optimizer: torch.optim.Optimizer, gen: t
     gen.set_state(state["generator"].cpu())
     done.losses, done.epochs = list(state["losses"]), list(state["epochs"])
     done.stopped = bool(state["stopped"])
+
+
+def checkpointed_losses(path: Path | None) -> list[float]:
+    """The losses a checkpoint of :func:`train` holds (none if there is none): what a probe
+    with a window needs to go on where the last command stopped."""
+    if path is None or not path.is_file():
+        return []
+    return list(torch.load(path, map_location="cpu", weights_only=True)["losses"])

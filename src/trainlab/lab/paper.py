@@ -170,13 +170,16 @@ def recipe_plan(cfg: dict[str, Any], make: Callable[[], Any], arms: int, moved: 
 def resnet20(norm: str) -> Callable[[], Any]:
     """A factory of the paper scale's CIFAR ResNet-20 (He et al. 2016: widths 16, 32, 64, three
     basic blocks per stage) with ``norm``, for a plan's FLOP count."""
+    import json
+
     from torch import nn
 
-    from trainlab.lab.sizes import PAPER_DEPTH
+    from trainlab.lab.sizes import PAPER_DEPTH, PAPER_WIDTHS
     from trainlab.models import build_model
     from trainlab.recipe import ModelConfig
 
-    model = ModelConfig(kind="resnet", widths=[16, 32, 64], depth=PAPER_DEPTH, norm=norm)
+    widths = json.loads(PAPER_WIDTHS)  # kept as a recipe value, "[16, 32, 64]"
+    model = ModelConfig(kind="resnet", widths=widths, depth=PAPER_DEPTH, norm=norm)
     return lambda: build_model(model, (3, 32, 32), 10, nn.Identity())
 
 
