@@ -705,15 +705,23 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="setup names (or prefixes) to run")
     parser.add_argument("--save", help="folder for each watched run's report (pickles)")
     parser.add_argument("--results", help="JSON lines of the rows (default: in --save or /tmp)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="train.seed of every setup: another seed gives fresh runs of the "
-                             "same corpus (the thresholds were tuned and judged at seed 0)")
-    parser.add_argument("--page", default="doctor",
-                        help="docs/benchmarks/PAGE.md and PAGE.json (held-out or all halves)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="train.seed of every setup: another seed gives fresh runs of the "
+        "same corpus (the thresholds were tuned and judged at seed 0)",
+    )
+    parser.add_argument(
+        "--page",
+        default="doctor",
+        help="docs/benchmarks/PAGE.md and PAGE.json (held-out or all halves)",
+    )
     args = parser.parse_args()
     global COMMON  # read by setup_recipe in the worker processes (forked after this line)
     COMMON = tuple(o for o in COMMON if not o.startswith("train.seed=")) + (
-        f"train.seed={args.seed}",)
+        f"train.seed={args.seed}",
+    )
     setups = corpus()
     chosen = [s for s in setups if args.half == "all" or half_of(s) == args.half]
     if args.repair:  # the healthy variants of the groups are the references of repair
@@ -880,11 +888,12 @@ def write_doc(scored, rows, repaired, wall, args) -> None:
     command = COMMAND.replace("--half held-out", f"--half {args.half}") + (
         f" --seed {args.seed} --page {args.page}" if args.seed or args.page != "doctor" else ""
     )
-    which = ("the held-out half's numbers" if args.half == "held-out" else "both halves' numbers")
+    which = "the held-out half's numbers" if args.half == "held-out" else "both halves' numbers"
     if args.seed:
         which += f", at train.seed = {args.seed}: fresh runs, never seen when the rules were set"
     text = f"""## The doctor on a corpus of broken trainings, beside AutoTrainer (issue 24{
-        f'; seed {args.seed}' if args.seed else ''})
+        f"; seed {args.seed}" if args.seed else ""
+    })
 
 Machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, one thread per
 process, {args.jobs} processes. Date: {datetime.date.today()}. Command: `{command}`.

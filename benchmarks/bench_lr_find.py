@@ -111,8 +111,12 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--test-subset", type=int, default=1000, help="test images (0: all)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--first-seed", type=int, default=4,
-                        help="seeds first-seed, first-seed + 1, ...: 1-3 judged the first rule")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=4,
+        help="seeds first-seed, first-seed + 1, ...: 1-3 judged the first rule",
+    )
     parser.add_argument("--recipes", nargs="+", default=RECIPES)
     parser.add_argument("--page", default="docs/benchmarks/lr_find.md", help="the page written")
     parser.add_argument("--record", default=str(Path(tempfile.gettempdir()) / "bench_lr_find.json"))

@@ -70,7 +70,9 @@ def test_the_engine_starts_the_shipped_recipes_at_the_loss_of_a_guess(fashion_mn
     Kaiming's draw, std sqrt(2 / fan_in), and the loss is well above it."""
     first = {}
     for small_head in (True, False):
-        recipe = load_recipe(recipe_path, ["data.subset=1000", f"init.small_head={str(small_head).lower()}"])
+        recipe = load_recipe(
+            recipe_path, ["data.subset=1000", f"init.small_head={str(small_head).lower()}"]
+        )
         splits = prepare_splits(recipe, fashion_mnist)
         model = build_training_model(recipe, splits).train()
         x, y = splits.train[0][:512], splits.train[1][:512]

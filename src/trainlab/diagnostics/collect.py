@@ -14,8 +14,9 @@ actual step, so it is right for Adam, momentum and weight decay alike (``lr ||g|
 right only for plain SGD); the lecture's rule of thumb is ~1e-3. ``sqrt(rows)`` is the expected
 norm of a gain-1 draw (variance 1 / fan_in over rows x fan_in entries): a layer started below it
 (a classifier started small so that the first loss is ln(classes)) is judged against the scale
-it grows into, not against its small start (issue 24; before, the plain ``||W_before||``). In-place activations are fine: a forward hook
-runs before the next module overwrites the tensor.
+it grows into, not against its small start (issue 24; before, the plain ``||W_before||``).
+In-place activations are fine: a forward hook runs before the next module overwrites the
+tensor.
 
 Besides the windows, two curves are kept whole: every step's training loss (``after_step``, a
 copy into a preallocated device buffer) and every sampled step's gradient norm per weighted
