@@ -169,6 +169,7 @@ def main() -> int:
         not_run=[n for n in names if n not in {r["name"] for r in results}],
         remarks=REMARKS.read_text(encoding="utf-8") if REMARKS.is_file() else "",
         ledger_rows=ledger.summary_rows(book, names),
+        ledger=book,
     )
     write_text(ROOT / "docs" / "lab.md", page)
     wall = "" if args.collect else f"This command's wall time: {time.perf_counter() - t0:.0f} s."

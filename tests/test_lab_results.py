@@ -221,3 +221,26 @@ def test_the_rule_hash_moves_with_every_part_of_the_rule():
     assert base not in changed and len(set(changed)) == len(changed)
     assert base == rule_hash("x", "claim", Rule("d", spec), {"seeds": (3, 3, 6)})
     assert base == rule_hash("x", "claim", Rule("d", spec), {"seeds": (2, 4, 6)})  # previews
+
+
+def test_runs_that_disagree_leave_the_page_inconclusive_and_say_so(lab):
+    """Two full runs of one rule on different seeds, one 'held' and one 'did not hold': the
+    page's table shows the rule's verdict over both (inconclusive, sensitive) with each run's,
+    and the experiment's section keeps this run's own verdict beside it."""
+    from trainlab.lab import ledger as ledger_module
+
+    _, results = lab
+    r = next(iter(results.values()))
+    book = {"format": "x", "experiments": {}}
+    for seed, verdict in ((0, "held"), (1000, "did not hold")):
+        run = {**r, "size": "full", "seed": seed, "seeds": [seed + k for k in range(5)],
+               "tuning_seeds": [], "verdict": verdict, "date": f"d{seed}"}  # fmt: skip
+        book = ledger_module.record(book, run, commit="c")
+    md = lab_markdown([r], ledger=book)
+    assert "| **inconclusive** (sensitive) (2 runs: held, did not hold) |" in md
+    assert "the runs on different seeds disagree" in md
+    assert f"**Verdict: {r['verdict']}**" in md
+    # one run only: the run's own verdict, as without a ledger
+    single = ledger_module.record({"format": "x", "experiments": {}}, {**r, "size": "full"},
+                                  commit="c")  # fmt: skip
+    assert lab_markdown([r], ledger=single, date="d") == lab_markdown([r], date="d")

@@ -311,11 +311,15 @@ def lab_markdown(
     not_run: Sequence[str] = (),
     remarks: str = "",
     ledger_rows: Sequence[str] = (),
+    ledger: dict[str, Any] | None = None,
 ) -> str:
     """The lab's Markdown page: the verdicts (and, from the ledger, every rule version's and
     every run's), ``remarks`` (a reader's comments on this run, written after it, kept apart
     from the measured results), then per experiment its claim, source, rule, verdict, its
-    comparisons (with what would decide the undecided ones), every measured number and notes."""
+    comparisons (with what would decide the undecided ones), every measured number and notes.
+    With ``ledger``, the verdict shown is the current rule's over all its runs (runs on
+    different seeds that disagree make it inconclusive and sensitive, with each run's verdict
+    beside it); this run's own verdict stays in its section."""
     date = date or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# The lab: the lecture's claims, measured", "", PAGE_INTRO, "", f"- Date: {date}"]
     if machine:
@@ -328,7 +332,7 @@ def lab_markdown(
         "|---|---|---|---|---|",
     ]
     for r in results:
-        verdict = f"**{r['verdict']}**" + (" (sensitive)" if r.get("sensitive") else "")
+        verdict = _verdict_cell(r, ledger)
         lines.append(
             f"| [{r['name']}](#{r['name']}) | {_size(r)} | {verdict} | "
             f"{secondary_counts(r)} | {r['seconds']} |"
@@ -353,7 +357,8 @@ def lab_markdown(
             "",
             f"**Verdict: {r['verdict']}**"
             + (" (sensitive)" if r.get("sensitive") else "")
-            + f" ({run_line(r)})",
+            + f" ({run_line(r)})"
+            + _across_runs(r, ledger),
             "",
             f"- Claim: {r['claim']}",
             f"- Source: {r['source']}",
@@ -379,3 +384,33 @@ def lab_markdown(
         if r.get("figures"):
             lines += ["", "Figures: " + ", ".join(f"`{f}`" for f in r["figures"])]
     return "\n".join(lines) + "\n"
+
+
+def _current(result: dict[str, Any], ledger: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ledger's verdict for ``result``'s rule, if the ledger holds this rule's runs."""
+    from trainlab.lab.ledger import verdict_in
+
+    now = verdict_in(ledger, result["name"]) if ledger else None
+    return now if now and now["rule_hash"] == result.get("rule_hash") else None
+
+
+def _verdict_cell(result: dict[str, Any], ledger: dict[str, Any] | None) -> str:
+    now = _current(result, ledger)
+    if now is None or now["runs"] < 2:
+        return f"**{result['verdict']}**" + (" (sensitive)" if result.get("sensitive") else "")
+    cell = f"**{now['verdict']}**" + (" (sensitive)" if now["sensitive"] else "")
+    return cell + f" ({now['runs']} runs: {', '.join(now['verdicts'])})"
+
+
+def _across_runs(result: dict[str, Any], ledger: dict[str, Any] | None) -> str:
+    now = _current(result, ledger)
+    if now is None or now["runs"] < 2:
+        return ""
+    agree = len(set(now["verdicts"])) == 1
+    return (
+        f". Over the rule's {now['runs']} runs ({', '.join(now['verdicts'])}): "
+        f"**{now['verdict']}**"
+        + (" (sensitive)" if now["sensitive"] else "")
+        + ("" if agree else "; the runs on different seeds disagree, so the claim is not settled")
+        + (", confirmed on fresh seeds" if now["confirmed"] else "")
+    )
