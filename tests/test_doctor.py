@@ -105,6 +105,36 @@ def test_citations_come_from_the_ledger(monkeypatch):
     assert repairs.cite(None) == "no experiment backs it"
 
 
+def test_batch_norm_cites_the_comparison_it_rests_on(tmp_path):
+    """Batch norm's advice rests on small-data's secondary "batch_norm beats the baseline", not on
+    the experiment's claim about mixup and cutout: the citation names that comparison and its
+    verdict over the current rule's runs (runs that disagree: inconclusive)."""
+    import json
+
+    from trainlab.lab import ledger
+
+    def run(seed, bn_verdict):
+        return {"seed": seed, "verdict": "inconclusive",
+                "comparisons": {"mixup and cutout beat the baseline": "inconclusive",
+                                "batch_norm beats the baseline": bn_verdict}}  # fmt: skip
+
+    path = tmp_path / "ledger.json"
+    book = {"format": ledger.FORMAT, "experiments": {"small-data": {"versions": [
+        {"version": 1, "runs": [run(0, "did not hold")]},
+        {"version": 2, "runs": [run(0, "held"), run(1000, "held")]},
+    ]}}}  # fmt: skip
+    path.write_text(json.dumps(book))
+    assert ledger.comparison_verdict("small-data", "batch_norm beats the baseline", path) == "held"
+    book["experiments"]["small-data"]["versions"][1]["runs"][1] = run(1000, "inconclusive")
+    path.write_text(json.dumps(book))
+    got = ledger.comparison_verdict("small-data", "batch_norm beats the baseline", path)
+    assert got == "inconclusive"
+    assert ledger.comparison_verdict("small-data", "no such comparison", path) is None
+    change = repairs.batch_norm(tiny("model.norm=none"), repairs.Context(own_model=False))
+    assert change.lab == "small-data#batch_norm beats the baseline"
+    assert repairs.cite(change.lab).startswith("small-data (batch_norm beats the baseline): ")
+
+
 def test_apply_change_validates_like_a_recipe_file():
     recipe = tiny()
     changed = apply_change(recipe, repairs.Change({"optim.lr": 0.003}, "x"))

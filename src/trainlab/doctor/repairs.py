@@ -112,13 +112,18 @@ def _toml(value: Any) -> str:
 
 def cite(experiment: str | None) -> str:
     """``"dead-relu: held"``: the lab's verdict as recorded (trainlab.lab.ledger), or plainly
-    that no experiment backs the advice."""
+    that no experiment backs the advice. ``"small-data#batch_norm beats the baseline"`` cites
+    that one comparison of the experiment, where the advice rests on it and not on the claim."""
     if experiment is None:
         return "no experiment backs it"
+    experiment, _, comparison = experiment.partition("#")
     try:
-        from trainlab.lab.ledger import current_verdict
+        from trainlab.lab.ledger import comparison_verdict, current_verdict
     except ImportError:
         return f"{experiment}: no verdict recorded"
+    if comparison:
+        found = comparison_verdict(experiment, comparison)
+        return f"{experiment} ({comparison}): {found or 'no verdict recorded'}"
     verdict = current_verdict(experiment)
     if verdict is None:
         return f"{experiment}: no verdict recorded"
@@ -253,7 +258,10 @@ def batch_norm(recipe: Recipe, ctx: Context) -> Change | None:
     if ctx.own_model or recipe.model.norm != "none":
         return None
     return Change(
-        {"model.norm": "batch"}, "add batch norm (Ioffe & Szegedy 2015)", "small-data", "batch_norm"
+        {"model.norm": "batch"},
+        "add batch norm (Ioffe & Szegedy 2015)",
+        "small-data#batch_norm beats the baseline",
+        "batch_norm",
     )
 
 

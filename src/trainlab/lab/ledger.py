@@ -74,6 +74,18 @@ def verdict_in(ledger: dict[str, Any], name: str) -> dict[str, Any] | None:
     return None
 
 
+def comparison_verdict(name: str, comparison: str, path: Path = LEDGER) -> str | None:
+    """The verdict of one comparison (a secondary, say) of experiment ``name`` under its current
+    rule, over the runs that recorded it ("inconclusive" where they disagree); None if no run
+    recorded it."""
+    versions = load(path)["experiments"].get(name, {}).get("versions", [])
+    runs = versions[-1].get("runs", []) if versions else []
+    verdicts = {r["comparisons"][comparison] for r in runs if comparison in r.get("comparisons", {})}
+    if not verdicts:
+        return None
+    return verdicts.pop() if len(verdicts) == 1 else "inconclusive"
+
+
 def used_seeds(ledger: dict[str, Any], name: str) -> set[int]:
     """Every paired and tuning seed recorded for experiment ``name``, in any rule version."""
     seeds: set[int] = set()
@@ -128,6 +140,7 @@ def record(
         "sensitive": bool(result.get("sensitive")),
         "primary": {k: primary.get(k) for k in ("name", "difference", "ci", "level", "scale")},
         "secondaries": _counts(result["comparisons"][1:]),
+        "comparisons": {c["name"]: c["verdict"] for c in result["comparisons"]},
         "seconds": result["seconds"],
         "machine": machine,
     }
