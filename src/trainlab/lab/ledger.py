@@ -80,7 +80,8 @@ def comparison_verdict(name: str, comparison: str, path: Path = LEDGER) -> str |
     recorded it."""
     versions = load(path)["experiments"].get(name, {}).get("versions", [])
     runs = versions[-1].get("runs", []) if versions else []
-    verdicts = {r["comparisons"][comparison] for r in runs if comparison in r.get("comparisons", {})}
+    recorded = [r.get("comparisons", {}) for r in runs]
+    verdicts = {c[comparison] for c in recorded if comparison in c}
     if not verdicts:
         return None
     return verdicts.pop() if len(verdicts) == 1 else "inconclusive"
