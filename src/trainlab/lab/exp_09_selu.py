@@ -125,9 +125,8 @@ def run(ctx: Context) -> Outcome:
         model = mlp(*NETS[arm], depth, width, seed, normalize)
         gen = generator(seed, "exp09", "batches")
         done = train(model, sgd(model, lr), x, y, batch=BATCH, steps=cfg["steps"], gen=gen)
-        final = "diverged" if done.diverged else mean_loss(model, x, y)
-        if final == math.inf:  # only the last update blew up: diverged all the same
-            final = "diverged"
+        loss = math.inf if done.diverged else mean_loss(model, x, y)  # inf: the last update too
+        final = loss if math.isfinite(loss) else "diverged"
         return {"losses": done.losses, "final": final, "tuning": final_loss(done.losses)}
 
     score = lambda a: lambda lr, s: measure(a, lr, s)["tuning"]  # noqa: E731

@@ -166,8 +166,8 @@ def run(ctx: Context) -> Outcome:
         model = model_for(kind, x[0].numel(), cfg["mlp_hidden"], seed)
         gen = generator(seed, "exp10", "batches")
         done = train(model, sgd(model, lr), x, y, batch=BATCH, steps=cfg["steps"], gen=gen)
-        loss = "diverged" if done.diverged else mean_loss(model, sx, sy)
-        if not math.isfinite(loss if isinstance(loss, float) else math.inf):  # the last update too
+        loss = math.inf if done.diverged else mean_loss(model, sx, sy)  # inf: the last update too
+        if not math.isfinite(loss):
             return {"losses": done.losses, "loss": "diverged", "accuracy": None,
                     "sensitivity": None}  # fmt: skip
         noise = generator(seed, "exp10", "noise")
