@@ -103,7 +103,7 @@ class Setup:
 FM = "fashion-mnist"
 C10 = "cifar10"
 SYN = "synthetic(n=2048, classes=4, size=16)"
-COMMON = ("train.device=cpu", "diagnostics.every=0", "train.eval_every=0", "train.seed=0",
+COMMON = ("train.device=cpu", "diagnostics.every=0", "train.eval_every=0",
           "data.test_subset=2000")  # fmt: skip
 
 GROUPS = {
@@ -410,12 +410,13 @@ def half_of(setup: Setup) -> str:
     return halves(corpus())[setup.name]
 
 
-def setup_recipe(setup: Setup):
+def setup_recipe(setup: Setup, seed: int = 0):
     from trainlab.recipe import load_recipe
 
     group = GROUPS[setup.group]
     data = [] if setup.recipe_file else [f"data.name={group.data}"]
-    return load_recipe(setup.recipe_file, [*COMMON, *data, *group.base, *setup.overrides])
+    common = [*COMMON, f"train.seed={seed}"]
+    return load_recipe(setup.recipe_file, [*common, *data, *group.base, *setup.overrides])
 
 
 # -- AutoTrainer's rules, the baseline ------------------------------------------------------
@@ -539,7 +540,7 @@ def _dataset(name: str):
 
 
 def run_setup(
-    setup: Setup, repair: bool, save: str | None = None, train: bool = True
+    setup: Setup, repair: bool, save: str | None = None, train: bool = True, seed: int = 0
 ) -> dict[str, Any]:
     """Watch the setup (doctor and AutoTrainer on the same run), then repair, and (``train``)
     train the repaired recipe in full: the broken setups and the healthy references of their
@@ -553,7 +554,7 @@ def run_setup(
     from trainlab.engine import fit
 
     torch.set_num_threads(1)
-    recipe = setup_recipe(setup)
+    recipe = setup_recipe(setup, seed)
     data = _dataset(recipe.data.name)
     t0, c0 = time.perf_counter(), time.process_time()
     box: dict[str, Any] = {}
@@ -624,10 +625,10 @@ def _planned_checks(run, recipe) -> int:
     return planned // per_epoch if planned >= MIN_EPOCHS * per_epoch else CHECKS
 
 
-def _one(args: tuple[Setup, bool, str | None, bool]) -> dict[str, Any]:
-    setup, repair, save, train = args
+def _one(args: tuple[Setup, bool, str | None, bool, int]) -> dict[str, Any]:
+    setup, repair, save, train, seed = args
     try:
-        return run_setup(setup, repair, save, train)
+        return run_setup(setup, repair, save, train, seed)
     except Exception as exc:  # a broken setup must not stop the corpus: it is reported
         import traceback
 
@@ -718,10 +719,6 @@ def main() -> int:
         help="docs/benchmarks/PAGE.md and PAGE.json (held-out or all halves)",
     )
     args = parser.parse_args()
-    global COMMON  # read by setup_recipe in the worker processes (forked after this line)
-    COMMON = tuple(o for o in COMMON if not o.startswith("train.seed=")) + (
-        f"train.seed={args.seed}",
-    )
     setups = corpus()
     chosen = [s for s in setups if args.half == "all" or half_of(s) == args.half]
     if args.repair:  # the healthy variants of the groups are the references of repair
@@ -740,7 +737,7 @@ def main() -> int:
     print(f"{len(chosen)} setups ({len(todo)} to run) on {args.jobs} process(es)", flush=True)
     t0 = time.perf_counter()
     with_broken = {s.group for s in setups if s.must}
-    jobs = [(s, args.repair, args.save, s.group in with_broken) for s in todo]
+    jobs = [(s, args.repair, args.save, s.group in with_broken, args.seed) for s in todo]
     with ProcessPoolExecutor(args.jobs) if args.jobs > 1 else _Serial() as pool:
         for row in pool.map(_one, jobs):
             done[row["name"]] = row
