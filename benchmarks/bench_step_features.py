@@ -2,15 +2,20 @@
 against the plain step (targets: at most 3% each), and the plain step against the engine as it
 was before they came (target: within 2%).
 
-1. In one process, three runs of the default recipe's CNN on Fashion-MNIST (plain,
-   ``train.ema_decay = 0.999``, ``optim.clip_grad_norm = 1``), built by ``build_run`` and
-   stepped by the engine's ``train_steps`` in chunks, interleaved round by round: the median of
-   the paired chunk-time ratios and a distribution-free 95% interval.
+1. One run of the default recipe's CNN on Fashion-MNIST, built by ``build_run`` with both
+   features on and stepped by the engine's ``train_steps`` in chunks. Before each chunk the
+   feature under test is switched on and the others off (``run.ema``, ``run.clip_gradients``),
+   so every arm steps the same model, data and memory: a per-run difference in placement
+   cannot pass for a feature's cost. The arms take turns, rotated round by round; the median
+   of the paired chunk-time ratios and a distribution-free 95% interval. The feature's own
+   call is also timed alone, against the step.
 2. The plain step of this checkout against the one of ``--baseline REV`` (a git revision,
-   checked out in a temporary worktree), each timed in a process of its own, alternating A B A B.
+   checked out in a temporary worktree), each timed in a process of its own, alternating A B A B;
+   each process reports the median of its chunk times.
 
 Run:  PYTHONPATH=src .venv/bin/python benchmarks/bench_step_features.py [--baseline d3708f3]
-Writes docs/benchmarks/step_features.md.
+Writes docs/benchmarks/step_features.md. docs/benchmarks/step_features_separate_runs.md keeps
+the first design's result (three runs built apart, which differ in placement as well).
 """
 
 from __future__ import annotations
@@ -40,35 +45,56 @@ FEATURES = {"plain": [], "ema": ["train.ema_decay=0.999"], "clip": ["optim.clip_
 # The plain step timed in a process of its own: the same code path in any revision that has
 # trainlab.train.build_run and train_steps (the engine since the one-engine issue).
 TIMER = """
-import sys, time, torch
+import statistics, sys, time, torch
 torch.set_num_threads(1)
 from trainlab.recipe import load_recipe
 from trainlab.train import build_run, train_steps
 run = build_run(load_recipe(None, sys.argv[1:]))
 train_steps(run, 10)
-t0 = time.perf_counter()
-train_steps(run, 60)
-print(1000 * (time.perf_counter() - t0) / 60)
+chunks = []
+for _ in range(10):
+    t0 = time.perf_counter()
+    train_steps(run, 10)
+    chunks.append(1000 * (time.perf_counter() - t0) / 10)
+print(statistics.median(chunks))
 """
 
 
-def features(rounds: int, steps: int) -> dict[str, list[float]]:
+def features(rounds: int, steps: int) -> tuple[dict[str, list[float]], dict[str, float]]:
     from trainlab.engine import build_run, train_steps
+    from trainlab.engine.ema import NoAverage
+    from trainlab.engine.step import no_clipping
     from trainlab.recipe import load_recipe
 
     torch.set_num_threads(1)
-    runs = {name: build_run(load_recipe(None, [*SETTINGS, *extra]))
-            for name, extra in FEATURES.items()}  # fmt: skip
-    for run in runs.values():
-        train_steps(run, 2 * steps)  # warm
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    names = list(runs)
+    extras = [f for name in FEATURES for f in FEATURES[name]]
+    run = build_run(load_recipe(None, [*SETTINGS, *extras]))
+    ema, clip = run.ema, run.clip_gradients
+    arms = {"plain": (NoAverage(), no_clipping), "ema": (ema, no_clipping),
+            "clip": (NoAverage(), clip)}  # fmt: skip
+    train_steps(run, 2 * steps)  # warm
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    names = list(arms)
     for r in range(rounds):
         for name in names[r % 3 :] + names[: r % 3]:  # rotate who goes first
+            run.ema, run.clip_gradients = arms[name]
             t0 = time.perf_counter()
-            train_steps(runs[name], steps)
+            train_steps(run, steps)
             times[name].append(1000 * (time.perf_counter() - t0) / steps)
-    return times
+    alone = {"ema": _call_ms(lambda: ema.update(run.step)), "clip": _call_ms(clip)}
+    return times, alone
+
+
+def _call_ms(call, calls: int = 200) -> float:
+    """The median time of one call on its own, in ms (the gradients of the last step remain)."""
+    for _ in range(20):
+        call()
+    samples = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        call()
+        samples.append(1000 * (time.perf_counter() - t0))
+    return statistics.median(samples)
 
 
 def versus(baseline: str, pairs: int) -> tuple[list[float], list[float]]:
@@ -95,12 +121,12 @@ def versus(baseline: str, pairs: int) -> tuple[list[float], list[float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=120)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--baseline", default="d3708f3", help="git revision to compare against")
-    parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument("--pairs", type=int, default=30)
     args = parser.parse_args()
-    times = features(args.rounds, args.steps)
+    times, alone = features(args.rounds, args.steps)
     lines = [
         "## What EMA and gradient clipping cost a step, and the plain step against before",
         "",
@@ -110,20 +136,24 @@ def main() -> int:
         f"{args.rounds} --steps {args.steps} --baseline {args.baseline} --pairs {args.pairs}`.",
         "",
         "The default recipe's CNN on 8,192 Fashion-MNIST images, batches of 128, diagnostics off. "
-        f"Engine steps in chunks of {args.steps}, the three runs interleaved over {args.rounds} "
-        "rounds; ratios are paired by round:",
+        f"One run, built with both features on, steps in chunks of {args.steps}; before each "
+        "chunk the arm's feature is switched on and the others off, the arms taking turns over "
+        f"{args.rounds} rounds; ratios are paired by round. The last column times the feature's "
+        "own call alone (median of 200), as a share of the plain step:",
         "",
-        "| step | ms (median) | x plain (median) | 95% interval | target |",
-        "|---|---:|---:|---|---|",
-        f"| plain | {statistics.median(times['plain']):.2f} | 1 | | |",
+        "| step | ms (median) | x plain (median) | 95% interval | target | call alone |",
+        "|---|---:|---:|---|---|---:|",
+        f"| plain | {statistics.median(times['plain']):.2f} | 1 | | | |",
     ]
+    plain_ms = statistics.median(times["plain"])
     for name, label in (("ema", "EMA, decay 0.999"), ("clip", "clipping at norm 1")):
         ratios = [t / p for t, p in zip(times[name], times["plain"], strict=True)]
         low, high = median_interval(ratios)
         state = "met" if high <= 1.03 else ("missed" if low > 1.03 else "not decided")
         lines.append(
             f"| {label} | {statistics.median(times[name]):.2f} | {statistics.median(ratios):.3f} "
-            f"| {low:.3f} to {high:.3f} | at most 1.03: {state} |"
+            f"| {low:.3f} to {high:.3f} | at most 1.03: {state} "
+            f"| {alone[name]:.3f} ms, {100 * alone[name] / plain_ms:.2f}% |"
         )
     now, then = versus(args.baseline, args.pairs)
     ratios = [a / b for a, b in zip(now, then, strict=True)]
@@ -132,8 +162,9 @@ def main() -> int:
     lines += [
         "",
         f"The plain step of this checkout against revision {args.baseline} (before the run "
-        f"folder rules, own models and these features), 60 steps each in a process of its own, "
-        f"alternating, {args.pairs} pairs: {statistics.median(now):.2f} ms against "
+        f"folder rules, own models and these features), each process timing 10 chunks of 10 "
+        f"steps and giving their median, alternating, {args.pairs} pairs: "
+        f"{statistics.median(now):.2f} ms against "
         f"{statistics.median(then):.2f} ms, median ratio {statistics.median(ratios):.3f} "
         f"(95% interval {low:.3f} to {high:.3f}); target within 2%: {state}.",
         "",
