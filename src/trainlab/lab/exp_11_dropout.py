@@ -21,7 +21,13 @@ from torch import nn
 from trainlab.lab import paper
 from trainlab.lab.base import Context, Outcome, experiment
 from trainlab.lab.figures import accuracy_bars
-from trainlab.lab.recipes import MIN_EFFECT, OVERFIT_GAP, paired_arms, training_overrides
+from trainlab.lab.recipes import (
+    MIN_EFFECT,
+    OVERFIT_GAP,
+    STILL_IMPROVING,
+    paired_arms,
+    training_overrides,
+)
 from trainlab.lab.rules import Rule, Spec
 from trainlab.lab.sizes import PAPER_TEST, PAPER_TRAIN
 
@@ -54,7 +60,7 @@ RULE = Rule(
     preconditions=(
         f"the MLP without dropout over-fits (train - test accuracy >= {OVERFIT_GAP})",
         "the dropout arm reached its regime: its validation loss (mean over the "
-        "tuning seeds) fell by at most 1% over the last 20% of the budget",
+        f"tuning seeds) fell by at most {STILL_IMPROVING:.0%} over the last 20% of the budget",
     ),
     secondaries=("classic dropout against none (full and paper sizes)",),
     tuning="each arm's on the tuning seeds with 20% of their subset held out, a 3-point log "

@@ -20,7 +20,13 @@ from __future__ import annotations
 from trainlab.lab import paper
 from trainlab.lab.base import Context, Outcome, experiment
 from trainlab.lab.figures import accuracy_bars
-from trainlab.lab.recipes import MIN_EFFECT, OVERFIT_GAP, paired_arms, training_overrides
+from trainlab.lab.recipes import (
+    MIN_EFFECT,
+    OVERFIT_GAP,
+    STILL_IMPROVING,
+    paired_arms,
+    training_overrides,
+)
 from trainlab.lab.rules import Rule, Spec
 from trainlab.lab.sizes import (
     PAPER_DEPTH,
@@ -70,7 +76,7 @@ RULE = Rule(
     preconditions=(
         f"the baseline over-fits (train - test accuracy >= {OVERFIT_GAP})",
         "mixup and cutout reached their regime: validation loss (mean over the "
-        "tuning seeds) falling by at most 1% over the last 20% of the budget",
+        f"tuning seeds) falling by at most {STILL_IMPROVING:.0%} over the last 20% of the budget",
     ),
     secondaries=(
         "mixup, cutout, crop + flip augmentation and batch norm, each alone against "

@@ -22,7 +22,13 @@ from trainlab.lab.base import Context, Outcome, experiment
 from trainlab.lab.data import dataset, subset
 from trainlab.lab.figures import accuracy_bars, pyplot, save_figure
 from trainlab.lab.nets import generator
-from trainlab.lab.recipes import MIN_EFFECT, OVERFIT_GAP, paired_arms, training_overrides
+from trainlab.lab.recipes import (
+    MIN_EFFECT,
+    OVERFIT_GAP,
+    STILL_IMPROVING,
+    paired_arms,
+    training_overrides,
+)
 from trainlab.lab.rules import Rule, Spec
 from trainlab.lab.sizes import (
     PAPER_DEPTH,
@@ -73,7 +79,7 @@ RULE = Rule(
     preconditions=(
         f"the CNN without augmentation over-fits (train - test accuracy >= {OVERFIT_GAP})",
         "crop + flip reached its regime: validation loss (mean "
-        "over the tuning seeds) falling by at most 1% over the last 20% of the "
+        f"over the tuning seeds) falling by at most {STILL_IMPROVING:.0%} over the last 20% of the "
         "budget",
     ),
     secondaries=(
