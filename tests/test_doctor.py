@@ -19,7 +19,7 @@ from torch import nn
 from trainlab.cli import main
 from trainlab.data import load_dataset
 from trainlab.doctor import repairs
-from trainlab.doctor.doctor import apply_change, doctor, watch
+from trainlab.doctor.doctor import apply_change, doctor, rate_check, watch
 from trainlab.errors import OutputError
 from trainlab.recipe import load_recipe
 
@@ -156,16 +156,52 @@ def test_the_doctor_lowers_a_rate_that_diverges_and_verifies_it(tmp_path, data):
     assert kept[0]["before"] == (round(before, 6) if math.isfinite(before) else None)
     assert kept[0]["after"] < min(before, math.log(4))
     assert result.verdict == "repaired" and not result.last.problems
-    assert result.recipe.optim.lr == 0.0125
+    checked = result.rate_check  # after the repair: 0.0125 x 1/3, 1, 3, the best one kept
+    assert [t["lr"] for t in checked["rates"]] == [0.0125, 0.00417, 0.0375]
+    assert result.recipe.optim.lr == checked["chosen"]
     assert result.cost <= 3.0
     saved = json.loads((tmp_path / "doc" / "doctor.json").read_text())
     assert saved["verdict"] == "repaired"
     assert {"code", "layers", "step", "evidence"} <= set(saved["problems"][0])
     assert {"problem", "change", "because", "before", "after"} <= set(saved["repairs"][0])
     repaired = tomllib.loads((tmp_path / "doc" / "repaired.toml").read_text())
-    assert repaired["optim"]["lr"] == 0.0125 and repaired["model"]["norm"] == "none"
+    assert repaired["optim"]["lr"] == checked["chosen"] and repaired["model"]["norm"] == "none"
+    assert "# rate check" in (tmp_path / "doc" / "repaired.toml").read_text()
     assert (tmp_path / "doc" / "doctor.html").is_file()
     assert "repaired" in (tmp_path / "doc" / "doctor.md").read_text()
+
+
+def test_the_rate_check_keeps_the_rate_of_lowest_validation_error(data):
+    """The check runs lr x 1, 1/3, 3 to the end of a schedule as long as the watched budget and
+    keeps the lowest validation error among the runs that show no problem; a run of the
+    chosen shortened recipe made apart gives the same error (the seed fixes it)."""
+    kwargs = {"dataset": data, "val_fraction": 0.25, "steps": None, "epochs": None}
+
+    def check(lr, steps_left_in_watches=10):
+        recipe = tiny(f"optim.lr={lr}", "train.epochs=9")
+        watched = watch(recipe, dataset=data, val_fraction=0.25)
+        left = steps_left_in_watches * watched.planned
+        return recipe, watched, rate_check(recipe, watched, kwargs, left, lambda line: None)
+
+    recipe, watched, checked = check(0.03)
+    assert [t["lr"] for t in checked["rates"]] == [0.03, 0.01, 0.09]
+    assert checked["steps"] == 3 * watched.planned
+    assert all(not t["problems"] for t in checked["rates"])
+    best = min(checked["rates"], key=lambda t: t["error"])
+    assert checked["chosen"] == best["lr"] == 0.09  # 36 steps: the highest rate trains furthest
+    assert checked["recipe"].optim.lr == 0.09 and checked["recipe"].train.epochs == 9
+    apart = watch(tiny("optim.lr=0.09", "train.epochs=3"), dataset=data, val_fraction=0.25,
+                  steps=watched.planned)  # fmt: skip
+    assert 1 - apart.checks[-1]["val_acc"] == pytest.approx(best["error"], abs=1e-6)
+
+    # a lower error with a problem (updates too large at 0.3) is not kept
+    recipe, _, checked = check(0.1)
+    high = checked["rates"][2]
+    assert high["lr"] == 0.3 and high["problems"] and high["error"] < checked["rates"][0]["error"]
+    assert checked["chosen"] == 0.1 and checked["recipe"] is recipe
+
+    recipe, _, poor = check(0.03, steps_left_in_watches=2)  # no compute for three runs
+    assert poor["rates"] == [] and poor["recipe"] is recipe and poor["steps"] == 0
 
 
 def test_a_healthy_recipe_is_left_alone_and_costs_a_third_of_a_run(data):

@@ -7,7 +7,10 @@
                             fixes of trainlab.doctor.repairs in their order, each verified by a
                             re-run of the same budget: kept only if the problem is gone, no new
                             error appeared and the loss is lower; until no problem is left or
-                            the compute reaches MAX_COST runs of the recipe
+                            the compute reaches MAX_COST runs of the recipe; after a repair,
+                            a rate check: the repaired recipe at lr x 1/3, 1 and 3, each run to
+                            the end of its schedule within the watched budget, keeps the rate of
+                            lowest validation error (a repair fixes what broke, not the rate)
                             -> OUT/doctor.json, OUT/repaired.toml, OUT/doctor.html and .md
 
 The loss compared ("score") is the last validation loss where there is a validation split
@@ -38,6 +41,7 @@ WINDOWS = 8  # windows of the time series per watched run
 CHECKS = 10  # validation evaluations per watched run (or one per epoch, with >= MIN_EPOCHS)
 MIN_EPOCHS = 5
 MAX_COST = 3.0  # doctor plus repairs: at most this many runs of the recipe, in steps
+RATE_FACTORS = (1 / 3, 3.0)  # the rate check after repairs: half a decade down and up
 TAIL = 0.25  # the score without a validation split: mean training loss of the last quarter
 BUILT_IN_KINDS = ("mlp", "cnn", "resnet")
 
@@ -82,6 +86,7 @@ class DoctorResult:
     cost: float  # steps run, in runs of the recipe
     out: Path | None = None
     tries: list[tuple[Change, Watch]] = field(default_factory=list)
+    rate_check: dict[str, Any] | None = None  # {"rates": [{lr, error, problems}], "chosen"}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +99,7 @@ class DoctorResult:
             "steps_per_epoch": self.first.steps_per_epoch,
             "cost_in_runs": round(self.cost, 3),
             "score": "last validation loss" if self.first.checks else "training loss, last 25%",
+            "rate_check": self.rate_check,
         }
 
 
@@ -293,15 +299,78 @@ def doctor(
             given_up.add(code)
             if used + best.planned > max_cost * run_steps:
                 break
+    checked = None
+    if repair and any(r["kept"] for r in repairs) and not best.problems:
+        checked = rate_check(current, best, kwargs, max_cost * run_steps - used, say)
+        used += checked.pop("steps")
+        current = checked.pop("recipe")
     if not first.problems:
         verdict = "healthy"
     else:
         verdict = "repaired" if repair and not best.problems else "not repaired"
     result = DoctorResult(verdict, current, first, best, repairs, used / max(1, run_steps), out,
-                          tries)  # fmt: skip
+                          tries, checked)  # fmt: skip
     if out is not None:
         write_doctor(out, result)
     return result
+
+
+def rate_check(
+    recipe: Recipe,
+    watched: Watch,
+    kwargs: dict[str, Any],
+    steps_left: float,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """The repaired recipe's rate was chosen for the broken one, if for any: train it at
+    ``optim.lr`` x 1/3, 1 and 3 (:data:`RATE_FACTORS`), each as a run of the watched budget's
+    length with its schedule run to the end (a third of the run at the full run's schedule
+    would favour whichever rate is low while the others have not annealed), and keep the rate
+    of lowest final validation error (the lab's tuning score; the watched score where there is
+    no validation split) among the runs that show no problem. Ties keep the recipe's own rate.
+    Skipped when the compute left cannot pay for the three runs.
+
+    Returns ``{"rates": [{lr, error, problems}], "chosen", "recipe", "steps"}`` (``recipe``
+    and ``steps`` are taken off by the caller)."""
+    from trainlab.doctor.repairs import format_value
+
+    epochs = max(1, round(watched.planned / watched.steps_per_epoch))
+    steps = epochs * watched.steps_per_epoch
+    lr = recipe.optim.lr
+    rates = [lr, *(float(f"{lr * f:.3g}") for f in RATE_FACTORS)]
+    if steps_left < len(rates) * steps:
+        say("rate check: skipped (no compute left for three runs)")
+        return {"rates": [], "chosen": lr, "recipe": recipe, "steps": 0, "skipped": "compute"}
+    try:
+        shortened = [apply_change(recipe, Change({"optim.lr": r, "train.epochs": epochs}, ""))
+                     for r in rates]  # fmt: skip
+    except RecipeError as err:  # e.g. a warm-up longer than the shortened run
+        say(f"rate check: skipped ({err})")
+        return {"rates": [], "chosen": lr, "recipe": recipe, "steps": 0, "skipped": str(err)}
+    short_kwargs = {**kwargs, "steps": steps, "epochs": None}
+    tried, used = [], 0
+    for r, candidate in zip(rates, shortened, strict=True):
+        trial = watch(candidate, **short_kwargs)
+        used += trial.steps
+        tried.append(
+            {"lr": r, "error": _json_float(_error(trial)), "problems": sorted(trial.codes())}
+        )
+        say(f"  rate check: lr {format_value(r)} -> error {_fmt(_error(trial))}"
+            + (f" ({', '.join(sorted(trial.codes()))})" if trial.codes() else ""))  # fmt: skip
+    clean = [t for t in tried if not t["problems"] and t["error"] is not None]
+    chosen = min(clean, key=lambda t: (t["error"], t["lr"] != lr))["lr"] if clean else lr
+    kept = recipe if chosen == lr else apply_change(recipe, Change({"optim.lr": chosen}, ""))
+    return {"rates": tried, "chosen": chosen, "recipe": kept, "steps": used}
+
+
+def _error(w: Watch) -> float:
+    """The rate check's score: the last validation error, else the watched score; infinity for
+    a run that diverged."""
+    if not math.isfinite(w.score):
+        return math.inf
+    if w.checks and "val_acc" in w.checks[-1]:
+        return 1.0 - float(w.checks[-1]["val_acc"])
+    return w.score
 
 
 def _network_activation(watched: Watch, recipe: Recipe, model: Any) -> str | None:
@@ -342,6 +411,14 @@ def _line(what: str, w: Watch) -> str:
     return f"{what} {w.steps} steps ({w.steps / w.steps_per_epoch:.3g} epochs): {codes}"
 
 
+def _rate_comment(checked: dict[str, Any] | None) -> str:
+    if not checked or not checked["rates"]:
+        return ""
+    errors = ", ".join(f"{t['lr']:.3g}: {_fmt(math.inf if t['error'] is None else t['error'])}"
+                       for t in checked["rates"])  # fmt: skip
+    return f"# rate check (validation error by optim.lr): {errors}; kept {checked['chosen']:.3g}\n"
+
+
 def _refuse_held(out: Path, overwrite: bool) -> None:
     held = [name for name in ("doctor.json", "repaired.toml") if (out / name).exists()]
     if held and not overwrite:
@@ -363,6 +440,7 @@ def write_doctor(out: Path, result: DoctorResult) -> None:
         + "".join(
             f"# {r['problem']}: {r['because']} ({r['lab']})\n" for r in result.repairs if r["kept"]
         )  # fmt: skip
+        + _rate_comment(result.rate_check)
     )
     write_text(out / "repaired.toml", header + result.recipe.to_toml())
     write_doctor_page(out, result)
