@@ -52,9 +52,7 @@ sys.path.insert(0, str(ROOT / "src"))
 SPLIT_SEED = 2024_24  # fixed before any threshold was tuned (issue 24)
 VAL_FRACTION = 0.2
 REPAIR_MARGIN = 0.01  # a repaired run within 1 point of the best healthy variant
-COMMAND = (
-    "PYTHONPATH=src .venv/bin/python benchmarks/bench_doctor.py --half held-out --repair --jobs 2"
-)
+COMMAND = "PYTHONPATH=src .venv/bin/python benchmarks/bench_doctor.py --half held-out --repair"
 
 # -- the corpus ---------------------------------------------------------------------------------
 # Each code of the doctor counts for one problem kind; AutoTrainer's issues for the kinds below.
@@ -552,6 +550,7 @@ def run_setup(
     from trainlab.diagnostics import findings
     from trainlab.doctor.doctor import doctor, watch
     from trainlab.engine import fit
+    from trainlab.errors import TrainingDiverged
 
     torch.set_num_threads(1)
     recipe = setup_recipe(setup, seed)
@@ -609,9 +608,12 @@ def run_setup(
     row["test_acc"] = None
     if train:
         with tempfile.TemporaryDirectory() as tmp:
-            final = fit(result.recipe, Path(tmp) / "run", progress=False, report=False,
-                        dataset=data)  # fmt: skip
-        row["test_acc"] = final.final.get("test_acc")
+            try:
+                final = fit(result.recipe, Path(tmp) / "run", progress=False, report=False,
+                            dataset=data)  # fmt: skip
+                row["test_acc"] = final.final.get("test_acc")
+            except TrainingDiverged as exc:  # the repaired recipe failed in full: not repaired
+                row["test_acc"], row["diverged"] = None, str(exc).split(";")[0]
     row["seconds"] = time.perf_counter() - t0
     row["cpu_seconds"] = time.process_time() - c0
     return row
@@ -865,7 +867,9 @@ def write_doc(scored, rows, repaired, wall, args) -> None:
     outside = [(r, set(r["ours"]) - set(r["must"]) - set(r["may"])) for r in scored]
     falses = [f"`{r['name']}` named {sorted(extra)}" for r, extra in outside if extra]
     unrepaired = [
-        f"`{r['name']}` ({100 * r['test_acc']:.1f}% against {100 * r['best_healthy']:.1f}%)"
+        f"`{r['name']}` ("
+        + (f"{100 * r['test_acc']:.1f}%" if r["test_acc"] is not None else "diverged in full")
+        + f" against {100 * r['best_healthy']:.1f}%)"
         for r in broken
         if r.get("repaired") is False and r.get("best_healthy")
     ]
@@ -882,8 +886,10 @@ def write_doc(scored, rows, repaired, wall, args) -> None:
         f"s over the {len(list((ROOT / 'recipes').glob('*.toml')))} shipped recipes (Python "
         f"alone: {python_alone:.2f} s) | {'yes' if advise_max < 1 else '**no**'} |"
     )
-    command = COMMAND.replace("--half held-out", f"--half {args.half}") + (
-        f" --seed {args.seed} --page {args.page}" if args.seed or args.page != "doctor" else ""
+    command = (
+        COMMAND.replace("--half held-out", f"--half {args.half}")
+        + f" --jobs {args.jobs}"
+        + (f" --seed {args.seed} --page {args.page}" if args.seed or args.page != "doctor" else "")
     )
     which = "the held-out half's numbers" if args.half == "held-out" else "both halves' numbers"
     if args.seed:
