@@ -603,6 +603,7 @@ def run_setup(
                     val_fraction=VAL_FRACTION, first=first)  # fmt: skip
     row["verdict"] = result.verdict
     row["repairs"] = result.repairs
+    row["rate_check"] = result.rate_check
     row["cost"] = result.cost
     row["doctor_seconds"] = time.perf_counter() - t1 + watch_seconds
     row["test_acc"] = None
@@ -956,7 +957,8 @@ Thresholds (trainlab.diagnostics.findings, committed before this run): {
     write_text(ROOT / "docs" / "benchmarks" / f"{args.page}.md", text)
     keep = ("name", "group", "half", "must", "may", "severity", "codes", "ours", "ours_at",
             "autotrainer", "theirs", "theirs_at", "verdict", "cost", "test_acc", "best_healthy",
-            "repaired", "watch_steps", "run_steps", "cpu_seconds")  # fmt: skip
+            "repaired", "watch_steps", "run_steps", "cpu_seconds", "rate_check",
+            "diverged")  # fmt: skip
     slim = [
         {**{k: r[k] for k in keep if k in r},
          "repairs": [{k: x[k] for k in ("problem", "change", "kept", "before", "after")}
