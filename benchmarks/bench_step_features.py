@@ -121,10 +121,10 @@ def versus(baseline: str, pairs: int) -> tuple[list[float], list[float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=120)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--baseline", default="d3708f3", help="git revision to compare against")
-    parser.add_argument("--pairs", type=int, default=30)
+    parser.add_argument("--pairs", type=int, default=50)
     args = parser.parse_args()
     times, alone = features(args.rounds, args.steps)
     lines = [

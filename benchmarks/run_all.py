@@ -35,6 +35,7 @@ ORDER = [
     "host_overhead",
     "own_model",
     "step_features",
+    "step_features_chunks6",  # the one-run design's first result, kept beside the new one
     "step_features_separate_runs",  # the first design's result, kept beside the new one
     "profile",
     "lr_find",
@@ -42,7 +43,7 @@ ORDER = [
     "lr_find_divisor10",  # the first rule's grid, kept beside the rule that replaced it
 ]
 # pages of ORDER written by another script's options, or kept from an earlier design: not run
-NOT_RUN = {"step_features_separate_runs", "lr_find_longer", "lr_find_divisor10"}
+NOT_RUN = {"step_features_chunks6", "step_features_separate_runs", "lr_find_longer", "lr_find_divisor10"}
 
 HEADER = """# Benchmarks
 
