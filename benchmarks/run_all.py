@@ -43,7 +43,12 @@ ORDER = [
     "lr_find_divisor10",  # the first rule's grid, kept beside the rule that replaced it
 ]
 # pages of ORDER written by another script's options, or kept from an earlier design: not run
-NOT_RUN = {"step_features_chunks6", "step_features_separate_runs", "lr_find_longer", "lr_find_divisor10"}
+NOT_RUN = {
+    "step_features_chunks6",
+    "step_features_separate_runs",
+    "lr_find_longer",
+    "lr_find_divisor10",
+}
 
 HEADER = """# Benchmarks
 
