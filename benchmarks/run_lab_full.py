@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -132,7 +133,10 @@ def main() -> int:
     parser.add_argument("--no-pages", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = Path(args.out)
-    code = args.commit = args.commit or commit()
+    # a full hash given by hand is shortened to the form rev-parse --short gives
+    code = args.commit = (
+        args.commit[:7] if re.fullmatch(r"[0-9a-f]{40}", args.commit) else (args.commit or commit())
+    )
     t0 = time.perf_counter()
     if args.jobs and not args.collect:
         run_jobs(args.only or experiment_names(), args)
