@@ -181,11 +181,13 @@ def test_the_rate_check_keeps_the_rate_of_lowest_validation_error(data):
         recipe = tiny(f"optim.lr={lr}", "train.epochs=9")
         watched = watch(recipe, dataset=data, val_fraction=0.25)
         left = steps_left_in_watches * watched.planned
-        return recipe, watched, rate_check(recipe, watched, kwargs, left, lambda line: None)
+        checked, kept, steps = rate_check(recipe, watched, kwargs, left, lambda line: None)
+        return recipe, watched, {**checked, "recipe": kept, "steps": steps}
 
     recipe, watched, checked = check(0.03)
     assert [t["lr"] for t in checked["rates"]] == [0.03, 0.01, 0.09]
     assert checked["steps"] == 3 * watched.planned
+    assert checked["score"] == "validation error"
     assert all(not t["problems"] for t in checked["rates"])
     best = min(checked["rates"], key=lambda t: t["error"])
     assert checked["chosen"] == best["lr"] == 0.09  # 36 steps: the highest rate trains furthest

@@ -246,15 +246,10 @@ def write_doctor_page(out: Path, result: Any) -> None:
         ("loss compared", found["score"]),
         ("compute", f"{found['cost_in_runs']:.2f} runs of the recipe"),
     ]  # fmt: skip
-    checked = found.get("rate_check")
-    if checked and checked["rates"]:
-        errors = ", ".join(
-            f"{t['lr']:.3g}: "
-            + ("diverged" if t["error"] is None else f"{t['error']:.4g}")
-            + (f" ({', '.join(t['problems'])})" if t["problems"] else "")
-            for t in checked["rates"]
-        )
-        facts.append(("rate check", f"error by optim.lr {errors}; kept {checked['chosen']:.3g}"))
+    from trainlab.doctor.doctor import rate_check_text
+
+    if rate_text := rate_check_text(result.rate_check):
+        facts.append(("rate check", rate_text))
     heads = (("problem", "since step", "evidence", "advice"),
              ("problem", "change", "because", "lab", "loss before", "loss after",
               "problem gone", "result"))  # fmt: skip

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trainlab.doctor.problems import PROBLEMS, is_problem
-from trainlab.doctor.repairs import Change, Context, change_key, repairs_for
+from trainlab.doctor.repairs import Change, Context, change_key, repairs_for, round_rate
 from trainlab.errors import OutputError, RecipeError
 from trainlab.recipe import Recipe, recipe_from_dict
 
@@ -301,9 +301,10 @@ def doctor(
                 break
     checked = None
     if repair and any(r["kept"] for r in repairs) and not best.problems:
-        checked = rate_check(current, best, kwargs, max_cost * run_steps - used, say)
-        used += checked.pop("steps")
-        current = checked.pop("recipe")
+        checked, current, steps = rate_check(
+            current, best, kwargs, max_cost * run_steps - used, say
+        )
+        used += steps
     if not first.problems:
         verdict = "healthy"
     else:
@@ -321,7 +322,7 @@ def rate_check(
     kwargs: dict[str, Any],
     steps_left: float,
     say: Callable[[str], None],
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Recipe, int]:
     """The repaired recipe's rate was chosen for the broken one, if for any: train it at
     ``optim.lr`` x 1/3, 1 and 3 (:data:`RATE_FACTORS`), each as a run of the watched budget's
     length with its schedule run to the end (a third of the run at the full run's schedule
@@ -330,23 +331,23 @@ def rate_check(
     no validation split) among the runs that show no problem. Ties keep the recipe's own rate.
     Skipped when the compute left cannot pay for the three runs.
 
-    Returns ``{"rates": [{lr, error, problems}], "chosen", "recipe", "steps"}`` (``recipe``
-    and ``steps`` are taken off by the caller)."""
+    Returns the record ``{"rates": [{lr, error, problems}], "chosen", "score"}``, the recipe at the
+    chosen rate, and the steps the check ran."""
     from trainlab.doctor.repairs import format_value
 
     epochs = max(1, round(watched.planned / watched.steps_per_epoch))
     steps = epochs * watched.steps_per_epoch
     lr = recipe.optim.lr
-    rates = [lr, *(float(f"{lr * f:.3g}") for f in RATE_FACTORS)]
+    rates = [lr, *(round_rate(lr * f) for f in RATE_FACTORS)]
     if steps_left < len(rates) * steps:
         say("rate check: skipped (no compute left for three runs)")
-        return {"rates": [], "chosen": lr, "recipe": recipe, "steps": 0, "skipped": "compute"}
+        return {"rates": [], "chosen": lr, "skipped": "compute"}, recipe, 0
     try:
         shortened = [apply_change(recipe, Change({"optim.lr": r, "train.epochs": epochs}, ""))
                      for r in rates]  # fmt: skip
     except RecipeError as err:  # e.g. a warm-up longer than the shortened run
         say(f"rate check: skipped ({err})")
-        return {"rates": [], "chosen": lr, "recipe": recipe, "steps": 0, "skipped": str(err)}
+        return {"rates": [], "chosen": lr, "skipped": str(err)}, recipe, 0
     short_kwargs = {**kwargs, "steps": steps, "epochs": None}
     tried, used = [], 0
     for r, candidate in zip(rates, shortened, strict=True):
@@ -360,7 +361,8 @@ def rate_check(
     clean = [t for t in tried if not t["problems"] and t["error"] is not None]
     chosen = min(clean, key=lambda t: (t["error"], t["lr"] != lr))["lr"] if clean else lr
     kept = recipe if chosen == lr else apply_change(recipe, Change({"optim.lr": chosen}, ""))
-    return {"rates": tried, "chosen": chosen, "recipe": kept, "steps": used}
+    scored_on = "validation error" if "val_acc" in (trial.checks or [{}])[-1] else "training loss"
+    return {"rates": tried, "chosen": chosen, "score": scored_on}, kept, used
 
 
 def _error(w: Watch) -> float:
@@ -411,12 +413,17 @@ def _line(what: str, w: Watch) -> str:
     return f"{what} {w.steps} steps ({w.steps / w.steps_per_epoch:.3g} epochs): {codes}"
 
 
-def _rate_comment(checked: dict[str, Any] | None) -> str:
+def rate_check_text(checked: dict[str, Any] | None) -> str:
+    """The rate check in one line ("" if it did not run): each rate's score, and
+    the problems of a run that showed any, and the rate kept (the page and repaired.toml)."""
     if not checked or not checked["rates"]:
         return ""
-    errors = ", ".join(f"{t['lr']:.3g}: {_fmt(math.inf if t['error'] is None else t['error'])}"
-                       for t in checked["rates"])  # fmt: skip
-    return f"# rate check (validation error by optim.lr): {errors}; kept {checked['chosen']:.3g}\n"
+    errors = ", ".join(
+        f"{t['lr']:.3g}: " + ("diverged" if t["error"] is None else f"{t['error']:.4g}")
+        + (f" ({', '.join(t['problems'])})" if t["problems"] else "")
+        for t in checked["rates"]
+    )  # fmt: skip
+    return f"{checked['score']} by optim.lr {errors}; kept {checked['chosen']:.3g}"
 
 
 def _refuse_held(out: Path, overwrite: bool) -> None:
@@ -440,7 +447,7 @@ def write_doctor(out: Path, result: DoctorResult) -> None:
         + "".join(
             f"# {r['problem']}: {r['because']} ({r['lab']})\n" for r in result.repairs if r["kept"]
         )  # fmt: skip
-        + _rate_comment(result.rate_check)
+        + (f"# rate check: {text}\n" if (text := rate_check_text(result.rate_check)) else "")
     )
     write_text(out / "repaired.toml", header + result.recipe.to_toml())
     write_doctor_page(out, result)

@@ -144,7 +144,7 @@ def reference_lr(recipe: Recipe) -> float:
     return batch / 256 * (1 - recipe.optim.momentum)
 
 
-def _round_rate(lr: float) -> float:
+def round_rate(lr: float) -> float:
     """Three significant digits: a rate a person would write (0.0125, not 0.012500000000000001)."""
     return float(f"{lr:.3g}")
 
@@ -163,13 +163,13 @@ def lower_rate(recipe: Recipe, ctx: Context) -> Change | None:
     """A tenth of the rate, or the reference rate if that is lower: a rate far above the
     reference is cut to it in one step."""
     lr = recipe.optim.lr
-    new = _round_rate(min(lr / 10, reference_lr(recipe)))
+    new = round_rate(min(lr / 10, reference_lr(recipe)))
     return Change({"optim.lr": new}, "lower the learning rate", None, "lower_rate")
 
 
 def lower_rate_gently(recipe: Recipe, ctx: Context) -> Change | None:
     """A third of the rate: for a loss that swings but does not diverge."""
-    new = _round_rate(recipe.optim.lr / 3)
+    new = round_rate(recipe.optim.lr / 3)
     return Change({"optim.lr": new}, "lower the learning rate", None, "lower_rate_gently")
 
 
@@ -179,7 +179,7 @@ def higher_rate(recipe: Recipe, ctx: Context) -> Change | None:
     lr, ref = recipe.optim.lr, reference_lr(recipe)
     if lr > 3 * ref:
         return None
-    new = _round_rate(ref if lr < ref / 3 else 3 * lr)
+    new = round_rate(ref if lr < ref / 3 else 3 * lr)
     return Change({"optim.lr": new}, "raise the learning rate", None, "higher_rate")
 
 
