@@ -35,6 +35,7 @@ ORDER = [
     "host_overhead",
     "own_model",
     "step_features",
+    "step_features_process_pairs",  # the plain step against before, one process each (kept)
     "step_features_chunks6",  # the one-run design's first result, kept beside the new one
     "step_features_separate_runs",  # the first design's result, kept beside the new one
     "profile",
@@ -44,6 +45,7 @@ ORDER = [
 ]
 # pages of ORDER written by another script's options, or kept from an earlier design: not run
 NOT_RUN = {
+    "step_features_process_pairs",
     "step_features_chunks6",
     "step_features_separate_runs",
     "lr_find_longer",
