@@ -1,0 +1,44 @@
+"""The doctor benchmark's repair verdict (benchmarks/bench_doctor.py), on hand-made rows."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location(
+        "bench_doctor", ROOT / "benchmarks" / "bench_doctor.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_doctor"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(name, group, must, ours, acc_all, acc_2000):
+    return {"name": name, "group": group, "must": must, "ours": ours, "test_acc": acc_2000,
+            "test_acc_all": acc_all}  # fmt: skip
+
+
+def test_repair_is_judged_by_each_measure_against_that_measures_best_healthy_variant():
+    bench = _bench()
+    rows = [
+        _row("g/healthy-0", "g", [], [], 0.840, 0.845),
+        _row("g/healthy-1", "g", [], [], 0.846, 0.860),  # the best by both measures
+        # 0.837 >= 0.846 - 0.01 on every image; 0.846 < 0.860 - 0.01 on the 2,000
+        _row("g/stalled-1", "g", ["stalled"], ["stalled"], 0.837, 0.846),
+        _row("g/stalled-2", "g", ["stalled"], ["stalled"], 0.830, 0.851),  # the other way round
+        _row("g/stalled-3", "g", ["stalled"], [], 0.5, 0.5),  # not detected: not judged
+        _row("g/dead-1", "g", ["dead_units"], ["dead_units"], None, None),  # diverged in full
+    ]
+    all_images = bench.repair_rate(rows, bench.best_healthy(rows, "test_acc_all"), "test_acc_all")
+    subset = bench.repair_rate(rows, bench.best_healthy(rows, "test_acc"), "test_acc")
+    assert bench.best_healthy(rows, "test_acc_all") == {"g": 0.846}
+    assert all_images == {"stalled": (1, 2), "dead_units": (0, 1), "overall": (1, 3)}
+    assert subset == {"stalled": (1, 2), "dead_units": (0, 1), "overall": (1, 3)}
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["g/stalled-1"]["repaired"] and not by_name["g/stalled-1"]["repaired_test_acc"]
+    assert not by_name["g/stalled-2"]["repaired"] and by_name["g/stalled-2"]["repaired_test_acc"]
+    assert "repaired" not in by_name["g/stalled-3"]
