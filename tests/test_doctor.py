@@ -19,7 +19,14 @@ from torch import nn
 from trainlab.cli import main
 from trainlab.data import load_dataset
 from trainlab.doctor import repairs
-from trainlab.doctor.doctor import apply_change, doctor, rate_check, watch
+from trainlab.doctor.doctor import (
+    RATE_EXTENSIONS,
+    apply_change,
+    choose_rate,
+    doctor,
+    rate_check,
+    watch,
+)
 from trainlab.errors import OutputError
 from trainlab.recipe import load_recipe
 
@@ -157,7 +164,9 @@ def test_the_doctor_lowers_a_rate_that_diverges_and_verifies_it(tmp_path, data):
     assert kept[0]["after"] < min(before, math.log(4))
     assert result.verdict == "repaired" and not result.last.problems
     checked = result.rate_check  # after the repair: 0.0125 x 1/3, 1, 3, the best one kept
-    assert [t["lr"] for t in checked["rates"]] == [0.0125, 0.00417, 0.0375]
+    rates = [t["lr"] for t in checked["rates"]]
+    assert rates[:3] == [0.0125, 0.00417, 0.0375]
+    assert rates[3:] == ([0.112] if choose_rate(checked["rates"][:3], 0.0125) == 0.0375 else [])
     assert result.recipe.optim.lr == checked["chosen"]
     assert result.cost <= 3.0
     saved = json.loads((tmp_path / "doc" / "doctor.json").read_text())
@@ -173,8 +182,9 @@ def test_the_doctor_lowers_a_rate_that_diverges_and_verifies_it(tmp_path, data):
 
 def test_the_rate_check_keeps_the_rate_of_lowest_validation_error(data):
     """The check runs lr x 1, 1/3, 3 to the end of a schedule as long as the watched budget and
-    keeps the lowest validation error among the runs that show no problem; a run of the
-    chosen shortened recipe made apart gives the same error (the seed fixes it)."""
+    keeps the lowest validation error among the runs that show no problem, extending the range
+    by x3 while the rate at its end wins; a run of the chosen shortened recipe made apart gives
+    the same error (the seed fixes it)."""
     kwargs = {"dataset": data, "val_fraction": 0.25, "steps": None, "epochs": None}
 
     def check(lr, steps_left_in_watches=10):
@@ -185,25 +195,52 @@ def test_the_rate_check_keeps_the_rate_of_lowest_validation_error(data):
         return recipe, watched, {**checked, "recipe": kept, "steps": steps}
 
     recipe, watched, checked = check(0.03)
-    assert [t["lr"] for t in checked["rates"]] == [0.03, 0.01, 0.09]
-    assert checked["steps"] == 3 * watched.planned
+    rates = checked["rates"]
+    assert [t["lr"] for t in rates[:3]] == [0.03, 0.01, 0.09]
     assert checked["score"] == "validation error"
-    assert all(not t["problems"] for t in checked["rates"])
-    best = min(checked["rates"], key=lambda t: t["error"])
-    assert checked["chosen"] == best["lr"] == 0.09  # 36 steps: the highest rate trains furthest
+    assert all(not t["problems"] for t in rates[:3])
+    best = min(rates[:3], key=lambda t: t["error"])
+    assert best["lr"] == 0.09  # 36 steps: the highest rate trains furthest, so the range grows
+    assert rates[3]["lr"] == 0.27 and rates[3]["problems"]  # updates too large: not kept
+    assert len(rates) == 4 and checked["steps"] == 4 * watched.planned
+    assert checked["chosen"] == 0.09 == choose_rate(rates, 0.03)
     assert checked["recipe"].optim.lr == 0.09 and checked["recipe"].train.epochs == 9
     apart = watch(tiny("optim.lr=0.09", "train.epochs=3"), dataset=data, val_fraction=0.25,
                   steps=watched.planned)  # fmt: skip
     assert 1 - apart.checks[-1]["val_acc"] == pytest.approx(best["error"], abs=1e-6)
 
-    # a lower error with a problem (updates too large at 0.3) is not kept
+    # a lower error with a problem (updates too large at 0.3) is not kept, and the kept rate is
+    # inside the range: no extension
     recipe, _, checked = check(0.1)
     high = checked["rates"][2]
     assert high["lr"] == 0.3 and high["problems"] and high["error"] < checked["rates"][0]["error"]
+    assert len(checked["rates"]) == 3
     assert checked["chosen"] == 0.1 and checked["recipe"] is recipe
+
+    # a rate cut far too low climbs back by RATE_EXTENSIONS steps, or as far as compute allows
+    _, watched, far = check(0.003)
+    assert [t["lr"] for t in far["rates"]] == [0.003, 0.001, 0.009, 0.027, 0.081]
+    errors = [t["error"] for t in far["rates"][2:]]
+    assert errors == sorted(errors, reverse=True) and far["chosen"] == 0.081
+    assert len(far["rates"]) == 3 + RATE_EXTENSIONS
+    _, _, short = check(0.003, steps_left_in_watches=4)
+    assert [t["lr"] for t in short["rates"]] == [0.003, 0.001, 0.009, 0.027]
+    assert short["steps"] == 4 * watched.planned and short["chosen"] == 0.027
 
     recipe, _, poor = check(0.03, steps_left_in_watches=2)  # no compute for three runs
     assert poor["rates"] == [] and poor["recipe"] is recipe and poor["steps"] == 0
+
+
+def test_the_rate_check_chooses_the_lowest_clean_error_and_ties_to_the_recipes_rate():
+    tried = [
+        {"lr": 0.1, "error": 0.30, "problems": []},
+        {"lr": 0.03, "error": 0.30, "problems": []},
+        {"lr": 0.3, "error": 0.10, "problems": ["large_updates"]},
+        {"lr": 1.0, "error": None, "problems": []},  # diverged
+    ]
+    assert choose_rate(tried, 0.1) == 0.1  # a tie keeps the recipe's own rate
+    assert choose_rate(tried[1:], 0.1) == 0.03
+    assert choose_rate(tried[2:], 0.1) == 0.1  # every run showed a problem or diverged
 
 
 def test_a_healthy_recipe_is_left_alone_and_costs_a_third_of_a_run(data):

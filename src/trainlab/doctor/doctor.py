@@ -42,6 +42,7 @@ CHECKS = 10  # validation evaluations per watched run (or one per epoch, with >=
 MIN_EPOCHS = 5
 MAX_COST = 3.0  # doctor plus repairs: at most this many runs of the recipe, in steps
 RATE_FACTORS = (1 / 3, 3.0)  # the rate check after repairs: half a decade down and up
+RATE_EXTENSIONS = 2  # and up to two more such steps while the rate at an end of the range wins
 TAIL = 0.25  # the score without a validation split: mean training loss of the last quarter
 BUILT_IN_KINDS = ("mlp", "cnn", "resnet")
 
@@ -329,10 +330,13 @@ def rate_check(
     would favour whichever rate is low while the others have not annealed), and keep the rate
     of lowest final validation error (the lab's tuning score; the watched score where there is
     no validation split) among the runs that show no problem. Ties keep the recipe's own rate.
-    Skipped when the compute left cannot pay for the three runs.
+    While the kept rate is the highest or the lowest tried, the range is extended by another
+    factor of 3 that way, at most :data:`RATE_EXTENSIONS` times and while the compute lasts: a
+    repair that cut the rate tenfold for a cause another repair then removed needs two steps
+    back. Skipped when the compute left cannot pay for the first three runs.
 
-    Returns the record ``{"rates": [{lr, error, problems}], "chosen", "score"}``, the recipe at the
-    chosen rate, and the steps the check ran."""
+    Returns the record ``{"rates": [{lr, error, problems}], "chosen", "score"}`` (the rates in
+    the order tried), the recipe at the chosen rate, and the steps the check ran."""
     from trainlab.doctor.repairs import format_value
 
     epochs = max(1, round(watched.planned / watched.steps_per_epoch))
@@ -349,20 +353,42 @@ def rate_check(
         say(f"rate check: skipped ({err})")
         return {"rates": [], "chosen": lr, "skipped": str(err)}, recipe, 0
     short_kwargs = {**kwargs, "steps": steps, "epochs": None}
-    tried, used = [], 0
-    for r, candidate in zip(rates, shortened, strict=True):
+    tried: list[dict[str, Any]] = []
+
+    def run_at(r: float, candidate: Recipe) -> Watch:
         trial = watch(candidate, **short_kwargs)
-        used += trial.steps
         tried.append(
             {"lr": r, "error": _json_float(_error(trial)), "problems": sorted(trial.codes())}
         )
         say(f"  rate check: lr {format_value(r)} -> error {_fmt(_error(trial))}"
             + (f" ({', '.join(sorted(trial.codes()))})" if trial.codes() else ""))  # fmt: skip
-    clean = [t for t in tried if not t["problems"] and t["error"] is not None]
-    chosen = min(clean, key=lambda t: (t["error"], t["lr"] != lr))["lr"] if clean else lr
+        return trial
+
+    trials = [run_at(r, candidate) for r, candidate in zip(rates, shortened, strict=True)]
+    used = sum(t.steps for t in trials)
+    for _ in range(RATE_EXTENSIONS):
+        chosen = choose_rate(tried, lr)
+        ends = min(t["lr"] for t in tried), max(t["lr"] for t in tried)
+        if chosen not in ends or steps_left - used < steps:
+            break
+        r = round_rate(chosen * (RATE_FACTORS[1] if chosen == ends[1] else RATE_FACTORS[0]))
+        try:
+            candidate = apply_change(recipe, Change({"optim.lr": r, "train.epochs": epochs}, ""))
+        except RecipeError:  # a rate the recipe refuses ends the range there
+            break
+        used += run_at(r, candidate).steps
+    chosen = choose_rate(tried, lr)
     kept = recipe if chosen == lr else apply_change(recipe, Change({"optim.lr": chosen}, ""))
-    scored_on = "validation error" if "val_acc" in (trial.checks or [{}])[-1] else "training loss"
+    checks = trials[0].checks or [{}]
+    scored_on = "validation error" if "val_acc" in checks[-1] else "training loss"
     return {"rates": tried, "chosen": chosen, "score": scored_on}, kept, used
+
+
+def choose_rate(tried: list[dict[str, Any]], lr: float) -> float:
+    """The rate check's choice: the lowest error among the runs that showed no problem, ties to
+    the recipe's own rate ``lr``; ``lr`` where every run showed one."""
+    clean = [t for t in tried if not t["problems"] and t["error"] is not None]
+    return min(clean, key=lambda t: (t["error"], t["lr"] != lr))["lr"] if clean else lr
 
 
 def _error(w: Watch) -> float:
