@@ -65,13 +65,13 @@ def _use(modules: dict[str, object], src: str) -> None:
     sys.path[0] = src
 
 
-def _import_revision(src: str) -> dict[str, object]:
-    """The ``trainlab`` modules of the checkout at ``src``, imported apart from any other."""
+def _import_revision(src: str) -> None:
+    """Import the ``trainlab`` of the checkout at ``src``, apart from any other: its engine and
+    recipe modules are then the ones in sys.modules."""
     _use({}, src)
     is_engine_package = (Path(src) / "trainlab" / "engine").is_dir()
     importlib.import_module("trainlab.engine" if is_engine_package else "trainlab.train")
     importlib.import_module("trainlab.recipe")
-    return _trainlab_modules()
 
 
 def one_process(now_src: str, then_src: str, then_first: bool, rounds: int) -> dict[str, float]:
@@ -83,7 +83,7 @@ def one_process(now_src: str, then_src: str, then_first: bool, rounds: int) -> d
     sys.path[:] = [now_src, *(p for p in sys.path if p != str(ROOT / "src"))]  # [0]: _use's slot
     modules, runs, steppers = {}, {}, {}
     for name in order:  # built in this order, so placement favours neither revision on average
-        modules[name] = _import_revision(sources[name])
+        _import_revision(sources[name])
         engine = sys.modules.get("trainlab.engine") or sys.modules["trainlab.train"]
         runs[name] = engine.build_run(sys.modules["trainlab.recipe"].load_recipe(None, SETTINGS))
         steppers[name] = engine.train_steps

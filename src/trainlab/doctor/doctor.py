@@ -8,9 +8,10 @@
                             re-run of the same budget: kept only if the problem is gone, no new
                             error appeared and the loss is lower; until no problem is left or
                             the compute reaches MAX_COST runs of the recipe; after a repair,
-                            a rate check: the repaired recipe at lr x 1/3, 1 and 3, each run to
-                            the end of its schedule within the watched budget, keeps the rate of
-                            lowest validation error (a repair fixes what broke, not the rate)
+                            a rate check: the repaired recipe at lr x 1/3, 1 and 3 (further by
+                            x3 while an end wins), each run to the end of its schedule within the
+                            watched budget, keeps the rate of lowest validation error (a repair
+                            fixes what broke, not the rate)
                             -> OUT/doctor.json, OUT/repaired.toml, OUT/doctor.html and .md
 
 The loss compared ("score") is the last validation loss where there is a validation split
@@ -31,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from trainlab.doctor.problems import PROBLEMS, is_problem
-from trainlab.doctor.repairs import Change, Context, change_key, repairs_for, round_rate
+from trainlab.doctor.repairs import (
+    Change,
+    Context,
+    change_key,
+    format_value,
+    repairs_for,
+    round_rate,
+)
 from trainlab.errors import OutputError, RecipeError
 from trainlab.recipe import Recipe, recipe_from_dict
 
@@ -337,8 +345,6 @@ def rate_check(
 
     Returns the record ``{"rates": [{lr, error, problems}], "chosen", "score"}`` (the rates in
     the order tried), the recipe at the chosen rate, and the steps the check ran."""
-    from trainlab.doctor.repairs import format_value
-
     epochs = max(1, round(watched.planned / watched.steps_per_epoch))
     steps = epochs * watched.steps_per_epoch
     lr = recipe.optim.lr
@@ -346,9 +352,12 @@ def rate_check(
     if steps_left < len(rates) * steps:
         say("rate check: skipped (no compute left for three runs)")
         return {"rates": [], "chosen": lr, "skipped": "compute"}, recipe, 0
+
+    def shortened(r: float) -> Recipe:
+        return apply_change(recipe, Change({"optim.lr": r, "train.epochs": epochs}, ""))
+
     try:
-        shortened = [apply_change(recipe, Change({"optim.lr": r, "train.epochs": epochs}, ""))
-                     for r in rates]  # fmt: skip
+        first_three = [shortened(r) for r in rates]
     except RecipeError as err:  # e.g. a warm-up longer than the shortened run
         say(f"rate check: skipped ({err})")
         return {"rates": [], "chosen": lr, "skipped": str(err)}, recipe, 0
@@ -357,14 +366,13 @@ def rate_check(
 
     def run_at(r: float, candidate: Recipe) -> Watch:
         trial = watch(candidate, **short_kwargs)
-        tried.append(
-            {"lr": r, "error": _json_float(_error(trial)), "problems": sorted(trial.codes())}
-        )
-        say(f"  rate check: lr {format_value(r)} -> error {_fmt(_error(trial))}"
-            + (f" ({', '.join(sorted(trial.codes()))})" if trial.codes() else ""))  # fmt: skip
+        error, problems = _error(trial), sorted(trial.codes())
+        tried.append({"lr": r, "error": _json_float(error), "problems": problems})
+        say(f"  rate check: lr {format_value(r)} -> error {_fmt(error)}"
+            + (f" ({', '.join(problems)})" if problems else ""))  # fmt: skip
         return trial
 
-    trials = [run_at(r, candidate) for r, candidate in zip(rates, shortened, strict=True)]
+    trials = [run_at(r, candidate) for r, candidate in zip(rates, first_three, strict=True)]
     used = sum(t.steps for t in trials)
     for _ in range(RATE_EXTENSIONS):
         chosen = choose_rate(tried, lr)
@@ -373,7 +381,7 @@ def rate_check(
             break
         r = round_rate(chosen * (RATE_FACTORS[1] if chosen == ends[1] else RATE_FACTORS[0]))
         try:
-            candidate = apply_change(recipe, Change({"optim.lr": r, "train.epochs": epochs}, ""))
+            candidate = shortened(r)
         except RecipeError:  # a rate the recipe refuses ends the range there
             break
         used += run_at(r, candidate).steps
