@@ -143,3 +143,11 @@ def test_a_users_network_gets_only_the_rules_that_do_not_read_model_keys():
     recipe = load_recipe(None, ["data.normalize=none"])
     own = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, kind="python:x.Y"))
     assert codes(own) == {"input_not_centred"}
+
+
+def test_zero_or_constant_init_is_a_symmetry():
+    for scheme in ("zeros", "constant(0.1)"):
+        by_code = {a.code: a for a in adv.advise(load_recipe(None, [f"init.scheme={scheme}"]))}
+        assert by_code["symmetric"].changes[0].settings == {"init.scheme": "kaiming"}
+        assert "zero-init" in by_code["symmetric"].line()
+    assert "symmetric" not in codes(load_recipe(None, ["init.scheme=normal(0.01)"]))

@@ -321,3 +321,50 @@ def test_cli_diagnose_advises_only_what_the_recipe_lacks(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "--set" in text
     assert "model.norm=batch" not in text and "init.scheme=kaiming" not in text
+
+
+# -- the faults of the published fault benchmarks --------------------------------------------------
+def test_for_sigmoid_the_lecture_says_relu_first_and_for_tanh_the_right_init():
+    deep = ["model.norm=none", "model.widths=[32,32,32,32,32]", "init.scheme=normal(0.05)"]
+    for code in ("vanishing_grad", "saturated"):
+        sig = repairs.repairs_for(code, tiny(*deep, "model.activation=sigmoid"))
+        assert sig[0].name == "relu_instead" and [c.name for c in sig].count("relu_instead") == 1
+        assert sig[1].name == "right_init"  # the rest keep their order
+        tanh = repairs.repairs_for(code, tiny(*deep, "model.activation=tanh"))
+        assert tanh[0].name == "right_init"
+    # a user's own sigmoid network has no model.activation to swap: the right init comes first
+    own = repairs.Context(own_model=True, activation="sigmoid")
+    first = repairs.repairs_for("vanishing_grad", tiny(*deep, "model.activation=sigmoid"), own)[0]
+    assert first.name == "right_init"
+
+
+def test_the_doctor_breaks_a_symmetry_first(data):
+    result = doctor(tiny("init.scheme=zeros"), None, repair=True, dataset=data)
+    first = {f.code: f for f in result.first.problems}
+    # every weight of trainlab's MLP at zero: every layer's units, the classifier's too
+    weighted = [w.name for w in result.first.report.weights]
+    assert len(weighted) == 3 and first["symmetric"].layers == weighted
+    kept = [r for r in result.repairs if r["kept"]]
+    assert result.repairs[0]["problem"] == "symmetric" and kept[0] is result.repairs[0]
+    assert kept[0]["change"] == {"init.scheme": "kaiming"}
+    assert kept[0]["lab"].startswith("zero-init")
+    assert result.verdict == "repaired"
+
+
+class SoftmaxNet(nn.Module):
+    def __init__(self, *_):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 4))
+
+    def forward(self, x):
+        return self.body(x).softmax(dim=1)
+
+
+def test_a_users_softmax_before_the_loss_is_found_and_left_for_the_user(data):
+    result = doctor(tiny(), None, repair=True, model=SoftmaxNet(), dataset=data)
+    found = {f.code: f for f in result.first.problems}
+    assert set(found) >= {"probability_output"}
+    assert "no softmax" in found["probability_output"].advice
+    # no recipe key reaches the user's forward: nothing is tried for it, and it remains
+    assert all(r["problem"] != "probability_output" for r in result.repairs)
+    assert result.verdict == "not repaired"

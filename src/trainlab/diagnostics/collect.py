@@ -18,6 +18,13 @@ it grows into, not against its small start (issue 24; before, the plain ``||W_be
 In-place activations are fine: a forward hook runs before the next module overwrites the
 tensor.
 
+Three facts are kept for the run as a whole. The network's outputs, at sampled steps: how many
+fell outside [0, 1] (none: they are probabilities, which a cross-entropy loss would put through
+softmax again). Whether each weighted layer's rows (its units' incoming weights) are still all
+equal when the report is made: units started as copies (zero or constant init) get equal
+gradients and stay copies, the symmetry problem (read once, at the report, not in the step).
+And which layers require a gradient.
+
 Besides the windows, two curves are kept whole: every step's training loss (``after_step``, a
 copy into a preallocated device buffer) and every sampled step's gradient norm per weighted
 layer; the stalled, oscillating and exploding-gradient rules read them. Evaluations a caller
@@ -50,6 +57,9 @@ HIST_RANGE = 4.0  # histogram range for unbounded outputs: [-4, 4]
 HIST_SAMPLE = 1 << 16  # values per batch and layer read by the histogram (whole samples)
 SAT_EPS = 0.02  # saturated where |f'(x)| < SAT_EPS * max|f'| (|tanh| > 0.99)
 UNIT_SATURATED = 0.5  # a unit is saturated when more than this fraction of its outputs are
+# Rows equal to within this share of the layer's largest weight count as copies: a random layer's
+# rows differ by about its std, and copies made by equal gradients differ by rounding at most.
+ROWS_EQUAL = 1e-4
 
 # torch.nn activation modules -> the trainlab spec with the same formula.
 _TORCH_ACTIVATIONS: dict[type[nn.Module], Any] = {
@@ -266,6 +276,15 @@ class _Weight:
         self.param: nn.Parameter = module.weight
         self.numel = self.param.numel()
 
+    def rows_identical(self) -> bool:
+        """Whether every row (output unit) of the weight equals the first, to ROWS_EQUAL of the
+        layer's largest weight (all-zero weights count). Read at the report, not in the step."""
+        w = self.param.detach().float().flatten(1)
+        if w.shape[0] < 2:
+            return False
+        spread = (w - w[:1]).abs().amax()
+        return bool(spread <= ROWS_EQUAL * w.abs().amax())
+
 
 @dataclass
 class LayerSeries:
@@ -307,6 +326,12 @@ class WeightSeries:
     update_ratio: np.ndarray  # (windows,) mean of ||dW|| / ||W|| over sampled steps (inf: NaN/inf)
     update_ratio_max: np.ndarray  # (windows,)
     first_nonfinite_grad_step: int | None
+    trainable: bool = True  # the weight requires a gradient
+    rows_identical: bool = False  # every unit's incoming weights equal, at the report
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def _jsonable(value: Any) -> Any:
@@ -343,6 +368,9 @@ class DiagnosticsReport:
     grad_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     grad_norms: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (sampled, layers)
     evaluations: list[dict[str, float]] = field(default_factory=list)  # record_evaluation's
+    output_values: int = 0  # the network's output values seen at sampled steps
+    output_outside_unit: int = 0  # how many of them fell outside [0, 1] (or were not finite)
+    output_row_sum_error: float | None = None  # max |sum over dim 1 - 1|: 0 for softmax
 
     def layer(self, name: str) -> LayerSeries:
         for s in self.layers:
@@ -442,6 +470,8 @@ class Diagnostics:
         self._loss = _Curve()
         self._grads = _Curve()
         self._evaluations: list[dict[str, float]] = []
+        self._output_acc: dict[str, Tensor] = {}
+        self._handles.append(model.register_forward_hook(self._output_hook))
         for name, module in model.named_modules():
             name = name or type(module).__name__
             if _is_activation(module):
@@ -480,6 +510,21 @@ class Diagnostics:
             acc["n"] += x.numel() // s.numel()
             acc["sum"] += s
             acc["sumsq"] += ss
+
+    def _output_hook(self, _module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        """The network's outputs at sampled steps: how many lie outside [0, 1]."""
+        if not self.sampling or not isinstance(output, Tensor) or output.dim() < 2:
+            return
+        with torch.no_grad():
+            y = output.detach().float()
+            acc = self._output_acc
+            if not acc:
+                kw: dict[str, Any] = {"dtype": torch.float64, "device": y.device}
+                acc |= {k: torch.zeros((), **kw) for k in ("n", "outside", "row_sum_error")}
+            acc["n"] += y.numel()
+            acc["outside"] += ((y < 0) | (y > 1) | ~torch.isfinite(y)).sum()
+            row_error = (y.sum(dim=1) - 1).abs().amax().double()
+            acc["row_sum_error"] = torch.maximum(acc["row_sum_error"], row_error)
 
     def detach(self) -> None:
         """Remove every hook; the statistics gathered so far stay readable."""
@@ -642,7 +687,18 @@ class Diagnostics:
             grad_steps=self._grads.steps_array(),
             grad_norms=self._grads.values_array().reshape(-1, max(1, len(self.weights))),
             evaluations=list(self._evaluations),
+            **self._output_facts(),
         )
+
+    def _output_facts(self) -> dict[str, Any]:
+        acc = self._output_acc
+        if not acc:
+            return {}
+        return {
+            "output_values": int(acc["n"]),
+            "output_outside_unit": int(acc["outside"]),
+            "output_row_sum_error": _finite_or_none(float(acc["row_sum_error"])),
+        }
 
     def _layer_series(self, p: _Probe) -> LayerSeries:
         rows = [p.window_row(acc) for acc in p.history]
@@ -693,6 +749,8 @@ class Diagnostics:
                 update_ratio=ratio[:, j],
                 update_ratio_max=rmax[:, j],
                 first_nonfinite_grad_step=first[j] if first[j] >= 0 else None,
+                trainable=w.param.requires_grad,
+                rows_identical=w.rows_identical(),
             )
             for j, w in enumerate(self.weights)
         ]

@@ -10,6 +10,8 @@ code                   fires when
 =====================  =========================================================================
 ``vanishing_grad``     a saturating activation (sigmoid, tanh) in at least DEEP_LAYERS hidden
                        layers of a plain net (no batch norm, no residual connections)
+``symmetric``          ``init.scheme`` is ``zeros`` or ``constant``: every unit of a layer starts
+                       as a copy of the others and, with equal gradients, stays one
 ``collapse``           a fixed init std (normal(std), uniform(a)) in a plain net whose layers,
                        multiplied through, scale the signal by less than 1/DEPTH_RATIO of what
                        the activation's right init (gain / sqrt(fan_in)) would keep
@@ -252,6 +254,15 @@ def _rule_saturating_depth(recipe: Recipe) -> tuple[str, str] | None:
     return None
 
 
+def _rule_symmetric_init(recipe: Recipe) -> tuple[str, str] | None:
+    if parse_spec(recipe.init.scheme)[0] not in ("zeros", "constant"):
+        return None
+    return "symmetric", (
+        f"init.scheme = {recipe.init.scheme!r}: every unit of a layer starts with the same "
+        "weights, gets the same gradient and stays a copy of the others"
+    )
+
+
 def _rule_fixed_init(recipe: Recipe) -> tuple[str, str] | None:
     std, fans = _fixed_std(recipe), _fan_ins(recipe)
     if std is None or fans is None or not _plain(recipe):
@@ -320,8 +331,8 @@ def _rule_rate(recipe: Recipe) -> tuple[str, str] | None:
     return None
 
 
-RULES = (_rule_saturating_depth, _rule_fixed_init, _rule_input, _rule_dropout, _rule_small_data,
-         _rule_rate)  # fmt: skip
+RULES = (_rule_symmetric_init, _rule_saturating_depth, _rule_fixed_init, _rule_input,
+         _rule_dropout, _rule_small_data, _rule_rate)  # fmt: skip
 
 
 def advise(recipe: Recipe) -> list[Advice]:

@@ -57,7 +57,8 @@ BUILT_IN_KINDS = ("mlp", "cnn", "resnet")
 # The order in which problems are repaired: what makes training fail first, then what the
 # others may be symptoms of (a dead or exploding network also stalls), over-fitting last.
 PRIORITY = (
-    "non_finite", "exploding_grad", "input_not_centred", "explode", "collapse",
+    "non_finite", "exploding_grad", "symmetric", "no_gradient", "probability_output",
+    "input_not_centred", "explode", "collapse",
     "vanishing_grad", "saturated", "dead_units", "large_updates", "oscillating", "stalled",
     "overfitting", "not_zero_centred",
 )  # fmt: skip
