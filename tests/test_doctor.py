@@ -368,3 +368,28 @@ def test_a_users_softmax_before_the_loss_is_found_and_left_for_the_user(data):
     # no recipe key reaches the user's forward: nothing is tried for it, and it remains
     assert all(r["problem"] != "probability_output" for r in result.repairs)
     assert result.verdict == "not repaired"
+
+
+class DeepSigmoidNet(nn.Module):
+    def __init__(self, *_):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        for n in (64, 32, 32, 32, 32):
+            layers += [nn.Linear(n, 32), nn.Sigmoid()]
+        self.body = nn.Sequential(*layers, nn.Linear(32, 4))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_a_users_network_is_told_the_activation_swap_in_its_own_code(data):
+    found = {f.code: f for f in watch(tiny(), model=DeepSigmoidNet(), dataset=data).findings}
+    text = found["vanishing_grad"].advice
+    # the recipe's fixes name keys; the swap is a change to the code, never a --set
+    assert "--set model.activation=relu" not in text
+    assert "in your network's code: use nn.ReLU in place of sigmoid" in text
+    assert "relu-vs-tanh" in text  # the lab experiment behind it
+    # the init the recipe can change is initialized for the network's own activation
+    assert "initialize for sigmoid" in text
+    assert repairs.code_changes("dead_units", tiny(), "relu")[0].startswith("use nn.LeakyReLU(0.1)")
+    assert repairs.code_changes("dead_units", tiny(), "elu") == []

@@ -152,14 +152,18 @@ def findings(
     if not any(f.code == "explode" for f in found):
         found += _explode_at_init(report, classes)
     if recipe is not None:
-        found = [_recipe_advice(f, recipe, own_model) for f in found]
+        found = [_recipe_advice(f, recipe, own_model, report) for f in found]
     return sorted(found, key=lambda f: SEVERITIES.index(f.severity))
 
 
-def _recipe_advice(found: Finding, recipe: Any, own_model: bool) -> Finding:
+def _recipe_advice(
+    found: Finding, recipe: Any, own_model: bool, report: DiagnosticsReport
+) -> Finding:
     from trainlab.doctor.repairs import REPAIR_ORDER, advice
 
-    text = advice(found.code, recipe, own_model=own_model)
+    kinds = report.activation_kinds
+    activation = max(kinds, key=kinds.get) if kinds else None
+    text = advice(found.code, recipe, own_model=own_model, activation=activation)
     if text is None and REPAIR_ORDER.get(found.code):
         text = "the recipe already does what the lecture advises for this; " + found.advice
     elif text is None:  # no recipe key changes it: the advice says what to look for

@@ -15,6 +15,7 @@ the loss stalls. Learning rates are anchored to a reference for the optimizer an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shlex
@@ -380,22 +381,66 @@ REPAIR_ORDER: dict[str, tuple[Fix, ...]] = {
 SIGMOID_FIRST = ("vanishing_grad", "saturated")
 
 
+def _order(code: str, recipe: Recipe) -> tuple[Fix, ...]:
+    order = REPAIR_ORDER.get(code, ())
+    if code in SIGMOID_FIRST and parse_spec(recipe.model.activation)[0] in ("sigmoid", "logistic"):
+        order = (relu_instead, *(fix for fix in order if fix is not relu_instead))
+    return order
+
+
 def repairs_for(code: str, recipe: Recipe, ctx: Context | None = None) -> list[Change]:
     """The changes that apply to ``recipe`` for problem ``code``, in the order to try them:
     nothing the recipe already does, nothing already tried."""
     ctx = ctx or Context()
-    order = REPAIR_ORDER.get(code, ())
-    if code in SIGMOID_FIRST and parse_spec(recipe.model.activation)[0] in ("sigmoid", "logistic"):
-        order = (relu_instead, *(fix for fix in order if fix is not relu_instead))
-    changes = (fix(recipe, ctx) for fix in order)
+    changes = (fix(recipe, ctx) for fix in _order(code, recipe))
     return [c for c in changes if c is not None and change_key(c) not in ctx.tried]
+
+
+# The activation swaps as changes to a user's own network, which no recipe key reaches.
+IN_CODE = {
+    "relu_instead": "use nn.ReLU in place of {activation} and initialize for it (Kaiming)",
+    "tanh_instead": "use nn.Tanh in place of nn.Sigmoid",
+    "leaky_relu": "use nn.LeakyReLU(0.1) in place of nn.ReLU",
+    "elu": "use nn.ELU in place of nn.ReLU",
+}
+
+
+def code_changes(code: str, recipe: Recipe, activation: str | None) -> list[str]:
+    """For a user's own network whose modules use ``activation`` most: the lecture's activation
+    swaps for ``code``, worded as changes to the network's code, each citing the lab."""
+    if activation is None:
+        return []
+    as_built = dataclasses.replace(
+        recipe, model=dataclasses.replace(recipe.model, activation=activation)
+    )
+    out = []
+    for fix in _order(code, as_built):
+        change = fix(as_built, Context()) if fix.__name__ in IN_CODE else None
+        if change is not None:
+            text = IN_CODE[fix.__name__].format(activation=activation)
+            out.append(f"{text} ({cite(change.lab)})")
+    return out
 
 
 def change_key(change: Change) -> str:
     return json.dumps(change.settings, sort_keys=True)
 
 
-def advice(code: str, recipe: Recipe, *, own_model: bool = False, limit: int = 2) -> str | None:
-    """The first ``limit`` changes for ``code`` in one sentence, or None if none applies."""
-    changes = repairs_for(code, recipe, Context(own_model=own_model))[:limit]
-    return "; or ".join(c.sentence() for c in changes) if changes else None
+def advice(
+    code: str,
+    recipe: Recipe,
+    *,
+    own_model: bool = False,
+    activation: str | None = None,
+    limit: int = 2,
+) -> str | None:
+    """The first ``limit`` changes for ``code`` in one sentence, or None if none applies. For a
+    user's own network (``activation``: the one its modules use most) the activation swaps
+    follow, as changes to its code."""
+    ctx = Context(own_model=own_model, activation=activation if own_model else None)
+    changes = repairs_for(code, recipe, ctx)[:limit]
+    parts = [c.sentence() for c in changes]
+    in_code = code_changes(code, recipe, activation)[:limit] if own_model else []
+    if in_code:
+        parts.append("in your network's code: " + "; or ".join(in_code))
+    return "; or ".join(parts) if parts else None
