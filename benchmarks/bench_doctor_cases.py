@@ -168,7 +168,8 @@ def write_page(rows: list[dict[str, Any]], wall: float, args: Any) -> None:
             f"{', '.join(r['autotrainer']) or 'nothing'} | {r['verdict']} | {acc_text} |"
         )
     broken = [r for r in rows if r["must"]]
-    fixable = [r for r in broken if "repaired" in r]
+    left = [r for r in broken if r.get("repaired") is False]
+    told = "\n".join(f"- `{r['name']}`: " + " / ".join(f"{f}" for f in r["findings"]) for r in left)
     summary = {
         "cases": len(rows),
         "broken": len(broken),
@@ -208,12 +209,16 @@ control of the same network on all 10,000 test images.
 
 Repaired within 1 point: {done} of {total} detected broken cases. Doctor plus repair: median
 {bench._cell(summary["cost_median"])} runs of the recipe, at most
-{bench._cell(summary["cost_max"])}. A fault inside the user's forward (a softmax before the
-loss, a detached graph) is found and named with the line of code to change, but no recipe key
-reaches it, so the doctor leaves it "not repaired"; {len(fixable)} of {len(broken)} broken
-cases were detected and judged for repair.
+{bench._cell(summary["cost_max"])}.
 
 {chr(10).join(table)}
+
+What the doctor said of the cases it did not repair (the first watched run's findings, each
+with its advice). A fault inside the forward (a softmax before the loss, a detached graph) or
+an activation the network's code chose is beyond any recipe key: the doctor names it and says
+what to change in the code.
+
+{told}
 """
     out = bench.ROOT / "docs" / "benchmarks"
     write_text(out / f"{args.page}.md", text)
