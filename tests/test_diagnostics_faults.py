@@ -193,6 +193,11 @@ def test_a_network_ending_in_probabilities_is_named(last, softmax):
     assert loss >= floor - 1e-6
     if softmax:
         assert report.output_row_sum_error < 1e-5
+    else:  # the sigmoid head is the output, not a hidden layer: no saturation or depth finding
+        head = [s for s in report.layers if s.role == "activation"][-1]
+        assert head.name == "1" and head.is_output
+        assert not [s for s in report.layers if s.is_output and s.name != "1"]
+        assert not {"saturated", "collapse", "not_zero_centred"} & set(by_code(found))
 
 
 def test_log_probabilities_and_raw_scores_are_not_named():

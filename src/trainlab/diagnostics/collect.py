@@ -128,6 +128,7 @@ class _Probe:
         self.acc: dict[str, Tensor] = {}
         self.history: list[dict[str, Tensor]] = []  # one per window; {} if the layer did not run
         self.first_bad: Tensor | None = None
+        self.is_output = False  # its output is the network's: a squashing head, not a hidden layer
 
     def _zero(self, y: Tensor) -> None:
         self.units = units = y.shape[1] if y.dim() >= 2 else 1
@@ -314,6 +315,7 @@ class LayerSeries:
     rates_saturation: bool
     zero_centred: bool | None
     saturates: str | None
+    is_output: bool = False  # an activation whose output is the network's (a softmax-like head)
 
 
 @dataclass
@@ -471,6 +473,7 @@ class Diagnostics:
         self._grads = _Curve()
         self._evaluations: list[dict[str, float]] = []
         self._output_acc: dict[str, Tensor] = {}
+        self._last_observed: tuple[_Probe, Tensor] | None = None
         self._handles.append(model.register_forward_hook(self._output_hook))
         for name, module in model.named_modules():
             name = name or type(module).__name__
@@ -492,6 +495,7 @@ class Diagnostics:
                 return
             x = inputs[0] if inputs and isinstance(inputs[0], Tensor) else None
             probe.observe(output, x, self._step_t)
+            self._last_observed = (probe, output)  # the output hook asks whether it is the net's
 
         self._handles.append(module.register_forward_hook(hook))
 
@@ -512,9 +516,13 @@ class Diagnostics:
             acc["sumsq"] += ss
 
     def _output_hook(self, _module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-        """The network's outputs at sampled steps: how many lie outside [0, 1]."""
+        """The network's outputs at sampled steps: how many lie outside [0, 1]. An activation
+        module whose output is the network's own (a sigmoid head) is marked as the output."""
+        last, self._last_observed = self._last_observed, None
         if not self.sampling or not isinstance(output, Tensor) or output.dim() < 2:
             return
+        if last is not None and last[1] is output and last[0].role == "activation":
+            last[0].is_output = True
         with torch.no_grad():
             y = output.detach().float()
             acc = self._output_acc
@@ -724,6 +732,7 @@ class Diagnostics:
             rates_saturation=p.rates_saturation,
             zero_centred=None if p.info is None else bool(p.info.zero_centred),
             saturates=None if p.info is None else p.info.saturates,
+            is_output=p.is_output,
         )
 
     def _weight_series(self, windows: int) -> list[WeightSeries]:

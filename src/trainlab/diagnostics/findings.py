@@ -190,7 +190,9 @@ def _when(since: int | None) -> str:
 
 
 def _activation_layers(report: DiagnosticsReport) -> list[LayerSeries]:
-    return [s for s in report.layers if s.role == "activation"]
+    """The hidden activations: not one whose output is the network's (a sigmoid head, which
+    ``probability_output`` speaks for)."""
+    return [s for s in report.layers if s.role == "activation" and not s.is_output]
 
 
 def _ranges(names: list[str]) -> str:
