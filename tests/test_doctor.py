@@ -326,7 +326,7 @@ def test_cli_diagnose_advises_only_what_the_recipe_lacks(tmp_path, capsys):
 # -- the faults of the published fault benchmarks --------------------------------------------------
 def test_for_sigmoid_the_lecture_says_relu_first_and_for_tanh_the_right_init():
     deep = ["model.norm=none", "model.widths=[32,32,32,32,32]", "init.scheme=normal(0.05)"]
-    for code in ("vanishing_grad", "saturated"):
+    for code in ("explode", "collapse", "vanishing_grad", "saturated"):
         sig = repairs.repairs_for(code, tiny(*deep, "model.activation=sigmoid"))
         assert sig[0].name == "relu_instead" and [c.name for c in sig].count("relu_instead") == 1
         assert sig[1].name == "right_init"  # the rest keep their order
