@@ -223,6 +223,19 @@ def doctor_figure(result: Any):
     return fig
 
 
+def rate_check_text(checked: dict[str, Any] | None) -> str:
+    """The rate check in one line ("" if it did not run): each rate's score, and
+    the problems of a run that showed any, and the rate kept (the page and repaired.toml)."""
+    if not checked or not checked["rates"]:
+        return ""
+    errors = ", ".join(
+        f"{t['lr']:.3g}: " + ("diverged" if t["error"] is None else f"{t['error']:.4g}")
+        + (f" ({', '.join(t['problems'])})" if t["problems"] else "")
+        for t in checked["rates"]
+    )  # fmt: skip
+    return f"{checked['score']} by optim.lr {errors}; kept {checked['chosen']:.3g}"
+
+
 def write_doctor_page(out: Path, result: Any) -> None:
     """``out/doctor.md`` and ``out/doctor.html``: the problems found, each repair tried with the
     loss before and after its re-run, the verdict, the loss curves and the repaired recipe."""
@@ -246,8 +259,6 @@ def write_doctor_page(out: Path, result: Any) -> None:
         ("loss compared", found["score"]),
         ("compute", f"{found['cost_in_runs']:.2f} runs of the recipe"),
     ]  # fmt: skip
-    from trainlab.doctor.doctor import rate_check_text
-
     if rate_text := rate_check_text(result.rate_check):
         facts.append(("rate check", rate_text))
     heads = (("problem", "since step", "evidence", "advice"),

@@ -448,19 +448,6 @@ def _line(what: str, w: Watch) -> str:
     return f"{what} {w.steps} steps ({w.steps / w.steps_per_epoch:.3g} epochs): {codes}"
 
 
-def rate_check_text(checked: dict[str, Any] | None) -> str:
-    """The rate check in one line ("" if it did not run): each rate's score, and
-    the problems of a run that showed any, and the rate kept (the page and repaired.toml)."""
-    if not checked or not checked["rates"]:
-        return ""
-    errors = ", ".join(
-        f"{t['lr']:.3g}: " + ("diverged" if t["error"] is None else f"{t['error']:.4g}")
-        + (f" ({', '.join(t['problems'])})" if t["problems"] else "")
-        for t in checked["rates"]
-    )  # fmt: skip
-    return f"{checked['score']} by optim.lr {errors}; kept {checked['chosen']:.3g}"
-
-
 def _refuse_held(out: Path, overwrite: bool) -> None:
     held = [name for name in ("doctor.json", "repaired.toml") if (out / name).exists()]
     if held and not overwrite:
@@ -473,7 +460,7 @@ def _refuse_held(out: Path, overwrite: bool) -> None:
 def write_doctor(out: Path, result: DoctorResult) -> None:
     """OUT/doctor.json, OUT/repaired.toml and the doctor page (doctor.html, doctor.md)."""
     from trainlab.fileio import write_json, write_text
-    from trainlab.report import write_doctor_page
+    from trainlab.report import rate_check_text, write_doctor_page
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "doctor.json", result.to_dict())
