@@ -17,7 +17,8 @@ the overhead at the default rate is estimated from its parts: the cost of one sa
 (from the every-step run) times the sampled fraction 1/50, plus the per-step cost of the gate.
 
 Run:  OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_diagnostics.py
-Writes docs/benchmarks/diagnostics.md.
+          [--repeats N] [--page NAME]
+Writes docs/benchmarks/diagnostics.md (or NAME.md).
 """
 
 from __future__ import annotations
@@ -99,6 +100,13 @@ def gate_cost(recipe, splits, stats) -> float:
 
 
 def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=REPEATS)
+    parser.add_argument("--page", default="diagnostics")
+    args = parser.parse_args()
+    repeats = args.repeats
     torch.set_num_threads(1)
     recipe = load_recipe(None, ["data.subset=10000", "train.device=cpu"])
     splits = prepare_splits(recipe)
@@ -113,7 +121,7 @@ def main() -> int:
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in configs}
     one_run(recipe, data, None)  # warm-up: allocator, kernels, caches
     names = list(configs)
-    for rep in range(REPEATS):
+    for rep in range(repeats):
         turn = rep % len(names)
         for name in names[turn:] + names[:turn]:  # rotate: no configuration always first
             times[name].append(one_run(recipe, data, configs[name]))
@@ -156,14 +164,15 @@ def main() -> int:
     load = os.getloadavg()[0]
     worst = max(direct, estimate)
     verdict = "yes" if worst <= 3.0 else "NO"
-    text = f"""## Diagnostics overhead (trainlab.diagnostics)
+    title = "" if args.page == "diagnostics" else f", {repeats} repeats"
+    text = f"""## Diagnostics overhead (trainlab.diagnostics{title})
 
 Machine: {machine()}, torch {torch.__version__}, 1 intra-op thread. Date: {datetime.date.today()}.
-Command: `{COMMAND}`
+Command: `{COMMAND}{f" --repeats {repeats}" if repeats != REPEATS else ""}`
 
 The default recipe (Fashion-MNIST, CNN 32-64-128 + batch norm, SGD Nesterov, batch 128,
 horizontal flips) on a 10,000-image subset, {STEPS} training steps per run, on the CPU; the three
-configurations interleaved, {REPEATS} repeats each, medians. "every 50" samples steps 0 and 50
+configurations interleaved, {repeats} repeats each, medians. "every 50" samples steps 0 and 50
 of 100, the same 2% as in a full run; its time includes `report()`. The machine's load
 average was {load:.1f} on {os.cpu_count()} cores at the end: wall times of identical "off" runs
 spread by {wall_spread:.0f}%, so the CPU-time columns are the measurement and the wall columns
@@ -194,7 +203,7 @@ first-non-finite steps are kept with `torch.where`. `tests/test_diagnostics.py` 
 loop under `torch.cuda.set_sync_debug_mode("error")` when CUDA is present (no GPU on this
 machine: skipped here).
 """
-    write_text(ROOT / "docs" / "benchmarks" / "diagnostics.md", text)
+    write_text(ROOT / "docs" / "benchmarks" / f"{args.page}.md", text)
     print(text)
     return 0
 
