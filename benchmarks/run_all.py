@@ -30,6 +30,7 @@ ORDER = [
     "mix",
     "augment",
     "diagnostics",
+    "diagnostics_repeats4",  # the same design at 4 repeats, kept beside the 12-repeat run
     "distributed",
     "speed",  # the CPU part; the GPU part (speed_gpu.md) comes from benchmarks/gpu_check.sh
     "host_overhead",
@@ -45,6 +46,7 @@ ORDER = [
 ]
 # pages of ORDER written by another script's options, or kept from an earlier design: not run
 NOT_RUN = {
+    "diagnostics_repeats4",
     "step_features_process_pairs",
     "step_features_chunks6",
     "step_features_separate_runs",
