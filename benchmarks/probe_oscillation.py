@@ -5,7 +5,11 @@ detectors. Written after the held-out runs missed every oscillating CNN and ResN
 to look for a construction that swings before changing the corpus; none was found, so the
 corpus is unchanged (docs/benchmarks/doctor_remarks.md).
 
-Run:  PYTHONPATH=src .venv/bin/python benchmarks/probe_oscillation.py > /tmp/probe.jsonl
+With --plain, the candidate the remarks left for next: networks without batch norm (the plain
+MLP and CNN, the synthetic deep MLP and CNN) at a constant rate 4, 6 and 8 times their base,
+just under the rates of the corpus's diverging family (10 times and up), plain momentum.
+
+Run:  PYTHONPATH=src .venv/bin/python benchmarks/probe_oscillation.py [--plain] > /tmp/probe.jsonl
 """
 
 import json
@@ -25,6 +29,11 @@ CONSTRUCTIONS = {  # the corpus's own (rates 1.5 and 3), a constant schedule, no
     "no-momentum": lambda lr: [["optim.momentum=0.0", "schedule.name=constant",
                                 f"optim.lr={lr * k:.3g}"] for k in (20, 40, 80)],
 }  # fmt: skip
+PLAIN_BASE_LR = {"fm-plain": 0.02, "c10-plain": 0.01, "syn-deep": 0.02, "syn-cnn": 0.02}
+PLAIN = {  # below the diverging family's 10x, a constant rate, no Nesterov
+    "edge": lambda lr: [["optim.nesterov=false", "schedule.name=constant",
+                         f"optim.lr={lr * k:.3g}"] for k in (4, 6, 8)],
+}  # fmt: skip
 SEEDS = (0, 1)
 
 
@@ -37,8 +46,10 @@ def watch_one(job: tuple[str, str, list[str], int]) -> dict:
 
 
 def main() -> int:
+    plain = "--plain" in sys.argv[1:]
+    constructions, base = (PLAIN, PLAIN_BASE_LR) if plain else (CONSTRUCTIONS, BASE_LR)
     jobs = [(f"{group}/{kind}-{i}", group, overrides, seed)
-            for kind, make in CONSTRUCTIONS.items() for group, lr in BASE_LR.items()
+            for kind, make in constructions.items() for group, lr in base.items()
             for i, overrides in enumerate(make(lr)) for seed in SEEDS]  # fmt: skip
     with ProcessPoolExecutor(2) as pool:
         for row in pool.map(watch_one, jobs):
