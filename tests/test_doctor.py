@@ -300,6 +300,13 @@ def test_cli_doctor_writes_its_files(tmp_path, capsys):
     assert "non_finite" in text and "repaired" in text
     assert (out / "repaired.toml").is_file() and (out / "doctor.json").is_file()
     assert main(["doctor", *sets, "--out", str(out), "--steps", "5"]) == 2  # held: refused
+    # watched without --repair, the problems remain: exit 1, as advise does when a rule fires
+    with pytest.raises(SystemExit) as remain:
+        main(["doctor", *sets, "--out", str(tmp_path / "watched"), "--steps", "24"])
+    assert remain.value.code == 1
+    assert json.loads((tmp_path / "watched" / "doctor.json").read_text())["verdict"] == (
+        "not repaired"
+    )
 
 
 def test_cli_advise_exit_codes(tmp_path, capsys):

@@ -180,7 +180,8 @@ def _parser() -> argparse.ArgumentParser:
         "Train the recipe briefly (a third of its epochs) with diagnostics, list the problems "
         "found; with --repair try the lecture's fixes for each, in order, each verified by a "
         "short re-run (the problem gone, the loss lower). Writes OUT/doctor.json, "
-        "OUT/repaired.toml and OUT/doctor.html.",
+        "OUT/repaired.toml and OUT/doctor.html. Exits 0 when the verdict is healthy or "
+        "repaired, 1 when problems remain (not repaired), 2 on bad input.",
     )  # fmt: skip
     _add_recipe_args(p)
     p.add_argument("--out", help="output folder (default: runs/doctor-<time>)")
@@ -473,11 +474,14 @@ def cmd_doctor(args: argparse.Namespace) -> None:
                     val_fraction=args.val, overwrite=args.overwrite, log=log)  # fmt: skip
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
-        return
-    for f in result.first.findings:
-        print(f"  {f.code}: {f.sentence()}")
-    print(f"{result.verdict}; {out / 'doctor.json'}, {out / 'repaired.toml'}, "
-          f"{out / 'doctor.html'}")  # fmt: skip
+    else:
+        for f in result.first.findings:
+            print(f"  {f.code}: {f.sentence()}")
+        print(f"{result.verdict}; {out / 'doctor.json'}, {out / 'repaired.toml'}, "
+              f"{out / 'doctor.html'}")  # fmt: skip
+    if result.verdict == "not repaired":
+        sys.stdout.flush()
+        raise SystemExit(1)  # problems remain: a hook or script can tell, as with advise
 
 
 def cmd_advise(args: argparse.Namespace) -> None:
