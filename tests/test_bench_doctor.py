@@ -42,3 +42,29 @@ def test_repair_is_judged_by_each_measure_against_that_measures_best_healthy_var
     assert by_name["g/stalled-1"]["repaired"] and not by_name["g/stalled-1"]["repaired_test_acc"]
     assert not by_name["g/stalled-2"]["repaired"] and by_name["g/stalled-2"]["repaired_test_acc"]
     assert "repaired" not in by_name["g/stalled-3"]
+
+
+def test_the_published_fault_cases_build_and_name_kinds_the_scores_know(monkeypatch):
+    """Every case of bench_doctor_cases.py builds its user network for Fashion-MNIST's shape,
+    reads back through load_recipe, and is labelled with kinds the doctor's codes map to."""
+    import torch
+
+    from trainlab.engine.model import import_factory
+    from trainlab.recipe import load_recipe
+
+    bench = _bench()
+    monkeypatch.chdir(ROOT)  # the cases name their module by its path in the repository
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_doctor_cases as cases_bench
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    known = set(bench.KIND_OF_CODE.values())
+    cases = cases_bench.cases()
+    assert len([c for c in cases if c.must]) == 13 and len([c for c in cases if not c.must]) == 6
+    for case in cases:
+        assert set(case.must) | set(case.may) <= known, case.name
+        group = cases_bench.GROUPS[case.group]
+        recipe = load_recipe(None, [f"data.name={group.data}", *group.base, *case.overrides])
+        net = import_factory(recipe.model.kind)((1, 28, 28), 10)
+        assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10), case.name
