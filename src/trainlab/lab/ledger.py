@@ -37,6 +37,25 @@ def load(path: Path = LEDGER) -> dict[str, Any]:
     return ledger
 
 
+_READ: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
+def _read_only(path: Path) -> dict[str, Any]:
+    """:func:`load` for the readers below, kept while the file is unchanged (its inode, which an
+    atomic save replaces, modification time and size), so advice that cites several experiments parses the file once. Callers must
+    not change what it returns; :func:`record` works on a ledger of its own from :func:`load`."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return load(path)
+    key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    held = _READ.get(path)
+    if held is None or held[0] != key:
+        held = _READ[path] = (key, load(path))
+    return held[1]
+
+
 def current_verdict(name: str, path: Path = LEDGER) -> dict[str, Any] | None:
     """The verdict of experiment ``name`` under its current rule (the latest version with a
     recorded run), without running anything: ``{"name", "verdict", "rule_hash",
@@ -45,7 +64,7 @@ def current_verdict(name: str, path: Path = LEDGER) -> dict[str, Any] | None:
     disagree it is "inconclusive" (a verdict that changes with the seeds is not established)
     and ``sensitive`` is True, as it is when a neighbouring learning rate flips a run's verdict.
     ``confirmed``: a run on fresh seeds gave the same verdict. None if no run is recorded."""
-    return verdict_in(load(path), name)
+    return verdict_in(_read_only(path), name)
 
 
 def verdict_in(ledger: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -78,7 +97,7 @@ def comparison_verdict(name: str, comparison: str, path: Path = LEDGER) -> str |
     """The verdict of one comparison (a secondary, say) of experiment ``name`` under its current
     rule, over the runs that recorded it ("inconclusive" where they disagree); None if no run
     recorded it."""
-    versions = load(path)["experiments"].get(name, {}).get("versions", [])
+    versions = _read_only(path)["experiments"].get(name, {}).get("versions", [])
     runs = versions[-1].get("runs", []) if versions else []
     recorded = [r.get("comparisons", {}) for r in runs]
     verdicts = {c[comparison] for c in recorded if comparison in c}
