@@ -42,8 +42,9 @@ _READ: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
 def _read_only(path: Path) -> dict[str, Any]:
     """:func:`load` for the readers below, kept while the file is unchanged (its inode, which an
-    atomic save replaces, modification time and size), so advice that cites several experiments parses the file once. Callers must
-    not change what it returns; :func:`record` works on a ledger of its own from :func:`load`."""
+    atomic save replaces, modification time and size), so advice that cites several experiments
+    parses the file once. Callers must not change what it returns; :func:`record` works on a
+    ledger of its own from :func:`load`."""
     path = Path(path)
     try:
         stat = path.stat()
