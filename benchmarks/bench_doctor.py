@@ -80,7 +80,7 @@ KIND_OF_CODE = {
     # zero is the limit of a vanishing one; the other two have kinds of their own, so that any
     # firing on the corpus counts against precision and as a false positive on a healthy setup
     "no_gradient": "vanishing", "symmetric": "symmetric",
-    "probability_output": "probability_output",
+    "probability_output": "probability_output", "linear_network": "linear_network",
 }  # fmt: skip
 KINDS_OF_AUTOTRAINER = {
     "explode": ("diverging", "exploding"),  # a NaN, or the gradient ratio above 70

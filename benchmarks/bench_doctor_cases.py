@@ -9,10 +9,12 @@ committed before the first run. Each case is watched, repaired and trained in fu
 corpus setup is (bench_doctor.run_setup), and judged as one is: detection by problem kind,
 repair within 1 point of the best healthy control of the same network on every test image.
 
-Three exact rules (``symmetric``, ``no_gradient``, ``probability_output``) were written after a
-probe network showed the doctor missing four faults: a softmax before the loss, a detached
-body, zero init under ReLU and under sigmoid. The cases that repeat those faults on other
-networks are marked SEEN_IN_DESIGN; the rest were first run here.
+Four exact rules (``symmetric``, ``no_gradient``, ``probability_output``, ``linear_network``)
+were written after a probe network showed the doctor missing five faults: a softmax before the
+loss, a detached body, zero init under ReLU and under sigmoid, and layers with no activation
+between them (``linear_network`` and the linear-stack case came after the cases' first runs).
+The cases that repeat those faults on other networks are marked SEEN_IN_DESIGN; the rest were
+first run here.
 
 Run:  PYTHONPATH=src .venv/bin/python benchmarks/bench_doctor_cases.py [--jobs 2] [--seed 0]
 Writes docs/benchmarks/doctor_cases.md and doctor_cases.json.
@@ -40,7 +42,7 @@ BASE = (
 )  # fmt: skip
 DIVERGED = ("exploding", "vanishing", "dead_units", "stalled", "oscillating", "saturated")
 SEEN_IN_DESIGN = ("own-mlp/redundant-softmax", "own-mlp/zero-init", "own-cnn/detached-features",
-                  "own-mlp/data-attribute")  # fmt: skip
+                  "own-mlp/data-attribute", "own-mlp/linear-stack")  # fmt: skip
 
 
 def _group(name: str, factory: str) -> bench.Group:
@@ -87,6 +89,7 @@ def cases() -> list[bench.Setup]:
         _case("detached-features", "own-cnn", [_own("DetachedFeatures")], ["vanishing"],
               ["stalled"]),
         _case("data-attribute", "own-mlp", [_own("DataAttribute")], ["vanishing"], ["stalled"]),
+        _case("linear-stack", "own-mlp", [_own("linear_stack")], ["linear_network"]),
         _case("deep-sigmoid", "own-deep", [_own("deep_sigmoid")], ["vanishing"],
               ["saturated", "stalled"]),
         _case("negative-bias", "own-deep", [_own("negative_bias")], ["dead_units"],

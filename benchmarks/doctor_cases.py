@@ -14,6 +14,8 @@ trainlab calls a user's factory. The faults, and where they were described:
 * a graph cut between the features and the loss (``.detach()``, ``.data``): DeepDiagnosis's
   unchanged weights, in PyTorch's idiom;
 * sigmoid through a deep stack: AutoTrainer's vanishing gradient (Zhang et al., ICSE 2021);
+* layers stacked with no activation between them: the activation faults of DeepFD (Cao et al.,
+  ICSE 2022);
 * biases that push ReLUs below zero: AutoTrainer's dying ReLU, DeepDiagnosis's dead node;
 * weights drawn far too large: DeepDiagnosis's exploding tensor, AutoTrainer's exploding
   gradient.
@@ -121,6 +123,14 @@ class DataAttribute(nn.Module):
 
     def forward(self, x):
         return self.out(self.hidden(x).data)
+
+
+def linear_stack(shape, classes):
+    """Three linear layers and no activation between them: one linear classifier."""
+    n = math.prod(shape)
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(n, 256), nn.Linear(256, 256), nn.Linear(256, classes)
+    )
 
 
 def deep_sigmoid(shape, classes):

@@ -211,3 +211,29 @@ def test_the_new_rules_are_silent_on_healthy_nets():
     for net in (mlp(), mlp(nn.Tanh), mlp(nn.GELU, widths=(64, 64, 64))):
         _, found, _ = train(net)
         assert not {"symmetric", "no_gradient", "probability_output"} & set(by_code(found))
+
+
+# -- a network with no nonlinearity ------------------------------------------------------------
+def test_a_network_without_activations_is_affine_and_named():
+    from trainlab.diagnostics.collect import midpoint_nonlinearity
+
+    torch.manual_seed(0)
+    x = torch.rand(16, 20)
+    linear = nn.Sequential(nn.Linear(20, 32), nn.BatchNorm1d(32), nn.Linear(32, 32),
+                           nn.Linear(32, CLASSES))  # fmt: skip
+    linear.train()
+    error = midpoint_nonlinearity(linear, x)
+    assert error < 1e-5 and linear.training  # affine in eval mode; the mode is restored
+    # the same network with ReLUs: the midpoint's output is far from the outputs' midpoint
+    relu = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                         nn.Linear(32, CLASSES))  # fmt: skip
+    assert midpoint_nonlinearity(relu, x) > 1e-2
+    # a network whose output does not depend on its input is not a linear one
+    constant = nn.Sequential(nn.Linear(20, CLASSES))
+    nn.init.zeros_(constant[0].weight)
+    assert midpoint_nonlinearity(constant, x) is None
+    report, found, _ = train(linear)
+    assert "linear_network" not in by_code(found)  # not measured by the training hooks
+    report.midpoint_error = error
+    f = by_code(findings(report, classes=CLASSES))["linear_network"]
+    assert "nn.ReLU" in f.advice and f.value == error

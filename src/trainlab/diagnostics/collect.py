@@ -332,6 +332,31 @@ class WeightSeries:
     rows_identical: bool = False  # every unit's incoming weights equal, at the report
 
 
+@torch.no_grad()
+def midpoint_nonlinearity(model: nn.Module, images: Tensor) -> float | None:
+    """How far the network is from an affine map, on pairs of real inputs: for pairs (a, b) of
+    ``images`` (floats, as the model takes them), the largest ``|f((a + b) / 2) - (f(a) + f(b))
+    / 2|`` over the largest ``|f(a) - f(b)|``, in eval mode. 0 up to rounding (~1e-6) for a
+    network with no nonlinearity between its layers (linear layers, batch norm in eval, average
+    pooling): however deep, it is one linear classifier. None if the network's outputs do not
+    differ between the inputs (a dead network is not a linear one) or there are no pairs.
+    Read once, after training; the training mode is restored."""
+    n = len(images) // 2
+    if n < 1:
+        return None
+    a, b = images[:n], images[n : 2 * n]
+    was_training = model.training
+    model.eval()
+    try:
+        fa, fb, fm = (model(x).float() for x in (a, b, (a + b) / 2))
+    finally:
+        model.train(was_training)
+    spread = float((fa - fb).abs().amax())
+    if not spread > 0 or not math.isfinite(spread):
+        return None
+    return float((fm - (fa + fb) / 2).abs().amax()) / spread
+
+
 def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
@@ -373,6 +398,7 @@ class DiagnosticsReport:
     output_values: int = 0  # the network's output values seen at sampled steps
     output_outside_unit: int = 0  # how many of them fell outside [0, 1] (or were not finite)
     output_row_sum_error: float | None = None  # max |sum over dim 1 - 1|: 0 for softmax
+    midpoint_error: float | None = None  # midpoint_nonlinearity's, where the caller measured it
 
     def layer(self, name: str) -> LayerSeries:
         for s in self.layers:

@@ -23,6 +23,10 @@ rule                   fires when
 ``probability_output`` every output of the network at every sampled step lay in [0, 1]: it
                        ends in a softmax (or sigmoid), and cross-entropy, which expects raw
                        scores, applies log-softmax to them again
+``linear_network``     where the caller measured it (the doctor, after its watched run): the
+                       network's output at the midpoint of two inputs is the midpoint of its
+                       outputs, to LINEAR_TOLERANCE of their difference, for every pair tried:
+                       no nonlinearity between its layers, so its depth is one linear map
 ``input_not_centred``  the first layer's input has |mean| > INPUT_MEAN_RATIO * std (per channel)
 ``not_zero_centred``   a non-zero-centred saturating activation (sigmoid) has
                        |mean| > OUTPUT_MEAN_RATIO * std: the next layer's gradients share a sign
@@ -56,7 +60,8 @@ rule                   fires when
 Thresholds of the rules above ``exploding_grad`` were set on planted runs (issue 6); those from
 ``exploding_grad`` on, UPDATE_RATIO_FIRST and EXPLODE_INIT_LOSS were set on the tuning half of
 the doctor's corpus (benchmarks/bench_doctor.py, issue 24), before its held-out half was run.
-``symmetric``, ``no_gradient`` and ``probability_output`` have no tuned threshold: each tests an
+``symmetric``, ``no_gradient``, ``probability_output`` and ``linear_network`` have no tuned
+threshold: each tests an
 exact condition (equal rows, a zero gradient, values inside [0, 1]), so a healthy network cannot
 meet it by chance; they were added after the corpus's seed-3 run, for faults of the published
 fault benchmarks that the corpus does not hold (benchmarks/bench_doctor_cases.py).
@@ -101,6 +106,7 @@ OVERFIT_Z = 3.0
 OVERFIT_EVALS = 5
 MIN_CURVE_STEPS = 20
 NO_GRAD_SAMPLES = 2
+LINEAR_TOLERANCE = 1e-3  # float32 rounding through a few layers is ~1e-6; a ReLU net's ~1e-1
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -145,7 +151,8 @@ def findings(
     ``model.*`` keys mean nothing).
     """
     classes = classes or _output_width(report)
-    rules = (_non_finite, _exploding_grad, _symmetric, _no_gradient, _probability_output, _dead,
+    rules = (_non_finite, _exploding_grad, _symmetric, _no_gradient, _probability_output,
+             _linear_network, _dead,
              _saturated, _input_centred, _output_centred, _depth, _vanishing, _updates,
              _oscillating, _overfitting)  # fmt: skip
     found = [f for rule in rules for f in rule(report)] + _stalled(report, classes)
@@ -317,6 +324,26 @@ def _probability_output(report: DiagnosticsReport) -> list[Finding]:
             "end the network with its last linear layer (no softmax or sigmoid after it); "
             "nn.CrossEntropyLoss takes the raw scores",
             since_step=0,
+        )
+    ]
+
+
+def _linear_network(report: DiagnosticsReport) -> list[Finding]:
+    error = report.midpoint_error
+    if error is None or not error < LINEAR_TOLERANCE:
+        return []
+    return [
+        Finding(
+            "linear_network",
+            [],
+            "warning",
+            "the network is linear: its output at the midpoint of two inputs is the midpoint "
+            f"of its outputs (off by {error:.2g} of their difference, rule: < "
+            f"{LINEAR_TOLERANCE:g}), so with no nonlinearity between its layers, its depth is "
+            "one linear classifier",
+            "put an activation (nn.ReLU) after each hidden layer of the network",
+            value=error,
+            threshold=LINEAR_TOLERANCE,
         )
     ]
 

@@ -52,13 +52,14 @@ MAX_COST = 3.0  # doctor plus repairs: at most this many runs of the recipe, in 
 RATE_FACTORS = (1 / 3, 3.0)  # the rate check after repairs: half a decade down and up
 RATE_EXTENSIONS = 2  # and up to two more such steps while the rate at an end of the range wins
 TAIL = 0.25  # the score without a validation split: mean training loss of the last quarter
+MIDPOINT_PAIRS = 8  # pairs of images that test whether the network is linear
 BUILT_IN_KINDS = ("mlp", "cnn", "resnet")
 
 # The order in which problems are repaired: what makes training fail first, then what the
 # others may be symptoms of (a dead or exploding network also stalls), over-fitting last.
 PRIORITY = (
     "non_finite", "exploding_grad", "symmetric", "no_gradient", "probability_output",
-    "input_not_centred", "explode", "collapse",
+    "linear_network", "input_not_centred", "explode", "collapse",
     "vanishing_grad", "saturated", "dead_units", "large_updates", "oscillating", "stalled",
     "overfitting", "not_zero_centred",
 )  # fmt: skip
@@ -148,6 +149,7 @@ def watch(
     import torch
 
     from trainlab.diagnostics import Diagnostics, findings
+    from trainlab.diagnostics.collect import midpoint_nonlinearity
     from trainlab.engine import build_run, evaluate_run, train_steps
 
     t0 = time.perf_counter()
@@ -196,6 +198,11 @@ def watch(
         finally:
             diag.detach()
     report = diag.report()
+    # is the trained network affine (no nonlinearity between its layers)? pairs of training
+    # images, as floats on the [0, 1] scale the model takes beside uint8
+    images = run.splits.train[0][: 2 * MIDPOINT_PAIRS]
+    device = next(run.model.parameters()).device
+    report.midpoint_error = midpoint_nonlinearity(run.model, images.to(device).float() / 255)
     classes = len(run.splits.classes)
     found = findings(report, recipe=recipe, classes=classes, own_model=own_model(recipe, model))
     return Watch(run_recipe, report, found, run.step, planned, per_epoch, _score(report),

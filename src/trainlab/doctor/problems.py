@@ -45,6 +45,12 @@ PROBLEMS: dict[str, Problem] = {
             "training",
         ),
         Problem(
+            "linear_network",
+            "no nonlinearity between the layers: however deep, one linear classifier",
+            "warning",
+            "training",
+        ),
+        Problem(
             "probability_output",
             "the network outputs probabilities, and the loss applies softmax to them again",
             "warning",

@@ -356,10 +356,11 @@ REPAIR_ORDER: dict[str, tuple[Fix, ...]] = {
     "non_finite": (lower_rate, warm_up, right_init, batch_norm, standardize, clip_gradients),
     "exploding_grad": (lower_rate, warm_up, right_init, batch_norm, standardize, clip_gradients),
     "symmetric": (break_symmetry,),
-    # No recipe key reaches a cut graph or a softmax inside the user's forward: their advice says
-    # what to change in the code.
+    # No recipe key reaches a cut graph, a softmax or a missing activation inside the user's
+    # forward: their advice says what to change in the code.
     "no_gradient": (),
     "probability_output": (),
+    "linear_network": (),
     "large_updates": (lower_rate, warm_up),
     "explode": (right_init, batch_norm, standardize),
     "collapse": (right_init, batch_norm),
