@@ -237,3 +237,23 @@ def test_a_network_without_activations_is_affine_and_named():
     report.midpoint_error = error
     f = by_code(findings(report, classes=CLASSES))["linear_network"]
     assert "nn.ReLU" in f.advice and f.value == error
+
+
+def test_diagnose_names_a_users_linear_network(tmp_path):
+    from trainlab.data import load_dataset
+    from trainlab.recipe import load_recipe
+    from trainlab.train import run_diagnostics
+
+    (tmp_path / "linear_net.py").write_text(
+        "from torch import nn\n\n\n"
+        "def net(shape, classes):\n"
+        "    n = shape[0] * shape[1] * shape[2]\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(n, 32), nn.Linear(32, classes))\n"
+    )
+    data = "synthetic(n=256, size=8)"
+    sets = [f"data.name={data}", "train.device=cpu", "train.batch_size=32", "augment.train=[]",
+            f"model.kind=import:{tmp_path / 'linear_net.py'}:net", "init.scheme=keep"]  # fmt: skip
+    result = run_diagnostics(load_recipe(None, sets), None, steps=12, every=2,
+                             dataset=load_dataset(data))  # fmt: skip
+    assert result.report.midpoint_error < 1e-5
+    assert "linear_network" in {f.code for f in result.findings}

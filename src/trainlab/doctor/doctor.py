@@ -149,8 +149,7 @@ def watch(
     import torch
 
     from trainlab.diagnostics import Diagnostics, findings
-    from trainlab.diagnostics.collect import midpoint_nonlinearity
-    from trainlab.engine import build_run, evaluate_run, train_steps
+    from trainlab.engine import build_run, evaluate_run, midpoint_error_run, train_steps
 
     t0 = time.perf_counter()
     run_recipe = _watched_recipe(recipe, val_fraction)
@@ -198,11 +197,7 @@ def watch(
         finally:
             diag.detach()
     report = diag.report()
-    # is the trained network affine (no nonlinearity between its layers)? pairs of training
-    # images, as floats on the [0, 1] scale the model takes beside uint8
-    images = run.splits.train[0][: 2 * MIDPOINT_PAIRS]
-    device = next(run.model.parameters()).device
-    report.midpoint_error = midpoint_nonlinearity(run.model, images.to(device).float() / 255)
+    report.midpoint_error = midpoint_error_run(run, MIDPOINT_PAIRS)  # is the network affine?
     classes = len(run.splits.classes)
     found = findings(report, recipe=recipe, classes=classes, own_model=own_model(recipe, model))
     return Watch(run_recipe, report, found, run.step, planned, per_epoch, _score(report),

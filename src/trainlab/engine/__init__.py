@@ -26,7 +26,13 @@ from trainlab.engine.checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
 )
-from trainlab.engine.evaluate import Evaluation, evaluate, evaluate_run, evaluate_sharded
+from trainlab.engine.evaluate import (
+    Evaluation,
+    evaluate,
+    evaluate_run,
+    evaluate_sharded,
+    midpoint_error_run,
+)
 from trainlab.engine.folder import RunResult
 from trainlab.engine.loop import (
     DiagnosisResult,
@@ -60,6 +66,7 @@ __all__ = [
     "end_epoch",
     "evaluate",
     "evaluate_run",
+    "midpoint_error_run",
     "evaluate_sharded",
     "fit",
     "held_out_split",

@@ -81,3 +81,14 @@ def evaluate_run(run: Run, images: torch.Tensor, labels: torch.Tensor) -> Evalua
         run.ctx, run.eval_model, images, labels, len(run.splits.classes),
         run.recipe.train.eval_batch_size, run.device, run.autocast,
     )  # fmt: skip
+
+
+def midpoint_error_run(run: Run, pairs: int = 8) -> float | None:
+    """:func:`trainlab.diagnostics.collect.midpoint_nonlinearity` of the run's model on its
+    first ``2 * pairs`` training images, as floats on the [0, 1] scale the model takes beside
+    uint8: how far the trained network is from an affine map (0: no nonlinearity at all)."""
+    from trainlab.diagnostics.collect import midpoint_nonlinearity
+
+    assert run.splits is not None
+    images = run.splits.train[0][: 2 * pairs].to(run.device).float() / 255
+    return midpoint_nonlinearity(run.model, images)

@@ -25,7 +25,7 @@ from trainlab.engine.checkpoint import (
     save_run_checkpoint,
     stop_if_diverged,
 )
-from trainlab.engine.evaluate import evaluate_run
+from trainlab.engine.evaluate import evaluate_run, midpoint_error_run
 from trainlab.engine.folder import (
     METRICS,
     METRICS_CSV,
@@ -318,6 +318,7 @@ def run_diagnostics(
         finally:
             run.diag.detach()
     report = run.diag.report()
+    report.midpoint_error = midpoint_error_run(run)  # is the network affine?
     found = findings(report)
     html = write_diagnostics(out, report, found) if out is not None else None
     return DiagnosisResult(report, found, html, done)
