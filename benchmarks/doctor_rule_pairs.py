@@ -45,6 +45,18 @@ the signal's scale (`explode` and `collapse` too, commit 01b8350) and judged her
 differ only in their init, which the change replaces (ReLU with Kaiming), so within a seed they
 become one recipe.""",
     ),
+    "doctor_tanh_first": (
+        "ReLU first for a tanh stack too: a candidate, against the rule as it is",
+        (10, 11, 12, 13),
+        """At seeds 4 and 9 the deep synthetic tanh MLP (`syn-deep/saturated-1`) was repaired by
+its init to 80-86% against ReLU's 92.7%: for tanh the doctor keeps the init first. The candidate
+puts ReLU first for tanh too, as for sigmoid (a one-line patch on b15862c: `_order` tests
+`SATURATING` instead of sigmoid alone). Its decision rule was written before any of these runs:
+adopt it if, over the held-out tanh setups at seeds 10-13, the 95% t interval of the per-seed
+mean paired gain lies above 0 and it repairs at least as many as the rule as it is; otherwise
+keep the rule and record the result. The setups: the corpus's nine saturated (tanh) setups, four
+of them held-out.""",
+    ),
 }
 
 
