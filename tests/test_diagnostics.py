@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from diagnostics_support import watched_steps
 from torch import nn
 
 from trainlab.activations import make_activation
@@ -56,24 +57,8 @@ def train(model, *, lr=0.05, offset=0.0, steps=40, every=2, window=20, adam=Fals
     g = torch.Generator().manual_seed(1)
     x_all = torch.randn(1024, n_in, generator=g)
     y_all = x_all[:, :5].argmax(1)
-    opt = (
-        torch.optim.Adam(model.parameters(), lr=lr)
-        if adam
-        else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    )
-    diag = Diagnostics(model, every=every, window=window)
-    for step in range(steps):
-        diag.begin_step(step)
-        idx = torch.randint(0, len(x_all), (64,), generator=g)
-        loss = F.cross_entropy(model(x_all[idx] + offset), y_all[idx])
-        opt.zero_grad()
-        loss.backward()
-        diag.after_backward()
-        diag.before_optimizer_step()
-        opt.step()
-        diag.after_optimizer_step()
-    diag.detach()
-    report = diag.report()
+    report, _ = watched_steps(model, x_all, y_all, g, steps=steps, lr=lr, every=every,
+                              window=window, adam=adam, offset=offset)  # fmt: skip
     return report, findings(report)
 
 
@@ -328,19 +313,8 @@ def test_healthy_cnn_with_batch_norm():
     g = torch.Generator().manual_seed(0)
     x_all = torch.randn(256, 1, 8, 8, generator=g)
     y_all = (x_all.mean((1, 2, 3)) > 0).long() + 2 * (x_all[:, :, :4].mean((1, 2, 3)) > 0).long()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    diag = Diagnostics(model, every=2, window=10)
-    for step in range(20):
-        diag.begin_step(step)
-        idx = torch.randint(0, 256, (32,), generator=g)
-        loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
-        opt.zero_grad()
-        loss.backward()
-        diag.after_backward()
-        diag.before_optimizer_step()
-        opt.step()
-        diag.after_optimizer_step()
-    report = diag.report()
+    report, _ = watched_steps(model, x_all, y_all, g, steps=20, lr=0.05, every=2, window=10,
+                              batch=32)  # fmt: skip
     assert findings(report) == []
     # In place: the conv's hook read the pre-activations before ReLU overwrote them.
     below = slice(0, report.layer("0").hist.shape[1] // 2)  # bins of [-4, 0)

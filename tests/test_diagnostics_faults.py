@@ -13,10 +13,10 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from diagnostics_support import watched_steps
 from torch import nn
 
-from trainlab.diagnostics import Diagnostics, findings
+from trainlab.diagnostics import findings
 
 CLASSES = 5
 
@@ -26,24 +26,9 @@ def train(model, *, steps=30, lr=0.1, every=2):
     g = torch.Generator().manual_seed(1)
     x_all = torch.randn(512, 20, generator=g)
     y_all = x_all[:, :CLASSES].argmax(1)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
-    diag = Diagnostics(model, every=every, window=10)
-    loss = torch.zeros(())
-    for step in range(steps):
-        diag.begin_step(step)
-        idx = torch.randint(0, len(x_all), (64,), generator=g)
-        loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
-        opt.zero_grad()
-        loss.backward()
-        diag.after_backward()
-        diag.before_optimizer_step()
-        opt.step()
-        diag.after_optimizer_step()
-        diag.after_step(loss)
-    diag.detach()
-    report = diag.report()
-    return report, findings(report, classes=CLASSES), float(loss.detach())
+    report, loss = watched_steps(model, x_all, y_all, g, steps=steps, lr=lr, every=every,
+                                 window=10, loss_curve=True)  # fmt: skip
+    return report, findings(report, classes=CLASSES), float(loss)
 
 
 def mlp(act=nn.ReLU, widths=(32, 32), init=None):
