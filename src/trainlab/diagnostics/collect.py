@@ -400,6 +400,11 @@ class DiagnosticsReport:
     output_row_sum_error: float | None = None  # max |sum over dim 1 - 1|: 0 for softmax
     midpoint_error: float | None = None  # midpoint_nonlinearity's, where the caller measured it
 
+    def most_used_activation(self) -> str | None:
+        """The activation the network's modules use most (its spec), or None if none is seen."""
+        kinds = self.activation_kinds
+        return max(kinds, key=kinds.get) if kinds else None
+
     def layer(self, name: str) -> LayerSeries:
         for s in self.layers:
             if s.name == name:

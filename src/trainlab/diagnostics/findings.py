@@ -23,7 +23,8 @@ rule                   fires when
 ``probability_output`` every output of the network at every sampled step lay in [0, 1]: it
                        ends in a softmax (or sigmoid), and cross-entropy, which expects raw
                        scores, applies log-softmax to them again
-``linear_network``     where the caller measured it (the doctor, after its watched run): the
+``linear_network``     where the caller measured it (the doctor and ``trainlab diagnose``, after
+                       their runs, with ``collect.midpoint_nonlinearity``): the
                        network's output at the midpoint of two inputs is the midpoint of its
                        outputs, to LINEAR_TOLERANCE of their difference, for every pair tried:
                        no nonlinearity between its layers, so its depth is one linear map
@@ -61,9 +62,9 @@ Thresholds of the rules above ``exploding_grad`` were set on planted runs (issue
 ``exploding_grad`` on, UPDATE_RATIO_FIRST and EXPLODE_INIT_LOSS were set on the tuning half of
 the doctor's corpus (benchmarks/bench_doctor.py, issue 24), before its held-out half was run.
 ``symmetric``, ``no_gradient``, ``probability_output`` and ``linear_network`` have no tuned
-threshold: each tests an
-exact condition (equal rows, a zero gradient, values inside [0, 1]), so a healthy network cannot
-meet it by chance; they were added after the corpus's seed-3 run, for faults of the published
+threshold: each tests an exact condition (equal rows, a zero gradient, values inside [0, 1], an
+affine response, each up to rounding), so a healthy network cannot meet it by chance. They were
+added after the corpus's seed-3 run (``linear_network`` after seed 9), for faults of published
 fault benchmarks that the corpus does not hold (benchmarks/bench_doctor_cases.py).
 The loss rules need at least MIN_CURVE_STEPS steps of loss curve; the over-fitting rule at
 least OVERFIT_EVALS evaluations. The problem codes are those of :mod:`trainlab.doctor.problems`;
@@ -152,24 +153,32 @@ def findings(
     """
     classes = classes or _output_width(report)
     rules = (_non_finite, _exploding_grad, _symmetric, _no_gradient, _probability_output,
-             _linear_network, _dead,
-             _saturated, _input_centred, _output_centred, _depth, _vanishing, _updates,
-             _oscillating, _overfitting)  # fmt: skip
+             _linear_network, _dead, _saturated, _input_centred, _output_centred, _depth,
+             _vanishing, _updates, _oscillating, _overfitting)  # fmt: skip
     found = [f for rule in rules for f in rule(report)] + _stalled(report, classes)
     if not any(f.code == "explode" for f in found):
         found += _explode_at_init(report, classes)
+    found = _cut_graph_is_not_vanishing(found)
     if recipe is not None:
-        found = [_recipe_advice(f, recipe, own_model, report) for f in found]
+        activation = report.most_used_activation()
+        found = [_recipe_advice(f, recipe, own_model, activation) for f in found]
     return sorted(found, key=lambda f: SEVERITIES.index(f.severity))
 
 
-def _recipe_advice(
-    found: Finding, recipe: Any, own_model: bool, report: DiagnosticsReport
-) -> Finding:
+def _cut_graph_is_not_vanishing(found: list[Finding]) -> list[Finding]:
+    """A first layer with no gradient at all while the signal reaches the end (no collapse) is
+    a cut graph, which ``no_gradient`` names, not a vanishing gradient; a signal that collapses
+    and underflows to zero keeps both findings."""
+    by_code = {f.code: f for f in found}
+    cut, vanishing = by_code.get("no_gradient"), by_code.get("vanishing_grad")
+    if cut is None or vanishing is None or "collapse" in by_code:
+        return found
+    return [f for f in found if not (f is vanishing and vanishing.layers[0] in cut.layers)]
+
+
+def _recipe_advice(found: Finding, recipe: Any, own_model: bool, activation: str | None) -> Finding:
     from trainlab.doctor.repairs import REPAIR_ORDER, advice
 
-    kinds = report.activation_kinds
-    activation = max(kinds, key=kinds.get) if kinds else None
     text = advice(found.code, recipe, own_model=own_model, activation=activation)
     if text is None and REPAIR_ORDER.get(found.code):
         text = "the recipe already does what the lecture advises for this; " + found.advice
@@ -502,13 +511,6 @@ def _vanishing(report: DiagnosticsReport) -> list[Finding]:
     ws = report.weights
     if len(ws) < 3:
         return []
-    none = _no_gradient(report)
-    if (
-        none
-        and ws[0].name in none[0].layers
-        and not any(f.code == "collapse" for f in _depth(report))
-    ):
-        return []  # no gradient though the signal is there: a cut graph, no_gradient's finding
     rms = np.stack([w.grad_norm / math.sqrt(w.numel) for w in ws])  # (layers, windows)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = rms[0] / rms[-1]

@@ -417,8 +417,7 @@ def _network_activation(watched: Watch, recipe: Recipe, model: Any) -> str | Non
     describes only the built-in kinds)."""
     if not own_model(recipe, model):
         return None
-    kinds = watched.report.activation_kinds
-    return max(kinds, key=kinds.get) if kinds else None
+    return watched.report.most_used_activation()
 
 
 def _repair_row(code: str, change: Change, before: Watch, after: Watch, gone: bool,

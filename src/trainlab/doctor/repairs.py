@@ -219,13 +219,15 @@ def break_symmetry(recipe: Recipe, ctx: Context) -> Change | None:
     the same output and gradient, so the units stay copies (cs231n, "Pitfall: all zero
     initialization"); the random scheme is the one that fits the activation."""
     fitting = right_init(recipe, ctx)
-    if fitting is None and parse_spec(recipe.init.scheme)[0] != "kaiming":
-        fitting = Change({"init.scheme": "kaiming"}, "")
-    if fitting is None:
+    if fitting is not None:
+        settings = fitting.settings
+    elif parse_spec(recipe.init.scheme)[0] != "kaiming":  # no activation to fit: Kaiming's
+        settings = {"init.scheme": "kaiming"}
+    else:
         return None
-    scheme = fitting.settings["init.scheme"]
-    return Change(fitting.settings, f"break the symmetry: initialize at random ({scheme})",
-                  "zero-init", "break_symmetry")  # fmt: skip
+    scheme = settings["init.scheme"]
+    return Change(settings, f"break the symmetry: initialize at random ({scheme})", "zero-init",
+                  "break_symmetry")  # fmt: skip
 
 
 def _swap_activation(
