@@ -9,7 +9,18 @@ With --plain, the candidate the remarks left for next: networks without batch no
 MLP and CNN, the synthetic deep MLP and CNN) at a constant rate 4, 6 and 8 times their base,
 just under the rates of the corpus's diverging family (10 times and up), plain momentum.
 
-Run:  PYTHONPATH=src .venv/bin/python benchmarks/probe_oscillation.py [--plain] > /tmp/probe.jsonl
+With --momentum, the third candidate (after seed 9): momentum far above 0.9, the heavy ball that
+overshoots and swings back (Polyak 1964; Goh, "Why momentum really works", Distill 2017: past
+critical damping the iterates oscillate). In all eight groups, batch-norm and plain, a constant
+rate, no Nesterov: momentum 0.99 and 0.995 at the same effective step lr / (1 - momentum) as the
+base's 0.9, and 0.99 at the base rate (ten times the step). Decision rule, written before the
+runs: a setting is an oscillating construction in a group when AutoTrainer's unstable rule fires
+on it at both seeds; if at least four groups have one, the corpus's oscillating family is built
+from those settings (its own stratum in the split, so no earlier setup changes half), the old
+family is kept and scored beside it, and the corpus is judged at a fresh seed. Otherwise the
+corpus stays as it is.
+
+Run:  PYTHONPATH=src .venv/bin/python benchmarks/probe_oscillation.py [--plain | --momentum] > /tmp/probe.jsonl
 """
 
 import json
@@ -34,6 +45,13 @@ PLAIN = {  # below the diverging family's 10x, a constant rate, no Nesterov
     "edge": lambda lr: [["optim.nesterov=false", "schedule.name=constant",
                          f"optim.lr={lr * k:.3g}"] for k in (4, 6, 8)],
 }  # fmt: skip
+MOMENTUM = {  # momentum 0.99 and 0.995 at the base's effective step, and 0.99 at the base rate
+    "heavy": lambda lr: [["optim.nesterov=false", "schedule.name=constant",
+                          f"optim.momentum={m}", f"optim.lr={lr * (1 - m) / 0.1:.3g}"]
+                         for m in (0.99, 0.995)]
+    + [["optim.nesterov=false", "schedule.name=constant", "optim.momentum=0.99",
+        f"optim.lr={lr:.3g}"]],
+}  # fmt: skip
 SEEDS = (0, 1)
 
 
@@ -46,8 +64,12 @@ def watch_one(job: tuple[str, str, list[str], int]) -> dict:
 
 
 def main() -> int:
-    plain = "--plain" in sys.argv[1:]
-    constructions, base = (PLAIN, PLAIN_BASE_LR) if plain else (CONSTRUCTIONS, BASE_LR)
+    if "--momentum" in sys.argv[1:]:
+        constructions, base = MOMENTUM, {**BASE_LR, **PLAIN_BASE_LR}
+    elif "--plain" in sys.argv[1:]:
+        constructions, base = PLAIN, PLAIN_BASE_LR
+    else:
+        constructions, base = CONSTRUCTIONS, BASE_LR
     jobs = [(f"{group}/{kind}-{i}", group, overrides, seed)
             for kind, make in constructions.items() for group, lr in base.items()
             for i, overrides in enumerate(make(lr)) for seed in SEEDS]  # fmt: skip
