@@ -20,7 +20,19 @@ from those settings (its own stratum in the split, so no earlier setup changes h
 family is kept and scored beside it, and the corpus is judged at a fresh seed. Otherwise the
 corpus stays as it is.
 
-Run:  PYTHONPATH=src .venv/bin/python benchmarks/probe_oscillation.py [--plain | --momentum] > /tmp/probe.jsonl
+With --ungated, a check of the judge itself (after the momentum probe): AutoTrainer names
+"unstable" only while training converges (best accuracy at least 0.7 and gaining), which no
+CIFAR-10 group of the corpus reaches in its watched run, so there the judge could not fire. This
+mode runs the corpus's own oscillating family (all twelve, both halves) and the healthy base of
+each group, and applies AutoTrainer's oscillation test itself (paired local maxima and minima of
+the per-check accuracy differing by 0.03 on 20% of the checks) to the training and to the
+validation accuracy, without the convergence gate. Decision rule, written before the runs: if
+the ungated test fires on any healthy base at either seed it cannot tell a swing from noise and
+nothing follows from it; otherwise an oscillating setup swings when it fires at both seeds, and
+the count of those says whether the corpus's misses are the detector's (they swing) or the
+construction's (they do not).
+
+Run:  PYTHONPATH=src .venv/bin/python benchmarks/probe_oscillation.py [--plain | --momentum | --ungated] > /tmp/probe.jsonl
 """
 
 import json
@@ -55,6 +67,36 @@ MOMENTUM = {  # momentum 0.99 and 0.995 at the base's effective step, and 0.99 a
 SEEDS = (0, 1)
 
 
+HISTORIES: list[dict] = []  # the accuracy histories of the setup this process watches
+
+
+class _Recording(bench.AutoTrainerRules):
+    def __init__(self, total_checks: int):
+        super().__init__(total_checks)
+        HISTORIES.append(self.history)
+
+
+def judge_one(job: tuple[str, str, list[str], int]) -> dict:
+    """The ungated oscillation test on one watched setup's accuracy histories."""
+    name, group, overrides, seed = job
+    bench.AutoTrainerRules = _Recording
+    HISTORIES.clear()
+    setup = bench._s(name, group, overrides, ("oscillating",), (), 1)
+    row = bench.run_setup(setup, repair=False, train=False, seed=seed)
+    history = HISTORIES[-1]
+    judged = {key: bench._ol_judge(history[key], bench.AutoTrainerRules.ZETA,
+                                   bench.AutoTrainerRules.ETA) for key in ("acc", "val_acc")}  # fmt: skip
+    return {"name": name, "seed": seed, "ungated": judged, "autotrainer": row["autotrainer"],
+            "doctor": row["codes"], "acc": [round(a, 3) for a in history["acc"]],
+            "val_acc": [round(a, 3) for a in history["val_acc"]]}  # fmt: skip
+
+
+def ungated_jobs() -> list[tuple[str, str, list[str], int]]:
+    setups = [s for s in bench.corpus() if "oscillating" in s.must]
+    setups += [s for s in bench.corpus() if s.name.endswith("/healthy-0")]
+    return [(s.name, s.group, list(s.overrides), seed) for s in setups for seed in SEEDS]
+
+
 def watch_one(job: tuple[str, str, list[str], int]) -> dict:
     name, group, overrides, seed = job
     setup = bench._s(name, group, overrides, ("oscillating",), (), 1)
@@ -64,6 +106,11 @@ def watch_one(job: tuple[str, str, list[str], int]) -> dict:
 
 
 def main() -> int:
+    if "--ungated" in sys.argv[1:]:
+        with ProcessPoolExecutor(2) as pool:
+            for row in pool.map(judge_one, ungated_jobs()):
+                print(json.dumps(row), flush=True)
+        return 0
     if "--momentum" in sys.argv[1:]:
         constructions, base = MOMENTUM, {**BASE_LR, **PLAIN_BASE_LR}
     elif "--plain" in sys.argv[1:]:
