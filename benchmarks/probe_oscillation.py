@@ -32,16 +32,7 @@ nothing follows from it; otherwise an oscillating setup swings when it fires at 
 the count of those says whether the corpus's misses are the detector's (they swing) or the
 construction's (they do not).
 
-With --linear, the fourth candidate (after --ungated showed the corpus's family does not swing):
-a linear softmax classifier, whose loss surface has no hidden units to die or collapse, on the
-fm-plain data at a constant rate of 1, 10, 30 and 100 times 0.05, plain momentum. Decision
-rule, written before the runs: a rate swings when AutoTrainer's own (gated) unstable rule fires
-at both seeds and the ungated test on its training accuracy fires on the 1x control at neither;
-with at least two such rates the corpus gets a linear group whose oscillating family is built
-from them, scored beside the corpus as it was and judged at a fresh seed.
-
-Run:  PYTHONPATH=src .venv/bin/python benchmarks/probe_oscillation.py [--plain | --momentum |
-      --ungated | --linear] > /tmp/probe.jsonl
+Run:  PYTHONPATH=src .venv/bin/python benchmarks/probe_oscillation.py [--plain | --momentum | --ungated] > /tmp/probe.jsonl
 """
 
 import json
@@ -89,31 +80,15 @@ def judge_one(job: tuple[str, str, list[str], int]) -> dict:
     """The ungated oscillation test on one watched setup's accuracy histories."""
     name, group, overrides, seed = job
     bench.AutoTrainerRules = _Recording
-    bench.GROUPS[LINEAR.name] = LINEAR
     HISTORIES.clear()
     setup = bench._s(name, group, overrides, ("oscillating",), (), 1)
     row = bench.run_setup(setup, repair=False, train=False, seed=seed)
     history = HISTORIES[-1]
-    rules = bench.AutoTrainerRules
-    judged = {key: bench._ol_judge(history[key], rules.ZETA, rules.ETA)
-              for key in ("acc", "val_acc")}  # fmt: skip
+    judged = {key: bench._ol_judge(history[key], bench.AutoTrainerRules.ZETA,
+                                   bench.AutoTrainerRules.ETA) for key in ("acc", "val_acc")}  # fmt: skip
     return {"name": name, "seed": seed, "ungated": judged, "autotrainer": row["autotrainer"],
             "doctor": row["codes"], "acc": [round(a, 3) for a in history["acc"]],
             "val_acc": [round(a, 3) for a in history["val_acc"]]}  # fmt: skip
-
-
-LINEAR = bench.Group("fm-linear", bench.FM, (
-    "data.subset=4000", "model.kind=mlp", "model.widths=[]", "model.norm=none",
-    "optim.lr=0.05", "train.batch_size=64", "train.epochs=18", "augment.train=['hflip']",
-))  # fmt: skip
-
-
-def linear_jobs() -> list[tuple[str, str, list[str], int]]:
-    bench.GROUPS[LINEAR.name] = LINEAR
-    rates = [["optim.nesterov=false", "schedule.name=constant", f"optim.lr={0.05 * k:.3g}"]
-             for k in (1, 10, 30, 100)]  # fmt: skip
-    return [(f"fm-linear/rate-{i}", LINEAR.name, r, seed) for i, r in enumerate(rates)
-            for seed in SEEDS]  # fmt: skip
 
 
 def ungated_jobs() -> list[tuple[str, str, list[str], int]]:
@@ -131,10 +106,9 @@ def watch_one(job: tuple[str, str, list[str], int]) -> dict:
 
 
 def main() -> int:
-    if "--ungated" in sys.argv[1:] or "--linear" in sys.argv[1:]:
-        jobs = linear_jobs() if "--linear" in sys.argv[1:] else ungated_jobs()
+    if "--ungated" in sys.argv[1:]:
         with ProcessPoolExecutor(2) as pool:
-            for row in pool.map(judge_one, jobs):
+            for row in pool.map(judge_one, ungated_jobs()):
                 print(json.dumps(row), flush=True)
         return 0
     if "--momentum" in sys.argv[1:]:
