@@ -32,7 +32,8 @@ nothing follows from it; otherwise an oscillating setup swings when it fires at 
 the count of those says whether the corpus's misses are the detector's (they swing) or the
 construction's (they do not).
 
-Run:  PYTHONPATH=src .venv/bin/python benchmarks/probe_oscillation.py [--plain | --momentum | --ungated] > /tmp/probe.jsonl
+Run:  PYTHONPATH=src .venv/bin/python benchmarks/probe_oscillation.py [--plain | --momentum |
+      --ungated] > /tmp/probe.jsonl
 """
 
 import json
@@ -84,8 +85,9 @@ def judge_one(job: tuple[str, str, list[str], int]) -> dict:
     setup = bench._s(name, group, overrides, ("oscillating",), (), 1)
     row = bench.run_setup(setup, repair=False, train=False, seed=seed)
     history = HISTORIES[-1]
-    judged = {key: bench._ol_judge(history[key], bench.AutoTrainerRules.ZETA,
-                                   bench.AutoTrainerRules.ETA) for key in ("acc", "val_acc")}  # fmt: skip
+    rules = bench.AutoTrainerRules
+    judged = {key: bench._ol_judge(history[key], rules.ZETA, rules.ETA)
+              for key in ("acc", "val_acc")}  # fmt: skip
     return {"name": name, "seed": seed, "ungated": judged, "autotrainer": row["autotrainer"],
             "doctor": row["codes"], "acc": [round(a, 3) for a in history["acc"]],
             "val_acc": [round(a, 3) for a in history["val_acc"]]}  # fmt: skip
