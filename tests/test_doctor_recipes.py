@@ -104,3 +104,23 @@ def test_a_users_own_classifier_is_found_and_a_fixed_scheme_is_left_alone(fashio
     network = build_training_model(fixed, splits, model=factory)
     last = [m for m in network.modules() if isinstance(m, nn.Linear)][-1]
     assert last.weight.std().item() == pytest.approx(0.05, rel=0.15)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "head_std"),
+    [
+        ("uniform(0.2)", lambda fan_in: 0.2 / math.sqrt(3)),  # the user's std: kept
+        ("constant(0.01)", lambda fan_in: 0.0),  # every weight 0.01: no spread at all
+        ("he", lambda fan_in: 0.1 / math.sqrt(fan_in)),  # Kaiming's alias: sized by fans
+        ("xavier", lambda fan_in: 0.1 / math.sqrt(fan_in)),
+    ],
+)
+def test_the_small_head_follows_the_scheme_not_its_spelling(fashion_mnist, scheme, head_std):
+    """Whether the head starts small is the scheme's own property (``InitScheme.sized_by_fans``),
+    so aliases and arguments cannot fool it: a fixed std is the user's choice, a fan-sized one
+    gets the head of std 0.1 / sqrt(fan_in)."""
+    recipe = load_recipe("recipes/default.toml", ["data.subset=500", f"init.scheme={scheme}"])
+    splits = prepare_splits(recipe, fashion_mnist)
+    head = build_training_model(recipe, splits).head
+    expected = head_std(head.in_features)
+    assert head.weight.std().item() == pytest.approx(expected, rel=0.05, abs=1e-7)

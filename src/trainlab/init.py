@@ -120,6 +120,8 @@ class InitScheme:
     activation: str = "identity"  # the activation assumed when initialize is given none
     resets: bool = True  # biases to 0, norm layers to the identity
     lsuv: tuple[float, int] | None = None  # (tol, max_iter) of the LSUV pass that follows
+    # the std follows each layer's fans (False: fixed by the user, or left to the network)
+    sized_by_fans: bool = True
 
 
 INITS: Registry[InitScheme] = Registry("init scheme")
@@ -183,20 +185,24 @@ def _lecun_std(fan_in: float, fan_out: float, activation: Activation) -> float:
 def _default() -> InitScheme:
     """Leave the network's own initialization alone: PyTorch's (Kaiming-uniform with a=sqrt(5))
     for trainlab's kinds, whatever a user's own network does for itself ("keep")."""
-    return InitScheme("default", "pytorch default (unchanged)", lambda *_: None, resets=False)
+    return InitScheme(
+        "default", "pytorch default (unchanged)", lambda *_: None, resets=False, sized_by_fans=False
+    )
 
 
 @INITS.register("zeros")
 def _zeros() -> InitScheme:
     """All weights 0: every unit computes the same thing, so symmetry is never broken."""
-    return InitScheme("zeros", "w = 0", _fill(0.0))
+    return InitScheme("zeros", "w = 0", _fill(0.0), sized_by_fans=False)
 
 
 @INITS.register("constant")
 def _constant(value: float) -> InitScheme:
     """All weights ``value``: symmetric like zeros, a demonstration of why that fails."""
     value = check_number(value, "value")
-    return InitScheme(_spec("constant", (value, None)), f"w = {value:g}", _fill(value))
+    return InitScheme(
+        _spec("constant", (value, None)), f"w = {value:g}", _fill(value), sized_by_fans=False
+    )
 
 
 @INITS.register("normal")
@@ -204,7 +210,9 @@ def _normal(std: float = 0.01) -> InitScheme:
     """``w ~ N(0, std^2)``; 0.01 is the small-random-numbers recipe under which deep nets'
     activations collapse toward zero (cs231n; Glorot & Bengio 2010, Fig. 3)."""
     std = check_number(std, "std", 0, lo_open=True)
-    return _random(_spec("normal", (std, 0.01)), f"N(0, {std:g}^2)", lambda *_: std)
+    return _random(
+        _spec("normal", (std, 0.01)), f"N(0, {std:g}^2)", lambda *_: std, sized_by_fans=False
+    )
 
 
 @INITS.register("uniform")
@@ -212,7 +220,13 @@ def _uniform(a: float = 0.01) -> InitScheme:
     """``w ~ U(-a, a)`` (std a / sqrt(3))."""
     a = check_number(a, "a", 0, lo_open=True)
     std = a / math.sqrt(3.0)
-    return _random(_spec("uniform", (a, 0.01)), f"U(-{a:g}, {a:g})", lambda *_: std, "uniform")
+    return _random(
+        _spec("uniform", (a, 0.01)),
+        f"U(-{a:g}, {a:g})",
+        lambda *_: std,
+        "uniform",
+        sized_by_fans=False,
+    )
 
 
 @INITS.register("xavier")

@@ -184,7 +184,7 @@ def build_training_model(
     """Normalizer from the training split's statistics, network from its spec (or ``model``),
     then initialization; the weights depend on the seed alone (a module passed in keeps its own
     weights until the scheme, unless ``init.scheme = "keep"``)."""
-    from trainlab.init import initialize, zero_init_residual
+    from trainlab.init import initialize, make_init, zero_init_residual
     from trainlab.models import classifier_layer, init_classifier
     from trainlab.preprocess import make_normalizer
 
@@ -208,21 +208,13 @@ def build_training_model(
             generator=generator,
             batch=probe,
         )
-        if recipe.init.small_head and _sized_by_fans(recipe.init.scheme):
+        if recipe.init.small_head and make_init(recipe.init.scheme).sized_by_fans:
             head = classifier_layer(network, len(splits.classes))
             if head is not None:
                 init_classifier(head, generator=generator)
     if recipe.model.kind == "resnet" and recipe.init.zero_init_residual:
         zero_init_residual(network)
     return network
-
-
-# Schemes whose std the user fixed (or the network keeps): a small head would overrule them.
-_FIXED_SCHEMES = ("default", "keep", "zeros", "constant", "normal", "uniform")
-
-
-def _sized_by_fans(scheme: str) -> bool:
-    return scheme.split("(")[0].strip() not in _FIXED_SCHEMES
 
 
 def check_model_fits(model: nn.Module, recipe: Recipe, splits: Splits) -> None:
