@@ -68,3 +68,28 @@ def test_the_published_fault_cases_build_and_name_kinds_the_scores_know(monkeypa
         recipe = load_recipe(None, [f"data.name={group.data}", *group.base, *case.overrides])
         net = import_factory(recipe.model.kind)((1, 28, 28), 10)
         assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10), case.name
+
+
+def test_a_relabelled_setup_keeps_its_half_and_is_scored_both_ways():
+    """Relabelling after runs were seen must not move any setup between the halves (the split
+    is the one made before thresholds were tuned), and the old labels stay scoreable: the halves
+    equal those of the corpus with the old labels put back, and one hand-made row scores a hit
+    under the new label and a miss under the old."""
+    import dataclasses
+
+    bench = _bench()
+    setups = bench.corpus()
+    relabelled = [s for s in setups if s.before]
+    assert relabelled, "the corpus records its relabelled setups"
+    as_before = [
+        dataclasses.replace(s, must=s.before[0], may=s.before[1], stratum=None) if s.before else s
+        for s in setups
+    ]
+    assert bench.halves(setups) == bench.halves(as_before)
+    one = relabelled[0]
+    row = {"name": one.name, "group": one.group, "half": "held-out", "must": [], "may": [],
+           "ours": ["diverging"], "ours_at": {"diverging": 0.1}}  # fmt: skip
+    now, then = bench.labelled([row])[0], bench.labelled([row], before=True)[0]
+    assert now["must"] == ["diverging"] and then["must"] == ["oscillating"]
+    assert bench.score([now], "ours")["overall"]["recall"] == 1.0
+    assert bench.score([then], "ours")["overall"]["recall"] == 0.0
