@@ -49,7 +49,7 @@ def test_the_published_fault_cases_build_and_name_kinds_the_scores_know(monkeypa
     reads back through load_recipe, and is labelled with kinds the doctor's codes map to."""
     import torch
 
-    from trainlab.engine.model import import_factory
+    from trainlab.model_kinds import import_factory
     from trainlab.recipe import load_recipe
 
     bench = _bench()

@@ -469,7 +469,7 @@ def _resolve_paths(recipe: Recipe, where: str) -> None:
     run's recipe finds them from any working folder; a user's network is imported now, so a
     failure to import it comes before any data loads."""
     from trainlab.data.datasets import resolved_dataset_name
-    from trainlab.engine.model import resolved_model_kind
+    from trainlab.model_kinds import resolved_model_kind
 
     recipe.data.name = resolved_dataset_name(recipe.data.name)
     if recipe.data.data_dir:

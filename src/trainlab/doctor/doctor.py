@@ -41,6 +41,7 @@ from trainlab.doctor.repairs import (
     round_rate,
 )
 from trainlab.errors import OutputError, RecipeError
+from trainlab.model_kinds import BUILT_IN_KINDS
 from trainlab.recipe import Recipe, recipe_from_dict
 
 BUDGET_SHARE = 1 / 3  # the watched run: this share of the recipe's epochs (at least one)
@@ -53,7 +54,6 @@ RATE_FACTORS = (1 / 3, 3.0)  # the rate check after repairs: half a decade down 
 RATE_EXTENSIONS = 2  # and up to two more such steps while the rate at an end of the range wins
 TAIL = 0.25  # the score without a validation split: mean training loss of the last quarter
 MIDPOINT_PAIRS = 8  # pairs of images that test whether the network is linear
-BUILT_IN_KINDS = ("mlp", "cnn", "resnet")
 
 # The order in which problems are repaired: what makes training fail first, then what the
 # others may be symptoms of (a dead or exploding network also stalls), over-fitting last.

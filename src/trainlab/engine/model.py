@@ -18,11 +18,6 @@ the images, or one whose logits have the wrong shape, is one line naming the key
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,79 +27,10 @@ from trainlab.data import derive_seed
 from trainlab.engine.splits import Splits
 from trainlab.engine.step import STREAM_INIT
 from trainlab.errors import RecipeError, summary
+from trainlab.model_kinds import BUILT_IN_KINDS, Factory, import_factory
 from trainlab.recipe import Recipe
 
-BUILT_IN_KINDS = ("mlp", "cnn", "resnet")
-Factory = Callable[..., nn.Module]
 ModelSource = nn.Module | Factory | None  # what fit(model=...) takes
-
-
-# ---------------------------------------------------------------------------------------------
-# The user's own network: import:MODULE:NAME in a recipe, or model= from Python.
-
-
-def import_factory(kind: str) -> Factory:
-    """The callable that ``model.kind = "import:MODULE:NAME"`` names: ``MODULE`` is a dotted
-    module on the Python path, or a ``.py`` file; a failure is one `RecipeError` naming the
-    key."""
-    spec = kind.removeprefix("import:")
-    module_name, _, attr = spec.rpartition(":")
-    if not module_name or not attr:
-        raise RecipeError(
-            f"model.kind = {kind!r}: expected import:package.module:factory or "
-            "import:path/to/file.py:factory"
-        )
-    try:
-        if module_name.endswith(".py"):
-            module = _import_file(Path(module_name).expanduser())
-        else:
-            module = importlib.import_module(module_name)
-        factory = getattr(module, attr)
-    except Exception as exc:  # the user's code: any error it raises is the user's to see
-        raise RecipeError(f"model.kind = {kind!r}: cannot import it ({summary(exc)})") from exc
-    if not callable(factory):
-        raise RecipeError(
-            f"model.kind = {kind!r}: {attr} is a {type(factory).__name__}, not a factory"
-        )
-    return factory
-
-
-def _import_file(path: Path) -> Any:
-    """A ``.py`` file imported as a module of its own (once per path and process)."""
-    path = path.absolute()
-    if not path.is_file():
-        raise FileNotFoundError(f"no file {path}")
-    name = f"trainlab_user_{abs(hash(str(path)))}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"{path} is not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
-
-
-def resolved_model_kind(kind: str) -> str:
-    """``kind`` with a ``.py`` file's path made absolute, so the run's recipe finds it from any
-    working folder; the kind is checked to be known or importable."""
-    if kind in BUILT_IN_KINDS or kind.startswith("python:"):
-        return kind
-    if not kind.startswith("import:"):
-        raise RecipeError(
-            f"model.kind = {kind!r}: expected one of {', '.join(BUILT_IN_KINDS)}, or "
-            "import:package.module:factory for a network of your own"
-        )
-    module_name, _, attr = kind.removeprefix("import:").rpartition(":")
-    if module_name.endswith(".py"):
-        kind = f"import:{Path(module_name).expanduser().absolute()}:{attr}"
-    import_factory(kind)  # importable now, not after the data has loaded
-    return kind
 
 
 def python_kind(model: ModelSource) -> str:
