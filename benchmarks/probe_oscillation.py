@@ -34,6 +34,9 @@ construction's (they do not).
 
 Run:  PYTHONPATH=src .venv/bin/python benchmarks/probe_oscillation.py [--plain | --momentum |
       --ungated] > /tmp/probe.jsonl
+The rows of the --momentum and --ungated runs (2026-12-07, 2-core AMD EPYC, one thread per
+process) are kept in docs/benchmarks/probe_oscillation.json; the remarks
+(docs/benchmarks/doctor_remarks.md) read them.
 """
 
 import json
@@ -94,7 +97,7 @@ def judge_one(job: tuple[str, str, list[str], int]) -> dict:
 
 
 def ungated_jobs() -> list[tuple[str, str, list[str], int]]:
-    setups = [s for s in bench.corpus() if "oscillating" in s.must]
+    setups = [s for s in bench.corpus() if s.stratum == "oscillating"]  # built to swing
     setups += [s for s in bench.corpus() if s.name.endswith("/healthy-0")]
     return [(s.name, s.group, list(s.overrides), seed) for s in setups for seed in SEEDS]
 
