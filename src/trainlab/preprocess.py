@@ -461,7 +461,7 @@ def dataset_flat_stats(dataset: Any, cache: bool = True, max_dim: int = MAX_FLAT
 # ============================================================================ normalizers
 
 
-def _to_unit(x: Tensor) -> Tensor:
+def to_unit(x: Tensor) -> Tensor:
     """uint8 -> float32 on [0, 1]; float inputs are already on that scale and kept as they are."""
     if x.dtype == torch.uint8:
         return x.to(torch.float32).div_(255.0)
@@ -495,7 +495,7 @@ class Scale(Normalizer):
     """``x / 255``: uint8 to float on [0, 1], no statistics."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return _to_unit(x)
+        return to_unit(x)
 
 
 class Raw(Normalizer):
@@ -505,7 +505,7 @@ class Raw(Normalizer):
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype == torch.uint8:
             return x.to(torch.float32)
-        return _to_unit(x) * 255.0
+        return to_unit(x) * 255.0
 
 
 class MeanImage(Normalizer):
@@ -519,7 +519,7 @@ class MeanImage(Normalizer):
         self._check_input(x)
         if x.dtype == torch.uint8:  # -mean + x / 255 in one fused op
             return torch.add(-self.mean_image, x.to(torch.float32), alpha=1 / 255.0)
-        return _to_unit(x) - self.mean_image.to(x.dtype)
+        return to_unit(x) - self.mean_image.to(x.dtype)
 
 
 class ChannelAffine(Normalizer):
@@ -547,7 +547,7 @@ class ChannelAffine(Normalizer):
         shift = -self.mean * scale
         if x.dtype == torch.uint8:  # the 1/255 is folded into the scale: one pass over x
             return torch.addcmul(shift, x.to(torch.float32), scale / 255.0)
-        return torch.addcmul(shift.to(x.dtype), _to_unit(x), scale.to(x.dtype))
+        return torch.addcmul(shift.to(x.dtype), to_unit(x), scale.to(x.dtype))
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}"
@@ -592,7 +592,7 @@ class Whiten(Normalizer):
         alpha = 1.0
         if flat.dtype == torch.uint8:  # the 1/255 rides on addmm's alpha: no extra pass
             flat, alpha = flat.to(torch.float32), 1 / 255.0
-        flat = _to_unit(flat)
+        flat = to_unit(flat)
         shift = -(self.matrix @ self.mean).to(flat.dtype)  # W (x - mean) = W x - W mean
         out = torch.addmm(shift, flat, self.matrix.T.to(flat.dtype), alpha=alpha)
         return out.reshape(*lead, *self.shape)

@@ -53,7 +53,6 @@ MAX_COST = 3.0  # doctor plus repairs: at most this many runs of the recipe, in 
 RATE_FACTORS = (1 / 3, 3.0)  # the rate check after repairs: half a decade down and up
 RATE_EXTENSIONS = 2  # and up to two more such steps while the rate at an end of the range wins
 TAIL = 0.25  # the score without a validation split: mean training loss of the last quarter
-MIDPOINT_PAIRS = 8  # pairs of images that test whether the network is linear
 
 # The order in which problems are repaired: what makes training fail first, then what the
 # others may be symptoms of (a dead or exploding network also stalls), over-fitting last.
@@ -197,7 +196,7 @@ def watch(
         finally:
             diag.detach()
     report = diag.report()
-    report.midpoint_error = midpoint_error_run(run, MIDPOINT_PAIRS)  # is the network affine?
+    report.midpoint_error = midpoint_error_run(run)  # is the network affine?
     classes = len(run.splits.classes)
     found = findings(report, recipe=recipe, classes=classes, own_model=own_model(recipe, model))
     return Watch(run_recipe, report, found, run.step, planned, per_epoch, _score(report),

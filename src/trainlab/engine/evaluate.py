@@ -85,10 +85,12 @@ def evaluate_run(run: Run, images: torch.Tensor, labels: torch.Tensor) -> Evalua
 
 def midpoint_error_run(run: Run, pairs: int = 8) -> float | None:
     """:func:`trainlab.diagnostics.collect.midpoint_nonlinearity` of the run's model on its
-    first ``2 * pairs`` training images, as floats on the [0, 1] scale the model takes beside
-    uint8: how far the trained network is from an affine map (0: no nonlinearity at all)."""
+    first ``2 * pairs`` training images, as floats on the [0, 1] scale the model's normalizer
+    takes beside uint8: how far the trained network is from an affine map (0: no nonlinearity
+    at all)."""
     from trainlab.diagnostics.collect import midpoint_nonlinearity
+    from trainlab.preprocess import to_unit
 
     assert run.splits is not None
-    images = run.splits.train[0][: 2 * pairs].to(run.device).float() / 255
+    images = to_unit(run.splits.train[0][: 2 * pairs].to(run.device))
     return midpoint_nonlinearity(run.model, images)
