@@ -146,6 +146,24 @@ def test_a_swinging_loss_oscillates_and_a_noisy_falling_one_does_not():
     assert "oscillating" not in codes(findings(report_of(falling + noise(400, 0.1))))
 
 
+def test_one_rise_and_recovery_is_a_spike_and_two_are_swings():
+    # 20 parts of 20 steps falling 2 -> 0.5; a rise of 1.0 lasting 3 parts is one episode (3
+    # risen parts, one rise), the same rise twice with a recovery between is two
+    means = np.linspace(2.0, 0.5, 20)
+    once, twice = means.copy(), means.copy()
+    once[8:11] += 1.0
+    twice[5:7] += 1.0
+    twice[12:14] += 1.0
+    step_noise = np.tile([0.05, -0.05], 200)
+    for curve, swings in ((once, 1), (twice, 2)):
+        report = report_of(np.repeat(curve, 20) + step_noise)
+        risen, _ = rules._training_swings(report)
+        assert len(risen) >= rules.OSC_COUNT and rules._separate_rises(risen) == swings
+    assert "oscillating" not in codes(findings(report_of(np.repeat(once, 20) + step_noise)))
+    assert "oscillating" in codes(findings(report_of(np.repeat(twice, 20) + step_noise)))
+    assert rules._separate_rises([2, 3, 4, 9, 15, 16]) == 3 and rules._separate_rises([]) == 0
+
+
 def test_training_swings_are_counted_against_the_noise_of_single_steps():
     # 20 parts of 10 steps; part 5 rises 0.8 above the lowest earlier part (part 4); steps
     # alternate +-0.2 around each part's mean, so the noise estimate is 1.4826 * 0.4 / sqrt 2
@@ -209,6 +227,31 @@ def test_overfitting_on_the_smoothed_validation_loss():
     assert len(found) == 1
     assert found[0].value == pytest.approx(smooth[-1] / smooth.min() - 1)
     assert found[0].since_step == 30 * (int(np.argmin(smooth)) + 3)
+
+
+def test_overfitting_judges_the_last_third_of_a_noisy_validation_loss():
+    # 15 evaluations that swing +-0.12 about a rise from 0.7 to 1.0: the last three alone are
+    # within the noise of the lowest (z < 3 by the old rule), the mean of the last five is not
+    val = np.array([0.85, 0.72, 0.70, 0.68, 0.80, 0.66, 0.90, 0.75, 1.02, 0.80,
+                    1.10, 0.86, 1.05, 0.84, 0.98])  # fmt: skip
+    train = np.linspace(1.0, 0.02, 450)
+    (found,) = [f for f in findings(report_of(train, evaluations=evaluations(val)))
+                if f.code == "overfitting"]  # fmt: skip
+    smooth = np.convolve(val, np.ones(3) / 3, mode="valid")
+    tail = val[-5:]  # a third of 15
+    noise = 1.4826 * np.median(np.abs(np.diff(val))) / math.sqrt(2)
+    assert (tail.mean() - smooth.min()) / (noise * math.sqrt(1 / 5 + 1 / 3)) > rules.OVERFIT_Z
+    assert (smooth[-1] - smooth.min()) / (noise * math.sqrt(2 / 3)) < 3.0
+    assert found.value == pytest.approx(tail.mean() / smooth.min() - 1)
+
+
+def test_a_run_that_learns_nothing_does_not_overfit():
+    # the validation loss jumps while the training loss sits at chance (falls 1%): no fit to over
+    val = [2.6, 2.5, 2.5, 2.49, 2.5, 2.5, 4.4, 2.6, 8.9, 4.0]
+    flat = np.linspace(2.31, 2.29, 300)
+    assert "overfitting" not in codes(findings(report_of(flat, evaluations=evaluations(val))))
+    learning = np.linspace(2.31, 1.2, 300)
+    assert "overfitting" in codes(findings(report_of(learning, evaluations=evaluations(val))))
 
 
 @pytest.mark.parametrize(
