@@ -65,8 +65,17 @@ REPAIR_MEASURES = {
     # the rate check as it was before its range could grow (lr x 1/3, 1, 3 only): the repaired
     # recipe at that rule's choice, trained in full where it differs (paired, same seed)
     "test_acc_all_three_rates": "every test image, with the rate check's first three rates only",
+    # the bar as it was until seed 16: a healthy variant the doctor flagged counted as repaired
+    "test_acc_all_repaired_bar": "every test image, against healthy variants as the doctor "
+    "repaired them (the bar until seed 16)",
 }
-BEST_HEALTHY_BY = {"test_acc_all_three_rates": "test_acc_all"}  # healthy rows: no rate check
+BEST_HEALTHY_BY = {"test_acc_all_three_rates": "test_acc_all",  # healthy rows: no rate check
+                   "test_acc_all_repaired_bar": "test_acc_all"}  # fmt: skip
+ACCURACY_OF = {"test_acc_all_repaired_bar": "test_acc_all"}  # a broken row's key for a measure
+# The bar is a healthy variant as built. Until seed 16, a healthy variant the doctor flagged was
+# trained as the doctor repaired it, and that accuracy set its group's bar (seed 15: a SELU
+# variant at 98.2% after augmentation): since seed 17 it is also trained as built, which counts.
+REPAIRED_BAR = {"test_acc_all_repaired_bar"}
 # The detectors' rules before the change after seed 16 (two separate rises for a swing; the
 # over-fitting rule on the mean of the last third of evaluations at 2 noise standard errors,
 # with the training loss fallen 15%), designed on the tuning half at seeds 30 and 31: the same
@@ -716,6 +725,14 @@ def run_setup(
             except TrainingDiverged as exc:  # the repaired recipe failed in full: not repaired
                 row["test_acc"], row["diverged"] = None, str(exc).split(";")[0]
             row["test_acc_all_three_rates"] = _with_three_rates(result, data, tmp, row)
+            if setup.healthy and result.recipe.to_toml() != recipe.to_toml():
+                # the bar of a group is its healthy variants as built, not as repaired
+                built = fit(recipe, Path(tmp) / "built", progress=False, report=False,
+                            dataset=data)  # fmt: skip
+                row["test_acc_as_built"] = built.final.get("test_acc")
+                row["test_acc_all_as_built"] = _accuracy_on_every_test_image(
+                    Path(tmp) / "built", recipe, row["test_acc_as_built"]
+                )
     row["seconds"] = time.perf_counter() - t0
     row["cpu_seconds"] = time.process_time() - c0
     return row
@@ -800,12 +817,16 @@ def _median(values: list[float]) -> float:
     return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
 
 
-def best_healthy(rows: list[dict[str, Any]], measure: str) -> dict[str, float]:
-    """Per group, the best test accuracy of its healthy variants by ``measure``."""
+def best_healthy(rows: list[dict[str, Any]], measure: str, as_built: bool = True
+                 ) -> dict[str, float]:  # fmt: skip
+    """Per group, the best test accuracy of its healthy variants by ``measure``: as built (the
+    recipe the variant is), or (not ``as_built``) as the doctor repaired it where it named a
+    problem, as the bar was until seed 16."""
     best: dict[str, float] = {}
     for r in rows:
-        if not r["must"] and r.get(measure) is not None:
-            best[r["group"]] = max(best.get(r["group"], 0.0), r[measure])
+        acc = r.get(f"{measure}_as_built", r.get(measure)) if as_built else r.get(measure)
+        if not r["must"] and acc is not None:
+            best[r["group"]] = max(best.get(r["group"], 0.0), acc)
     return best
 
 
@@ -820,7 +841,7 @@ def repair_rate(
     for r in rows:
         if not r["must"] or not (set(r["must"]) & set(r["ours"])) or "test_acc" not in r:
             continue
-        best, acc = healthy_acc.get(r["group"]), r.get(measure)
+        best, acc = healthy_acc.get(r["group"]), r.get(ACCURACY_OF.get(measure, measure))
         ok = best is not None and acc is not None and acc >= best - REPAIR_MARGIN
         r["repaired" + suffix] = ok
         r["best_healthy" + suffix] = best
@@ -882,11 +903,17 @@ def main() -> int:
     failed = [s for s in chosen if s.name in done and "error" in done[s.name]]
     rows = labelled(rows)
     scored = [r for r in rows if args.half in ("all", r["half"])]
-    measures = [m for m in REPAIR_MEASURES if any(m in r for r in rows)]  # older rows: 2,000 only
+    measures = [
+        m
+        for m in REPAIR_MEASURES  # older rows: 2,000 only, or no bar as built
+        if any(ACCURACY_OF.get(m, m) in r for r in rows)
+        and (m not in REPAIRED_BAR or any("test_acc_all_as_built" in r for r in rows))
+    ]
 
     def repaired_by(scored):
         return {
-            m: repair_rate(scored, best_healthy(rows, BEST_HEALTHY_BY.get(m, m)), m)
+            m: repair_rate(scored, best_healthy(rows, BEST_HEALTHY_BY.get(m, m),
+                                                as_built=m not in REPAIRED_BAR), m)
             for m in measures
         } if args.repair else {}  # fmt: skip
 
@@ -1070,9 +1097,8 @@ share of the setups that must show a kind where the detector named it; precision
 kinds a detector named that the setup must or may show; steps to detection: median share of
 the run (its full length) watched before the first check at which the detector named it. With
 --repair, each detected setup is repaired and its repaired recipe trained in full: repaired
-when its test accuracy comes within 1 point of the best healthy variant of its group, both on {
-        REPAIR_MEASURES[primary]
-    }. The targets below give the others measured:{
+when its test accuracy comes within 1 point of the best healthy variant of its group (as
+built), both on {REPAIR_MEASURES[primary]}. The targets below give the others measured:{
         "".join(f" {REPAIR_MEASURES[m]};" for m in list(repaired)[1:]) or " none;"
     } 2,000 images, the measure of the pages before seed 2, leave a standard error of about 0.8
 points, as large as the margin; the first three rates alone are the rate check before its range
@@ -1104,6 +1130,7 @@ Not repaired: {"; ".join(unrepaired) or "none"}.
     keep = ("name", "group", "half", "must", "may", "severity", "codes", "ours", "ours_at",
             "autotrainer", "theirs", "theirs_at", "verdict", "cost", "test_acc", "best_healthy",
             "repaired", "test_acc_all", "repaired_test_acc", "best_healthy_test_acc",
+            "test_acc_as_built", "test_acc_all_as_built", "ours_rules_before",
             "watch_steps", "run_steps", "cpu_seconds", "rate_check", "diverged")  # fmt: skip
     slim = [
         {**{k: r[k] for k in keep if k in r},
