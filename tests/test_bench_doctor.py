@@ -61,6 +61,26 @@ def test_the_bar_is_a_healthy_variant_as_built_not_as_the_doctor_repaired_it():
     assert now["overall"] == (1, 1) and bench.repair_rate(rows, bar, measure)["overall"] == (0, 1)
 
 
+def test_the_rules_before_are_scored_on_the_same_rows():
+    bench = _bench()
+
+    def row(name, must, ours, before):
+        return {"name": name, "group": "g", "must": must, "may": [], "ours": ours,
+                "ours_at": {}, "ours_rules_before": before}  # fmt: skip
+
+    rows = [
+        row("g/overfitting-1", ["overfitting"], ["overfitting"], []),  # found by the new rule only
+        row("g/overfitting-2", ["overfitting"], ["overfitting"], ["overfitting"]),
+        row("g/healthy-0", [], [], ["oscillating"]),  # a false positive of the old rule only
+    ]
+    text = bench._rules_before_section(rows)
+    assert "| overfitting | 2 | 1.00 | 0.50 |" in text
+    assert "| healthy (false positives) | 1 | 0 | 1 |" in text
+    assert "`g/overfitting-1` (overfitting now; nothing before)" in text
+    assert bench._rules_before_section([{k: v for k, v in rows[0].items()
+                                         if k != "ours_rules_before"}]) == ""  # fmt: skip
+
+
 def test_the_published_fault_cases_build_and_name_kinds_the_scores_know(monkeypatch):
     """Every case of bench_doctor_cases.py builds its user network for Fashion-MNIST's shape,
     reads back through load_recipe, and is labelled with kinds the doctor's codes map to."""
