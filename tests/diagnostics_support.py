@@ -10,6 +10,17 @@ from torch import nn
 from trainlab.diagnostics import Diagnostics, DiagnosticsReport
 
 
+def optimizer_step(diag: Diagnostics, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """Backward and the optimizer's step, with the diagnostics' hooks where the engine calls
+    them (the step itself begins with ``diag.begin_step`` before the forward pass)."""
+    opt.zero_grad()
+    loss.backward()
+    diag.after_backward()
+    diag.before_optimizer_step()
+    opt.step()
+    diag.after_optimizer_step()
+
+
 def watched_steps(
     model: nn.Module,
     x_all: torch.Tensor,
@@ -36,12 +47,7 @@ def watched_steps(
         diag.begin_step(step)
         idx = torch.randint(0, len(x_all), (batch,), generator=g)
         loss = F.cross_entropy(model(x_all[idx] + offset), y_all[idx])
-        opt.zero_grad()
-        loss.backward()
-        diag.after_backward()
-        diag.before_optimizer_step()
-        opt.step()
-        diag.after_optimizer_step()
+        optimizer_step(diag, opt, loss)
         if loss_curve:
             diag.after_step(loss)
     diag.detach()

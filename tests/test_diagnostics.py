@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from diagnostics_support import watched_steps
+from diagnostics_support import optimizer_step, watched_steps
 from torch import nn
 
 from trainlab.activations import make_activation
@@ -226,12 +226,7 @@ def test_first_non_finite_layer_and_step():
             with torch.no_grad():
                 model[2].weight[0, 0] = float("nan")
         loss = model(torch.randn(8, 4)).sum()
-        opt.zero_grad()
-        loss.backward()
-        diag.after_backward()
-        diag.before_optimizer_step()
-        opt.step()
-        diag.after_optimizer_step()
+        optimizer_step(diag, opt, loss)
     report = diag.report()
     assert report.layer("2").first_nonfinite_step == 3
     # The NaN gradient reaches layer 0's weights through the step, so it follows one step later.
@@ -437,13 +432,7 @@ def test_sampled_training_never_syncs_between_reports():
     try:
         for step in range(10):
             diag.begin_step(step)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            diag.after_backward()
-            diag.before_optimizer_step()
-            opt.step()
-            diag.after_optimizer_step()
+            optimizer_step(diag, opt, F.cross_entropy(model(x), y))  # zero_grad: set to None
     finally:
         torch.cuda.set_sync_debug_mode("default")
     report = diag.report()
