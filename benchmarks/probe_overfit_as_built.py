@@ -19,7 +19,9 @@ Run:  PYTHONPATH=src .venv/bin/python benchmarks/probe_overfit_as_built.py
 
 import argparse
 import dataclasses
+import datetime
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -37,6 +39,7 @@ FIXES = {  # the regulariser the doctor kept for each variant at seeds 17 and 18
 RATE = "optim.lr=0.06"  # the rate the doctor's check kept for both
 WAYS = {"as built": (), "regulariser": ("fix",), "rate": ("rate",), "both": ("fix", "rate")}
 T975 = {7: 2.3646}  # Student's t, 97.5th percentile, by degrees of freedom
+COMMAND = "PYTHONPATH=src .venv/bin/python benchmarks/probe_overfit_as_built.py --jobs 1"
 
 
 def train(args: tuple[str, str, int]) -> dict:
@@ -77,6 +80,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
+    import torch
+
+    from trainlab.bench import cpu_model
+
     work = [(name, way, seed) for name in FIXES for way in WAYS for seed in SEEDS]
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(train, work))
@@ -84,8 +91,10 @@ def main() -> int:
     for name in FIXES:
         gains = {way: paired(rows, name, way) for way in WAYS if way != "as built"}
         verdicts[name] = {"gains": gains, "over-fits": gains["regulariser"]["interval"][0] > 0}
-    print(json.dumps({"seeds": SEEDS, "fixes": FIXES, "rate": RATE, "verdicts": verdicts,
-                      "rows": rows}, indent=1))  # fmt: skip
+    print(json.dumps({"command": COMMAND, "machine": f"{cpu_model()}, {os.cpu_count()} cores, "
+                      f"torch {torch.__version__}, one thread per process",
+                      "date": str(datetime.date.today()), "seeds": SEEDS, "fixes": FIXES,
+                      "rate": RATE, "verdicts": verdicts, "rows": rows}, indent=1))  # fmt: skip
     return 0
 
 
