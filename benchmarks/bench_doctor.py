@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -366,20 +367,12 @@ def corpus() -> list[Setup]:
                       ["model.dropout=dropout(0.5)", "augment.train=['hflip', 'pad_crop(4)']"]),
     }.items():  # fmt: skip
         for i, overrides in enumerate(variants):
-            name = f"{group}/healthy-{i}"
-            if name in OVER_FIT_AS_BUILT:  # relabelled after seed 19: see OVER_FIT_AS_BUILT
-                out.append(
-                    Setup(
-                        name,
-                        group,
-                        tuple(overrides),
-                        may=frozenset({"overfitting"}),
-                        before=(frozenset(), frozenset()),
-                        relabelled_after=19,
-                    )
-                )
-            else:
-                out.append(_s(name, group, overrides))
+            setup = _s(f"{group}/healthy-{i}", group, overrides)
+            if setup.name in OVER_FIT_AS_BUILT:  # relabelled after seed 19: see OVER_FIT_AS_BUILT
+                setup = dataclasses.replace(setup, may=frozenset({"overfitting"}),
+                                            before=(setup.must, setup.may),
+                                            relabelled_after=19)  # fmt: skip
+            out.append(setup)
     for recipe in ("default", "fashion-mnist-fast"):
         out.append(_s(f"shipped/{recipe}", "shipped", recipe_file=f"recipes/{recipe}.toml"))
     for recipe in ("cifar10", "cifar10-cpu"):
@@ -488,16 +481,13 @@ def halves(setups: list[Setup]) -> dict[str, str]:
     return half
 
 
-def labelled(rows: list[dict[str, Any]], before: bool = False, undo: int | None = None
-             ) -> list[dict[str, Any]]:  # fmt: skip
-    """Copies of ``rows`` with the corpus's labels as they are now, or as they were before the
-    relabellings (``before``: all of them; ``undo``: the one made after that seed): the same
-    runs scored both ways."""
-
-    def undone(s: Setup) -> bool:
-        return s.before is not None and (before or s.relabelled_after == undo)
-
-    labels = {s.name: (s.before if undone(s) else (s.must, s.may)) for s in corpus()}
+def labelled(rows: list[dict[str, Any]], undo: int | None = None) -> list[dict[str, Any]]:
+    """Copies of ``rows`` with the corpus's labels as they are now, or (``undo``) as they were
+    before the relabelling made after that seed: the same runs scored both ways."""
+    labels = {
+        s.name: (s.before if s.before and s.relabelled_after == undo else (s.must, s.may))
+        for s in corpus()
+    }
     return [
         {**r, "must": sorted(labels[r["name"]][0]), "may": sorted(labels[r["name"]][1])}
         if r["name"] in labels
@@ -675,8 +665,6 @@ def step_back_rate(tried: list[dict[str, Any]], lr: float) -> float:
     return choose_rate(below, lr)
 
 
-# Other rules for the rate check, each measured beside it: the repaired recipe at that rule's
-# rate, trained in full where it differs from the rate kept (paired: same seed, same repairs).
 def three_rates(tried: list[dict[str, Any]], lr: float) -> float:
     """The rate check before its range could grow (seed 3): its first three rates only."""
     from trainlab.doctor.doctor import choose_rate
@@ -684,6 +672,8 @@ def three_rates(tried: list[dict[str, Any]], lr: float) -> float:
     return choose_rate(tried[:3], lr)
 
 
+# Other rules for the rate check, each measured beside it: the repaired recipe at that rule's
+# rate, trained in full where it differs from the rate kept (paired: same seed, same repairs).
 RATE_RULES = {"test_acc_all_three_rates": three_rates, "test_acc_all_step_back": step_back_rate}
 
 

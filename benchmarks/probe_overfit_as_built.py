@@ -22,7 +22,6 @@ import dataclasses
 import datetime
 import json
 import os
-import statistics
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -38,7 +37,6 @@ FIXES = {  # the regulariser the doctor kept for each variant at seeds 17 and 18
 }
 RATE = "optim.lr=0.06"  # the rate the doctor's check kept for both
 WAYS = {"as built": (), "regulariser": ("fix",), "rate": ("rate",), "both": ("fix", "rate")}
-T975 = {7: 2.3646}  # Student's t, 97.5th percentile, by degrees of freedom
 COMMAND = "PYTHONPATH=src .venv/bin/python benchmarks/probe_overfit_as_built.py --jobs 1"
 
 
@@ -67,13 +65,16 @@ def train(args: tuple[str, str, int]) -> dict:
 
 
 def paired(rows: list[dict], name: str, way: str) -> dict:
-    """The gain of ``way`` over the variant as built, in points, paired by seed."""
-    acc = {(r["way"], r["seed"]): r["test_acc_all"] for r in rows if r["name"] == name}
-    gains = [100 * (acc[way, s] - acc["as built", s]) for s in SEEDS]
-    mean = statistics.mean(gains)
-    half = T975[len(gains) - 1] * statistics.stdev(gains) / len(gains) ** 0.5
+    """The gain of ``way`` over the variant as built, in points, paired by seed, with its 95%
+    Student-t interval (trainlab.lab.evidence.paired_t_interval, as the lab's verdicts use)."""
+    from trainlab.lab.evidence import paired_t_interval
+
+    acc = {(r["way"], r["seed"]): 100 * r["test_acc_all"] for r in rows if r["name"] == name}
+    gains = [acc[way, s] - acc["as built", s] for s in SEEDS]
+    mean, (lo, hi) = paired_t_interval([acc[way, s] for s in SEEDS],
+                                       [acc["as built", s] for s in SEEDS], level=0.95)  # fmt: skip
     return {"gains": [round(g, 2) for g in gains], "mean": round(mean, 2),
-            "interval": [round(mean - half, 2), round(mean + half, 2)]}  # fmt: skip
+            "interval": [round(lo, 2), round(hi, 2)]}  # fmt: skip
 
 
 def main() -> int:

@@ -126,7 +126,7 @@ def test_a_relabelled_setup_keeps_its_half_and_is_scored_both_ways():
     one = next(s for s in relabelled if s.relabelled_after == 9)
     row = {"name": one.name, "group": one.group, "half": "held-out", "must": [], "may": [],
            "ours": ["diverging"], "ours_at": {"diverging": 0.1}}  # fmt: skip
-    now, then = bench.labelled([row])[0], bench.labelled([row], before=True)[0]
+    now, then = bench.labelled([row])[0], bench.labelled([row], undo=9)[0]
     assert now["must"] == ["diverging"] and then["must"] == ["oscillating"]
     assert bench.score([now], "ours")["overall"]["recall"] == 1.0
     assert bench.score([then], "ours")["overall"]["recall"] == 0.0
