@@ -173,3 +173,36 @@ def test_the_step_back_candidate_leaves_a_rate_beside_a_diverged_one():
              {"lr": 0.06, "error": 0.2, "problems": ["stalled"]},
              {"lr": 0.54, "error": None, "problems": ["non_finite"]}]  # fmt: skip
     assert bench.step_back_rate(alone, 0.18) == 0.18  # nothing clean below
+
+
+def test_a_candidate_rule_is_set_in_the_doctor_only_for_the_duration():
+    bench = _bench()
+    from trainlab.doctor import doctor
+
+    problem, constants = bench.DOCTOR_RULES["test_acc_all_best_of"]
+    assert problem == "overfitting" and doctor.BEST_OF == frozenset()
+    with bench._constants("trainlab.doctor.doctor", constants):
+        assert doctor.BEST_OF == {"overfitting"}
+    assert doctor.BEST_OF == frozenset()
+
+
+def test_a_rules_gain_pairs_only_rows_whose_recipes_differ_and_scores_divergence_as_chance():
+    bench = _bench()
+    m = "test_acc_all_best_of"
+    rows = [
+        {"name": "a", "group": "fm-small", "test_acc_all": 0.80, m: 0.83, f"{m}_differs": True},
+        {"name": "b", "group": "fm-small", "test_acc_all": 0.70, m: 0.72, f"{m}_differs": True},
+        {"name": "c", "group": "syn-deep", "test_acc_all": 0.90, m: None, f"{m}_differs": True},
+        {"name": "d", "group": "fm-small", "test_acc_all": 0.50, m: 0.50, f"{m}_differs": False},
+        {"name": "e", "group": "fm-small", "test_acc_all": 0.60, m: 0.60},
+    ]
+    gain = bench.rule_gain(rows, m)
+    d = [3.0, 2.0, 25.0 - 90.0]  # c diverged: 1 / 4 classes of the synthetic data
+    mean = sum(d) / 3
+    sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
+    half = 4.302652729911275 * sd / 3**0.5  # t(0.975, 2 df)
+    assert gain["pairs"] == 3 and gain["names"] == ["a", "b", "c"]
+    assert gain["gains"] == [3.0, 2.0, -65.0]
+    assert gain["mean"] == round(mean, 2)
+    assert gain["interval"] == [round(mean - half, 2), round(mean + half, 2)]
+    assert "interval" not in bench.rule_gain(rows[:1], m)  # one pair: no interval

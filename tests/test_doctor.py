@@ -400,3 +400,54 @@ def test_a_users_network_is_told_the_activation_swap_in_its_own_code(data):
     assert "initialize for sigmoid" in text
     assert repairs.code_changes("dead_units", tiny(), "relu")[0].startswith("use nn.LeakyReLU(0.1)")
     assert repairs.code_changes("dead_units", tiny(), "elu") == []
+
+
+def test_where_fixes_are_alternatives_the_doctor_keeps_the_one_of_lowest_validation_error(
+    monkeypatch,
+):
+    """Hand-made watched runs, shaped like the small Fashion-MNIST MLP at tuning seed 30: dropout
+    diverges, weight decay and augmentation both clear the over-fitting, augmentation with the
+    lower loss (0.70 < 0.80) but the higher validation error (0.275 > 0.23). By default the
+    first verified fix is kept and the rest are not tried; with over-fitting in BEST_OF every fix
+    is tried and the lowest error wins, whichever loss is lower; a tie keeps the first."""
+    import types
+
+    from trainlab.doctor import doctor as doctor_module
+
+    recipe = tiny("model.dropout=none", "optim.weight_decay=0", "train.epochs=6")
+    outcomes = {"none": (1.08, 0.78, ["overfitting"]), "dropout": (math.inf, 0.1, ["non_finite"])}
+
+    def fake_watch(candidate, **kwargs):
+        if candidate.model.dropout != "none":
+            fix = "dropout"
+        elif candidate.augment.train:
+            fix = "augmentation"
+        else:
+            fix = "weight_decay" if candidate.optim.weight_decay > 0 else "none"
+        score, val_acc, codes = outcomes[fix]
+        found = [types.SimpleNamespace(code=c) for c in codes]
+        return doctor_module.Watch(
+            candidate, None, found, 20, 20, 10, score, [{"val_acc": val_acc}]
+        )
+
+    monkeypatch.setattr(doctor_module, "watch", fake_watch)
+
+    def kept(best_of, wd, aug):
+        outcomes["weight_decay"], outcomes["augmentation"] = (0.80, 1 - wd, []), (0.70, 1 - aug, [])
+        monkeypatch.setattr(doctor_module, "BEST_OF", frozenset(best_of))
+        result = doctor(recipe, None, repair=True, max_cost=1.9)  # no compute for a rate check
+        assert result.verdict == "repaired" and result.rate_check["skipped"] == "compute"
+        return [(next(iter(r["change"])), r["kept"]) for r in result.repairs], result.recipe
+
+    rows, first = kept((), wd=0.23, aug=0.275)
+    assert rows == [("model.dropout", False), ("optim.weight_decay", True)]
+    assert first.optim.weight_decay == 5e-4 and not first.augment.train
+    rows, best = kept({"overfitting"}, wd=0.23, aug=0.275)
+    assert rows == [("model.dropout", False), ("optim.weight_decay", True),
+                    ("augment.train", False)]  # fmt: skip
+    assert best.to_toml() == first.to_toml()
+    rows, best = kept({"overfitting"}, wd=0.23, aug=0.20)
+    assert rows[1:] == [("optim.weight_decay", False), ("augment.train", True)]
+    assert best.augment.train == ["pad_crop(1)"] and best.optim.weight_decay == 0
+    rows, best = kept({"overfitting"}, wd=0.23, aug=0.23)  # a tie: the first
+    assert rows[1:] == [("optim.weight_decay", True), ("augment.train", False)]
