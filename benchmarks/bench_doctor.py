@@ -992,7 +992,7 @@ def repair_rate(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--half", choices=("tuning", "held-out", "all"), required=True)
+    parser.add_argument("--half", choices=("tuning", "held-out", "all"))
     parser.add_argument("--repair", action="store_true", help="repair and train in full")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--only", nargs="*", help="setup names (or prefixes) to run")
@@ -1014,15 +1014,21 @@ def main() -> int:
         "--gain",
         nargs="+",
         metavar="PAGE",
-        help="only print each candidate rule's gain (rule_gain), pooled over these pages' rows",
+        help="only print the gain of each rule measured beside (rule_gain), pooled over these "
+        "pages' rows",
     )
     args = parser.parse_args()
     if args.gain:
         pages = [json.loads((ROOT / "docs" / "benchmarks" / f"{p}.json").read_text())["rows"]
                  for p in args.gain]  # fmt: skip
         pooled = [r for rows in pages for r in rows if r["half"] == "held-out"]
-        print(json.dumps({m: rule_gain(pooled, m) for m in DOCTOR_RULES}, indent=1))
+        # every rule the pages measured beside the doctor (DOCTOR_RULES when they were run)
+        measures = sorted({k.removesuffix("_differs") for r in pooled for k in r
+                           if k.endswith("_differs")})  # fmt: skip
+        print(json.dumps({m: rule_gain(pooled, m) for m in measures}, indent=1))
         return 0
+    if args.half is None:
+        parser.error("the following arguments are required: --half (or --gain)")
     setups = corpus()
     chosen = [s for s in setups if args.half == "all" or half_of(s) == args.half]
     if args.repair:  # the healthy variants of the groups are the references of repair

@@ -6,12 +6,13 @@
     doctor(recipe, out)     watch; with repair=True, for each problem in PRIORITY order try the
                             fixes of trainlab.doctor.repairs in their order, each verified by a
                             re-run of the same budget: kept only if the problem is gone, no new
-                            error appeared and the loss is lower; until no problem is left or
-                            the compute reaches MAX_COST runs of the recipe; after a repair,
-                            a rate check: the repaired recipe at lr x 1/3, 1 and 3 (further by
-                            x3 while an end wins), each run to the end of its schedule within the
-                            watched budget, keeps the rate of lowest validation error (a repair
-                            fixes what broke, not the rate)
+                            error appeared and the loss is lower (for a problem in BEST_OF, of
+                            every fix so verified the one of lowest validation error); until no
+                            problem is left or the compute reaches MAX_COST runs of the recipe;
+                            after a repair, a rate check: the repaired recipe at lr x 1/3, 1 and
+                            3 (further by x3 while an end wins), each run to the end of its
+                            schedule within the watched budget, keeps the rate of lowest
+                            validation error (a repair fixes what broke, not the rate)
                             -> OUT/doctor.json, OUT/repaired.toml, OUT/doctor.html and .md
 
 The loss compared ("score") is the last validation loss where there is a validation split
