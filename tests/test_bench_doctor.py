@@ -152,6 +152,12 @@ def test_a_healthy_setup_named_with_a_kind_it_may_show_is_no_false_positive():
     assert bench.score([other], "ours")["healthy"]["false_positives"] == 1
     # undoing the relabelling after seed 9 leaves this one as it is now
     assert bench.labelled([row([])], undo=9)[0]["may"] == ["overfitting"]
+    # the tanh variant, relabelled after seed 22: undone by undo=22 alone
+    tanh = {**row(["overfitting"]), "name": "syn-deep/healthy-3"}
+    assert bench.OVER_FIT_AS_BUILT[tanh["name"]][0] == 22
+    assert bench.score(bench.labelled([tanh]), "ours")["healthy"]["false_positives"] == 0
+    assert bench.score(bench.labelled([tanh], undo=19), "ours")["healthy"]["false_positives"] == 0
+    assert bench.score(bench.labelled([tanh], undo=22), "ours")["healthy"]["false_positives"] == 1
 
 
 def test_the_step_back_candidate_leaves_a_rate_beside_a_diverged_one():
@@ -175,15 +181,15 @@ def test_the_step_back_candidate_leaves_a_rate_beside_a_diverged_one():
     assert bench.step_back_rate(alone, 0.18) == 0.18  # nothing clean below
 
 
-def test_a_candidate_rule_is_set_in_the_doctor_only_for_the_duration():
+def test_a_rule_beside_is_set_in_the_doctor_only_for_the_duration():
     bench = _bench()
     from trainlab.doctor import doctor
 
-    problem, constants = bench.DOCTOR_RULES["test_acc_all_best_of"]
-    assert problem == "overfitting" and doctor.BEST_OF == frozenset()
+    problem, constants = bench.DOCTOR_RULES["test_acc_all_first_verified"]
+    assert problem == "overfitting" and doctor.BEST_OF == {"overfitting"}
     with bench._constants("trainlab.doctor.doctor", constants):
-        assert doctor.BEST_OF == {"overfitting"}
-    assert doctor.BEST_OF == frozenset()
+        assert doctor.BEST_OF == frozenset()
+    assert doctor.BEST_OF == {"overfitting"}
 
 
 def test_a_rules_gain_pairs_only_rows_whose_recipes_differ_and_scores_divergence_as_chance():
