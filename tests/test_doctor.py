@@ -437,7 +437,11 @@ def test_where_fixes_are_alternatives_the_doctor_keeps_the_one_of_lowest_validat
         monkeypatch.setattr(doctor_module, "BEST_OF", frozenset(best_of))
         result = doctor(recipe, None, repair=True, max_cost=1.9)  # no compute for a rate check
         assert result.verdict == "repaired" and result.rate_check["skipped"] == "compute"
-        return [(next(iter(r["change"])), r["kept"]) for r in result.repairs], result.recipe
+        rows = [(next(iter(r["change"])), r["kept"]) for r in result.repairs]
+        verified[:] = [r["verified"] for r in result.repairs]
+        return rows, result.recipe
+
+    verified: list[bool] = []
 
     rows, first = kept((), wd=0.23, aug=0.275)
     assert rows == [("model.dropout", False), ("optim.weight_decay", True)]
@@ -446,6 +450,7 @@ def test_where_fixes_are_alternatives_the_doctor_keeps_the_one_of_lowest_validat
     assert rows == [("model.dropout", False), ("optim.weight_decay", True),
                     ("augment.train", False)]  # fmt: skip
     assert best.to_toml() == first.to_toml()
+    assert verified == [False, True, True]  # augmentation verified, but not kept
     rows, best = kept({"overfitting"}, wd=0.23, aug=0.20)
     assert rows[1:] == [("optim.weight_decay", False), ("augment.train", True)]
     assert best.augment.train == ["pad_crop(1)"] and best.optim.weight_decay == 0

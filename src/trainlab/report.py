@@ -223,6 +223,13 @@ def doctor_figure(result: Any):
     return fig
 
 
+def _repair_outcome(row: dict[str, Any]) -> str:
+    if row["kept"]:
+        return "kept"
+    # over-fitting's fixes are alternatives: another verified one had a lower error
+    return "verified, another kept" if row.get("verified") else "not kept"
+
+
 def rate_check_text(checked: dict[str, Any] | None) -> str:
     """The rate check in one line ("" if it did not run): each rate's score, and
     the problems of a run that showed any, and the rate kept (the page and repaired.toml)."""
@@ -249,7 +256,7 @@ def write_doctor_page(out: Path, result: Any) -> None:
     tried = [
         (r["problem"], " ".join(f"{k}={v}" for k, v in r["change"].items()), r["because"],
          r["lab"], _cell(r["before"]) or "inf", _cell(r["after"]) or "inf",
-         "yes" if r["problem_gone"] else "no", "kept" if r["kept"] else "not kept")
+         "yes" if r["problem_gone"] else "no", _repair_outcome(r))
         for r in found["repairs"]
     ]  # fmt: skip
     facts = [

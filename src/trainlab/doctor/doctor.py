@@ -316,8 +316,7 @@ def doctor(
                 verified.append((len(repairs) - 1, candidate, trial))
                 if code not in BEST_OF:
                     break
-        kept = bool(verified)
-        if kept:  # the first verified fix, or of all the one of lowest error (ties: the first)
+        if verified:  # the first verified fix, or of all the one of lowest error (ties: the first)
             row, current, best = min(verified, key=lambda v: _error(v[2]))
             for other, _, _ in verified:
                 repairs[other]["kept"] = other == row
@@ -325,7 +324,7 @@ def doctor(
                 chosen = ", ".join(
                     f"{k} = {format_value(v)}" for k, v in repairs[row]["change"].items()
                 )
-                say(f"  {code}: kept {chosen} (the lowest validation error)")
+                say(f"  {code}: kept {chosen} (the lowest error of the fixes verified)")
         else:
             given_up.add(code)
             if used + best.planned > max_cost * run_steps:
@@ -440,7 +439,8 @@ def _network_activation(watched: Watch, recipe: Recipe, model: Any) -> str | Non
 
 
 def _repair_row(code: str, change: Change, before: Watch, after: Watch, gone: bool,
-                new_errors: set[str], kept: bool) -> dict[str, Any]:  # fmt: skip
+                new_errors: set[str], verified: bool) -> dict[str, Any]:  # fmt: skip
+    """One fix tried: ``verified`` by its re-run; kept, until a fix of lower error is (BEST_OF)."""
     return {
         "problem": code,
         "change": dict(change.settings),
@@ -451,7 +451,8 @@ def _repair_row(code: str, change: Change, before: Watch, after: Watch, gone: bo
         "problem_gone": gone,
         "new_errors": sorted(new_errors),
         "problems_after": sorted(after.codes()),
-        "kept": kept,
+        "verified": verified,
+        "kept": verified,
     }
 
 
