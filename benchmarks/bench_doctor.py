@@ -699,8 +699,6 @@ def _with_rate_rule(result, data, tmp: str, row: dict[str, Any], measure: str) -
     keeps from the rate check's runs: the same run where that is the rate the check kept."""
     from trainlab.doctor.doctor import apply_change
     from trainlab.doctor.repairs import Change
-    from trainlab.engine import fit
-    from trainlab.errors import TrainingDiverged
 
     checked = result.rate_check or {}
     if not checked.get("rates"):
@@ -709,7 +707,15 @@ def _with_rate_rule(result, data, tmp: str, row: dict[str, Any], measure: str) -
     if rate == checked["chosen"]:
         return row.get("test_acc_all")
     recipe = apply_change(result.recipe, Change({"optim.lr": rate}, ""))
-    folder = Path(tmp) / measure
+    return _in_full(recipe, data, Path(tmp) / measure)
+
+
+def _in_full(recipe, data, folder: Path) -> float | None:
+    """The recipe trained in full and scored on every test image; None where it diverged (not
+    repaired, as where the doctor's own recipe diverges)."""
+    from trainlab.engine import fit
+    from trainlab.errors import TrainingDiverged
+
     try:
         final = fit(recipe, folder, progress=False, report=False, dataset=data)
     except TrainingDiverged:
@@ -733,8 +739,6 @@ def _with_doctor_rule(result, first, recipe, data, tmp: str, row: dict[str, Any]
     DOCTOR_RULES[measure]: the doctor's own where it tried no fix for that rule's problem. The
     row keeps that doctor's changes and cost beside its own (``<measure>_repairs``, ``_cost``)."""
     from trainlab.doctor.doctor import doctor
-    from trainlab.engine import fit
-    from trainlab.errors import TrainingDiverged
 
     problem, constants = DOCTOR_RULES[measure]
     if not any(r["problem"] == problem for r in result.repairs):
@@ -747,12 +751,7 @@ def _with_doctor_rule(result, first, recipe, data, tmp: str, row: dict[str, Any]
     row[f"{measure}_differs"] = other.recipe.to_toml() != result.recipe.to_toml()
     if not row[f"{measure}_differs"]:
         return row.get("test_acc_all")
-    folder = Path(tmp) / measure
-    try:
-        final = fit(other.recipe, folder, progress=False, report=False, dataset=data)
-    except TrainingDiverged:  # not repaired, as where the doctor's own recipe diverges
-        return None
-    return _accuracy_on_every_test_image(folder, other.recipe, final.final["test_acc"])
+    return _in_full(other.recipe, data, Path(tmp) / measure)
 
 
 def rule_gain(rows: list[dict[str, Any]], measure: str) -> dict[str, Any]:
