@@ -43,7 +43,7 @@ PROBES = {
         {"syn-deep/healthy-3": "model.dropout=dropout(0.5)",
          "syn-deep/healthy-4": "augment.train=['pad_crop(2)']"},
     ),
-    "augment": (  # what augmentation first would keep (repairs.augmentation: size 16 // 8)
+    "augment": (  # what the doctor keeps with the regularisers as alternatives (size 16 // 8)
         tuple(range(48, 56)),
         {"syn-deep/healthy-3": "augment.train=['pad_crop(2)']"},
     ),
