@@ -181,6 +181,58 @@ def test_the_step_back_candidate_leaves_a_rate_beside_a_diverged_one():
     assert bench.step_back_rate(alone, 0.18) == 0.18  # nothing clean below
 
 
+def test_the_extended_step_back_candidate_steps_back_only_from_an_extension():
+    """step_back_extended: seed 27's record (0.18, an extension, kept beside a diverged 0.54)
+    steps back to 0.06; seed 25's (0.06, one of the first three, beside a diverged 0.18) stays,
+    where step_back_rate would step back to 0.02."""
+    bench = _bench()
+    seed27 = [{"lr": 0.02, "error": 0.134146, "problems": []},
+              {"lr": 0.00667, "error": 0.243902, "problems": []},
+              {"lr": 0.06, "error": 0.087805, "problems": []},
+              {"lr": 0.18, "error": 0.058537, "problems": []},
+              {"lr": 0.54, "error": None, "problems": ["non_finite"]}]  # fmt: skip
+    assert bench.step_back_extended(seed27, 0.02) == 0.06
+    assert bench.step_back_extended(seed27[:4], 0.02) == 0.18  # nothing diverged above
+    seed25 = [{"lr": 0.02, "error": 0.168293, "problems": []},
+              {"lr": 0.00667, "error": 0.27561, "problems": []},
+              {"lr": 0.06, "error": 0.090244, "problems": []},
+              {"lr": 0.18, "error": None, "problems": ["non_finite"]}]  # fmt: skip
+    assert bench.step_back_rate(seed25, 0.02) == 0.02
+    assert bench.step_back_extended(seed25, 0.02) == 0.06
+
+
+def test_a_rules_verdict_counts_setups_repaired_one_way_only_and_gains_per_seed():
+    """rule_verdict on two hand-made seeds: the bar is the best healthy variant as built, a
+    setup is repaired within 1 point of it; the seed gains are the means over the rows that
+    differ, their interval a t(0.975, 1) one computed by hand."""
+    bench = _bench()
+    m = "test_acc_all_step_back_extended"
+
+    def row(name, must, ours, theirs, differs=True, half="held-out"):
+        return {"name": name, "group": "syn-deep", "half": half, "must": must, "may": [],
+                "ours": must, "test_acc": ours, "test_acc_all": ours, m: theirs,
+                f"{m}_differs": differs}  # fmt: skip
+
+    healthy = row("syn-deep/healthy-0", [], 0.95, 0.95, differs=False, half="tuning")
+    seed_a = [
+        healthy,
+        row("x1", ["stalled"], None, 0.945),
+        row("x2", ["stalled"], 0.90, 0.92),
+        row("x3", ["stalled"], 0.95, 0.95, differs=False),
+    ]
+    seed_b = [healthy, row("x1", ["stalled"], 0.945, 0.93), row("x2", ["stalled"], 0.80, 0.84)]
+    verdict = bench.rule_verdict([seed_a, seed_b], m)
+    assert verdict["repaired_only_under_candidate"] == ["x1"]  # 94.5 >= 95 - 1; None is not
+    assert verdict["repaired_only_under_doctor"] == ["x1"]  # seed b: 93 < 94
+    assert verdict["pairs"] == 4
+    gains = [((94.5 - 25.0) + (92.0 - 90.0)) / 2, ((93.0 - 94.5) + (84.0 - 80.0)) / 2]
+    assert verdict["seed_gains"] == [round(g, 2) for g in gains]
+    mean = sum(gains) / 2
+    half = 12.706204736174707 * abs(gains[0] - gains[1]) / 2**0.5 / 2**0.5  # sd of 2 / sqrt(2)
+    assert verdict["seed_mean"] == round(mean, 2)
+    assert verdict["seed_interval"] == [round(mean - half, 2), round(mean + half, 2)]
+
+
 def test_a_rule_beside_is_set_in_the_doctor_only_for_the_duration():
     bench = _bench()
     from trainlab.doctor import doctor
@@ -190,6 +242,9 @@ def test_a_rule_beside_is_set_in_the_doctor_only_for_the_duration():
     with bench._constants("trainlab.doctor.doctor", constants):
         assert doctor.BEST_OF == frozenset()
     assert doctor.BEST_OF == {"overfitting"}
+    # the saturation candidate adds to the rule adopted, it does not drop it
+    problem, constants = bench.DOCTOR_RULES["test_acc_all_best_of_saturated"]
+    assert problem == "saturated" and constants["BEST_OF"] == {"overfitting", "saturated"}
 
 
 def test_a_rules_gain_pairs_only_rows_whose_recipes_differ_and_scores_divergence_as_chance():
