@@ -70,10 +70,12 @@ REPAIR_MEASURES = {
     # diverged in its run (step_back_rate), trained in full where it differs (paired)
     "test_acc_all_step_back": "every test image, with the rate check stepping back from a rate "
     "beside a diverged one (a candidate)",
-    # a candidate (since seed 28): the same, only from a rate beyond the first three
-    # (step_back_extended)
+    # a candidate at seeds 28-141: the same, only from a rate beyond the first three; the
+    # doctor's rule since, and the rule before it measured beside (no_step_back)
     "test_acc_all_step_back_extended": "every test image, with the rate check stepping back "
-    "from an extended rate beside a diverged one (a candidate)",
+    "from an extended rate beside a diverged one (the candidate at seeds 28-141)",
+    "test_acc_all_no_step_back": "every test image, with the rate check not stepping back "
+    "from an extended rate (the rule before seed 142)",
     # a candidate (since seed 28): saturation's fixes as alternatives too (DOCTOR_RULES)
     "test_acc_all_best_of_saturated": "every test image, with saturation's fix of lowest "
     "validation error kept (a candidate)",
@@ -91,6 +93,7 @@ REPAIR_MEASURES = {
 BEST_HEALTHY_BY = {"test_acc_all_three_rates": "test_acc_all",  # healthy rows: no rate check
                    "test_acc_all_step_back": "test_acc_all",
                    "test_acc_all_step_back_extended": "test_acc_all",
+                   "test_acc_all_no_step_back": "test_acc_all",
                    "test_acc_all_best_of_saturated": "test_acc_all",
                    "test_acc_all_best_of": "test_acc_all",
                    "test_acc_all_first_verified": "test_acc_all",
@@ -691,18 +694,11 @@ def step_back_rate(tried: list[dict[str, Any]], lr: float) -> float:
     return choose_rate(below, lr)
 
 
-def step_back_extended(tried: list[dict[str, Any]], lr: float) -> float:
-    """A candidate rule (since seed 28), measured beside the rate check: step_back_rate only where
-    the rate kept is one of the range's extensions, beyond the first three rates (x 1/3, 1, 3 of
-    the repaired recipe's). Written after seeing held-out seeds 17 and 27, where every one of 14
-    setups whose check kept an extension beside a diverged rate diverged in full (0.18 beside
-    0.54), while a rate of the first three beside a diverged one did not, and stepping back from
-    it lost (seed 25: 88.5% against 93.7%): it is judged on fresh seeds before any use."""
-    from trainlab.doctor.doctor import choose_rate
-
-    if choose_rate(tried, lr) in {t["lr"] for t in tried[:3]}:
-        return choose_rate(tried, lr)
-    return step_back_rate(tried, lr)
+def no_step_back(tried: list[dict[str, Any]], lr: float) -> float:
+    """The rate check's choice before the doctor stepped back from an extended rate beside a
+    diverged one (adopted after seeds 82-141): the lowest clean error, ties to ``lr``."""
+    clean = [t for t in tried if not t["problems"] and t["error"] is not None]
+    return min(clean, key=lambda t: (t["error"], t["lr"] != lr))["lr"] if clean else lr
 
 
 def three_rates(tried: list[dict[str, Any]], lr: float) -> float:
@@ -717,7 +713,7 @@ def three_rates(tried: list[dict[str, Any]], lr: float) -> float:
 RATE_RULES = {
     "test_acc_all_three_rates": three_rates,
     "test_acc_all_step_back": step_back_rate,
-    "test_acc_all_step_back_extended": step_back_extended,
+    "test_acc_all_no_step_back": no_step_back,
 }
 
 

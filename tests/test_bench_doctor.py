@@ -181,24 +181,21 @@ def test_the_step_back_candidate_leaves_a_rate_beside_a_diverged_one():
     assert bench.step_back_rate(alone, 0.18) == 0.18  # nothing clean below
 
 
-def test_the_extended_step_back_candidate_steps_back_only_from_an_extension():
-    """step_back_extended: seed 27's record (0.18, an extension, kept beside a diverged 0.54)
-    steps back to 0.06; seed 25's (0.06, one of the first three, beside a diverged 0.18) stays,
-    where step_back_rate would step back to 0.02."""
+def test_the_rule_before_the_step_back_keeps_the_lowest_clean_error():
+    """no_step_back, measured beside the doctor since it steps back: seed 27's record keeps
+    0.18 beside a diverged 0.54, where the doctor's choose_rate keeps 0.06."""
     bench = _bench()
+    from trainlab.doctor.doctor import choose_rate
+
     seed27 = [{"lr": 0.02, "error": 0.134146, "problems": []},
               {"lr": 0.00667, "error": 0.243902, "problems": []},
               {"lr": 0.06, "error": 0.087805, "problems": []},
               {"lr": 0.18, "error": 0.058537, "problems": []},
               {"lr": 0.54, "error": None, "problems": ["non_finite"]}]  # fmt: skip
-    assert bench.step_back_extended(seed27, 0.02) == 0.06
-    assert bench.step_back_extended(seed27[:4], 0.02) == 0.18  # nothing diverged above
-    seed25 = [{"lr": 0.02, "error": 0.168293, "problems": []},
-              {"lr": 0.00667, "error": 0.27561, "problems": []},
-              {"lr": 0.06, "error": 0.090244, "problems": []},
-              {"lr": 0.18, "error": None, "problems": ["non_finite"]}]  # fmt: skip
-    assert bench.step_back_rate(seed25, 0.02) == 0.02
-    assert bench.step_back_extended(seed25, 0.02) == 0.06
+    assert bench.no_step_back(seed27, 0.02) == 0.18 and choose_rate(seed27, 0.02) == 0.06
+    tie = [{"lr": 0.1, "error": 0.3, "problems": []}, {"lr": 0.03, "error": 0.3, "problems": []}]
+    assert bench.no_step_back(tie, 0.1) == 0.1 and bench.no_step_back(tie[1:], 0.1) == 0.03
+    assert bench.no_step_back([{"lr": 1.0, "error": None, "problems": []}], 0.1) == 0.1
 
 
 def test_a_rules_verdict_counts_setups_repaired_one_way_only_and_gains_per_seed():

@@ -243,6 +243,26 @@ def test_the_rate_check_chooses_the_lowest_clean_error_and_ties_to_the_recipes_r
     assert choose_rate(tried[2:], 0.1) == 0.1  # every run showed a problem or diverged
 
 
+def test_the_rate_check_steps_back_from_an_extended_rate_beside_a_diverged_one():
+    """Held-out seed 27's record (the repaired deep MLP): 0.18, reached by an extension, beside
+    a diverged 0.54, gives way to the best clean rate below it; a rate of the first three beside
+    a diverged one (seed 25) stays, as does an extension with nothing diverged a factor of 3
+    above it, or with nothing clean below."""
+    seed27 = [{"lr": 0.02, "error": 0.134146, "problems": []},
+              {"lr": 0.00667, "error": 0.243902, "problems": []},
+              {"lr": 0.06, "error": 0.087805, "problems": []},
+              {"lr": 0.18, "error": 0.058537, "problems": []},
+              {"lr": 0.54, "error": None, "problems": ["non_finite"]}]  # fmt: skip
+    assert choose_rate(seed27, 0.02) == 0.06
+    assert choose_rate(seed27[:4], 0.02) == 0.18
+    far = [*seed27[:4], {"lr": 1.62, "error": None, "problems": ["non_finite"]}]
+    assert choose_rate(far, 0.02) == 0.18
+    seed25 = [*seed27[:3], {"lr": 0.18, "error": None, "problems": ["non_finite"]}]
+    assert choose_rate(seed25, 0.02) == 0.06
+    unclean = [{**t, "problems": ["stalled"]} for t in seed27[:3]] + seed27[3:]
+    assert choose_rate(unclean, 0.02) == 0.18
+
+
 def test_a_healthy_recipe_is_left_alone_and_costs_a_third_of_a_run(data):
     result = doctor(tiny("optim.lr=0.05"), None, repair=True, dataset=data)
     assert result.verdict == "healthy" and result.repairs == []
