@@ -695,10 +695,11 @@ def step_back_rate(tried: list[dict[str, Any]], lr: float) -> float:
 
 
 def no_step_back(tried: list[dict[str, Any]], lr: float) -> float:
-    """The rate check's choice before the doctor stepped back from an extended rate beside a
-    diverged one (adopted after seeds 82-141): the lowest clean error, ties to ``lr``."""
-    clean = [t for t in tried if not t["problems"] and t["error"] is not None]
-    return min(clean, key=lambda t: (t["error"], t["lr"] != lr))["lr"] if clean else lr
+    """The rate check's choice before its step back from an extended rate beside a diverged one
+    (adopted after seeds 82-141): the lowest clean error alone."""
+    from trainlab.doctor.doctor import lowest_clean_error
+
+    return lowest_clean_error(tried, lr)
 
 
 def three_rates(tried: list[dict[str, Any]], lr: float) -> float:

@@ -415,28 +415,33 @@ def rate_check(
     return {"rates": tried, "chosen": chosen, "score": scored_on}, kept, used
 
 
+def lowest_clean_error(tried: list[dict[str, Any]], lr: float) -> float:
+    """The rate of lowest error among the runs that showed no problem, ties to the recipe's own
+    rate ``lr``; ``lr`` where every run showed one (the rate check's choice before its step
+    back, measured beside it in benchmarks/bench_doctor.py)."""
+    clean = _clean(tried)
+    return min(clean, key=lambda t: (t["error"], t["lr"] != lr))["lr"] if clean else lr
+
+
+def _clean(tried: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rate check's runs that showed no problem and did not diverge."""
+    return [t for t in tried if not t["problems"] and t["error"] is not None]
+
+
 def choose_rate(tried: list[dict[str, Any]], lr: float) -> float:
-    """The rate check's choice: the lowest error among the runs that showed no problem, ties to
-    the recipe's own rate ``lr``; ``lr`` where every run showed one. A rate the range reached by
-    an extension (beyond the first three tried) whose neighbour a factor of 3 above diverged is
-    not kept, the best clean rate below it is: the full run, three times as long, is on the edge
-    of stability there (the deep synthetic MLP's 0.18 beside a diverged 0.54 diverged in full at
-    every seed it arose, 36 setups at nine seeds; adopted after fresh seeds 82-141 by the rule
-    written before them, docs/doctor.md). A rate of the first three is kept as it is: stepping
-    back from it lost at seeds 20-25."""
-
-    def best(runs: list[dict[str, Any]]) -> float:
-        return min(runs, key=lambda t: (t["error"], t["lr"] != lr))["lr"]
-
-    clean = [t for t in tried if not t["problems"] and t["error"] is not None]
-    if not clean:
-        return lr
-    chosen = best(clean)
+    """The rate check's choice: :func:`lowest_clean_error`, except that a rate the range reached
+    by an extension (beyond the first three tried) whose neighbour a factor of 3 above diverged
+    is not kept, the best clean rate below it is: the full run, three times as long, is on the
+    edge of stability there (the deep synthetic MLP's 0.18 beside a diverged 0.54 diverged in
+    full at every seed it arose, 36 setups at nine seeds; adopted after fresh seeds 82-141 by
+    the rule written before them, docs/doctor.md). A rate of the first three is kept as it is:
+    stepping back from it lost at seeds 20-25."""
+    chosen = lowest_clean_error(tried, lr)
     extended = chosen not in {t["lr"] for t in tried[:3]}
     edge = any(t["error"] is None and chosen < t["lr"] <= chosen * RATE_FACTORS[1] * 1.01
                for t in tried)  # fmt: skip
-    below = [t for t in clean if t["lr"] < chosen]
-    return best(below) if extended and edge and below else chosen
+    below = [t for t in _clean(tried) if t["lr"] < chosen]
+    return lowest_clean_error(below, lr) if extended and edge and below else chosen
 
 
 def _error(w: Watch) -> float:
