@@ -244,6 +244,25 @@ def test_a_rule_beside_is_set_in_the_doctor_only_for_the_duration():
     assert problem == "saturated" and constants["BEST_OF"] == {"overfitting", "saturated"}
 
 
+def test_the_standardizing_candidate_retries_the_fix_at_the_rate_x3_then_x1_3():
+    bench = _bench()
+    from trainlab.doctor import repairs
+    from trainlab.recipe import load_recipe
+
+    problem, constants, module = bench.DOCTOR_RULES["test_acc_all_standardize_at_rate"]
+    assert problem == "input_not_centred" and module == "trainlab.doctor.repairs"
+    recipe = load_recipe(None, ["data.normalize=scale", "optim.lr=0.02"])
+    alone = [c.settings for c in repairs.repairs_for(problem, recipe)]
+    assert alone == [{"data.normalize": "standardize"}]
+    with bench._constants(module, constants()):
+        changes = [c.settings for c in repairs.repairs_for(problem, recipe)]
+        assert repairs.repairs_for(problem, load_recipe(None, ["data.normalize=standardize"])) == []
+    assert changes == [{"data.normalize": "standardize"},
+                       {"data.normalize": "standardize", "optim.lr": 0.06},
+                       {"data.normalize": "standardize", "optim.lr": 0.00667}]  # fmt: skip
+    assert [c.settings for c in repairs.repairs_for(problem, recipe)] == alone  # restored
+
+
 def test_a_rules_gain_pairs_only_rows_whose_recipes_differ_and_scores_divergence_as_chance():
     bench = _bench()
     m = "test_acc_all_best_of"
