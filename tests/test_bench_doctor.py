@@ -244,23 +244,22 @@ def test_a_rule_beside_is_set_in_the_doctor_only_for_the_duration():
     assert problem == "saturated" and constants["BEST_OF"] == {"overfitting", "saturated"}
 
 
-def test_the_standardizing_candidate_retries_the_fix_at_the_rate_x3_then_x1_3():
+def test_standardizing_alone_the_rule_before_is_set_only_for_the_duration():
     bench = _bench()
     from trainlab.doctor import repairs
     from trainlab.recipe import load_recipe
 
-    problem, constants, module = bench.DOCTOR_RULES["test_acc_all_standardize_at_rate"]
+    problem, constants, module = bench.DOCTOR_RULES["test_acc_all_standardize_alone"]
     assert problem == "input_not_centred" and module == "trainlab.doctor.repairs"
     recipe = load_recipe(None, ["data.normalize=scale", "optim.lr=0.02"])
-    alone = [c.settings for c in repairs.repairs_for(problem, recipe)]
-    assert alone == [{"data.normalize": "standardize"}]
+    adopted = [c.settings for c in repairs.repairs_for(problem, recipe)]
     with bench._constants(module, constants()):
-        changes = [c.settings for c in repairs.repairs_for(problem, recipe)]
-        assert repairs.repairs_for(problem, load_recipe(None, ["data.normalize=standardize"])) == []
-    assert changes == [{"data.normalize": "standardize"},
+        alone = [c.settings for c in repairs.repairs_for(problem, recipe)]
+    assert alone == [{"data.normalize": "standardize"}]
+    assert adopted == [{"data.normalize": "standardize"},
                        {"data.normalize": "standardize", "optim.lr": 0.06},
                        {"data.normalize": "standardize", "optim.lr": 0.00667}]  # fmt: skip
-    assert [c.settings for c in repairs.repairs_for(problem, recipe)] == alone  # restored
+    assert [c.settings for c in repairs.repairs_for(problem, recipe)] == adopted  # restored
 
 
 def test_a_rules_gain_pairs_only_rows_whose_recipes_differ_and_scores_divergence_as_chance():

@@ -79,7 +79,8 @@ def test_a_fix_the_recipe_already_has_is_never_offered(code, already):
             assert getattr(getattr(recipe, section), name) != value, (code, key)
     names = {c.name for c in offered}
     assert not names & {"right_init", "batch_norm", "standardize", "leaky_relu", "dropout",
-                        "weight_decay", "augmentation", "warm_up"}  # fmt: skip
+                        "weight_decay", "augmentation", "warm_up", "standardize_raise_rate",
+                        "standardize_lower_rate"}  # fmt: skip
 
 
 def test_every_change_reads_back_through_set_as_the_value_it_names():
@@ -476,3 +477,37 @@ def test_where_fixes_are_alternatives_the_doctor_keeps_the_one_of_lowest_validat
     assert best.augment.train == ["pad_crop(1)"] and best.optim.weight_decay == 0
     rows, best = kept({"overfitting"}, wd=0.23, aug=0.23)  # a tie: the first
     assert rows[1:] == [("optim.weight_decay", True), ("augment.train", False)]
+
+
+def test_standardizing_the_old_rate_rejected_is_verified_again_at_three_times_the_rate(
+    monkeypatch,
+):
+    """Hand-made watched runs, shaped like the deep synthetic MLP on [0, 1] input at seed 29:
+    standardizing at the recipe's rate clears the problem but its loss is higher (0.507 against
+    0.456), so it is not kept; at three times the rate it is lower (0.38), and that is kept.
+    Nothing after the first verified fix is tried (0.00667 never runs)."""
+    import types
+
+    from trainlab.doctor import doctor as doctor_module
+
+    recipe = tiny("data.normalize=scale", "optim.lr=0.02", "train.epochs=6")
+    scores = {("scale", 0.02): 0.456, ("standardize", 0.02): 0.507, ("standardize", 0.06): 0.38}
+    seen: list[tuple[str, float]] = []
+
+    def fake_watch(candidate, **kwargs):
+        key = (candidate.data.normalize, candidate.optim.lr)
+        seen.append(key)
+        codes = ["input_not_centred"] if key[0] == "scale" else []
+        found = [types.SimpleNamespace(code=c) for c in codes]
+        return doctor_module.Watch(candidate, None, found, 20, 20, 10, scores[key], [])
+
+    monkeypatch.setattr(doctor_module, "watch", fake_watch)
+    result = doctor(recipe, None, repair=True, max_cost=1.0)  # no compute for a rate check
+    assert seen == [("scale", 0.02), ("standardize", 0.02), ("standardize", 0.06)]
+    assert [(r["change"], r["kept"]) for r in result.repairs] == [
+        ({"data.normalize": "standardize"}, False),
+        ({"data.normalize": "standardize", "optim.lr": 0.06}, True),
+    ]
+    assert "raise the rate" in result.repairs[1]["because"]
+    assert result.verdict == "repaired" and result.rate_check["skipped"] == "compute"
+    assert (result.recipe.data.normalize, result.recipe.optim.lr) == ("standardize", 0.06)

@@ -7,7 +7,8 @@ already does, and every piece of it names the key and a value: ``--set optim.lr=
 
 The order per problem (:data:`REPAIR_ORDER`) follows the lecture: a lower rate or warm-up for
 divergence and large updates; the right initialization for the activation for collapse or
-explosion; Leaky ReLU, ELU or a lower rate for dead units; batch norm; standardized input;
+explosion; Leaky ReLU, ELU or a lower rate for dead units; batch norm; standardized input (for
+an input not centred, at the rate x 3 or x 1/3 where the old rate does not verify it);
 gradient clipping; dropout, weight decay or augmentation for over-fitting; a higher rate when
 the loss stalls. Learning rates are anchored to a reference for the optimizer and batch size
 (:func:`reference_lr`). Nothing here imports torch.
@@ -293,6 +294,30 @@ def standardize(recipe: Recipe, ctx: Context) -> Change | None:
     )
 
 
+def standardize_raise_rate(recipe: Recipe, ctx: Context) -> Change | None:
+    """Standardizing with three times the rate. A centred input of unit scale changes the
+    curvature the rate must fit (LeCun et al. 1998, "Efficient BackProp"), so the rate chosen
+    for the raw input need not be the standardized input's: where standardizing at the old rate
+    lost, it is verified again at the rate check's factors, x 3 first (where it was kept, the
+    check moved the rate up). Adopted after seeds 33 and 142-153 (docs/doctor.md)."""
+    return _standardize_at(recipe, ctx, 3.0, "raise")
+
+
+def standardize_lower_rate(recipe: Recipe, ctx: Context) -> Change | None:
+    """Standardizing with a third of the rate: the other way (see standardize_raise_rate)."""
+    return _standardize_at(recipe, ctx, 1 / 3, "lower")
+
+
+def _standardize_at(recipe: Recipe, ctx: Context, factor: float, way: str) -> Change | None:
+    change = standardize(recipe, ctx)
+    if change is None:
+        return None
+    lr = round_rate(recipe.optim.lr * factor)
+    return Change({**change.settings, "optim.lr": lr},
+                  f"standardize the input per channel and {way} the rate with it", change.lab,
+                  f"standardize_{way}_rate")  # fmt: skip
+
+
 def clip_gradients(recipe: Recipe, ctx: Context) -> Change | None:
     if recipe.optim.clip_grad_norm > 0:
         return None
@@ -369,7 +394,7 @@ REPAIR_ORDER: dict[str, tuple[Fix, ...]] = {
     "vanishing_grad": (right_init, batch_norm, relu_instead),
     "saturated": (right_init, batch_norm, relu_instead, lower_rate),
     "dead_units": (leaky_relu, elu, lower_rate),
-    "input_not_centred": (standardize,),
+    "input_not_centred": (standardize, standardize_raise_rate, standardize_lower_rate),
     "not_zero_centred": (tanh_instead, batch_norm),
     "oscillating": (lower_rate_gently, warm_up, batch_norm, clip_gradients),
     "stalled": (higher_rate, batch_norm, standardize, right_init),
