@@ -35,6 +35,7 @@ from typing import Any
 
 from trainlab.doctor.problems import PROBLEMS, is_problem
 from trainlab.doctor.repairs import (
+    RATE_FACTORS,  # the rate check after repairs: half a decade down and up
     Change,
     Context,
     change_key,
@@ -52,7 +53,6 @@ WINDOWS = 8  # windows of the time series per watched run
 CHECKS = 10  # validation evaluations per watched run (or one per epoch, with >= MIN_EPOCHS)
 MIN_EPOCHS = 5
 MAX_COST = 3.0  # doctor plus repairs: at most this many runs of the recipe, in steps
-RATE_FACTORS = (1 / 3, 3.0)  # the rate check after repairs: half a decade down and up
 RATE_EXTENSIONS = 2  # and up to two more such steps while the rate at an end of the range wins
 TAIL = 0.25  # the score without a validation split: mean training loss of the last quarter
 # Problems whose fixes are alternatives, not steps: each is tried while the compute lasts, and of

@@ -48,6 +48,9 @@ FITTING_INIT = {
     ),
     "selu": ("lecun_normal", "lsuv"),
 }
+# The rate check's steps (trainlab.doctor.doctor.rate_check): half a decade down and up. The
+# standardizing fixes retry at the same factors.
+RATE_FACTORS = (1 / 3, 3.0)
 FLIP_SAFE_DATA = ("fashion-mnist", "cifar10", "cifar100", "cifar10-jpeg")  # mirror keeps labels
 IMAGE_SIZE = {"fashion-mnist": 28, "mnist": 28, "cifar10": 32, "cifar100": 32, "cifar10-jpeg": 32}
 
@@ -300,12 +303,12 @@ def standardize_raise_rate(recipe: Recipe, ctx: Context) -> Change | None:
     for the raw input need not be the standardized input's: where standardizing at the old rate
     lost, it is verified again at the rate check's factors, x 3 first (where it was kept, the
     check moved the rate up). Adopted after seeds 33 and 142-153 (docs/doctor.md)."""
-    return _standardize_at(recipe, ctx, 3.0, "raise")
+    return _standardize_at(recipe, ctx, RATE_FACTORS[1], "raise")
 
 
 def standardize_lower_rate(recipe: Recipe, ctx: Context) -> Change | None:
     """Standardizing with a third of the rate: the other way (see standardize_raise_rate)."""
-    return _standardize_at(recipe, ctx, 1 / 3, "lower")
+    return _standardize_at(recipe, ctx, RATE_FACTORS[0], "lower")
 
 
 def _standardize_at(recipe: Recipe, ctx: Context, factor: float, way: str) -> Change | None:
