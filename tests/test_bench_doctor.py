@@ -1,6 +1,7 @@
 """The doctor benchmark's repair verdict (benchmarks/bench_doctor.py), on hand-made rows."""
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -228,6 +229,10 @@ def test_a_rules_verdict_counts_setups_repaired_one_way_only_and_gains_per_seed(
     half = 12.706204736174707 * abs(gains[0] - gains[1]) / 2**0.5 / 2**0.5  # sd of 2 / sqrt(2)
     assert verdict["seed_mean"] == round(mean, 2)
     assert verdict["seed_interval"] == [round(mean - half, 2), round(mean + half, 2)]
+    # a second judgement asks 97.5%: with one degree of freedom t is Cauchy, tan(pi (p - 1/2))
+    strict = bench.rule_verdict([seed_a, seed_b], m, level=0.975)
+    half = math.tan(math.pi * (0.9875 - 0.5)) * abs(gains[0] - gains[1]) / 2
+    assert strict["seed_interval"] == [round(mean - half, 2), round(mean + half, 2)]
 
 
 def test_a_rule_beside_is_set_in_the_doctor_only_for_the_duration():
@@ -260,6 +265,28 @@ def test_standardizing_alone_the_rule_before_is_set_only_for_the_duration():
                        {"data.normalize": "standardize", "optim.lr": 0.06},
                        {"data.normalize": "standardize", "optim.lr": 0.00667}]  # fmt: skip
     assert [c.settings for c in repairs.repairs_for(problem, recipe)] == adopted  # restored
+
+
+def test_relu_first_for_tanh_the_candidate_is_set_only_for_the_duration():
+    bench = _bench()
+    from trainlab.doctor import repairs
+    from trainlab.recipe import load_recipe
+
+    problems, constants, module = bench.DOCTOR_RULES["test_acc_all_tanh_relu_first"]
+    assert set(problems) == set(repairs.SIGMOID_FIRST) and module == "trainlab.doctor.repairs"
+    deep = ["model.kind=mlp", "model.norm=none", "model.activation=tanh", "init.scheme=normal(1.0)"]
+    recipe = load_recipe(None, deep)
+    for code in problems:
+        assert repairs.repairs_for(code, recipe)[0].name == "right_init"
+        with bench._constants(module, constants):
+            order = [c.name for c in repairs.repairs_for(code, recipe)]
+        assert order[0] == "relu_instead" and order.count("relu_instead") == 1
+        assert repairs.repairs_for(code, recipe)[0].name == "right_init"  # restored
+    # the doctor is re-run for it where it tried a fix for any of those problems, not others
+    row = {"test_acc_all": 0.5}
+    result = type("R", (), {"repairs": [{"problem": "overfitting"}]})()
+    assert bench._with_doctor_rule(result, None, recipe, None, "", row,
+                                   "test_acc_all_tanh_relu_first") == 0.5  # fmt: skip
 
 
 def test_a_rules_gain_pairs_only_rows_whose_recipes_differ_and_scores_divergence_as_chance():
