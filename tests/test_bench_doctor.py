@@ -199,6 +199,31 @@ def test_the_rule_before_the_step_back_keeps_the_lowest_clean_error():
     assert bench.no_step_back([{"lr": 1.0, "error": None, "problems": []}], 0.1) == 0.1
 
 
+def test_the_loss_candidate_keeps_the_rate_of_lowest_validation_loss_as_the_check_would():
+    bench = _bench()
+    from trainlab.doctor.doctor import choose_rate
+
+    def t(lr, error, loss, problems=()):
+        return {"lr": lr, "error": error, "loss": loss, "problems": list(problems)}
+
+    # seed 24's small MLP: a tie in error, which the check gives to the recipe's own rate
+    tied = [t(0.05, 0.24, 0.78), t(0.0167, 0.24, 0.73), t(0.15, None, None)]
+    assert choose_rate(tied, 0.05) == 0.05 and bench.lowest_clean_loss(tied, 0.05) == 0.0167
+    # a lower loss with a problem is not kept; a tie in loss keeps the recipe's rate
+    flagged = [t(0.05, 0.2, 0.7), t(0.0167, 0.3, 0.6, ["overfitting"]), t(0.15, 0.25, 0.7)]
+    assert bench.lowest_clean_loss(flagged, 0.05) == 0.05
+    # the step back from an extended rate beside a diverged one, as the check does
+    edge = [t(0.02, 0.3, 0.9), t(0.00667, 0.4, 1.0), t(0.06, 0.2, 0.6), t(0.18, 0.1, 0.4),
+            t(0.54, None, None)]  # fmt: skip
+    assert bench.lowest_clean_loss(edge, 0.02) == 0.06 == choose_rate(edge, 0.02)
+    # runs from before seed 37 carry no loss: the check's own choice
+    old = [
+        {"lr": 0.05, "error": 0.24, "problems": []},
+        {"lr": 0.0167, "error": 0.2, "problems": []},
+    ]
+    assert bench.lowest_clean_loss(old, 0.05) == 0.0167
+
+
 def test_a_rules_verdict_counts_setups_repaired_one_way_only_and_gains_per_seed():
     """rule_verdict on two hand-made seeds: the bar is the best healthy variant as built, a
     setup is repaired within 1 point of it; the seed gains are the means over the rows that

@@ -209,6 +209,7 @@ def test_the_rate_check_keeps_the_rate_of_lowest_validation_error(data):
     apart = watch(tiny("optim.lr=0.09", "train.epochs=3"), dataset=data, val_fraction=0.25,
                   steps=watched.planned)  # fmt: skip
     assert 1 - apart.checks[-1]["val_acc"] == pytest.approx(best["error"], abs=1e-6)
+    assert apart.checks[-1]["val_loss"] == pytest.approx(best["loss"], abs=1e-6)
 
     # a lower error with a problem (updates too large at 0.3) is not kept, and the kept rate is
     # inside the range: no extension

@@ -105,7 +105,7 @@ class DoctorResult:
     cost: float  # steps run, in runs of the recipe
     out: Path | None = None
     tries: list[tuple[Change, Watch]] = field(default_factory=list)
-    rate_check: dict[str, Any] | None = None  # {"rates": [{lr, error, problems}], "chosen"}
+    rate_check: dict[str, Any] | None = None  # {"rates": [{lr, error, loss, problems}], ...}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -366,8 +366,9 @@ def rate_check(
     back. A rate so reached whose neighbour above diverged is not kept (:func:`choose_rate`).
     Skipped when the compute left cannot pay for the first three runs.
 
-    Returns the record ``{"rates": [{lr, error, problems}], "chosen", "score"}`` (the rates in
-    the order tried), the recipe at the chosen rate, and the steps the check ran."""
+    Returns the record ``{"rates": [{lr, error, loss, problems}], "chosen", "score"}`` (the rates
+    in the order tried; ``loss``: the watched score, the last validation loss where there is a
+    validation split), the recipe at the chosen rate, and the steps the check ran."""
     epochs = max(1, round(watched.planned / watched.steps_per_epoch))
     steps = epochs * watched.steps_per_epoch
     lr = recipe.optim.lr
@@ -390,7 +391,8 @@ def rate_check(
     def run_at(r: float, candidate: Recipe) -> Watch:
         trial = watch(candidate, **short_kwargs)
         error, problems = _error(trial), sorted(trial.codes())
-        tried.append({"lr": r, "error": _json_float(error), "problems": problems})
+        tried.append({"lr": r, "error": _json_float(error), "loss": _json_float(trial.score),
+                      "problems": problems})  # fmt: skip
         say(f"  rate check: lr {format_value(r)} -> error {_fmt(error)}"
             + (f" ({', '.join(problems)})" if problems else ""))  # fmt: skip
         return trial
