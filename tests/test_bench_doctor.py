@@ -292,26 +292,28 @@ def test_standardizing_alone_the_rule_before_is_set_only_for_the_duration():
     assert [c.settings for c in repairs.repairs_for(problem, recipe)] == adopted  # restored
 
 
-def test_relu_first_for_tanh_the_candidate_is_set_only_for_the_duration():
+def test_the_right_init_first_for_tanh_the_rule_before_is_set_only_for_the_duration():
     bench = _bench()
     from trainlab.doctor import repairs
     from trainlab.recipe import load_recipe
 
-    problems, constants, module = bench.DOCTOR_RULES["test_acc_all_tanh_relu_first"]
-    assert set(problems) == set(repairs.SIGMOID_FIRST) and module == "trainlab.doctor.repairs"
+    problems, constants, module = bench.DOCTOR_RULES["test_acc_all_tanh_init_first"]
+    assert set(problems) == set(repairs.RELU_FIRST_CODES) and module == "trainlab.doctor.repairs"
     deep = ["model.kind=mlp", "model.norm=none", "model.activation=tanh", "init.scheme=normal(1.0)"]
     recipe = load_recipe(None, deep)
+    sigmoid = load_recipe(None, [*deep, "model.activation=sigmoid"])
     for code in problems:
-        assert repairs.repairs_for(code, recipe)[0].name == "right_init"
+        assert repairs.repairs_for(code, recipe)[0].name == "relu_instead"
         with bench._constants(module, constants):
             order = [c.name for c in repairs.repairs_for(code, recipe)]
-        assert order[0] == "relu_instead" and order.count("relu_instead") == 1
-        assert repairs.repairs_for(code, recipe)[0].name == "right_init"  # restored
+            assert repairs.repairs_for(code, sigmoid)[0].name == "relu_instead"  # kept for it
+        assert order[0] == "right_init" and order.count("relu_instead") <= 1
+        assert repairs.repairs_for(code, recipe)[0].name == "relu_instead"  # restored
     # the doctor is re-run for it where it tried a fix for any of those problems, not others
     row = {"test_acc_all": 0.5}
     result = type("R", (), {"repairs": [{"problem": "overfitting"}]})()
     assert bench._with_doctor_rule(result, None, recipe, None, "", row,
-                                   "test_acc_all_tanh_relu_first") == 0.5  # fmt: skip
+                                   "test_acc_all_tanh_init_first") == 0.5  # fmt: skip
 
 
 def test_a_rules_gain_pairs_only_rows_whose_recipes_differ_and_scores_divergence_as_chance():

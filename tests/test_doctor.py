@@ -353,14 +353,18 @@ def test_cli_diagnose_advises_only_what_the_recipe_lacks(tmp_path, capsys):
 
 
 # -- the faults of the published fault benchmarks --------------------------------------------------
-def test_for_sigmoid_the_lecture_says_relu_first_and_for_tanh_the_right_init():
+def test_for_sigmoid_and_tanh_the_lecture_says_relu_first_for_problems_of_scale_only():
     deep = ["model.norm=none", "model.widths=[32,32,32,32,32]", "init.scheme=normal(0.05)"]
-    for code in ("explode", "collapse", "vanishing_grad", "saturated"):
-        sig = repairs.repairs_for(code, tiny(*deep, "model.activation=sigmoid"))
-        assert sig[0].name == "relu_instead" and [c.name for c in sig].count("relu_instead") == 1
-        assert sig[1].name == "right_init"  # the rest keep their order
-        tanh = repairs.repairs_for(code, tiny(*deep, "model.activation=tanh"))
-        assert tanh[0].name == "right_init"
+    for activation in ("sigmoid", "tanh"):
+        recipe = tiny(*deep, f"model.activation={activation}")
+        for code in ("explode", "collapse", "vanishing_grad", "saturated"):
+            order = [c.name for c in repairs.repairs_for(code, recipe)]
+            assert order[0] == "relu_instead" and order.count("relu_instead") == 1
+            assert order[1] == "right_init"  # the rest keep their order
+        # not for a problem of the rate
+        assert repairs.repairs_for("oscillating", recipe)[0].name == "lower_rate_gently"
+    relu = repairs.repairs_for("saturated", tiny(*deep, "model.activation=relu"))
+    assert relu[0].name == "right_init"  # nothing to swap: the rest in order
     # a user's own sigmoid network has no model.activation to swap: the right init comes first
     own = repairs.Context(own_model=True, activation="sigmoid")
     first = repairs.repairs_for("vanishing_grad", tiny(*deep, "model.activation=sigmoid"), own)[0]
