@@ -58,7 +58,7 @@ def test_the_bar_is_a_healthy_variant_as_built_not_as_the_doctor_repaired_it():
     assert bench.best_healthy(rows, "test_acc_all", as_built=False) == {"g": 0.98}
     now = bench.repair_rate(rows, bench.best_healthy(rows, "test_acc_all"), "test_acc_all")
     measure = "test_acc_all_repaired_bar"
-    bar = bench.best_healthy(rows, bench.BEST_HEALTHY_BY[measure], as_built=False)
+    bar = bench.best_healthy(rows, bench.healthy_measure(measure), as_built=False)
     assert now["overall"] == (1, 1) and bench.repair_rate(rows, bar, measure)["overall"] == (0, 1)
 
 
@@ -216,12 +216,6 @@ def test_the_loss_candidate_keeps_the_rate_of_lowest_validation_loss_as_the_chec
     edge = [t(0.02, 0.3, 0.9), t(0.00667, 0.4, 1.0), t(0.06, 0.2, 0.6), t(0.18, 0.1, 0.4),
             t(0.54, None, None)]  # fmt: skip
     assert bench.lowest_clean_loss(edge, 0.02) == 0.06 == choose_rate(edge, 0.02)
-    # runs from before seed 37 carry no loss: the check's own choice
-    old = [
-        {"lr": 0.05, "error": 0.24, "problems": []},
-        {"lr": 0.0167, "error": 0.2, "problems": []},
-    ]
-    assert bench.lowest_clean_loss(old, 0.05) == 0.0167
 
 
 def test_a_rules_verdict_counts_setups_repaired_one_way_only_and_gains_per_seed():
