@@ -263,6 +263,12 @@ def test_a_rule_beside_is_set_in_the_doctor_only_for_the_duration():
     with bench._constants("trainlab.doctor.doctor", constants):
         assert doctor.BEST_OF == frozenset()
     assert doctor.BEST_OF == {"overfitting"}
+    # the regularisers together: on only for the duration, beside BEST_OF as adopted
+    problem, constants = bench.DOCTOR_RULES["test_acc_all_together"]
+    assert problem == "overfitting" and doctor.STACK == frozenset()
+    with bench._constants("trainlab.doctor.doctor", constants):
+        assert doctor.STACK == {"overfitting"} and doctor.BEST_OF == {"overfitting"}
+    assert doctor.STACK == frozenset()
     # the saturation candidate adds to the rule adopted, it does not drop it
     problem, constants = bench.DOCTOR_RULES["test_acc_all_best_of_saturated"]
     assert problem == "saturated" and constants["BEST_OF"] == {"overfitting", "saturated"}
@@ -330,3 +336,19 @@ def test_a_rules_gain_pairs_only_rows_whose_recipes_differ_and_scores_divergence
     assert gain["mean"] == round(mean, 2)
     assert gain["interval"] == [round(mean - half, 2), round(mean + half, 2)]
     assert "interval" not in bench.rule_gain(rows[:1], m)  # one pair: no interval
+
+
+def test_beside_names_only_rules_measured_beside_and_writes_no_page(monkeypatch, capsys):
+    """``--beside`` runs a candidate's judging seeds at less compute: a name that is not a rule
+    is refused with exit 2 before any run, as is a page (which reports every rule)."""
+    import pytest
+
+    bench = _bench()
+    for argv, says in (
+        (["--half", "held-out", "--beside", "test_acc_all_nope"], "'test_acc_all_nope' is not"),
+        (["--half", "held-out", "--beside", "test_acc_all_together", "--page", "p"], "drop --page"),
+    ):
+        monkeypatch.setattr(sys, "argv", ["bench_doctor.py", *argv])
+        with pytest.raises(SystemExit) as stopped:
+            bench.main()
+        assert stopped.value.code == 2 and says in capsys.readouterr().err

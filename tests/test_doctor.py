@@ -484,6 +484,78 @@ def test_where_fixes_are_alternatives_the_doctor_keeps_the_one_of_lowest_validat
     assert rows[1:] == [("optim.weight_decay", True), ("augment.train", False)]
 
 
+def test_with_over_fitting_in_stack_the_verified_regularisers_are_also_tried_together(
+    monkeypatch,
+):
+    """Hand-made watched runs: dropout, weight decay and augmentation each clear the
+    over-fitting alone (validation error 0.22, 0.23, 0.21). With over-fitting in STACK a fourth
+    re-run makes all three changes at once, and it is kept where its error is the lowest (0.19)
+    and not where it ties the best alone (0.21: ties keep the first); with one fix verified, or
+    with STACK empty (the doctor's rule), nothing is tried together."""
+    import types
+
+    from trainlab.doctor import doctor as doctor_module
+
+    recipe = tiny("model.dropout=none", "optim.weight_decay=0", "train.epochs=6")
+    errors = {"none": 0.3, "dropout": 0.22, "weight_decay": 0.23, "augmentation": 0.21}
+    seen: list[frozenset[str]] = []
+
+    def fake_watch(candidate, **kwargs):
+        fixes = frozenset(
+            name for name, on in (("dropout", candidate.model.dropout != "none"),
+                                  ("weight_decay", candidate.optim.weight_decay > 0),
+                                  ("augmentation", bool(candidate.augment.train))) if on
+        )  # fmt: skip
+        seen.append(fixes)
+        error = errors["together"] if len(fixes) > 1 else errors[next(iter(fixes), "none")]
+        if not fixes or error is None:  # over-fitting as built, or not cleared by this fix
+            found, score, error = [types.SimpleNamespace(code="overfitting")], 1.0, 0.3
+        else:  # cleared, at a lower loss than the watched run's
+            found, score = [], 0.5 + error
+        return doctor_module.Watch(candidate, None, found, 20, 20, 10, score,
+                                   [{"val_acc": 1 - error}])  # fmt: skip
+
+    monkeypatch.setattr(doctor_module, "watch", fake_watch)
+
+    def run(stack):
+        seen.clear()
+        monkeypatch.setattr(doctor_module, "STACK", frozenset(stack))
+        result = doctor(recipe, None, repair=True, max_cost=1.9)  # no compute for a rate check
+        assert result.verdict == "repaired"
+        return result
+
+    errors["together"] = 0.19
+    result = run({"overfitting"})
+    assert seen[-1] == {"dropout", "weight_decay", "augmentation"}
+    last = result.repairs[-1]
+    assert last["change"] == {"augment.train": ["pad_crop(1)"], "model.dropout": "dropout(0.5)",
+                              "optim.weight_decay": 5e-4} and last["kept"]  # fmt: skip
+    assert [r["kept"] for r in result.repairs] == [False, False, False, True]
+    kept = result.recipe
+    assert kept.model.dropout == "dropout(0.5)" and kept.optim.weight_decay == 5e-4
+    assert kept.augment.train == ["pad_crop(1)"]
+    errors["together"] = 0.21  # a tie with augmentation alone: the one tried first is kept
+    result = run({"overfitting"})
+    assert [r["kept"] for r in result.repairs] == [False, False, True, False]
+    assert result.recipe.model.dropout == "none"
+    result = run(())  # the doctor's rule: three re-runs, the lowest error alone kept
+    assert len(seen) == 4 and all(len(f) <= 1 for f in seen)
+    assert result.recipe.augment.train == ["pad_crop(1)"]
+    errors["dropout"] = errors["weight_decay"] = None  # not cleared by these: one fix verifies
+    run({"overfitting"})
+    assert len(seen) == 4 and all(len(f) <= 1 for f in seen)
+
+
+def test_together_makes_every_change_and_keeps_the_first_value_of_a_key():
+    from trainlab.doctor.doctor import together
+
+    change = together([{"augment.train": ["hflip"]}, {"optim.weight_decay": 5e-4},
+                       {"optim.weight_decay": 5e-3, "model.dropout": "dropout(0.5)"}])  # fmt: skip
+    assert change.settings == {"augment.train": ["hflip"], "optim.weight_decay": 5e-4,
+                               "model.dropout": "dropout(0.5)"}  # fmt: skip
+    assert "--set optim.weight_decay=0.0005" in change.flags() and change.lab is None
+
+
 def test_standardizing_the_old_rate_rejected_is_verified_again_at_three_times_the_rate(
     monkeypatch,
 ):

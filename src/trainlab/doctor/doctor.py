@@ -28,7 +28,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,10 @@ TAIL = 0.25  # the score without a validation split: mean training loss of the l
 # seed 30), and the validation loss the re-run verifies with cannot choose between them. Adopted
 # after the held-out seeds 23-25 by its rule written before them (docs/doctor.md).
 BEST_OF: frozenset[str] = frozenset({"overfitting"})
+# Problems of BEST_OF whose verified fixes, where two or more verified, are also tried together
+# as one more alternative (:func:`together`). A candidate since seed 167, measured beside in
+# benchmarks/bench_doctor.py and off in the doctor until its rule (docs/doctor.md) adopts it.
+STACK: frozenset[str] = frozenset()
 
 # The order in which problems are repaired: what makes training fail first, then what the
 # others may be symptoms of (a dead or exploding network also stalls), over-fitting last.
@@ -296,7 +300,7 @@ def doctor(
         ctx = Context(own_model=own_model(recipe, model), tried=frozenset(tried),
                       activation=_network_activation(best, recipe, model))  # fmt: skip
         verified: list[tuple[int, Recipe, Watch]] = []  # (row in repairs, recipe, its run)
-        for change in repairs_for(code, current, ctx):
+        for change in _and_together(code, repairs_for(code, current, ctx), verified, repairs):
             if used + best.planned > max_cost * run_steps:
                 break
             tried.add(change_key(change))
@@ -345,6 +349,28 @@ def doctor(
     if out is not None:
         write_doctor(out, result)
     return result
+
+
+def _and_together(code: str, changes: list[Change], verified: list[tuple[int, Recipe, Watch]],
+                  repairs: list[dict[str, Any]]) -> Iterator[Change]:  # fmt: skip
+    """``changes``, then, for a problem of STACK where two or more of them verified (``verified``
+    grows as the caller re-runs each), those together (:func:`together`), best first."""
+    yield from changes
+    if code in STACK and len(verified) > 1:
+        ranked = sorted(verified, key=lambda v: _error(v[2]))
+        yield together([repairs[row]["change"] for row, _, _ in ranked])
+
+
+def together(settings: list[dict[str, Any]]) -> Change:
+    """One change that makes every change of ``settings`` at once, ordered best first: where two
+    set the same key, the first's value. The lecture's regularisers are used together (the
+    small-data nets of the corpus reach their best with dropout, weight decay and flips at
+    once), while the doctor verifies each alone (STACK)."""
+    merged: dict[str, Any] = {}
+    for one in settings:
+        for key, value in one.items():
+            merged.setdefault(key, value)
+    return Change(merged, "the verified fixes together", None, "together")
 
 
 def rate_check(
