@@ -292,6 +292,32 @@ def test_standardizing_alone_the_rule_before_is_set_only_for_the_duration():
     assert [c.settings for c in repairs.repairs_for(problem, recipe)] == adopted  # restored
 
 
+def test_strong_weight_decay_the_candidate_is_one_more_alternative_only_for_the_duration():
+    """Weight decay at 5e-3 beside 5e-4 for over-fitting (a candidate): in the benchmark's rule
+    only, between the first step and augmentation; not where the recipe already has 5e-4 (the
+    first step's fix offers 5e-3 itself, and the same change is not tried twice)."""
+    bench = _bench()
+    from trainlab.doctor import repairs
+    from trainlab.recipe import load_recipe
+
+    problem, constants, module = bench.DOCTOR_RULES["test_acc_all_strong_wd"]
+    assert problem == "overfitting" and module == "trainlab.doctor.repairs"
+    small = ["model.kind=mlp", "model.dropout=none", "optim.weight_decay=0", "augment.train=[]"]
+    recipe = load_recipe(None, small)
+    adopted = [c.settings for c in repairs.repairs_for(problem, recipe)]
+    with bench._constants(module, constants()):
+        candidate = [c.settings for c in repairs.repairs_for(problem, recipe)]
+        some = load_recipe(None, [*small, "optim.weight_decay=0.0005"])
+        assert [c.settings for c in repairs.repairs_for(problem, some)][1:2] == [
+            {"optim.weight_decay": 5e-3}
+        ]
+        assert repairs.strong_weight_decay(some, repairs.Context()) is None
+    assert candidate == [adopted[0], {"optim.weight_decay": 5e-4}, {"optim.weight_decay": 5e-3},
+                         adopted[2]]  # fmt: skip
+    assert [c.settings for c in repairs.repairs_for(problem, recipe)] == adopted  # restored
+    assert {"optim.weight_decay": 5e-3} not in adopted
+
+
 def test_the_right_init_first_for_tanh_the_rule_before_is_set_only_for_the_duration():
     bench = _bench()
     from trainlab.doctor import repairs
