@@ -86,13 +86,16 @@ REPAIR_MEASURES = {
     "rate x 3 and x 1/3 (the candidate at seeds 33 and 142-153)",
     "test_acc_all_standardize_alone": "every test image, with standardizing tried at the "
     "recipe's rate alone (the rule before seed 154)",
-    # a candidate (since seed 37): the rate check keeping the rate of lowest validation loss
+    # a candidate (since seed 37): the rate check keeping the rate of lowest validation loss;
+    # not adopted at seeds 37-39 and 166
     "test_acc_all_lowest_loss": "every test image, with the rate check keeping the rate of "
     "lowest validation loss (a candidate)",
-    # a candidate (since seed 167): over-fitting's verified regularisers also tried together
+    # a candidate (since seed 167): over-fitting's verified regularisers also tried together;
+    # not adopted at seeds 167-176
     "test_acc_all_together": "every test image, with the verified regularisers also tried "
     "together (a candidate)",
-    # a candidate (since seed 171): weight decay at 5e-3 too, beside 5e-4, for over-fitting
+    # a candidate (since seed 171): weight decay at 5e-3 too, beside 5e-4, for over-fitting;
+    # not adopted at seeds 171-180
     "test_acc_all_strong_wd": "every test image, with weight decay at 5e-3 tried beside 5e-4 "
     "(a candidate)",
     # a candidate judged a second time at seeds 36 and 154-165: ReLU first for a tanh stack
@@ -739,7 +742,8 @@ def lowest_clean_loss(tried: list[dict[str, Any]], lr: float) -> float:
     to 1,000 validation images moves in steps of 0.1-0.5 points: at 214 of the 534 checks of
     seeds 23-35 another clean rate's error was within 1.5 points of the kept one's, and the small
     Fashion-MNIST MLP's two rates tied or nearly so at most of them. Written after seeing those
-    seeds. Rate rules read a fresh run's check, which records the loss since seed 37."""
+    seeds. Rate rules read a fresh run's check, which records the loss since seed 37. Not
+    adopted at seeds 37-39 and 166 (per-seed gain -4.1 to +2.1 points, 95% t; docs/doctor.md)."""
     from trainlab.doctor.doctor import choose_rate
 
     return choose_rate([{**t, "error": t["loss"]} for t in tried], lr)
@@ -820,13 +824,14 @@ DOCTOR_RULES = {
     # alone, they are also tried together, one more alternative (STACK). Written after seeing
     # the small Fashion-MNIST MLP over-fitting not repaired at 12 of 16 fresh seeds, 1.0-2.6
     # points below its bar (a variant with dropout, weight decay and flips at once) with one
-    # regulariser kept.
+    # regulariser kept. Not adopted at seeds 167-176: it acted at one setup.
     "test_acc_all_together": ("overfitting", {"STACK": frozenset({"overfitting"})}),
     # a candidate (since seed 171): over-fitting's fixes with weight decay at 5e-3 as one more
     # alternative beside 5e-4 (repairs.strong_weight_decay). Written after a probe at seeds 23
     # and 24 (benchmarks/probe_regularisers.py): on the small Fashion-MNIST MLP, 5e-4 did not
     # clear the over-fitting in the watched run, 5e-3 did, and trained in full reached 81.6% and
     # 80.6% against augmentation's 79.9% and 78.7% (the doctor's choice; bars 82.0%, 81.0%).
+    # Not adopted at seeds 171-180: +2.0 and +1.5 points on that MLP, -10.4 on the small CNN.
     "test_acc_all_strong_wd": (
         "overfitting",
         lambda: {

@@ -63,8 +63,9 @@ TAIL = 0.25  # the score without a validation split: mean training loss of the l
 # after the held-out seeds 23-25 by its rule written before them (docs/doctor.md).
 BEST_OF: frozenset[str] = frozenset({"overfitting"})
 # Problems of BEST_OF whose verified fixes, where two or more verified, are also tried together
-# as one more alternative (:func:`together`). A candidate since seed 167, measured beside in
-# benchmarks/bench_doctor.py and off in the doctor until its rule (docs/doctor.md) adopts it.
+# as one more alternative (:func:`together`). Off in the doctor: a candidate judged at seeds
+# 167-176 by its rule written before, not adopted (two fixes verified at one setup only), and
+# measured beside since in benchmarks/bench_doctor.py (docs/doctor.md).
 STACK: frozenset[str] = frozenset()
 
 # The order in which problems are repaired: what makes training fail first, then what the

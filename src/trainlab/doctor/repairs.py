@@ -353,9 +353,10 @@ def weight_decay(recipe: Recipe, ctx: Context) -> Change | None:
 def strong_weight_decay(recipe: Recipe, ctx: Context) -> Change | None:
     """Weight decay at 5e-3 beside the first step's 5e-4, as another alternative for
     over-fitting, where the recipe has less than 5e-4 (from 5e-4 on, :func:`weight_decay` offers
-    5e-3 itself). A candidate since seed 171, in the order of over-fitting's fixes only where
-    the benchmark measures it (bench_doctor's DOCTOR_RULES): on the small Fashion-MNIST MLP at
-    seeds 23 and 24, 5e-4 left it over-fitting and 5e-3 cleared it."""
+    5e-3 itself). In the order of over-fitting's fixes only where the benchmark measures it
+    (bench_doctor's DOCTOR_RULES): a candidate after a probe at seeds 23 and 24, where on the
+    small Fashion-MNIST MLP 5e-4 left it over-fitting and 5e-3 cleared it; not adopted at seeds
+    171-180 (it lost ten points on the small CIFAR-10 CNN at one seed; docs/doctor.md)."""
     if recipe.optim.weight_decay >= 5e-4:
         return None
     return Change({"optim.weight_decay": 5e-3}, "add strong weight decay", None,
