@@ -1055,13 +1055,13 @@ def run_setup(
                 )
             except TrainingDiverged as exc:  # the repaired recipe failed in full: not repaired
                 row["test_acc"], row["diverged"] = None, str(exc).split(";")[0]
-            for measure in RATE_RULES:
-                if beside is None or measure in beside:
-                    row[measure] = _with_rate_rule(result, data, tmp, row, measure)
-            for measure in DOCTOR_RULES:
-                if beside is not None and measure not in beside:
-                    continue
-                row[measure] = _with_doctor_rule(result, first, recipe, data, tmp, row, measure)
+            measured = [m for m in (*RATE_RULES, *DOCTOR_RULES) if beside is None or m in beside]
+            for measure in measured:
+                row[measure] = (
+                    _with_rate_rule(result, data, tmp, row, measure)
+                    if measure in RATE_RULES
+                    else _with_doctor_rule(result, first, recipe, data, tmp, row, measure)
+                )
             if setup.healthy and result.recipe.to_toml() != recipe.to_toml():
                 # the bar of a group is its healthy variants as built, not as repaired
                 built = fit(recipe, Path(tmp) / "built", progress=False, report=False,
